@@ -1,0 +1,110 @@
+/* dmakit/dk.h: what dmakit adds to IOKit, with the dk_ prefix: why the last call failed
+ * (dk_last_failure), what this machine can do (dk_capabilities), tunable options with
+ * DMAKIT_<NAME> environment overrides, and constraints as one value (dk_constraints). */
+#ifndef DMAKIT_DK_H
+#define DMAKIT_DK_H
+
+#include <dmakit/IOBufferMemoryDescriptor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- failures --------------------------------------------------------------------- */
+/* Which rule or resource a failure is about. */
+typedef enum dk_constraint_kind {
+  DK_CONSTRAINT_NONE = 0,
+  DK_CONSTRAINT_ARGUMENT,     /* an argument is out of its domain (capacity 0, NULL, overflow) */
+  DK_CONSTRAINT_TASK,         /* the task rule: wired memory needs kernel_task (or NULL) */
+  DK_CONSTRAINT_MASK,         /* the physical address limit (mask / window) */
+  DK_CONSTRAINT_ALIGNMENT,    /* physical or virtual alignment */
+  DK_CONSTRAINT_CONTIGUITY,   /* physically contiguous memory */
+  DK_CONSTRAINT_BOUNDARY,     /* a segment would cross a boundary line */
+  DK_CONSTRAINT_SEGMENTS,     /* maximum segment size or count */
+  DK_CONSTRAINT_CACHE,        /* a cache mode that cannot be honoured (strict mode) */
+  DK_CONSTRAINT_PRIVILEGE,    /* frame numbers need CAP_SYS_ADMIN */
+  DK_CONSTRAINT_PIN,          /* frames could not be pinned against migration */
+  DK_CONSTRAINT_RESOURCE,     /* the system refused memory, a descriptor or a lock */
+  DK_CONSTRAINT_STATE,        /* the object is in the wrong state (unprepared, read-only) */
+  DK_CONSTRAINT_RANGE,        /* offset/length outside the descriptor */
+} dk_constraint_kind;
+
+typedef struct dk_failure {
+  IOReturn           code;        /* kIOReturnSuccess when nothing failed */
+  dk_constraint_kind constraint;
+  const char        *function;    /* the public call that failed, e.g. "inTaskWithPhysicalMask" */
+  char               text[320];   /* one readable sentence */
+} dk_failure;
+
+/* The calling thread's last failure. Each public call that can fail clears it on entry, so
+ * after a call that returned NULL, 0, false or an error it describes that call. Never NULL. */
+DK_API const dk_failure *dk_last_failure(void);
+DK_API void              dk_clear_failure(void);
+DK_API const char       *dk_constraint_name(dk_constraint_kind kind);
+
+/* ---- capabilities -------------------------------------------------------------------- */
+typedef enum dk_pin_method {
+  DK_PIN_NONE = 0,        /* frames may migrate: physical addresses are not handed out */
+  DK_PIN_IO_URING,        /* long-term pin through io_uring buffer registration (as VFIO pins) */
+  DK_PIN_NO_COMPACTION,   /* mlock while vm.compact_unevictable_allowed = 0 */
+} dk_pin_method;
+
+typedef struct dk_caps {
+  uint32_t      page_size;            /* sysconf(_SC_PAGESIZE) */
+  uint32_t      page_shift;
+  bool          root;                 /* effective uid 0 */
+  bool          pagemap_frames;       /* /proc/self/pagemap shows frame numbers (CAP_SYS_ADMIN) */
+  dk_pin_method pin_method;
+  int           compact_unevictable_allowed;  /* the sysctl, -1 if unreadable */
+  uint64_t      ram_top;              /* highest physical RAM address + 1 (from /proc/zoneinfo) */
+  uint64_t      memlock_limit;        /* RLIMIT_MEMLOCK soft limit in bytes, UINT64_MAX = none */
+  char          pin_detail[160];      /* why this pin method was chosen */
+} dk_caps;
+
+/* Probed once, on first use; the same pointer every time. */
+DK_API const dk_caps *dk_capabilities(void);
+DK_API const char    *dk_pin_method_name(dk_pin_method method);
+
+/* ---- options ----------------------------------------------------------------------- */
+typedef enum dk_option {
+  /* 1: a cache mode that Linux user space cannot honour (anything but default/copyback) makes
+   * creation fail with kIOReturnUnsupported. 0 (default): the mode is stored and reported. */
+  DK_OPTION_STRICT_CACHE_MODE = 0,
+  /* 1: refuse to hand out physical addresses unless frames are pinned (default 1). */
+  DK_OPTION_REQUIRE_PIN,
+  DK_OPTION__COUNT
+} dk_option;
+
+/* Options start from DMAKIT_<NAME> in the environment (DMAKIT_STRICT_CACHE_MODE=1), else
+ * their defaults. */
+DK_API long        dk_option_get(dk_option option);
+DK_API void        dk_option_set(dk_option option, long value);
+DK_API const char *dk_option_name(dk_option option);
+
+/* ---- constraints ---------------------------------------------------------------------- */
+/* Device constraints as one value. Zero means "no constraint" for every field. Every segment
+ * of a buffer lies in [low, high], starts at a multiple of `alignment` (the first) and
+ * crosses no multiple of `boundary`; there are at most max_segments segments of at most
+ * max_segment_size bytes; `contiguous` asks for one segment. */
+typedef struct dk_constraints {
+  uint64_t low;               /* lowest physical address allowed */
+  uint64_t high;              /* highest physical address allowed (0 = no limit) */
+  uint64_t alignment;         /* physical and virtual alignment of the start, power of two */
+  uint64_t boundary;          /* segments never cross a multiple of this (power of two) */
+  uint64_t max_segment_size;
+  uint32_t max_segments;
+  bool     contiguous;
+  int      numa_node;         /* -1 = any (recorded; placement by node comes with the pool) */
+} dk_constraints;
+
+#define DK_CONSTRAINTS_NONE ((dk_constraints){ 0, 0, 0, 0, 0, 0, false, -1 })
+
+/* A wired buffer in kernel_task (or NULL) meeting every constraint, verified through pagemap
+ * before it is returned. `options` takes directions, cache modes and kIOMemoryThreadSafe. */
+DK_API IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(
+    task_t inTask, IOOptionBits options, mach_vm_size_t capacity, const dk_constraints *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
