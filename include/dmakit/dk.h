@@ -104,6 +104,33 @@ typedef struct dk_constraints {
 DK_API IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(
     task_t inTask, IOOptionBits options, mach_vm_size_t capacity, const dk_constraints *c);
 
+
+/* ---- introspection ------------------------------------------------------------------ */
+typedef enum dk_provider {
+  DK_PROVIDER_NONE = 0,       /* not allocated (alloc'ed object, or pageable not yet touched) */
+  DK_PROVIDER_MEMFD_4K,       /* pinned 4K pages of a memfd */
+} dk_provider;
+
+/* What §2 derived for a buffer and where its memory came from. */
+typedef struct dk_buffer_info {
+  IOOptionBits   options;          /* the caller's raw options (XNU's _options) */
+  uint64_t       alignment;        /* final alignment (§2 steps 6-10) */
+  uint64_t       allocation_size;  /* bytes really allocated (page-rounded where §2 says so) */
+  uint64_t       physical_limit;   /* highest allowed physical address, 0 = none */
+  uint8_t        numAddressBits;   /* the DMA map specification's address bits */
+  bool           contiguous;       /* physical contiguity was required */
+  bool           pageable;
+  bool           wired;            /* pages populated and locked now */
+  bool           pinned;           /* frames cannot move now (see dk_caps.pin_method) */
+  uint32_t       prepare_count;    /* the counted prepare()s, auto-prepare included */
+  uint32_t       cache_mode;       /* the requested cache mode index (kIO*Cache) */
+  task_t         task;
+  dk_provider    provider;
+} dk_buffer_info;
+
+DK_API IOReturn    dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *info);
+DK_API const char *dk_provider_name(dk_provider provider);
+
 #ifdef __cplusplus
 }
 #endif
