@@ -58,7 +58,7 @@ typedef struct dk_caps {
   int           compact_unevictable_allowed;  /* the sysctl, -1 if unreadable */
   uint64_t      ram_top;              /* highest physical RAM address + 1 (from /proc/zoneinfo) */
   uint64_t      memlock_limit;        /* RLIMIT_MEMLOCK soft limit in bytes, UINT64_MAX = none */
-  char          pin_detail[160];      /* why this pin method was chosen */
+  char          pin_detail[256];      /* why this pin method was chosen */
 } dk_caps;
 
 /* Probed once, on first use; the same pointer every time. */

@@ -1,0 +1,101 @@
+/* src/alloc/geom.c: the constraint predicate and segment arithmetic (see geom.h). */
+#include "alloc/geom.h"
+
+#include <stdio.h>
+
+bool dk__constraints_valid(const dk_constraints *c, char *why, size_t cap)
+{
+  if (c->alignment > 1 && !dk__is_pow2(c->alignment)) {
+    snprintf(why, cap, "alignment 0x%llx is not a power of two", (unsigned long long)c->alignment);
+    return false;
+  }
+  if (c->boundary && !dk__is_pow2(c->boundary)) {
+    snprintf(why, cap, "boundary 0x%llx is not a power of two", (unsigned long long)c->boundary);
+    return false;
+  }
+  if (c->high && c->low > c->high) {
+    snprintf(why, cap, "window low 0x%llx is above high 0x%llx", (unsigned long long)c->low,
+             (unsigned long long)c->high);
+    return false;
+  }
+  return true;
+}
+
+/* Segments one run makes: split at boundary lines, then each piece at max_segment_size. */
+static uint64_t run_segments(const dk_constraints *c, uint64_t addr, uint64_t len)
+{
+  uint64_t count = 0;
+  while (len) {
+    uint64_t piece = len;
+    if (c->boundary) {
+      uint64_t to_line = c->boundary - (addr & (c->boundary - 1));
+      if (to_line < piece) piece = to_line;
+    }
+    if (c->max_segment_size)
+      count += (piece + c->max_segment_size - 1) / c->max_segment_size;
+    else
+      count += 1;
+    addr += piece;
+    len -= piece;
+  }
+  return count;
+}
+
+uint64_t dk__segments_count(const dk_constraints *c, const dk_run *runs, size_t n)
+{
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++) total += run_segments(c, runs[i].addr, runs[i].len);
+  return total;
+}
+
+dk_constraint_kind dk__runs_check(const dk_constraints *c, const dk_run *runs, size_t n,
+                                  char *why, size_t cap)
+{
+  if (n == 0) {
+    snprintf(why, cap, "no physical memory");
+    return DK_CONSTRAINT_RESOURCE;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t last = runs[i].addr + runs[i].len - 1;
+    if (runs[i].addr < c->low) {
+      snprintf(why, cap, "frame at 0x%llx is below the window's low end 0x%llx",
+               (unsigned long long)runs[i].addr, (unsigned long long)c->low);
+      return DK_CONSTRAINT_MASK;
+    }
+    if (c->high && last > c->high) {
+      snprintf(why, cap, "memory up to 0x%llx lies above the limit 0x%llx",
+               (unsigned long long)last, (unsigned long long)c->high);
+      return DK_CONSTRAINT_MASK;
+    }
+  }
+  if (c->alignment > 1 && (runs[0].addr & (c->alignment - 1))) {
+    snprintf(why, cap, "physical start 0x%llx is not aligned to 0x%llx",
+             (unsigned long long)runs[0].addr, (unsigned long long)c->alignment);
+    return DK_CONSTRAINT_ALIGNMENT;
+  }
+  if (c->contiguous && n > 1) {
+    snprintf(why, cap, "memory is in %zu physical runs, contiguity needs one", n);
+    return DK_CONSTRAINT_CONTIGUITY;
+  }
+  if (c->contiguous && c->boundary &&
+      (runs[0].addr & ~(c->boundary - 1)) != ((runs[0].addr + runs[0].len - 1) & ~(c->boundary - 1))) {
+    snprintf(why, cap, "contiguous run 0x%llx+0x%llx crosses a 0x%llx boundary",
+             (unsigned long long)runs[0].addr, (unsigned long long)runs[0].len,
+             (unsigned long long)c->boundary);
+    return DK_CONSTRAINT_BOUNDARY;
+  }
+  if (c->contiguous && c->max_segment_size && runs[0].len > c->max_segment_size) {
+    snprintf(why, cap, "contiguous run of 0x%llx bytes exceeds the maximum segment size 0x%llx",
+             (unsigned long long)runs[0].len, (unsigned long long)c->max_segment_size);
+    return DK_CONSTRAINT_SEGMENTS;
+  }
+  if (c->max_segments) {
+    uint64_t segs = dk__segments_count(c, runs, n);
+    if (segs > c->max_segments) {
+      snprintf(why, cap, "memory makes %llu segments, at most %u allowed",
+               (unsigned long long)segs, c->max_segments);
+      return DK_CONSTRAINT_SEGMENTS;
+    }
+  }
+  return DK_CONSTRAINT_NONE;
+}

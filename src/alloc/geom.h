@@ -1,0 +1,27 @@
+/* src/alloc/geom.h: constraint arithmetic, pure (no system calls, no state): does a physical
+ * range satisfy dk_constraints, how many segments does a run list make once split at
+ * boundaries and the maximum segment size. One predicate decides "acceptable" for the
+ * providers, the verifier and (later) the bounce decision. Table-tested. */
+#ifndef DK_GEOM_H
+#define DK_GEOM_H
+
+#include "base/base.h"
+
+typedef struct dk_run { uint64_t addr, len; } dk_run;
+
+/* Normalise constraints: 0 fields become their no-limit values; returns false (with a
+ * reason) for contradictions: alignment or boundary not a power of two, low > high, a
+ * boundary smaller than the alignment is fine, a capacity that cannot fit one boundary
+ * window while contiguous is caught by dk__runs_check. */
+bool dk__constraints_valid(const dk_constraints *c, char *why, size_t cap);
+
+/* Segments the run list makes when split at every multiple of c->boundary and at
+ * c->max_segment_size. */
+uint64_t dk__segments_count(const dk_constraints *c, const dk_run *runs, size_t n);
+
+/* Check a buffer's physical runs (in order, adjacent runs already merged) against c.
+ * DK_CONSTRAINT_NONE when every promise holds, else the first one broken, with a sentence. */
+dk_constraint_kind dk__runs_check(const dk_constraints *c, const dk_run *runs, size_t n,
+                                  char *why, size_t cap);
+
+#endif

@@ -1,0 +1,40 @@
+/* src/base/base.h: what every layer may use: the calling thread's failure record (set once
+ * where a failure is understood best, read by dk_last_failure()) and exact integer helpers
+ * (powers of two, rounding with overflow checks). No system calls here. */
+#ifndef DK_BASE_H
+#define DK_BASE_H
+
+#include <dmakit/dmakit.h>
+#include <stdint.h>
+
+/* Start of a public call: clear the failure record and name the call. */
+void dk__enter(const char *function);
+/* Record a failure; the first one since dk__enter wins (the deepest layer knows most),
+ * except that dk__fail_replace overwrites. Returns `code` for tail calls. */
+IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+IOReturn dk__fail_replace(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int  dk__failed(void);            /* a failure was recorded since dk__enter */
+IOReturn dk__failure_code(void);
+
+static inline int dk__is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
+/* Smallest power of two >= x (x >= 1); 0 if it does not fit in 64 bits. */
+static inline uint64_t dk__next_pow2(uint64_t x)
+{
+  if (x <= 1) return 1;
+  if (x > (1ull << 63)) return 0;
+  return 1ull << (64 - __builtin_clzll(x - 1));
+}
+/* Number of significant bits: 32 for 0xFFFFFFFF, 0 for 0. */
+static inline unsigned dk__bitlen(uint64_t x) { return x ? 64u - (unsigned)__builtin_clzll(x) : 0u; }
+/* Round x up to a multiple of the power of two a; returns 0 and leaves *out alone on overflow. */
+static inline int dk__round_up(uint64_t x, uint64_t a, uint64_t *out)
+{
+  uint64_t r = (x + (a - 1)) & ~(a - 1);
+  if (r < x) return 0;
+  *out = r;
+  return 1;
+}
+
+#endif

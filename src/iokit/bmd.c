@@ -1,0 +1,437 @@
+/* src/iokit/bmd.c: IOBufferMemoryDescriptor: the factories of REFERENCE.md §3, init (§2) on
+ * top of the plan, the memory request to a provider, the verification of every physical
+ * promise through the frames before the buffer is returned, the buffer methods of §4, free. */
+#include "alloc/geom.h"
+#include "iokit/internal.h"
+#include "prim/prim.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static void bmd_free(OSObject *o);
+const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free };
+
+static IOBufferMemoryDescriptor *as_bmd(const void *p) { return dk__object_cast(p, &dk__bmd_class); }
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_alloc(void)
+{
+  dk__enter("alloc");
+  IOBufferMemoryDescriptor *b = dk__calloc(1, sizeof *b);
+  if (!b) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor object");
+    return NULL;
+  }
+  dk__object_init(&b->md.obj, &dk__bmd_class);
+  b->md.backing = DK_BACKING_INIT;
+  pthread_mutex_init(&b->md.lock, NULL);
+  return b;
+}
+
+static void bmd_free(OSObject *o)
+{
+  IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)o;
+  dk__md_teardown(&b->md);      /* completes every prepare, unwires, frees the memory */
+  pthread_mutex_destroy(&b->md.lock);
+  dk__free(b);
+}
+
+/* ---- the physical side -------------------------------------------------------------- */
+
+/* The buffer's physical runs, merged; *n runs written to a caller array of at most `max`. */
+static size_t buffer_runs(IOMemoryDescriptor *md, uint64_t len, dk_run *runs, size_t max)
+{
+  size_t n = 0, off = (size_t)(md->buffer - md->backing.base);
+  uint64_t done = 0;
+  while (done < len && n < max) {
+    size_t run;
+    uint64_t pa = dk__backing_phys(&md->backing, off + done, &run);
+    if (run > len - done) run = (size_t)(len - done);
+    runs[n++] = (dk_run){ pa, run };
+    done += run;
+  }
+  return n;
+}
+
+/* Check the constraints the caller was promised against the frames; a failure is recorded. */
+static bool verify(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t len)
+{
+  IOMemoryDescriptor *md = &b->md;
+  size_t pages = md->backing.size >> md->backing.shift;
+  dk_run *runs = dk__calloc(pages, sizeof *runs);
+  if (!runs) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory to verify %zu pages", pages);
+    return false;
+  }
+  size_t n = buffer_runs(md, len, runs, pages);
+  char why[200];
+  dk_constraint_kind k = dk__runs_check(c, runs, n, why, sizeof why);
+  uint64_t lowest = UINT64_MAX;
+  for (size_t i = 0; i < n; i++)
+    if (runs[i].addr < lowest) lowest = runs[i].addr;
+  dk__free(runs);
+  if (k == DK_CONSTRAINT_NONE) return true;
+  if (k == DK_CONSTRAINT_MASK)
+    dk__fail(kIOReturnNoMemory, k,
+             "physical mask 0x%llx cannot be met by 4K pages: %s; the lowest frame handed out "
+             "was 0x%llx (the kernel gives user space its high frames first)",
+             (unsigned long long)c->high, why, (unsigned long long)lowest);
+  else
+    dk__fail(kIOReturnNoMemory, k, "4K pages do not meet the constraint: %s", why);
+  return false;
+}
+
+/* What the 4K provider can promise before it tries: one page is contiguous, alignment up to
+ * a page. Anything more needs the hugepage pool. */
+static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
+{
+  if (c->alignment > page) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT,
+             "physical alignment 0x%llx is above the page size 0x%llx: 4K pages cannot promise "
+             "it (the hugepage pool is needed)",
+             (unsigned long long)c->alignment, (unsigned long long)page);
+    return false;
+  }
+  if (c->contiguous && size > page) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
+             "%llu physically contiguous bytes are more than one 4K page can promise (the "
+             "hugepage pool is needed)", (unsigned long long)size);
+    return false;
+  }
+  if (c->boundary && c->boundary < page && size > c->boundary) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_BOUNDARY,
+             "boundary 0x%llx is below the page size and the buffer is larger than it",
+             (unsigned long long)c->boundary);
+    return false;
+  }
+  return true;
+}
+
+static bool has_physical_promise(const dk_constraints *c, uint64_t page)
+{
+  return c->high || c->low || c->alignment > page || c->boundary || c->contiguous ||
+         c->max_segments || c->max_segment_size;
+}
+
+/* Allocate, wire and verify memory for `b` under `c`. `len` is the part that must satisfy c. */
+static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size,
+                     uint64_t len, uint64_t valign, bool wire)
+{
+  const dk_caps *caps = dk__caps();
+  IOMemoryDescriptor *md = &b->md;
+  uint64_t page = caps->page_size, bytes;
+  bool physical = has_physical_promise(c, page);
+
+  if (physical && !provider_can(c, size, page)) return false;
+  if (physical && !caps->pagemap_frames) {
+    dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
+             "a physical constraint (limit 0x%llx) cannot be verified: frame numbers in "
+             "/proc/self/pagemap need root (CAP_SYS_ADMIN)", (unsigned long long)c->high);
+    return false;
+  }
+  if (physical && !dk__pins_ok()) return false;
+  if (!dk__round_up(size, page, &bytes) || bytes > SIZE_MAX / 2) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ARGUMENT, "capacity 0x%llx is too large",
+             (unsigned long long)size);
+    return false;
+  }
+  if (!dk__backing_create(&md->backing, (size_t)bytes, (size_t)valign)) return false;
+  md->buffer = md->backing.base;
+  b->provider = DK_PROVIDER_MEMFD_4K;
+  if (wire) {
+    if (!dk__backing_wire(&md->backing)) goto fail;
+    if (physical && !verify(b, c, len)) goto fail;
+  }
+  return true;
+fail:
+  dk__backing_destroy(&md->backing);
+  md->buffer = NULL;
+  b->provider = DK_PROVIDER_NONE;
+  return false;
+}
+
+/* The constraints §2 promises the caller, for the wired path. */
+static dk_constraints plan_constraints(const dk_plan *p, uint64_t ram_top, uint64_t page)
+{
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  /* "A limit at or beyond the top of RAM is dropped" (IOKernelAllocateWithPhysicalRestrict) */
+  if (p->limit && (ram_top == 0 || p->limit < ram_top - 1)) c.high = p->limit;
+  /* Alignment is honoured as the next power of two (XNU's IOMallocAligned rounds; its
+   * physical path uses alignment-1 as a mask, which the power of two also satisfies). */
+  uint64_t a = dk__next_pow2(p->alignment ? p->alignment : 1);
+  if (a > page) c.alignment = a;
+  c.contiguous = p->contig;
+  return c;
+}
+
+static bool strict_cache_ok(uint32_t mode)
+{
+  if (!dk__option(DK_OPTION_STRICT_CACHE_MODE)) return true;
+  if (mode == kIODefaultCache || mode == kIOCopybackCache || mode == kIOCopybackInnerCache) return true;
+  dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_CACHE,
+           "cache mode %u cannot be honoured: Linux user space maps RAM write-back only "
+           "(DK_OPTION_STRICT_CACHE_MODE is set)", mode);
+  return false;
+}
+
+/* initWithPhysicalMask with the public entry's failure bookkeeping already done. */
+static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits options,
+                        uint64_t capacity, uint64_t alignment, uint64_t mask,
+                        const dk_constraints *extra)
+{
+  if (!b || b->initialized) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+             b ? "the descriptor is already initialized" : "not an IOBufferMemoryDescriptor");
+    return false;
+  }
+  const dk_caps *caps = dk__caps();
+  dk_task_kind tk = dk__task_kind(task);
+  if (tk == DK_TASK_OTHER) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_TASK,
+             "unknown task: only kernel_task (this process) and NULL are tasks here");
+    return false;
+  }
+  dk_constraint_kind kind;
+  char why[200];
+  IOReturn rc = dk__plan(&b->plan, tk, options, capacity, alignment, mask, caps->page_size,
+                         false /* no IOMapper yet */, &kind, why, sizeof why);
+  if (rc != kIOReturnSuccess) {
+    dk__fail(rc, kind, "%s", why);
+    return false;
+  }
+  const dk_plan *p = &b->plan;
+  if (!strict_cache_ok(p->cache_mode)) return false;
+
+  IOMemoryDescriptor *md = &b->md;
+  md->flags = p->flags;
+  md->task = task;
+  md->pageable = p->pageable;
+  dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);
+  if (c.high && caps->ram_top && c.high >= caps->ram_top - 1) c.high = 0;  /* above all RAM */
+  if (p->pageable) c = DK_CONSTRAINTS_NONE;   /* §2 step 14: ignored for pageable memory */
+  b->physical_limit = c.high;
+  uint64_t valign = dk__next_pow2(p->alignment ? p->alignment : 1);
+  if (p->pageable && valign > caps->page_size) valign = caps->page_size;
+  if (!allocate(b, &c, p->alloc_size, p->capacity, valign, !p->pageable)) return false;
+  if (!p->pageable) {
+    md->wire_count = 1;          /* auto-prepared (§2 step 17) */
+    if ((p->flags & kIOMemoryDirectionMask & kIODirectionOutIn) == kIODirectionOut)
+      md->flags |= kIOMemoryPreparedReadOnly;
+  }
+  if (p->purgeable) b->purgeable_state = kIOMemoryPurgeableNonVolatile;
+  md->length = p->capacity;
+  b->initialized = true;
+  return true;
+}
+
+bool IOBufferMemoryDescriptor_initWithPhysicalMask(IOBufferMemoryDescriptor *self, task_t inTask,
+                                                   IOOptionBits options, mach_vm_size_t capacity,
+                                                   mach_vm_address_t alignment,
+                                                   mach_vm_address_t physicalMask)
+{
+  dk__enter("initWithPhysicalMask");
+  return init_buffer(as_bmd(self), inTask, options, capacity, alignment, physicalMask, NULL);
+}
+
+/* alloc + init, releasing the half-built object on failure (as IOKit's factories do). */
+static IOBufferMemoryDescriptor *create(const char *fn, task_t task, IOOptionBits options,
+                                        uint64_t capacity, uint64_t alignment, uint64_t mask,
+                                        const dk_constraints *extra)
+{
+  dk__enter(fn);
+  IOBufferMemoryDescriptor *b = dk__calloc(1, sizeof *b);
+  if (!b) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor object");
+    return NULL;
+  }
+  dk__object_init(&b->md.obj, &dk__bmd_class);
+  b->md.backing = DK_BACKING_INIT;
+  pthread_mutex_init(&b->md.lock, NULL);
+  if (!init_buffer(b, task, options, capacity, alignment, mask, extra)) {
+    OSObject_release(b);
+    return NULL;
+  }
+  return b;
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithOptions(task_t inTask, IOOptionBits options,
+                                                                     vm_size_t capacity, vm_offset_t alignment)
+{
+  return create("inTaskWithOptions", inTask, options, capacity, alignment, 0, NULL);
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithOptionsTagged(
+    task_t inTask, IOOptionBits options, vm_size_t capacity, vm_offset_t alignment,
+    uint32_t kernTag, uint32_t userTag)
+{
+  /* VM accounting tags: Linux has nothing to charge them to; they do not touch getTag(). */
+  (void)kernTag;
+  (void)userTag;
+  return create("inTaskWithOptionsTagged", inTask, options, capacity, alignment, 0, NULL);
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithPhysicalMask(task_t inTask, IOOptionBits options,
+                                                                          mach_vm_size_t capacity,
+                                                                          mach_vm_address_t physicalMask)
+{
+  return create("inTaskWithPhysicalMask", inTask, options, capacity, 1, physicalMask, NULL);
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_withOptions(IOOptionBits options, vm_size_t capacity,
+                                                               vm_offset_t alignment)
+{
+  return create("withOptions", kernel_task, options, capacity, alignment, 0, NULL);
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_withCapacity(vm_size_t capacity, IODirection dir,
+                                                                bool contiguous)
+{
+  return create("withCapacity", kernel_task,
+                dir | kIOMemoryUnshared | (contiguous ? kIOMemoryPhysicallyContiguous : 0), capacity,
+                contiguous ? capacity : 1, 0, NULL);
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_withBytes(const void *bytes, vm_size_t length,
+                                                             IODirection dir, bool contiguous)
+{
+  uint64_t page = dk__caps()->page_size;
+  IOBufferMemoryDescriptor *b =
+      create("withBytes", kernel_task,
+             dir | kIOMemoryUnshared | (contiguous ? kIOMemoryPhysicallyContiguous : 0), length,
+             length < page ? length : page, 0, NULL);
+  if (!b) return NULL;
+  IOBufferMemoryDescriptor_setLength(b, 0);
+  IOBufferMemoryDescriptor_appendBytes(b, bytes, length);
+  return b;
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_withCopy(task_t inTask, IOOptionBits options,
+                                                            vm_map_t sourceMap, mach_vm_address_t source,
+                                                            mach_vm_size_t size)
+{
+  dk__enter("withCopy");
+  /* copy mode (§2 step 3): a source, kIOMemoryPageable and a task are required */
+  if (!source || !(options & kIOMemoryPageable) || !inTask || sourceMap != kernel_map) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+             "withCopy needs a source address in kernel_map, kIOMemoryPageable and a task");
+    return NULL;
+  }
+  IOBufferMemoryDescriptor *b =
+      create("withCopy", inTask, options, size, dk__caps()->page_size, 0, NULL);
+  if (!b) return NULL;
+  /* The copy is taken with a checked read: an unmapped source fails like vm_map_copyin. */
+  if (dk__copy_checked(b->md.buffer, (const void *)(uintptr_t)source, (size_t)size) != (ssize_t)size) {
+    dk__fail(kIOReturnVMError, DK_CONSTRAINT_ARGUMENT, "the source range 0x%llx+0x%llx cannot be read: %s",
+             (unsigned long long)source, (unsigned long long)size, strerror(errno));
+    OSObject_release(b);
+    return NULL;
+  }
+  return b;
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(task_t inTask, IOOptionBits options,
+                                                                         mach_vm_size_t capacity,
+                                                                         const dk_constraints *c)
+{
+  dk__enter("inTaskWithConstraints");
+  char why[160];
+  if (!c) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "constraints are NULL");
+    return NULL;
+  }
+  if (!dk__constraints_valid(c, why, sizeof why)) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "%s", why);
+    return NULL;
+  }
+  if (options & (kIOMemoryPageable | kIOMemoryPurgeable)) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+             "constrained buffers are wired: kIOMemoryPageable does not apply");
+    return NULL;
+  }
+  /* A contiguous request gets the physically contiguous option, so XNU's rules see it. */
+  IOOptionBits o = options | (c->contiguous ? kIOMemoryHostPhysicallyContiguous : 0);
+  uint64_t align = c->alignment > 1 ? c->alignment : 1;
+  return create("inTaskWithConstraints", inTask, o, capacity, align, 0, c);
+}
+
+/* ---- buffer methods (§4) ---------------------------------------------------------- */
+
+void *IOBufferMemoryDescriptor_getBytesNoCopy(IOBufferMemoryDescriptor *self)
+{
+  IOBufferMemoryDescriptor *b = as_bmd(self);
+  if (!b || !b->initialized || !b->md.task) return NULL;
+  return b->md.buffer;
+}
+
+void *IOBufferMemoryDescriptor_getBytesNoCopyRange(IOBufferMemoryDescriptor *self, vm_size_t start,
+                                                   vm_size_t withLength)
+{
+  IOBufferMemoryDescriptor *b = as_bmd(self);
+  if (!b || !b->initialized || !b->md.task) return NULL;
+  if (start + withLength < start) return NULL;
+  if (start < b->md.length && start + withLength <= b->md.length) return b->md.buffer + start;
+  return NULL;
+}
+
+vm_size_t IOBufferMemoryDescriptor_getCapacity(IOBufferMemoryDescriptor *self)
+{
+  IOBufferMemoryDescriptor *b = as_bmd(self);
+  return b && b->initialized ? (vm_size_t)b->plan.capacity : 0;
+}
+
+void IOBufferMemoryDescriptor_setLength(IOBufferMemoryDescriptor *self, vm_size_t length)
+{
+  IOBufferMemoryDescriptor *b = as_bmd(self);
+  if (!b || !b->initialized || length > b->plan.capacity) return;   /* XNU: silently nothing */
+  b->md.length = length;
+}
+
+bool IOBufferMemoryDescriptor_appendBytes(IOBufferMemoryDescriptor *self, const void *bytes,
+                                          vm_size_t withLength)
+{
+  IOBufferMemoryDescriptor *b = as_bmd(self);
+  if (!b || !b->initialized) return false;
+  uint64_t room = b->plan.capacity - b->md.length;
+  uint64_t n = withLength < room ? withLength : room;     /* silent truncation */
+  uint8_t *at = b->md.buffer + b->md.length;
+  b->md.length += n;
+  /* kernel_task and NULL both live in this process: a plain copy, as XNU's kernel path */
+  if (n) {
+    if (bytes) memcpy(at, bytes, (size_t)n);
+    else memset(at, 0, (size_t)n);
+  }
+  return true;
+}
+
+/* ---- introspection ---------------------------------------------------------------- */
+
+IOReturn dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *info)
+{
+  dk__enter("dk_buffer_get_info");
+  IOBufferMemoryDescriptor *b = as_bmd(buffer);
+  if (!b || !b->initialized || !info)
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an initialized buffer");
+  memset(info, 0, sizeof *info);
+  info->options = b->plan.options;
+  info->alignment = b->plan.alignment;
+  info->allocation_size = b->plan.alloc_size;
+  info->physical_limit = b->physical_limit;
+  info->numAddressBits = b->plan.num_address_bits;
+  info->contiguous = b->plan.contig;
+  info->pageable = b->plan.pageable;
+  info->wired = b->md.backing.wired;
+  info->pinned = b->md.backing.pinned;
+  info->prepare_count = b->md.wire_count;
+  info->cache_mode = b->plan.cache_mode;
+  info->task = b->md.task;
+  info->provider = b->provider;
+  return kIOReturnSuccess;
+}
+
+const char *dk_provider_name(dk_provider p)
+{
+  switch (p) {
+  case DK_PROVIDER_MEMFD_4K: return "memfd-4k";
+  default:                   return "none";
+  }
+}

@@ -1,0 +1,104 @@
+/* src/iokit/internal.h: the objects behind the public handles. OSObject is the header of
+ * every object (class pointer, atomic count); IOMemoryDescriptor holds what every descriptor
+ * has (flags, length, task, wiring count, the set of its mappings, its backing memory);
+ * IOBufferMemoryDescriptor adds what §2 derived; IOMemoryMap is one view of a descriptor.
+ * Grouped by the file that defines each function. */
+#ifndef DK_IOKIT_INTERNAL_H
+#define DK_IOKIT_INTERNAL_H
+
+#include "base/base.h"
+#include "iokit/plan.h"
+#include "phys/phys.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ---- object.c --------------------------------------------------------------------- */
+typedef struct dk_class {
+  uint32_t    magic;
+  const char *name;
+  void      (*free)(OSObject *self);
+} dk_class;
+
+struct OSObject {
+  const dk_class *cls;
+  _Atomic int     refcount;
+};
+
+struct dk_task {
+  uint32_t    magic;
+  const char *name;
+};
+#define DK_TASK_MAGIC 0x7a5c7a5cu
+
+extern const dk_class dk__bmd_class;
+extern const dk_class dk__map_class;
+
+void dk__object_init(OSObject *o, const dk_class *cls);
+/* Retain unless the count already reached 0 (an object being freed); true if retained. */
+bool dk__object_try_retain(OSObject *o);
+/* `p` as an object of class `cls`, or NULL (wrong type, NULL, freed). */
+void *dk__object_cast(const void *p, const dk_class *cls);
+dk_task_kind dk__task_kind(task_t t);
+
+/* ---- descriptors ------------------------------------------------------------------ */
+struct IOMemoryDescriptor {
+  OSObject        obj;
+  uint32_t        flags;        /* _flags (REFERENCE.md §1.4) */
+  uint32_t        tag;
+  IOByteCount     length;
+  task_t          task;         /* kernel_task, or NULL for a buffer mapped nowhere */
+  uint32_t        wire_count;   /* counted prepare()s */
+  pthread_mutex_t lock;         /* kIOMemoryThreadSafe methods; always for the map set */
+  IOMemoryMap    *maps;         /* the shareable mapping set; maps unlink themselves */
+  dk_backing      backing;
+  uint8_t        *buffer;       /* the buffer in the internal mapping */
+  bool            pageable;     /* wired only while wire_count > 0 */
+};
+
+struct IOBufferMemoryDescriptor {
+  IOMemoryDescriptor md;
+  bool               initialized;
+  dk_plan            plan;
+  uint64_t           physical_limit;  /* the RAM limit in force (plan.limit below ram_top) */
+  uint32_t           purgeable_state;
+  dk_provider        provider;
+};
+
+struct IOMemoryMap {
+  OSObject            obj;
+  IOMemoryDescriptor *md;          /* retained */
+  IOMemoryMap        *super;       /* retained; a sub-range of an existing mapping */
+  IOMemoryMap        *next;        /* in md->maps */
+  bool                in_set;
+  task_t              task;
+  mach_vm_address_t   address;     /* 0 after unmap */
+  mach_vm_size_t      length;
+  mach_vm_size_t      offset;
+  IOOptionBits        options;
+  void               *vm_base;     /* our own mapping (page-aligned), NULL if static/sub-map */
+  size_t              vm_len;
+  size_t              vm_guard;
+};
+
+/* md.c */
+IOMemoryDescriptor *dk__md(const void *p);    /* cast check: any descriptor class */
+void dk__md_lock(IOMemoryDescriptor *md);      /* the lock, only with kIOMemoryThreadSafe */
+void dk__md_unlock(IOMemoryDescriptor *md);
+/* Why physical addresses cannot be given for [offset, ...) now; kIOReturnSuccess if they can. */
+IOReturn dk__md_phys_ready(IOMemoryDescriptor *md);
+/* Frames stay put (a pin, or the caller waived it with DK_OPTION_REQUIRE_PIN=0); records a
+ * DK_CONSTRAINT_PIN failure when not. */
+bool dk__pins_ok(void);
+IOReturn dk__md_wire(IOMemoryDescriptor *md);
+void     dk__md_unwire(IOMemoryDescriptor *md);
+void     dk__md_teardown(IOMemoryDescriptor *md);
+
+/* map.c */
+IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
+                                IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length);
+
+/* options.c */
+long dk__option(dk_option o);
+
+#endif

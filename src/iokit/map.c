@@ -1,0 +1,264 @@
+/* src/iokit/map.c: IOMemoryMap and createMappingInTask (REFERENCE.md §4 "Mapping rules", §5).
+ * A map is one view of a descriptor in a task: the identity shortcut (the buffer's own
+ * address, kIOMapStatic), a real second mapping of the same memfd (read-only enforced by the
+ * page tables), or a sub-range of an existing compatible map. Maps are kept in the
+ * descriptor's set, unretained; each map retains its descriptor and unlinks itself when freed. */
+#include "iokit/internal.h"
+#include "prim/prim.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static void map_free(OSObject *o);
+const dk_class dk__map_class = { 0x1b3d0002u, "IOMemoryMap", map_free };
+
+static IOMemoryMap *as_map(const void *p) { return dk__object_cast(p, &dk__map_class); }
+
+static void set_unlink(IOMemoryMap *m)
+{
+  IOMemoryDescriptor *md = m->md;
+  pthread_mutex_lock(&md->lock);
+  for (IOMemoryMap **pp = &md->maps; *pp; pp = &(*pp)->next)
+    if (*pp == m) { *pp = m->next; break; }
+  m->in_set = false;
+  pthread_mutex_unlock(&md->lock);
+}
+
+static void vm_release(IOMemoryMap *m)
+{
+  if (m->vm_base) dk__backing_unmap(m->vm_base, m->vm_len, m->vm_guard);
+  m->vm_base = NULL;
+}
+
+static void map_free(OSObject *o)
+{
+  IOMemoryMap *m = (IOMemoryMap *)o;
+  if (m->in_set) set_unlink(m);
+  vm_release(m);
+  OSObject_release(m->super);
+  OSObject_release(m->md);
+  dk__free(m);
+}
+
+static size_t guard_bytes(IOOptionBits options)
+{
+  switch (options & kIOMapGuardedMask) {
+  case kIOMapGuardedSmall: return dk__caps()->page_size;
+  case kIOMapGuardedLarge: return 64 * 1024;
+  default:                 return 0;
+  }
+}
+
+/* §4 mapping rule 3: an existing map this request may share. Called with md->lock held. */
+static IOMemoryMap *find_compatible(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
+                                    IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length)
+{
+  for (IOMemoryMap *m = md->maps; m; m = m->next) {
+    if (!m->address || m->task != task) continue;                         /* unmapped, other task */
+    if ((m->options ^ options) & (kIOMapReadOnly | kIOMapGuardedMask)) continue;
+    uint32_t want = options & kIOMapCacheMask;
+    if (want != kIOMapDefaultCache && want != (m->options & kIOMapCacheMask)) continue;
+    if (offset < m->offset || offset + length > m->offset + m->length) continue;
+    if (!(options & kIOMapAnywhere) && at != m->address + (offset - m->offset)) continue;
+    if (!dk__object_try_retain(&m->obj)) continue;                       /* being freed */
+    return m;
+  }
+  return NULL;
+}
+
+static IOMemoryMap *new_map(IOMemoryDescriptor *md, task_t task, IOOptionBits options,
+                            mach_vm_size_t offset, mach_vm_size_t length)
+{
+  IOMemoryMap *m = dk__calloc(1, sizeof *m);
+  if (!m) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the map object");
+    return NULL;
+  }
+  dk__object_init(&m->obj, &dk__map_class);
+  OSObject_retain(md);
+  m->md = md;
+  m->task = task;
+  m->options = options;
+  m->offset = offset;
+  m->length = length;
+  return m;
+}
+
+static void set_add(IOMemoryMap *m)
+{
+  IOMemoryDescriptor *md = m->md;
+  pthread_mutex_lock(&md->lock);
+  m->next = md->maps;
+  md->maps = m;
+  m->in_set = true;
+  pthread_mutex_unlock(&md->lock);
+}
+
+IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
+                                IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length)
+{
+  /* rule 2: a task is required */
+  if (!task) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_TASK, "cannot map into no task (NULL)");
+    return NULL;
+  }
+  if (dk__task_kind(task) != DK_TASK_KERNEL) {
+    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_TASK, "only kernel_task (this process) can be mapped into");
+    return NULL;
+  }
+  /* rule 1: length 0 means the current length */
+  if (length == 0) length = md->length;
+  /* rule 4: the range must lie inside the descriptor; a zero-length one cannot be mapped */
+  if (offset >= md->length || offset + length < offset || offset + length > md->length) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_RANGE,
+             "mapping range 0x%llx+0x%llx is outside the length 0x%llx", (unsigned long long)offset,
+             (unsigned long long)length, (unsigned long long)md->length);
+    return NULL;
+  }
+  /* rule 3: share a compatible mapping */
+  if (!(options & kIOMapUnique)) {
+    pthread_mutex_lock(&md->lock);
+    IOMemoryMap *old = find_compatible(md, task, at, options, offset, length);
+    pthread_mutex_unlock(&md->lock);
+    if (old) {
+      if (old->offset == offset && old->length == length) return old;   /* same object, +1 */
+      IOMemoryMap *sub = new_map(md, task, options, offset, length);
+      if (!sub) { OSObject_release(old); return NULL; }
+      sub->super = old;                                                  /* holds old's +1 */
+      sub->address = old->address + (offset - old->offset);
+      return sub;
+    }
+    if (options & kIOMapReference) {
+      dk__fail(kIOReturnNotFound, DK_CONSTRAINT_STATE, "kIOMapReference: no compatible mapping exists");
+      return NULL;
+    }
+  }
+  size_t guard = guard_bytes(options);
+  if (guard && !(options & kIOMapAnywhere)) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "guarded mappings need kIOMapAnywhere");
+    return NULL;
+  }
+  IOMemoryMap *m = new_map(md, task, options, offset, length);
+  if (!m) return NULL;
+  /* rule 5: the identity shortcut */
+  if (task == md->task && (options & kIOMapAnywhere) && !(options & kIOMapUnique) && !guard &&
+      offset == 0 && md->buffer && length <= md->length) {
+    m->address = (mach_vm_address_t)(uintptr_t)md->buffer;
+    m->options |= kIOMapStatic;
+  } else {
+    /* rule 6: a real mapping of the same pages */
+    size_t page = dk__caps()->page_size;
+    size_t start = (size_t)(md->buffer - md->backing.base) + (size_t)offset;
+    size_t in_page = start & (page - 1), map_off = start - in_page;
+    size_t span = (in_page + (size_t)length + page - 1) & ~(page - 1);
+    int prot = (options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
+    void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)(at - (at & (page - 1)));
+    bool populate = (options & kIOMapPrefault) && md->backing.wired;
+    void *p = dk__backing_map(&md->backing, map_off, span, prot, guard, fixed,
+                              (options & kIOMapOverwrite) != 0, populate);
+    if (!p) {
+      dk__fail(errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
+               "mapping 0x%zx bytes failed: %s", span, strerror(errno));
+      OSObject_release(m);
+      return NULL;
+    }
+    m->vm_base = p;
+    m->vm_len = span;
+    m->vm_guard = guard;
+    m->address = (mach_vm_address_t)(uintptr_t)p + in_page;
+  }
+  set_add(m);
+  return m;
+}
+
+IOMemoryMap *IOMemoryDescriptor_createMappingInTask(IOMemoryDescriptor *p, task_t intoTask,
+                                                    mach_vm_address_t atAddress, IOOptionBits options,
+                                                    mach_vm_size_t offset, mach_vm_size_t length)
+{
+  dk__enter("createMappingInTask");
+  IOMemoryDescriptor *md = dk__md(p);
+  if (!md) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an initialized memory descriptor");
+    return NULL;
+  }
+  return dk__create_mapping(md, intoTask, atAddress, options, offset, length);
+}
+
+IOMemoryMap *IOMemoryDescriptor_map(IOMemoryDescriptor *p, IOOptionBits options)
+{
+  dk__enter("map");
+  IOMemoryDescriptor *md = dk__md(p);
+  if (!md) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an initialized memory descriptor");
+    return NULL;
+  }
+  return dk__create_mapping(md, kernel_task, 0, options | kIOMapAnywhere, 0, md->length);
+}
+
+/* ---- IOMemoryMap -------------------------------------------------------------------------- */
+
+mach_vm_address_t IOMemoryMap_getAddress(IOMemoryMap *p)
+{
+  IOMemoryMap *m = as_map(p);
+  return m ? m->address : 0;
+}
+IOVirtualAddress IOMemoryMap_getVirtualAddress(IOMemoryMap *p) { return IOMemoryMap_getAddress(p); }
+
+mach_vm_size_t IOMemoryMap_getSize(IOMemoryMap *p)
+{
+  IOMemoryMap *m = as_map(p);
+  return m ? m->length : 0;
+}
+IOByteCount IOMemoryMap_getLength(IOMemoryMap *p) { return IOMemoryMap_getSize(p); }
+
+IOOptionBits IOMemoryMap_getMapOptions(IOMemoryMap *p)
+{
+  IOMemoryMap *m = as_map(p);
+  return m ? m->options : 0;
+}
+
+task_t IOMemoryMap_getAddressTask(IOMemoryMap *p)
+{
+  IOMemoryMap *m = as_map(p);
+  if (!m) return NULL;
+  return m->super ? m->super->task : m->task;
+}
+
+IOMemoryDescriptor *IOMemoryMap_getMemoryDescriptor(IOMemoryMap *p)
+{
+  IOMemoryMap *m = as_map(p);
+  return m ? m->md : NULL;
+}
+
+IOPhysicalAddress IOMemoryMap_getPhysicalSegment(IOMemoryMap *p, IOByteCount offset,
+                                                 IOPhysicalLength *length, IOOptionBits options)
+{
+  IOMemoryMap *m = as_map(p);
+  if (!m) {
+    if (length) *length = 0;
+    dk__enter("IOMemoryMap_getPhysicalSegment");
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an IOMemoryMap");
+    return 0;
+  }
+  /* no check against the map's own length: only the descriptor's bounds it (§5) */
+  return IOMemoryDescriptor_getPhysicalSegment(m->md, m->offset + offset, length, options);
+}
+
+IOPhysicalAddress IOMemoryMap_getPhysicalAddress(IOMemoryMap *p)
+{
+  return IOMemoryMap_getPhysicalSegment(p, 0, NULL, 0);
+}
+
+IOReturn IOMemoryMap_unmap(IOMemoryMap *p)
+{
+  dk__enter("unmap");
+  IOMemoryMap *m = as_map(p);
+  if (!m) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an IOMemoryMap");
+  /* static and sub-range maps own no VM; a second unmap has nothing left to do */
+  pthread_mutex_lock(&m->md->lock);
+  vm_release(m);
+  m->address = 0;
+  pthread_mutex_unlock(&m->md->lock);
+  return kIOReturnSuccess;
+}

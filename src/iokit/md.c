@@ -1,0 +1,336 @@
+/* src/iokit/md.c: the IOMemoryDescriptor methods a buffer inherits (REFERENCE.md §4): length,
+ * direction, tag, flags, counted prepare/complete, physical segments from the cached frames,
+ * readBytes/writeBytes with XNU's all-or-nothing range rule, cache-line operations and the
+ * purgeable state. Where XNU panics (unprepared pageable memory) these return 0 or an error
+ * and record why. */
+#include "iokit/internal.h"
+#include "prim/prim.h"
+
+#include <string.h>
+
+IOMemoryDescriptor *dk__md(const void *p)
+{
+  IOBufferMemoryDescriptor *b = dk__object_cast(p, &dk__bmd_class);
+  return b && b->initialized ? &b->md : NULL;
+}
+
+void dk__md_lock(IOMemoryDescriptor *md)
+{
+  if (md->flags & kIOMemoryThreadSafe) pthread_mutex_lock(&md->lock);
+}
+void dk__md_unlock(IOMemoryDescriptor *md)
+{
+  if (md->flags & kIOMemoryThreadSafe) pthread_mutex_unlock(&md->lock);
+}
+
+static IOMemoryDescriptor *enter_md(const char *fn, void *p)
+{
+  dk__enter(fn);
+  IOMemoryDescriptor *md = dk__md(p);
+  if (!md) dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an initialized memory descriptor");
+  return md;
+}
+
+bool dk__pins_ok(void)
+{
+  const dk_caps *caps = dk__caps();
+  if (caps->pin_method != DK_PIN_NONE || !dk__option(DK_OPTION_REQUIRE_PIN)) return true;
+  dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_PIN,
+           "frames could move, so no physical address is handed out: %s", caps->pin_detail);
+  return false;
+}
+
+IOReturn dk__md_phys_ready(IOMemoryDescriptor *md)
+{
+  if (md->pageable && md->wire_count == 0)
+    return dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE,
+                    "pageable memory is not prepared: call prepare() first (XNU panics here)");
+  const dk_caps *caps = dk__caps();
+  if (!caps->pagemap_frames)
+    return dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
+                    "physical addresses need root: /proc/self/pagemap hides frame numbers without CAP_SYS_ADMIN");
+  if (!md->backing.pinned && !dk__pins_ok()) return kIOReturnCannotWire;
+  if (!md->backing.frames_known)
+    return dk__fail(kIOReturnInternalError, DK_CONSTRAINT_STATE, "frames of wired memory are unknown");
+  return kIOReturnSuccess;
+}
+
+IOReturn dk__md_wire(IOMemoryDescriptor *md)
+{
+  if (md->backing.wired) return kIOReturnSuccess;
+  if (dk__backing_wire(&md->backing)) return kIOReturnSuccess;
+  return dk__failed() ? dk__failure_code() : kIOReturnCannotWire;
+}
+
+void dk__md_unwire(IOMemoryDescriptor *md) { dk__backing_unwire(&md->backing); }
+
+void dk__md_teardown(IOMemoryDescriptor *md)
+{
+  md->wire_count = 0;
+  dk__backing_destroy(&md->backing);
+  md->buffer = NULL;
+}
+
+/* ---- plain accessors ---------------------------------------------------------------- */
+
+IOByteCount IOMemoryDescriptor_getLength(IOMemoryDescriptor *p)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  return md ? md->length : 0;
+}
+
+IODirection IOMemoryDescriptor_getDirection(IOMemoryDescriptor *p)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  return md ? (md->flags & kIOMemoryDirectionMask) : kIODirectionNone;
+}
+
+void IOMemoryDescriptor_setDirection(IOMemoryDescriptor *p, IODirection direction)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  if (md) md->flags = (md->flags & ~kIOMemoryDirectionMask) | direction;   /* unmasked, as XNU */
+}
+
+IOOptionBits IOMemoryDescriptor_getTag(IOMemoryDescriptor *p)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  return md ? md->tag : 0;
+}
+
+void IOMemoryDescriptor_setTag(IOMemoryDescriptor *p, IOOptionBits tag)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  if (md) md->tag = tag;
+}
+
+uint64_t IOMemoryDescriptor_getFlags(IOMemoryDescriptor *p)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  return md ? md->flags : 0;
+}
+
+/* ---- physical segments -------------------------------------------------------------- */
+
+addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCount offset,
+                                               IOByteCount *length, IOOptionBits options)
+{
+  (void)options;   /* no mapper yet: the bus address is the CPU physical address */
+  if (length) *length = 0;
+  IOMemoryDescriptor *md = enter_md("getPhysicalSegment", p);
+  if (!md) return 0;
+  if (offset >= md->length) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_RANGE, "offset 0x%llx is at or past the length 0x%llx",
+             (unsigned long long)offset, (unsigned long long)md->length);
+    return 0;
+  }
+  if (dk__md_phys_ready(md) != kIOReturnSuccess) return 0;
+  size_t run;
+  addr64_t pa = dk__backing_phys(&md->backing, (size_t)(md->buffer - md->backing.base) + offset, &run);
+  IOByteCount rest = md->length - offset;
+  if (length) *length = run < rest ? run : rest;
+  return pa;
+}
+
+IOPhysicalAddress IOMemoryDescriptor_getPhysicalAddress(IOMemoryDescriptor *md)
+{
+  return IOMemoryDescriptor_getPhysicalSegment(md, 0, NULL, 0);
+}
+
+/* ---- prepare / complete --------------------------------------------------------------- */
+
+IOReturn IOMemoryDescriptor_prepare(IOMemoryDescriptor *p, IODirection forDirection)
+{
+  IOMemoryDescriptor *md = enter_md("prepare", p);
+  if (!md) return kIOReturnBadArgument;
+  IOReturn rc = kIOReturnSuccess;
+  dk__md_lock(md);
+  IODirection dir = forDirection == kIODirectionNone ? (md->flags & kIOMemoryDirectionMask) : forDirection;
+  bool out_only = (dir & kIODirectionOutIn) == kIODirectionOut;
+  if (md->wire_count && (md->flags & kIOMemoryPreparedReadOnly) && !out_only) {
+    rc = dk__fail(kIOReturnNotWritable, DK_CONSTRAINT_STATE,
+                  "the memory is prepared read-only (direction Out); a prepare for writing is refused");
+    goto out;
+  }
+  if (md->wire_count == UINT32_MAX) {
+    rc = dk__fail(kIOReturnNoResources, DK_CONSTRAINT_STATE, "prepare count overflow");
+    goto out;
+  }
+  if (md->wire_count == 0) {
+    if (md->pageable && (rc = dk__md_wire(md)) != kIOReturnSuccess) goto out;
+    if (out_only) md->flags |= kIOMemoryPreparedReadOnly;
+  }
+  md->wire_count++;
+out:
+  dk__md_unlock(md);
+  return rc;
+}
+
+IOReturn IOMemoryDescriptor_complete(IOMemoryDescriptor *p, IODirection forDirection)
+{
+  (void)forDirection;
+  IOMemoryDescriptor *md = enter_md("complete", p);
+  if (!md) return kIOReturnBadArgument;
+  dk__md_lock(md);
+  if (md->wire_count && --md->wire_count == 0) {
+    md->flags &= ~kIOMemoryPreparedReadOnly;
+    /* Wired buffers keep their pin for life (XNU's wired kernel memory never moves); only
+     * pageable memory is unwired here. */
+    if (md->pageable) dk__md_unwire(md);
+  }
+  dk__md_unlock(md);
+  return kIOReturnSuccess;    /* always, even unbalanced (XNU only asserts) */
+}
+
+/* ---- copies ----------------------------------------------------------------------------- */
+
+/* XNU's all-or-nothing range rule; records why not. */
+static bool range_ok(IOMemoryDescriptor *md, IOByteCount off, IOByteCount len)
+{
+  if (off > md->length || off + len < off || off + len > md->length) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_RANGE,
+             "range 0x%llx+0x%llx is outside the length 0x%llx: nothing copied",
+             (unsigned long long)off, (unsigned long long)len, (unsigned long long)md->length);
+    return false;
+  }
+  if (md->pageable && md->wire_count == 0) {
+    dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE,
+             "pageable memory is not prepared: call prepare() first (XNU panics here)");
+    return false;
+  }
+  return true;
+}
+
+IOByteCount IOMemoryDescriptor_readBytes(IOMemoryDescriptor *p, IOByteCount offset, void *bytes,
+                                         IOByteCount withLength)
+{
+  IOMemoryDescriptor *md = enter_md("readBytes", p);
+  if (!md || !range_ok(md, offset, withLength)) return 0;
+  if (!bytes) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "destination is NULL");
+    return 0;
+  }
+  dk__md_lock(md);
+  memcpy(bytes, md->buffer + offset, (size_t)withLength);
+  dk__md_unlock(md);
+  return withLength;
+}
+
+IOByteCount IOMemoryDescriptor_writeBytes(IOMemoryDescriptor *p, IOByteCount offset, const void *bytes,
+                                          IOByteCount withLength)
+{
+  IOMemoryDescriptor *md = enter_md("writeBytes", p);
+  if (!md || !range_ok(md, offset, withLength)) return 0;
+  if (md->flags & kIOMemoryPreparedReadOnly) {
+    dk__fail(kIOReturnNotWritable, DK_CONSTRAINT_STATE,
+             "the memory is prepared read-only (direction Out): writeBytes copies nothing");
+    return 0;
+  }
+  dk__md_lock(md);
+  if (bytes) memcpy(md->buffer + offset, bytes, (size_t)withLength);
+  else memset(md->buffer + offset, 0, (size_t)withLength);   /* NULL source zero-fills */
+  dk__md_unlock(md);
+  return withLength;
+}
+
+/* ---- cache operations ---------------------------------------------------------------- */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+static int g_clflushopt, g_clwb;
+static unsigned g_line;
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+static void cpu_probe(void)
+{
+  unsigned a, b, c, d;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    g_clflushopt = (b >> 23) & 1;
+    g_clwb = (b >> 24) & 1;
+  }
+  if (__get_cpuid(1, &a, &b, &c, &d)) g_line = ((b >> 8) & 0xff) * 8;
+  if (!g_line) g_line = 64;
+}
+/* Write back and invalidate (flush) or write back only (store) every line of the range. */
+static void cache_lines(uint8_t *p, size_t len, int store_only)
+{
+  pthread_once(&g_cpu_once, cpu_probe);
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)(g_line - 1), end = (uintptr_t)p + len;
+  if (!g_clflushopt && !g_clwb) __asm__ volatile("mfence" ::: "memory");
+  for (; a < end; a += g_line) {
+    volatile char *line = (volatile char *)a;
+    if (store_only && g_clwb)   __asm__ volatile("clwb %0" : "+m"(*line));
+    else if (g_clflushopt)      __asm__ volatile("clflushopt %0" : "+m"(*line));
+    else                        __asm__ volatile("clflush %0" : "+m"(*line));
+  }
+  if (g_clflushopt || g_clwb) __asm__ volatile("sfence" ::: "memory");
+  else                        __asm__ volatile("mfence" ::: "memory");
+}
+#elif defined(__aarch64__)
+static void cache_lines(uint8_t *p, size_t len, int store_only)
+{
+  uint64_t ctr;
+  __asm__ volatile("mrs %0, ctr_el0" : "=r"(ctr));
+  size_t line = 4u << ((ctr >> 16) & 0xf);
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)(line - 1), end = (uintptr_t)p + len;
+  for (; a < end; a += line) {
+    if (store_only) __asm__ volatile("dc cvac, %0" ::"r"(a) : "memory");
+    else            __asm__ volatile("dc civac, %0" ::"r"(a) : "memory");
+  }
+  __asm__ volatile("dsb sy" ::: "memory");
+}
+#else
+#error "dmakit: cache-line operations are written for x86-64 and arm64"
+#endif
+
+IOReturn IOMemoryDescriptor_performOperation(IOMemoryDescriptor *p, IOOptionBits options,
+                                             IOByteCount offset, IOByteCount length)
+{
+  IOMemoryDescriptor *md = enter_md("performOperation", p);
+  if (!md) return kIOReturnBadArgument;
+  if (options != kIOMemoryIncoherentIOFlush && options != kIOMemoryIncoherentIOStore &&
+      options != kIOMemoryClearEncrypted && options != kIOMemorySetEncrypted)
+    return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT, "operation %u is not one of 1, 2, 50, 51",
+                    options);
+  /* XNU: remaining = min(length, getLength() - offset), unsigned, so past the end the
+   * walk finds no segment and reports an underrun; offset == length has nothing to do. */
+  IOByteCount remaining = length < md->length - offset ? length : md->length - offset;
+  if (remaining == 0) return kIOReturnSuccess;
+  if (offset >= md->length)
+    return dk__fail(kIOReturnUnderrun, DK_CONSTRAINT_RANGE, "offset 0x%llx is past the length 0x%llx",
+                    (unsigned long long)offset, (unsigned long long)md->length);
+  dk__md_lock(md);
+  if (options == kIOMemoryIncoherentIOFlush || options == kIOMemoryIncoherentIOStore)
+    cache_lines(md->buffer + offset, (size_t)remaining, options == kIOMemoryIncoherentIOStore);
+  /* ClearEncrypted / SetEncrypted: Linux has no per-page encryption control; nothing to do. */
+  dk__md_unlock(md);
+  return kIOReturnSuccess;
+}
+
+/* ---- purgeable state ------------------------------------------------------------------ */
+
+IOReturn IOMemoryDescriptor_setPurgeable(IOMemoryDescriptor *p, IOOptionBits newState, IOOptionBits *oldState)
+{
+  IOMemoryDescriptor *md = enter_md("setPurgeable", p);
+  if (!md) return kIOReturnBadArgument;
+  IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)md;
+  IOOptionBits current = b->purgeable_state ? b->purgeable_state : kIOMemoryPurgeableNonVolatile;
+  IOOptionBits op = newState & 0xf;
+  if (op < kIOMemoryPurgeableKeepCurrent || op > kIOMemoryPurgeableEmpty) {
+    if (oldState) *oldState = current;
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "purgeable state %u is not 1-4", op);
+  }
+  if (!b->plan.purgeable)
+    return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_STATE,
+                    "the memory is not purgeable (kIOMemoryPageable | kIOMemoryPurgeable)");
+  IOReturn rc = kIOReturnSuccess;
+  dk__md_lock(md);
+  if (op == kIOMemoryPurgeableEmpty && !md->backing.wired) {
+    if (dk__backing_discard(&md->backing) < 0)
+      rc = dk__fail(kIOReturnVMError, DK_CONSTRAINT_RESOURCE, "discarding the contents failed");
+  }
+  if (rc == kIOReturnSuccess) {
+    if (op != kIOMemoryPurgeableKeepCurrent) b->purgeable_state = op;
+    if (oldState) *oldState = current;
+  }
+  dk__md_unlock(md);
+  return rc;
+}

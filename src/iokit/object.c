@@ -1,0 +1,67 @@
+/* src/iokit/object.c: OSObject reference counting and the task handles. Counts are atomic
+ * (acquire/release), so retain/release are safe from any thread; the last release calls the
+ * class's free. */
+#include "iokit/internal.h"
+
+static struct dk_task g_self_task = { DK_TASK_MAGIC, "kernel_task (this process)" };
+task_t kernel_task = &g_self_task;
+vm_map_t kernel_map = &g_self_task;
+
+dk_task_kind dk__task_kind(task_t t)
+{
+  if (t == NULL) return DK_TASK_NULL;
+  if (t == kernel_task) return DK_TASK_KERNEL;
+  return DK_TASK_OTHER;
+}
+
+void dk__object_init(OSObject *o, const dk_class *cls)
+{
+  o->cls = cls;
+  atomic_init(&o->refcount, 1);
+}
+
+void *dk__object_cast(const void *p, const dk_class *cls)
+{
+  const OSObject *o = p;
+  if (!o || o->cls != cls || o->cls->magic != cls->magic) return NULL;
+  return (void *)(uintptr_t)p;
+}
+
+static OSObject *any_object(void *p)
+{
+  OSObject *o = p;
+  if (!o || (o->cls != &dk__bmd_class && o->cls != &dk__map_class)) return NULL;
+  return o;
+}
+
+void OSObject_retain(void *object)
+{
+  OSObject *o = any_object(object);
+  if (o) atomic_fetch_add_explicit(&o->refcount, 1, memory_order_relaxed);
+}
+
+bool dk__object_try_retain(OSObject *o)
+{
+  int n = atomic_load_explicit(&o->refcount, memory_order_relaxed);
+  while (n > 0)
+    if (atomic_compare_exchange_weak_explicit(&o->refcount, &n, n + 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return true;
+  return false;
+}
+
+void OSObject_release(void *object)
+{
+  OSObject *o = any_object(object);
+  if (!o) return;
+  if (atomic_fetch_sub_explicit(&o->refcount, 1, memory_order_release) == 1) {
+    atomic_thread_fence(memory_order_acquire);
+    o->cls->free(o);
+  }
+}
+
+int OSObject_getRetainCount(const void *object)
+{
+  OSObject *o = any_object((void *)(uintptr_t)object);
+  return o ? atomic_load_explicit(&o->refcount, memory_order_relaxed) : 0;
+}

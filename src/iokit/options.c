@@ -1,0 +1,46 @@
+/* src/iokit/options.c: dmakit's tunables, one table, each with a DMAKIT_<NAME> environment
+ * override read once. */
+#include "iokit/internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+typedef struct option_desc { const char *name; long dflt; } option_desc;
+
+static const option_desc g_desc[DK_OPTION__COUNT] = {
+  [DK_OPTION_STRICT_CACHE_MODE] = { "STRICT_CACHE_MODE", 0 },
+  [DK_OPTION_REQUIRE_PIN]       = { "REQUIRE_PIN", 1 },
+};
+static _Atomic long g_value[DK_OPTION__COUNT];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void load(void)
+{
+  for (int i = 0; i < DK_OPTION__COUNT; i++) {
+    char env[64] = "DMAKIT_";
+    size_t n = 7;
+    for (const char *s = g_desc[i].name; *s && n + 1 < sizeof env; s++) env[n++] = *s;
+    env[n] = '\0';
+    const char *v = getenv(env);
+    atomic_store(&g_value[i], v && *v ? strtol(v, NULL, 0) : g_desc[i].dflt);
+  }
+}
+
+long dk__option(dk_option o)
+{
+  pthread_once(&g_once, load);
+  return (unsigned)o < DK_OPTION__COUNT ? atomic_load(&g_value[o]) : 0;
+}
+
+long dk_option_get(dk_option o) { return dk__option(o); }
+
+void dk_option_set(dk_option o, long value)
+{
+  pthread_once(&g_once, load);
+  if ((unsigned)o < DK_OPTION__COUNT) atomic_store(&g_value[o], value);
+}
+
+const char *dk_option_name(dk_option o)
+{
+  return (unsigned)o < DK_OPTION__COUNT ? g_desc[o].name : "unknown";
+}

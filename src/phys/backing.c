@@ -1,0 +1,199 @@
+/* src/phys/backing.c: the first page provider. One memfd per buffer, mapped RW in this
+ * process (the internal view every copy goes through), its pages allocated and locked when
+ * wired, long-term pinned and their frames read once (one batched pagemap read) and cached
+ * with the contiguous-run length of each page, so a physical query is two array loads. */
+#include "phys/phys.h"
+#include "prim/prim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static const char *why(int e) { return strerror(e); }
+
+bool dk__backing_create(dk_backing *b, size_t size, size_t valign)
+{
+  const dk_caps *caps = dk__caps();
+  size_t page = caps->page_size;
+  *b = DK_BACKING_INIT;
+  b->shift = caps->page_shift;
+  if (valign < page) valign = page;
+  b->fd = dk__memfd_create("dmakit", MFD_CLOEXEC);
+  if (b->fd < 0) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "memfd_create failed: %s", why(errno));
+    return false;
+  }
+  if (dk__ftruncate(b->fd, (off_t)size) < 0) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "sizing the memfd to %zu bytes failed: %s",
+             size, why(errno));
+    goto fail;
+  }
+  b->size = size;
+  if (valign == page) {
+    void *p = dk__mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, b->fd, 0);
+    if (p == MAP_FAILED) goto fail_map;
+    b->base = p;
+    return true;
+  }
+  /* Over-reserve address space, place the memfd at the aligned address inside, give back the
+   * slack on both sides. */
+  size_t span = size + valign;
+  if (span < size) { errno = ENOMEM; goto fail_map; }
+  uint8_t *res = dk__mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (res == MAP_FAILED) goto fail_map;
+  uint8_t *at = (uint8_t *)(((uintptr_t)res + valign - 1) & ~(uintptr_t)(valign - 1));
+  void *p = dk__mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, b->fd, 0);
+  if (p == MAP_FAILED) { int e = errno; dk__munmap(res, span); errno = e; goto fail_map; }
+  if (at > res) dk__munmap(res, (size_t)(at - res));
+  if (res + span > at + size) dk__munmap(at + size, (size_t)(res + span - (at + size)));
+  b->base = at;
+  return true;
+fail_map:
+  dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "mapping %zu bytes failed: %s", size, why(errno));
+fail:
+  dk__close(b->fd);
+  b->fd = -1;
+  b->size = 0;
+  return false;
+}
+
+/* Read the frames and the run table; needs the pages allocated and locked. */
+static bool read_frames(dk_backing *b)
+{
+  size_t n = b->size >> b->shift;
+  b->pfn = dk__calloc(n, sizeof *b->pfn);
+  b->run = dk__calloc(n, sizeof *b->run);
+  if (!b->pfn || !b->run) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the frame table of %zu pages", n);
+    goto fail;
+  }
+  if (dk__pagemap_frames((uintptr_t)b->base, n, b->pfn) < 0) {
+    dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_RESOURCE, "reading /proc/self/pagemap failed: %s",
+             why(errno));
+    goto fail;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (b->pfn[i] == 0) {
+      dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_RESOURCE,
+               "page %zu of a locked buffer has no frame in pagemap", i);
+      goto fail;
+    }
+  }
+  b->run[n - 1] = 1;
+  for (size_t i = n - 1; i-- > 0;)
+    b->run[i] = b->pfn[i + 1] == b->pfn[i] + 1 ? b->run[i + 1] + 1 : 1;
+  b->frames_known = true;
+  return true;
+fail:
+  dk__free(b->pfn);
+  dk__free(b->run);
+  b->pfn = NULL;
+  b->run = NULL;
+  return false;
+}
+
+bool dk__backing_wire(dk_backing *b)
+{
+  if (b->wired) return true;
+  const dk_caps *caps = dk__caps();
+  /* Allocate every page now: a full tmpfs reports ENOSPC here rather than SIGBUS later. */
+  if (dk__fallocate(b->fd, 0, 0, (off_t)b->size) < 0) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "allocating %zu bytes of pages failed: %s",
+             b->size, why(errno));
+    return false;
+  }
+  if (dk__mlock(b->base, b->size) < 0) {
+    int e = errno;
+    if (e == ENOMEM || e == EPERM || e == EAGAIN)
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
+               "locking %zu bytes failed (%s); RLIMIT_MEMLOCK is %llu bytes", b->size, why(e),
+               (unsigned long long)caps->memlock_limit);
+    else
+      dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_RESOURCE, "mlock failed: %s", why(e));
+    return false;
+  }
+  /* Pin only where frames can be handed out: without CAP_SYS_ADMIN no address leaves
+   * dmakit, and the pin would cost locked-memory budget for nothing. */
+  if (caps->pagemap_frames && caps->pin_method == DK_PIN_IO_URING) {
+    if (dk__pin(b->base, b->size, &b->pin) < 0) {
+      dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_PIN, "pinning %zu bytes through io_uring failed: %s",
+               b->size, why(errno));
+      goto fail_unlock;
+    }
+    b->pinned = true;
+  } else if (caps->pin_method == DK_PIN_NO_COMPACTION) {
+    b->pinned = true;
+  }
+  if (caps->pagemap_frames && !read_frames(b)) goto fail_unpin;
+  b->wired = true;
+  return true;
+fail_unpin:
+  dk__unpin(&b->pin);
+  b->pinned = false;
+fail_unlock:
+  dk__munlock(b->base, b->size);
+  return false;
+}
+
+void dk__backing_unwire(dk_backing *b)
+{
+  if (!b->wired) return;
+  dk__unpin(&b->pin);
+  b->pinned = false;
+  dk__munlock(b->base, b->size);
+  dk__free(b->pfn);
+  dk__free(b->run);
+  b->pfn = NULL;
+  b->run = NULL;
+  b->frames_known = false;
+  b->wired = false;
+}
+
+void dk__backing_destroy(dk_backing *b)
+{
+  dk__backing_unwire(b);
+  if (b->base) dk__munmap(b->base, b->size);
+  if (b->fd >= 0) dk__close(b->fd);
+  *b = DK_BACKING_INIT;
+}
+
+void *dk__backing_map(const dk_backing *b, size_t off, size_t len, int prot, size_t guard,
+                      void *fixed, bool overwrite, bool populate)
+{
+  int pop = populate ? MAP_POPULATE : 0;
+  if (!guard) {
+    int how = fixed ? (overwrite ? MAP_FIXED : MAP_FIXED_NOREPLACE) : 0;
+    void *p = dk__mmap(fixed, len, prot, MAP_SHARED | how | pop, b->fd, (off_t)off);
+    if (p == MAP_FAILED) return NULL;
+    if (fixed && p != fixed) {     /* an old kernel ignoring MAP_FIXED_NOREPLACE */
+      dk__munmap(p, len);
+      errno = EEXIST;
+      return NULL;
+    }
+    return p;
+  }
+  size_t span = len + 2 * guard;
+  uint8_t *res = dk__mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (res == MAP_FAILED) return NULL;
+  void *p = dk__mmap(res + guard, len, prot, MAP_SHARED | MAP_FIXED | pop, b->fd, (off_t)off);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    dk__munmap(res, span);
+    errno = e;
+    return NULL;
+  }
+  /* The reservation is counted once, as `span`; the fixed mapping replaced part of it. */
+  return p;
+}
+
+int dk__backing_unmap(void *addr, size_t len, size_t guard)
+{
+  return dk__munmap((uint8_t *)addr - guard, len + 2 * guard);
+}
+
+int dk__backing_discard(dk_backing *b)
+{
+  if (b->wired) { errno = EBUSY; return -1; }
+  return dk__fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)b->size);
+}

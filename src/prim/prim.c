@@ -1,0 +1,256 @@
+/* src/prim/prim.c: the system-call table, its fault injector and its live-resource counters.
+ * Nothing else in dmakit includes <sys/mman.h> for calls or issues a syscall directly. */
+#include "prim/prim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---- defaults ------------------------------------------------------------------------ */
+static int sys_open(const char *path, int flags) { return open(path, flags | O_CLOEXEC); }
+static int sys_memfd_create(const char *name, unsigned flags) { return memfd_create(name, flags); }
+static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
+{
+  return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+static int sys_io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr)
+{
+  return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr);
+}
+static int sys_getrlimit(int resource, struct rlimit *rl) { return getrlimit(resource, rl); }
+
+const dk_prim_table dk__prim_default = {
+  .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,
+  .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,
+  .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,
+  .pread = pread, .read = read, .io_uring_setup = sys_io_uring_setup,
+  .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,
+  .process_vm_readv = process_vm_readv,
+  .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,
+};
+dk_prim_table dk__prim = {
+  .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,
+  .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,
+  .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,
+  .pread = pread, .read = read, .io_uring_setup = sys_io_uring_setup,
+  .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,
+  .process_vm_readv = process_vm_readv,
+  .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,
+};
+
+static const char *const call_names[DK_PRIM__COUNT] = {
+  "mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "memfd_create", "ftruncate",
+  "fallocate", "open", "close", "pread", "read", "io_uring_setup", "io_uring_register",
+  "getrlimit", "process_vm_readv", "malloc", "calloc", "realloc",
+};
+const char *dk__prim_call_name(dk_prim_call call)
+{
+  return (unsigned)call < DK_PRIM__COUNT ? call_names[call] : "?";
+}
+
+/* The errno each call most typically fails with. */
+static const int default_errno[DK_PRIM__COUNT] = {
+  [DK_PRIM_MMAP] = ENOMEM, [DK_PRIM_MUNMAP] = EINVAL, [DK_PRIM_MPROTECT] = ENOMEM,
+  [DK_PRIM_MADVISE] = EAGAIN, [DK_PRIM_MLOCK] = ENOMEM, [DK_PRIM_MUNLOCK] = ENOMEM,
+  [DK_PRIM_MEMFD_CREATE] = EMFILE, [DK_PRIM_FTRUNCATE] = ENOSPC, [DK_PRIM_FALLOCATE] = ENOSPC,
+  [DK_PRIM_OPEN] = EMFILE, [DK_PRIM_CLOSE] = EIO, [DK_PRIM_PREAD] = EIO, [DK_PRIM_READ] = EIO,
+  [DK_PRIM_IO_URING_SETUP] = ENOMEM, [DK_PRIM_IO_URING_REGISTER] = ENOMEM,
+  [DK_PRIM_GETRLIMIT] = EFAULT, [DK_PRIM_PROCESS_VM_READV] = EFAULT, [DK_PRIM_MALLOC] = ENOMEM, [DK_PRIM_CALLOC] = ENOMEM,
+  [DK_PRIM_REALLOC] = ENOMEM,
+};
+
+/* ---- fault injection ---------------------------------------------------------------- */
+#define RELEASE_CALLS ((1u << DK_PRIM_MUNMAP) | (1u << DK_PRIM_MUNLOCK) | (1u << DK_PRIM_CLOSE))
+
+static _Atomic int           fault_armed;
+static _Atomic unsigned long fault_seen;
+static unsigned long         fault_nth;
+static int                   fault_forever, fault_err, fault_fired_flag;
+static uint32_t              fault_calls;
+
+void dk__fault_arm(unsigned long nth, int forever, uint32_t calls, int err)
+{
+  fault_nth = nth;
+  fault_forever = forever;
+  fault_calls = calls ? calls : (((1u << DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
+  fault_err = err;
+  fault_fired_flag = 0;
+  atomic_store(&fault_seen, 0);
+  atomic_store(&fault_armed, 1);
+}
+void dk__fault_disarm(void) { atomic_store(&fault_armed, 0); }
+unsigned long dk__fault_calls_seen(void) { return atomic_load(&fault_seen); }
+int dk__fault_fired(void) { return fault_fired_flag; }
+
+/* True when this call must fail; errno is then set. One relaxed load when disarmed. */
+static inline int fault(dk_prim_call call)
+{
+  if (__builtin_expect(!atomic_load_explicit(&fault_armed, memory_order_relaxed), 1))
+    return 0;
+  if (!(fault_calls & (1u << call)))
+    return 0;
+  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1;
+  if (n == fault_nth || (fault_forever && n > fault_nth)) {
+    fault_fired_flag = 1;
+    errno = fault_err ? fault_err : default_errno[call];
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- counters ------------------------------------------------------------------------ */
+static _Atomic long c_fds, c_map, c_lock, c_heap;
+
+dk_prim_counters dk__prim_counters(void)
+{
+  dk_prim_counters c = { atomic_load(&c_fds), atomic_load(&c_map), atomic_load(&c_lock),
+                         atomic_load(&c_heap) };
+  return c;
+}
+#define COUNT(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
+
+/* ---- wrappers ------------------------------------------------------------------------ */
+void *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+  if (fault(DK_PRIM_MMAP)) return MAP_FAILED;
+  void *p = dk__prim.mmap(addr, len, prot, flags, fd, off);
+  /* MAP_FIXED replaces address space already counted (a reservation); it adds nothing. */
+  if (p != MAP_FAILED && !(flags & MAP_FIXED)) COUNT(c_map, (long)len);
+  return p;
+}
+int dk__munmap(void *addr, size_t len)
+{
+  if (fault(DK_PRIM_MUNMAP)) return -1;
+  int r = dk__prim.munmap(addr, len);
+  if (r == 0) COUNT(c_map, -(long)len);
+  return r;
+}
+int dk__mprotect(void *addr, size_t len, int prot)
+{
+  if (fault(DK_PRIM_MPROTECT)) return -1;
+  return dk__prim.mprotect(addr, len, prot);
+}
+int dk__madvise(void *addr, size_t len, int advice)
+{
+  if (fault(DK_PRIM_MADVISE)) return -1;
+  return dk__prim.madvise(addr, len, advice);
+}
+int dk__mlock(const void *addr, size_t len)
+{
+  if (fault(DK_PRIM_MLOCK)) return -1;
+  int r = dk__prim.mlock(addr, len);
+  if (r == 0) COUNT(c_lock, (long)len);
+  return r;
+}
+int dk__munlock(const void *addr, size_t len)
+{
+  if (fault(DK_PRIM_MUNLOCK)) return -1;
+  int r = dk__prim.munlock(addr, len);
+  if (r == 0) COUNT(c_lock, -(long)len);
+  return r;
+}
+int dk__memfd_create(const char *name, unsigned flags)
+{
+  if (fault(DK_PRIM_MEMFD_CREATE)) return -1;
+  int fd = dk__prim.memfd_create(name, flags);
+  if (fd >= 0) COUNT(c_fds, 1);
+  return fd;
+}
+int dk__ftruncate(int fd, off_t len)
+{
+  if (fault(DK_PRIM_FTRUNCATE)) return -1;
+  return dk__prim.ftruncate(fd, len);
+}
+int dk__fallocate(int fd, int mode, off_t off, off_t len)
+{
+  if (fault(DK_PRIM_FALLOCATE)) return -1;
+  return dk__prim.fallocate(fd, mode, off, len);
+}
+int dk__open(const char *path, int flags)
+{
+  if (fault(DK_PRIM_OPEN)) return -1;
+  int fd = dk__prim.open(path, flags);
+  if (fd >= 0) COUNT(c_fds, 1);
+  return fd;
+}
+int dk__close(int fd)
+{
+  if (fault(DK_PRIM_CLOSE)) return -1;
+  int r = dk__prim.close(fd);
+  COUNT(c_fds, -1);     /* Linux releases the descriptor even when close reports an error */
+  return r;
+}
+ssize_t dk__pread(int fd, void *buf, size_t len, off_t off)
+{
+  if (fault(DK_PRIM_PREAD)) return -1;
+  return dk__prim.pread(fd, buf, len, off);
+}
+ssize_t dk__read(int fd, void *buf, size_t len)
+{
+  if (fault(DK_PRIM_READ)) return -1;
+  return dk__prim.read(fd, buf, len);
+}
+int dk__io_uring_setup(unsigned entries, struct io_uring_params *p)
+{
+  if (fault(DK_PRIM_IO_URING_SETUP)) return -1;
+  int fd = dk__prim.io_uring_setup(entries, p);
+  if (fd >= 0) COUNT(c_fds, 1);
+  return fd;
+}
+int dk__io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr)
+{
+  if (fault(DK_PRIM_IO_URING_REGISTER)) return -1;
+  return dk__prim.io_uring_register(fd, opcode, arg, nr);
+}
+int dk__getrlimit(int resource, struct rlimit *rl)
+{
+  if (fault(DK_PRIM_GETRLIMIT)) return -1;
+  return dk__prim.getrlimit(resource, rl);
+}
+ssize_t dk__copy_checked(void *dst, const void *src, size_t len)
+{
+  if (fault(DK_PRIM_PROCESS_VM_READV)) return -1;
+  struct iovec l = { dst, len }, r = { (void *)(uintptr_t)src, len };
+  return dk__prim.process_vm_readv(getpid(), &l, 1, &r, 1, 0);
+}
+void *dk__malloc(size_t n)
+{
+  if (fault(DK_PRIM_MALLOC)) return NULL;
+  void *p = dk__prim.malloc(n);
+  if (p) COUNT(c_heap, 1);
+  return p;
+}
+void *dk__calloc(size_t n, size_t size)
+{
+  if (fault(DK_PRIM_CALLOC)) return NULL;
+  void *p = dk__prim.calloc(n, size);
+  if (p) COUNT(c_heap, 1);
+  return p;
+}
+void dk__free(void *p)
+{
+  if (!p) return;
+  COUNT(c_heap, -1);
+  dk__prim.free(p);
+}
+
+ssize_t dk__read_text(const char *path, char *buf, size_t cap)
+{
+  int fd = dk__open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  size_t got = 0;
+  while (got + 1 < cap) {
+    ssize_t n = dk__read(fd, buf + got, cap - 1 - got);
+    if (n < 0) { if (errno == EINTR) continue; int e = errno; dk__close(fd); errno = e; return -1; }
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  buf[got] = '\0';
+  dk__close(fd);
+  return (ssize_t)got;
+}

@@ -1,0 +1,103 @@
+/* src/prim/prim.h: the only door to the operating system. Every system call and every heap
+ * allocation of the library goes through dk__prim (a table of function pointers tests may
+ * swap) and through the wrappers below, which add fault injection (fail the Nth call, once or
+ * for ever, with a chosen errno) and live-resource counters (fds, mapped bytes, locked bytes,
+ * heap blocks) so that tests can prove nothing leaked. Internal convention: -1/MAP_FAILED/NULL
+ * with errno set, exactly as the system call; translation to IOReturn happens above. */
+#ifndef DK_PRIM_H
+#define DK_PRIM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct io_uring_params;
+struct rlimit;
+struct iovec;
+
+typedef struct dk_prim_table {
+  void   *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+  int     (*munmap)(void *addr, size_t len);
+  int     (*mprotect)(void *addr, size_t len, int prot);
+  int     (*madvise)(void *addr, size_t len, int advice);
+  int     (*mlock)(const void *addr, size_t len);
+  int     (*munlock)(const void *addr, size_t len);
+  int     (*memfd_create)(const char *name, unsigned flags);
+  int     (*ftruncate)(int fd, off_t len);
+  int     (*fallocate)(int fd, int mode, off_t off, off_t len);
+  int     (*open)(const char *path, int flags);
+  int     (*close)(int fd);
+  ssize_t (*pread)(int fd, void *buf, size_t len, off_t off);
+  ssize_t (*read)(int fd, void *buf, size_t len);
+  int     (*io_uring_setup)(unsigned entries, struct io_uring_params *p);
+  int     (*io_uring_register)(int fd, unsigned opcode, void *arg, unsigned nr);
+  int     (*getrlimit)(int resource, struct rlimit *rl);
+  ssize_t (*process_vm_readv)(pid_t pid, const struct iovec *local, unsigned long nl,
+                              const struct iovec *remote, unsigned long nr, unsigned long flags);
+  void   *(*malloc)(size_t n);
+  void   *(*calloc)(size_t n, size_t size);
+  void   *(*realloc)(void *p, size_t n);
+  void    (*free)(void *p);
+} dk_prim_table;
+
+/* Call identifiers, for fault injection and counters. */
+typedef enum dk_prim_call {
+  DK_PRIM_MMAP, DK_PRIM_MUNMAP, DK_PRIM_MPROTECT, DK_PRIM_MADVISE, DK_PRIM_MLOCK,
+  DK_PRIM_MUNLOCK, DK_PRIM_MEMFD_CREATE, DK_PRIM_FTRUNCATE, DK_PRIM_FALLOCATE, DK_PRIM_OPEN,
+  DK_PRIM_CLOSE, DK_PRIM_PREAD, DK_PRIM_READ, DK_PRIM_IO_URING_SETUP, DK_PRIM_IO_URING_REGISTER,
+  DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
+  DK_PRIM__COUNT
+} dk_prim_call;
+
+extern dk_prim_table dk__prim;                 /* current entries; tests may replace them */
+extern const dk_prim_table dk__prim_default;   /* the real system calls */
+const char *dk__prim_call_name(dk_prim_call call);
+
+/* ---- fault injection ---------------------------------------------------------------- */
+/* Fail the `nth` (1-based) eligible call from now on; `forever` keeps failing every eligible
+ * call after it. `calls` is a bit mask of (1u << dk_prim_call), 0 = every call except the
+ * release-type calls (munmap, munlock, close, free), which cannot meaningfully fail.
+ * `err` is the errno to report; 0 picks the call's most typical error. */
+void dk__fault_arm(unsigned long nth, int forever, uint32_t calls, int err);
+void dk__fault_disarm(void);
+/* How many eligible calls were seen since arming, and whether a fault has fired. */
+unsigned long dk__fault_calls_seen(void);
+int  dk__fault_fired(void);
+
+/* ---- live-resource counters --------------------------------------------------------- */
+typedef struct dk_prim_counters {
+  long fds;            /* descriptors opened and not closed */
+  long map_bytes;      /* bytes mapped and not unmapped (MAP_FIXED over a reservation adds 0) */
+  long lock_bytes;     /* bytes mlock'ed and not munlock'ed */
+  long heap_blocks;    /* malloc/calloc blocks not freed */
+} dk_prim_counters;
+dk_prim_counters dk__prim_counters(void);
+
+/* ---- wrappers: the library calls these, never the table directly -------------------- */
+void   *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+int     dk__munmap(void *addr, size_t len);
+int     dk__mprotect(void *addr, size_t len, int prot);
+int     dk__madvise(void *addr, size_t len, int advice);
+int     dk__mlock(const void *addr, size_t len);
+int     dk__munlock(const void *addr, size_t len);
+int     dk__memfd_create(const char *name, unsigned flags);
+int     dk__ftruncate(int fd, off_t len);
+int     dk__fallocate(int fd, int mode, off_t off, off_t len);
+int     dk__open(const char *path, int flags);
+int     dk__close(int fd);
+ssize_t dk__pread(int fd, void *buf, size_t len, off_t off);
+ssize_t dk__read(int fd, void *buf, size_t len);
+int     dk__io_uring_setup(unsigned entries, struct io_uring_params *p);
+int     dk__io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr);
+int     dk__getrlimit(int resource, struct rlimit *rl);
+/* Copy from this process's own memory without faulting: EFAULT for an unmapped source. */
+ssize_t dk__copy_checked(void *dst, const void *src, size_t len);
+void   *dk__malloc(size_t n);
+void   *dk__calloc(size_t n, size_t size);
+void    dk__free(void *p);
+
+/* Read a small text file (sysctl, /proc) into buf, NUL-terminated; -1 on error. */
+ssize_t dk__read_text(const char *path, char *buf, size_t cap);
+
+#endif
