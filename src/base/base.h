@@ -9,12 +9,13 @@
 
 /* Start of a public call: clear the failure record and name the call. */
 void dk__enter(const char *function);
-/* Record a failure; the first one since dk__enter wins (the deepest layer knows most),
- * except that dk__fail_replace overwrites. Returns `code` for tail calls. */
+/* Record a failure; the first one since dk__enter wins (the deepest layer knows most).
+ * Returns `code` for tail calls. */
 IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-IOReturn dk__fail_replace(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Keep the recorded reason, report it as `code` from `function` (an outer call such as
+ * DriverKit's Create built on an inner public call). */
+void dk__fail_recode(const char *function, IOReturn code);
 int  dk__failed(void);            /* a failure was recorded since dk__enter */
 IOReturn dk__failure_code(void);
 

@@ -36,13 +36,11 @@ IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
   return code;
 }
 
-IOReturn dk__fail_replace(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
+void dk__fail_recode(const char *function, IOReturn code)
 {
-  va_list ap;
-  va_start(ap, fmt);
-  record(code, kind, fmt, ap);
-  va_end(ap);
-  return code;
+  tl_failure.function = function;
+  tl_failure.code = code;
+  tl_set = 1;
 }
 
 int dk__failed(void) { return tl_set; }

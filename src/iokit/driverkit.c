@@ -20,8 +20,7 @@ kern_return_t IOBufferMemoryDescriptor_Create(uint64_t options, uint64_t capacit
       (vm_size_t)capacity, (vm_offset_t)alignment);
   if (!b) {
     /* every init failure, capacity 0 included, is NoMemory in DriverKit; keep the reason */
-    const dk_failure *f = dk_last_failure();
-    dk__fail_replace(kIOReturnNoMemory, f->constraint, "%s", f->text);
+    dk__fail_recode("IOBufferMemoryDescriptor::Create", kIOReturnNoMemory);
     return kIOReturnNoMemory;
   }
   *memory = b;
@@ -87,8 +86,7 @@ kern_return_t IOMemoryDescriptor_CreateMapping(IOMemoryDescriptor *self, uint64_
   if (options & kIOMemoryMapReadOnly) k |= kIOMapReadOnly;
   IOMemoryMap *m = dk__create_mapping(md, kernel_task, address, k, offset, length);
   if (!m) {
-    const dk_failure *f = dk_last_failure();
-    dk__fail_replace(kIOReturnError, f->constraint, "%s", f->text);
+    dk__fail_recode("IOMemoryDescriptor::CreateMapping", kIOReturnError);
     return kIOReturnError;
   }
   *map = m;

@@ -1,0 +1,235 @@
+/* tests/test_faults.c: every public operation under injected system-call and heap failures.
+ * For each operation, the Nth eligible prim call fails (N = 1, 2, ... until the operation runs
+ * to the end without meeting the fault), once with fail-once and once with fail-forever, for
+ * two errnos. After each run: the result is success or a documented IOReturn with a reason,
+ * and the live counters (fds, mapped bytes, locked bytes, heap blocks, pins) are back at the
+ * baseline: nothing leaked. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dmakit/dmakit.h>
+#include <errno.h>
+#include <string.h>
+
+#include "phys/phys.h"
+#include "prim/prim.h"
+
+#define MD(b) ((IOMemoryDescriptor *)(void *)(b))
+
+typedef IOReturn (*op_fn)(void);
+
+static IOReturn failure_code(void)
+{
+  IOReturn c = dk_last_failure()->code;
+  return c == kIOReturnSuccess ? kIOReturnError : c;
+}
+
+/* Walk every physical segment (when frames are visible); a failure is the operation's. */
+static IOReturn walk(IOMemoryDescriptor *md)
+{
+  if (!dk_capabilities()->pagemap_frames) return kIOReturnSuccess;
+  IOByteCount off = 0, len, total = IOMemoryDescriptor_getLength(md);
+  while (off < total) {
+    if (!IOMemoryDescriptor_getPhysicalSegment(md, off, &len, 0)) return failure_code();
+    off += len;
+  }
+  return kIOReturnSuccess;
+}
+
+static IOReturn op_wired(void)
+{
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(
+      kernel_task, kIODirectionInOut, 3 * dk_capabilities()->page_size + 17, 1);
+  if (!b) return failure_code();
+  IOReturn rc = walk(MD(b));
+  OSObject_release(b);
+  return rc;
+}
+
+static IOReturn op_null_task_map(void)
+{
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(NULL, 0, 8192, 1);
+  if (!b) return failure_code();
+  IOReturn rc = kIOReturnSuccess;
+  IOMemoryMap *m = IOMemoryDescriptor_map(MD(b), 0);
+  if (!m) rc = failure_code();
+  else {
+    memset((void *)(uintptr_t)IOMemoryMap_getAddress(m), 0x5a, 8192);
+    uint8_t x[16];
+    if (IOMemoryDescriptor_readBytes(MD(b), 8000, x, 16) != 16 || x[15] != 0x5a) rc = kIOReturnInternalError;
+    OSObject_release(m);
+  }
+  OSObject_release(b);
+  return rc;
+}
+
+static IOReturn op_pageable(void)
+{
+  IOBufferMemoryDescriptor *b =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPageable | kIOMemoryPurgeable, 16384, 1);
+  if (!b) return failure_code();
+  IOReturn rc = IOMemoryDescriptor_prepare(MD(b), kIODirectionNone);
+  if (rc == kIOReturnSuccess) {
+    rc = walk(MD(b));
+    IOMemoryDescriptor_complete(MD(b), kIODirectionNone);
+  }
+  IOOptionBits old;
+  if (rc == kIOReturnSuccess) rc = IOMemoryDescriptor_setPurgeable(MD(b), kIOMemoryPurgeableEmpty, &old);
+  OSObject_release(b);
+  return rc;
+}
+
+static IOReturn op_maps(void)
+{
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 3 * 4096, 1);
+  if (!b) return failure_code();
+  IOReturn rc = kIOReturnSuccess;
+  IOMemoryMap *ro = IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, 0,
+                                                           kIOMapAnywhere | kIOMapReadOnly | kIOMapUnique, 0, 0);
+  IOMemoryMap *g = ro ? IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, 0,
+                                                              kIOMapAnywhere | kIOMapGuardedLarge, 4096, 4096)
+                      : NULL;
+  IOMemoryMap *sub = g ? IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, 0,
+                                                               kIOMapAnywhere | kIOMapGuardedLarge, 4096, 100)
+                       : NULL;
+  if (!ro || !g || !sub) rc = failure_code();
+  else if (IOMemoryMap_unmap(g) != kIOReturnSuccess) rc = failure_code();
+  OSSafeReleaseNULL(sub);
+  OSSafeReleaseNULL(g);
+  OSSafeReleaseNULL(ro);
+  OSObject_release(b);
+  return rc;
+}
+
+static IOReturn op_with_bytes(void)
+{
+  static uint8_t data[5000];
+  memset(data, 7, sizeof data);
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withBytes(data, sizeof data, kIODirectionOut, false);
+  if (!b) return failure_code();
+  OSObject_release(b);
+  return kIOReturnSuccess;
+}
+
+static IOReturn op_with_copy(void)
+{
+  static uint8_t data[9000];
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCopy(kernel_task, kIOMemoryPageable, kernel_map,
+                                                                  (mach_vm_address_t)(uintptr_t)data, sizeof data);
+  if (!b) return failure_code();
+  OSObject_release(b);
+  return kIOReturnSuccess;
+}
+
+static IOReturn op_driverkit(void)
+{
+  IOBufferMemoryDescriptor *b = NULL;
+  IOReturn rc = IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 10000, 0, &b);
+  if (rc != kIOReturnSuccess) return rc;
+  IOMemoryMap *m = NULL;
+  rc = IOMemoryDescriptor_CreateMapping(MD(b), 0, 0, 0, 0, 0, &m);
+  OSSafeReleaseNULL(m);
+  OSObject_release(b);
+  return rc;
+}
+
+static IOReturn op_constraints(void)
+{
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.max_segments = 64;          /* always met by 16 pages; makes dmakit verify the frames */
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 16 * 4096, &c);
+  if (!b) return failure_code();
+  IOReturn rc = walk(MD(b));
+  OSObject_release(b);
+  return rc;
+}
+
+/* ---- the harness ---------------------------------------------------------------------- */
+
+typedef struct snapshot { dk_prim_counters c; long pins; } snapshot;
+
+static snapshot snap(void)
+{
+  snapshot s = { dk__prim_counters(), dk__pins_live() };
+  return s;
+}
+
+static void assert_same(const snapshot *a, const snapshot *b, const char *what, unsigned long n, int forever)
+{
+  if (a->c.fds != b->c.fds || a->c.map_bytes != b->c.map_bytes || a->c.lock_bytes != b->c.lock_bytes ||
+      a->c.heap_blocks != b->c.heap_blocks || a->pins != b->pins)
+    fail_msg("%s, fault at call %lu (%s): leak: fds %ld->%ld map %ld->%ld lock %ld->%ld heap %ld->%ld pins %ld->%ld",
+             what, n, forever ? "forever" : "once", a->c.fds, b->c.fds, a->c.map_bytes, b->c.map_bytes,
+             a->c.lock_bytes, b->c.lock_bytes, a->c.heap_blocks, b->c.heap_blocks, a->pins, b->pins);
+}
+
+static int documented(IOReturn rc)
+{
+  return rc == kIOReturnNoMemory || rc == kIOReturnNoResources || rc == kIOReturnCannotWire ||
+         rc == kIOReturnVMError || rc == kIOReturnNoSpace || rc == kIOReturnError;
+}
+
+static void run_faults(const char *what, op_fn op)
+{
+  /* warm up: capabilities probed, the pin ring exists, the operation works without faults */
+  assert_int_equal(op(), kIOReturnSuccess);
+  snapshot base = snap();
+  const int errs[] = { 0, EAGAIN };
+  for (int e = 0; e < 2; e++) {
+    for (int forever = 0; forever < 2; forever++) {
+      unsigned long n;
+      for (n = 1; n < 10000; n++) {
+        dk__fault_arm(n, forever, 0, errs[e]);
+        IOReturn rc = op();
+        int fired = dk__fault_fired();
+        dk__fault_disarm();
+        snapshot now = snap();
+        assert_same(&base, &now, what, n, forever);
+        if (rc != kIOReturnSuccess) {
+          if (!fired) fail_msg("%s failed (%s) with no fault injected", what, dk_ioreturn_name(rc));
+          if (!documented(rc))
+            fail_msg("%s, fault at call %lu: undocumented %s: %s", what, n, dk_ioreturn_name(rc),
+                     dk_last_failure()->text);
+          if (rc != kIOReturnError && dk_last_failure()->text[0] == '\0')
+            fail_msg("%s, fault at call %lu: %s without a reason", what, n, dk_ioreturn_name(rc));
+        }
+        if (!fired) break;        /* the operation ran to the end before call n */
+      }
+      print_message("%s: %lu fault points (%s, errno %d)\n", what, n - 1, forever ? "forever" : "once", errs[e]);
+      assert_true(n > 1);         /* the operation makes prim calls: the loop really injected */
+    }
+  }
+  /* and it still works afterwards */
+  assert_int_equal(op(), kIOReturnSuccess);
+}
+
+static void faults_wired(void **s) { (void)s; run_faults("wired buffer", op_wired); }
+static void faults_null_task(void **s) { (void)s; run_faults("NULL-task buffer + map", op_null_task_map); }
+static void faults_pageable(void **s) { (void)s; run_faults("pageable prepare/complete", op_pageable); }
+static void faults_maps(void **s) { (void)s; run_faults("unique, guarded and sub-range maps", op_maps); }
+static void faults_with_bytes(void **s) { (void)s; run_faults("withBytes", op_with_bytes); }
+static void faults_with_copy(void **s) { (void)s; run_faults("withCopy", op_with_copy); }
+static void faults_driverkit(void **s) { (void)s; run_faults("DriverKit Create + CreateMapping", op_driverkit); }
+static void faults_constraints(void **s)
+{
+  (void)s;
+  if (!dk_capabilities()->pagemap_frames) {
+    print_message("SKIP: verified constraints need frame numbers (root)\n");
+    skip();
+  }
+  run_faults("inTaskWithConstraints", op_constraints);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(faults_wired),       cmocka_unit_test(faults_null_task),
+    cmocka_unit_test(faults_pageable),    cmocka_unit_test(faults_maps),
+    cmocka_unit_test(faults_with_bytes),  cmocka_unit_test(faults_with_copy),
+    cmocka_unit_test(faults_driverkit),   cmocka_unit_test(faults_constraints),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

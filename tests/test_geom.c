@@ -1,0 +1,107 @@
+/* tests/test_geom.c: the constraint predicate and segment arithmetic as tables, at every edge:
+ * exactly at the limit and one byte past it, at the window's low end, at alignment 2^k and
+ * one page off, on and across boundary lines (4 GiB lines included), segment counts. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "alloc/geom.h"
+
+#define G4 (1ull << 32)
+
+typedef struct row {
+  const char        *name;
+  dk_constraints     c;
+  dk_run             runs[4];
+  size_t             n;
+  dk_constraint_kind want;
+} row;
+
+static dk_constraints C(uint64_t low, uint64_t high, uint64_t align, uint64_t boundary,
+                        uint64_t maxseg, uint32_t nseg, bool contig)
+{
+  dk_constraints c = { low, high, align, boundary, maxseg, nseg, contig, -1 };
+  return c;
+}
+
+static void check_table(void **state)
+{
+  (void)state;
+  const row rows[] = {
+    { "no constraints", C(0, 0, 0, 0, 0, 0, false), { { 0x1000, 0x3000 } }, 1, DK_CONSTRAINT_NONE },
+    { "last byte exactly at the limit", C(0, 0xFFFFFFFF, 0, 0, 0, 0, false), { { 0xFFFFF000, 0x1000 } }, 1, DK_CONSTRAINT_NONE },
+    { "one byte past the limit", C(0, 0xFFFFFFFE, 0, 0, 0, 0, false), { { 0xFFFFF000, 0x1000 } }, 1, DK_CONSTRAINT_MASK },
+    { "second run past the limit", C(0, 0xFFFFFFFF, 0, 0, 0, 0, false), { { 0x1000, 0x1000 }, { G4, 0x1000 } }, 2, DK_CONSTRAINT_MASK },
+    { "exactly at the window's low end", C(0x100000, 0, 0, 0, 0, 0, false), { { 0x100000, 0x1000 } }, 1, DK_CONSTRAINT_NONE },
+    { "one page below the window", C(0x100000, 0, 0, 0, 0, 0, false), { { 0xFF000, 0x1000 } }, 1, DK_CONSTRAINT_MASK },
+    { "aligned to 2^21", C(0, 0, 1ull << 21, 0, 0, 0, false), { { 7ull << 21, 0x1000 } }, 1, DK_CONSTRAINT_NONE },
+    { "one page off 2^21", C(0, 0, 1ull << 21, 0, 0, 0, false), { { (7ull << 21) + 0x1000, 0x1000 } }, 1, DK_CONSTRAINT_ALIGNMENT },
+    { "alignment 1 never fails", C(0, 0, 1, 0, 0, 0, false), { { 0x1234, 1 } }, 1, DK_CONSTRAINT_NONE },
+    { "contiguous, one run", C(0, 0, 0, 0, 0, 0, true), { { 0x200000, 0x200000 } }, 1, DK_CONSTRAINT_NONE },
+    { "contiguous, two runs", C(0, 0, 0, 0, 0, 0, true), { { 0x200000, 0x1000 }, { 0x400000, 0x1000 } }, 2, DK_CONSTRAINT_CONTIGUITY },
+    { "contiguous ending exactly at a 4 GiB line", C(0, 0, 0, G4, 0, 0, true), { { G4 - 0x2000, 0x2000 } }, 1, DK_CONSTRAINT_NONE },
+    { "contiguous crossing a 4 GiB line", C(0, 0, 0, G4, 0, 0, true), { { G4 - 0x1000, 0x2000 } }, 1, DK_CONSTRAINT_BOUNDARY },
+    { "contiguous starting on a 4 GiB line", C(0, 0, 0, G4, 0, 0, true), { { G4, 0x2000 } }, 1, DK_CONSTRAINT_NONE },
+    { "scattered crossing a line splits, no count limit", C(0, 0, 0, 0x10000, 0, 0, false), { { 0xF000, 0x2000 } }, 1, DK_CONSTRAINT_NONE },
+    { "split at a line exceeds 1 segment", C(0, 0, 0, 0x10000, 0, 1, false), { { 0xF000, 0x2000 } }, 1, DK_CONSTRAINT_SEGMENTS },
+    { "two runs within 2 segments", C(0, 0, 0, 0, 0, 2, false), { { 0x1000, 0x1000 }, { 0x5000, 0x1000 } }, 2, DK_CONSTRAINT_NONE },
+    { "three runs over 2 segments", C(0, 0, 0, 0, 0, 2, false), { { 0x1000, 0x1000 }, { 0x5000, 0x1000 }, { 0x9000, 0x1000 } }, 3, DK_CONSTRAINT_SEGMENTS },
+    { "max segment size splits a run", C(0, 0, 0, 0, 0x1000, 2, false), { { 0x1000, 0x3000 } }, 1, DK_CONSTRAINT_SEGMENTS },
+    { "max segment size exactly", C(0, 0, 0, 0, 0x1000, 3, false), { { 0x1000, 0x3000 } }, 1, DK_CONSTRAINT_NONE },
+    { "contiguous longer than max segment", C(0, 0, 0, 0, 0x1000, 0, true), { { 0x1000, 0x2000 } }, 1, DK_CONSTRAINT_SEGMENTS },
+    { "empty", C(0, 0, 0, 0, 0, 0, false), { { 0, 0 } }, 0, DK_CONSTRAINT_RESOURCE },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    char why[200] = "";
+    dk_constraint_kind k = dk__runs_check(&rows[i].c, rows[i].runs, rows[i].n, why, sizeof why);
+    if (k != rows[i].want)
+      fail_msg("%s: got %s (%s), want %s", rows[i].name, dk_constraint_name(k), why,
+               dk_constraint_name(rows[i].want));
+    if (k != DK_CONSTRAINT_NONE) assert_true(why[0] != '\0');
+  }
+}
+
+static void segments_count(void **state)
+{
+  (void)state;
+  dk_constraints c = C(0, 0, 0, 0, 0, 0, false);
+  dk_run r[2] = { { 0x1000, 0x5000 }, { 0x10000, 0x1000 } };
+  assert_int_equal(dk__segments_count(&c, r, 2), 2);
+  c.boundary = 0x2000;                       /* 0x1000-0x6000 crosses 0x2000 and 0x4000 */
+  assert_int_equal(dk__segments_count(&c, r, 1), 3);
+  c.max_segment_size = 0x1000;               /* every 4K piece alone */
+  assert_int_equal(dk__segments_count(&c, r, 2), 6);
+  c.boundary = 0;
+  c.max_segment_size = 0x3000;               /* 0x5000 in 0x3000 pieces: 2 */
+  assert_int_equal(dk__segments_count(&c, r, 1), 2);
+  /* a 64-bit boundary: a run across 4 GiB */
+  dk_constraints g = C(0, 0, 0, G4, 0, 0, false);
+  dk_run across = { G4 - 0x1000, 0x3000 };
+  assert_int_equal(dk__segments_count(&g, &across, 1), 2);
+}
+
+static void validity(void **state)
+{
+  (void)state;
+  char why[200];
+  dk_constraints ok = C(0, 0xFFFFFFFF, 4096, G4, 0, 0, true);
+  assert_true(dk__constraints_valid(&ok, why, sizeof why));
+  dk_constraints bad_align = C(0, 0, 3000, 0, 0, 0, false);
+  assert_false(dk__constraints_valid(&bad_align, why, sizeof why));
+  dk_constraints bad_boundary = C(0, 0, 0, 0x3000, 0, 0, false);
+  assert_false(dk__constraints_valid(&bad_boundary, why, sizeof why));
+  dk_constraints bad_window = C(0x2000, 0x1000, 0, 0, 0, 0, false);
+  assert_false(dk__constraints_valid(&bad_window, why, sizeof why));
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(check_table),
+    cmocka_unit_test(segments_count),
+    cmocka_unit_test(validity),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
