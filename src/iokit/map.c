@@ -41,13 +41,13 @@ static void map_free(OSObject *o)
   dk__free(m);
 }
 
+/* Guard size on each side: 64 KiB for exactly kIOMapGuardedLarge, a page for any other guard
+ * bits (as XNU decides it), 0 without guard bits. */
 static size_t guard_bytes(IOOptionBits options)
 {
-  switch (options & kIOMapGuardedMask) {
-  case kIOMapGuardedSmall: return dk__caps()->page_size;
-  case kIOMapGuardedLarge: return 64 * 1024;
-  default:                 return 0;
-  }
+  IOOptionBits g = options & kIOMapGuardedMask;
+  if (!g) return 0;
+  return g == kIOMapGuardedLarge ? 64 * 1024 : dk__caps()->page_size;
 }
 
 /* §4 mapping rule 3: an existing map this request may share. Called with md->lock held. */
@@ -137,6 +137,12 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
   size_t guard = guard_bytes(options);
   if (guard && !(options & kIOMapAnywhere)) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "guarded mappings need kIOMapAnywhere");
+    return NULL;
+  }
+  if (!(options & kIOMapAnywhere) && at < dk__caps()->page_size) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+             "a placed mapping (no kIOMapAnywhere) needs an address; 0x%llx is in the null page",
+             (unsigned long long)at);
     return NULL;
   }
   IOMemoryMap *m = new_map(md, task, options, offset, length);

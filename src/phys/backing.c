@@ -103,6 +103,17 @@ bool dk__backing_wire(dk_backing *b)
              b->size, why(errno));
     return false;
   }
+  /* Map every page into our page tables now; mlock would too, but a sanitizer runtime may
+   * make mlock a no-op, and the frames must be present before pagemap is read. */
+  if (dk__madvise(b->base, b->size, MADV_POPULATE_WRITE) < 0) {
+    if (errno != EINVAL) {
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "populating %zu bytes failed: %s", b->size,
+               why(errno));
+      return false;
+    }
+    for (size_t off = 0; off < b->size; off += (size_t)1 << b->shift)   /* kernels before 5.14 */
+      (void)*(volatile uint8_t *)(b->base + off);
+  }
   if (dk__mlock(b->base, b->size) < 0) {
     int e = errno;
     if (e == ENOMEM || e == EPERM || e == EAGAIN)
