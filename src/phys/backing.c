@@ -114,7 +114,12 @@ bool dk__backing_wire(dk_backing *b)
     for (size_t off = 0; off < b->size; off += (size_t)1 << b->shift)   /* kernels before 5.14 */
       (void)*(volatile uint8_t *)(b->base + off);
   }
-  if (dk__mlock(b->base, b->size) < 0) {
+  if (dk__mlock(b->base, b->size) == 0) {
+    b->locked = true;
+  } else if (!caps->pagemap_frames && (errno == ENOMEM || errno == EPERM || errno == EAGAIN)) {
+    /* Over RLIMIT_MEMLOCK without privilege: no physical address ever leaves dmakit here,
+     * so the pages stay populated but unlocked rather than the buffer failing. */
+  } else {
     int e = errno;
     if (e == ENOMEM || e == EPERM || e == EAGAIN)
       dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
@@ -143,7 +148,8 @@ fail_unpin:
   dk__unpin(&b->pin);
   b->pinned = false;
 fail_unlock:
-  dk__munlock(b->base, b->size);
+  if (b->locked) dk__munlock(b->base, b->size);
+  b->locked = false;
   return false;
 }
 
@@ -152,7 +158,8 @@ void dk__backing_unwire(dk_backing *b)
   if (!b->wired) return;
   dk__unpin(&b->pin);
   b->pinned = false;
-  dk__munlock(b->base, b->size);
+  if (b->locked) dk__munlock(b->base, b->size);
+  b->locked = false;
   dk__free(b->pfn);
   dk__free(b->run);
   b->pfn = NULL;

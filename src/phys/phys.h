@@ -43,6 +43,7 @@ typedef struct dk_backing {
   size_t    size;          /* bytes, a page multiple */
   unsigned  shift;         /* page shift */
   bool      wired;         /* allocated, locked (and pinned when frames are visible) */
+  bool      locked;        /* mlock held (false only unprivileged, over RLIMIT_MEMLOCK) */
   bool      pinned;
   bool      frames_known;  /* pfn[] and run[] are valid */
   dk_pin    pin;
