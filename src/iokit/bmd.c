@@ -107,9 +107,11 @@ static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
   return true;
 }
 
-static bool has_physical_promise(const dk_constraints *c, uint64_t page)
+/* Whether the frames must be read to keep the promise. A buffer of at most one page starts
+ * on a page and so is contiguous and page-aligned by construction. */
+static bool has_physical_promise(const dk_constraints *c, uint64_t size, uint64_t page)
 {
-  return c->high || c->low || c->alignment > page || c->boundary || c->contiguous ||
+  return c->high || c->low || c->alignment > page || c->boundary || (c->contiguous && size > page) ||
          c->max_segments || c->max_segment_size;
 }
 
@@ -120,7 +122,7 @@ static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint6
   const dk_caps *caps = dk__caps();
   IOMemoryDescriptor *md = &b->md;
   uint64_t page = caps->page_size, bytes;
-  bool physical = has_physical_promise(c, page);
+  bool physical = has_physical_promise(c, size, page);
 
   if (physical && !provider_can(c, size, page)) return false;
   if (physical && !caps->pagemap_frames) {
@@ -204,6 +206,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
 
   IOMemoryDescriptor *md = &b->md;
   md->flags = p->flags;
+  md->thread_safe = (p->flags & kIOMemoryThreadSafe) != 0;
   md->task = task;
   md->pageable = p->pageable;
   dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);

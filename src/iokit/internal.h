@@ -54,6 +54,7 @@ struct IOMemoryDescriptor {
   dk_backing      backing;
   uint8_t        *buffer;       /* the buffer in the internal mapping */
   bool            pageable;     /* wired only while wire_count > 0 */
+  bool            thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
 };
 
 struct IOBufferMemoryDescriptor {

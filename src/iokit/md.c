@@ -16,11 +16,11 @@ IOMemoryDescriptor *dk__md(const void *p)
 
 void dk__md_lock(IOMemoryDescriptor *md)
 {
-  if (md->flags & kIOMemoryThreadSafe) pthread_mutex_lock(&md->lock);
+  if (md->thread_safe) pthread_mutex_lock(&md->lock);
 }
 void dk__md_unlock(IOMemoryDescriptor *md)
 {
-  if (md->flags & kIOMemoryThreadSafe) pthread_mutex_unlock(&md->lock);
+  if (md->thread_safe) pthread_mutex_unlock(&md->lock);
 }
 
 static IOMemoryDescriptor *enter_md(const char *fn, void *p)
