@@ -1,9 +1,10 @@
 /* tests/test_faults.c: every public operation under injected system-call and heap failures.
  * For each operation, the Nth eligible prim call fails (N = 1, 2, ... until the operation runs
- * to the end without meeting the fault), once with fail-once and once with fail-forever, for
- * two errnos. After each run: the result is success or a documented IOReturn with a reason,
- * and the live counters (fds, mapped bytes, locked bytes, heap blocks, pins) are back at the
- * baseline: nothing leaked. */
+ * to the end without meeting the fault), once with fail-once and once with fail-forever: any
+ * call, then each call alone with every errno it can really return, then the library's heap
+ * allocations alone. After each run: the result is success or a documented IOReturn with a
+ * reason, the live counters (fds, mapped bytes, locked bytes, heap blocks, pins, objects) are
+ * back at the baseline, and the internal consistency check passes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "iokit/internal.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
 
@@ -149,21 +151,26 @@ static IOReturn op_constraints(void)
 
 /* ---- the harness ---------------------------------------------------------------------- */
 
-typedef struct snapshot { dk_prim_counters c; long pins; } snapshot;
+typedef struct snapshot { dk_prim_counters c; long pins, objects; } snapshot;
 
 static snapshot snap(void)
 {
-  snapshot s = { dk__prim_counters(), dk__pins_live() };
+  snapshot s = { dk__prim_counters(), dk__pins_live(), dk__objects_live() };
   return s;
 }
 
 static void assert_same(const snapshot *a, const snapshot *b, const char *what, unsigned long n, int forever)
 {
   if (a->c.fds != b->c.fds || a->c.map_bytes != b->c.map_bytes || a->c.lock_bytes != b->c.lock_bytes ||
-      a->c.heap_blocks != b->c.heap_blocks || a->pins != b->pins)
-    fail_msg("%s, fault at call %lu (%s): leak: fds %ld->%ld map %ld->%ld lock %ld->%ld heap %ld->%ld pins %ld->%ld",
+      a->c.heap_blocks != b->c.heap_blocks || a->pins != b->pins || a->objects != b->objects)
+    fail_msg("%s, fault at call %lu (%s): leak: fds %ld->%ld map %ld->%ld lock %ld->%ld heap %ld->%ld pins %ld->%ld "
+             "objects %ld->%ld",
              what, n, forever ? "forever" : "once", a->c.fds, b->c.fds, a->c.map_bytes, b->c.map_bytes,
-             a->c.lock_bytes, b->c.lock_bytes, a->c.heap_blocks, b->c.heap_blocks, a->pins, b->pins);
+             a->c.lock_bytes, b->c.lock_bytes, a->c.heap_blocks, b->c.heap_blocks, a->pins, b->pins,
+             a->objects, b->objects);
+  char why[256];
+  if (dk__debug_validate(why, sizeof why) != 0)
+    fail_msg("%s, fault at call %lu: consistency check failed: %s", what, n, why);
 }
 
 static int documented(IOReturn rc)
@@ -172,36 +179,78 @@ static int documented(IOReturn rc)
          rc == kIOReturnVMError || rc == kIOReturnNoSpace || rc == kIOReturnError;
 }
 
+/* One injection sweep: fail the nth call among `calls` (a prim call mask, 0 = all) with `err`,
+ * n = 1, 2, ... until the operation no longer reaches the fault. Returns the fault points. */
+static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uint32_t calls, int err, int forever)
+{
+  unsigned long n;
+  for (n = 1; n < 10000; n++) {
+    dk__fault_arm(n, forever, calls, err);
+    IOReturn rc = op();
+    int fired = dk__fault_fired();
+    dk__fault_disarm();
+    snapshot now = snap();
+    assert_same(base, &now, what, n, forever);
+    if (rc != kIOReturnSuccess) {
+      if (!fired) fail_msg("%s failed (%s) with no fault injected", what, dk_ioreturn_name(rc));
+      if (!documented(rc))
+        fail_msg("%s, fault at call %lu (errno %d): undocumented %s: %s", what, n, err, dk_ioreturn_name(rc),
+                 dk_last_failure()->text);
+      if (rc != kIOReturnError && dk_last_failure()->text[0] == '\0')
+        fail_msg("%s, fault at call %lu: %s without a reason", what, n, dk_ioreturn_name(rc));
+    }
+    if (!fired) break;        /* the operation ran to the end before call n */
+  }
+  return n - 1;
+}
+
+/* Every errno each prim call can really return (its man page), failed one call at a time. */
+typedef struct call_errs { dk_prim_call call; int errs[6]; } call_errs;
+static const call_errs g_errs[] = {
+  { DK_PRIM_MMAP,              { ENOMEM, EAGAIN, ENFILE, EPERM, EEXIST, EINVAL } },
+  { DK_PRIM_MPROTECT,          { ENOMEM, EACCES } },
+  { DK_PRIM_MADVISE,           { ENOMEM, EAGAIN, EINVAL, EFAULT, EINTR, EPERM } },
+  { DK_PRIM_MLOCK,             { ENOMEM, EAGAIN, EPERM } },
+  { DK_PRIM_MEMFD_CREATE,      { EMFILE, ENFILE, ENOMEM, EINVAL } },
+  { DK_PRIM_FTRUNCATE,         { EFBIG, EINTR, EPERM, EIO } },
+  { DK_PRIM_FALLOCATE,         { ENOSPC, ENOMEM, EINTR, EFBIG, EIO } },
+  { DK_PRIM_OPEN,              { EMFILE, ENFILE, ENOMEM, EACCES, ENOENT, EINTR } },
+  { DK_PRIM_PREAD,             { EIO, EINTR, EFAULT, EINVAL } },
+  { DK_PRIM_READ,              { EIO, EINTR, EFAULT } },
+  { DK_PRIM_IO_URING_SETUP,    { ENOMEM, EMFILE, ENFILE, ENOSYS, EPERM } },
+  { DK_PRIM_IO_URING_REGISTER, { ENOMEM, EFAULT, EOPNOTSUPP, EBUSY, EINTR, ENXIO } },
+  { DK_PRIM_GETRLIMIT,         { EFAULT } },
+  { DK_PRIM_PROCESS_VM_READV,  { EFAULT, ENOMEM, EPERM, ESRCH } },
+  { DK_PRIM_MALLOC,            { ENOMEM } },
+  { DK_PRIM_CALLOC,            { ENOMEM } },
+};
+
 static void run_faults(const char *what, op_fn op)
 {
   /* warm up: capabilities probed, the pin ring exists, the operation works without faults */
   assert_int_equal(op(), kIOReturnSuccess);
   snapshot base = snap();
+  unsigned long total = 0;
+  /* 1. any call, two errnos, once and for ever */
   const int errs[] = { 0, EAGAIN };
   for (int e = 0; e < 2; e++) {
     for (int forever = 0; forever < 2; forever++) {
-      unsigned long n;
-      for (n = 1; n < 10000; n++) {
-        dk__fault_arm(n, forever, 0, errs[e]);
-        IOReturn rc = op();
-        int fired = dk__fault_fired();
-        dk__fault_disarm();
-        snapshot now = snap();
-        assert_same(&base, &now, what, n, forever);
-        if (rc != kIOReturnSuccess) {
-          if (!fired) fail_msg("%s failed (%s) with no fault injected", what, dk_ioreturn_name(rc));
-          if (!documented(rc))
-            fail_msg("%s, fault at call %lu: undocumented %s: %s", what, n, dk_ioreturn_name(rc),
-                     dk_last_failure()->text);
-          if (rc != kIOReturnError && dk_last_failure()->text[0] == '\0')
-            fail_msg("%s, fault at call %lu: %s without a reason", what, n, dk_ioreturn_name(rc));
-        }
-        if (!fired) break;        /* the operation ran to the end before call n */
-      }
-      print_message("%s: %lu fault points (%s, errno %d)\n", what, n - 1, forever ? "forever" : "once", errs[e]);
-      assert_true(n > 1);         /* the operation makes prim calls: the loop really injected */
+      unsigned long points = sweep(what, op, &base, 0, errs[e], forever);
+      assert_true(points > 0);    /* the operation makes prim calls: the loop really injected */
+      total += points;
     }
   }
+  /* 2. each call with each errno it can return */
+  for (size_t i = 0; i < sizeof g_errs / sizeof g_errs[0]; i++)
+    for (int e = 0; e < 6 && g_errs[i].errs[e]; e++)
+      for (int forever = 0; forever < 2; forever++)
+        total += sweep(what, op, &base, 1u << g_errs[i].call, g_errs[i].errs[e], forever);
+  /* 3. the library's own heap allocations alone */
+  unsigned long heap = 0;
+  for (int forever = 0; forever < 2; forever++)
+    heap += sweep(what, op, &base, (1u << DK_PRIM_MALLOC) | (1u << DK_PRIM_CALLOC), ENOMEM, forever);
+  assert_true(heap > 0);          /* every operation allocates at least its object */
+  print_message("%s: %lu injected failures, %lu of them heap allocations\n", what, total + heap, heap);
   /* and it still works afterwards */
   assert_int_equal(op(), kIOReturnSuccess);
 }

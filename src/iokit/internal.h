@@ -40,6 +40,11 @@ bool dk__object_try_retain(OSObject *o);
 /* `p` as an object of class `cls`, or NULL (wrong type, NULL, freed). */
 void *dk__object_cast(const void *p, const dk_class *cls);
 dk_task_kind dk__task_kind(task_t t);
+/* Objects created and not yet freed (leak checks). */
+long dk__objects_live(void);
+/* Internal consistency: every invariant that can be checked from global state. 0 when all
+ * hold, else -1 with a description in why. */
+int dk__debug_validate(char *why, size_t cap);
 
 /* ---- descriptors ------------------------------------------------------------------ */
 struct IOMemoryDescriptor {

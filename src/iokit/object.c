@@ -14,10 +14,15 @@ dk_task_kind dk__task_kind(task_t t)
   return DK_TASK_OTHER;
 }
 
+static _Atomic long g_live_objects;
+
+long dk__objects_live(void) { return atomic_load(&g_live_objects); }
+
 void dk__object_init(OSObject *o, const dk_class *cls)
 {
   o->cls = cls;
   atomic_init(&o->refcount, 1);
+  atomic_fetch_add_explicit(&g_live_objects, 1, memory_order_relaxed);
 }
 
 void *dk__object_cast(const void *p, const dk_class *cls)
@@ -56,6 +61,7 @@ void OSObject_release(void *object)
   if (!o) return;
   if (atomic_fetch_sub_explicit(&o->refcount, 1, memory_order_release) == 1) {
     atomic_thread_fence(memory_order_acquire);
+    atomic_fetch_sub_explicit(&g_live_objects, 1, memory_order_relaxed);
     o->cls->free(o);
   }
 }

@@ -18,11 +18,12 @@ int dk__pagemap_frames(uintptr_t va, size_t npages, uint64_t *pfn)
   if (fd < 0) return -1;
   size_t page = (size_t)sysconf(_SC_PAGESIZE);   /* not dk__caps(): the probe calls us */
   size_t done = 0;
+  int interrupted = 0;
   while (done < npages) {
     size_t n = npages - done < PM_BATCH ? npages - done : PM_BATCH;
     off_t off = (off_t)((va / page + done) * sizeof(uint64_t));
     ssize_t got = dk__pread(fd, pfn + done, n * sizeof(uint64_t), off);
-    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && errno == EINTR && ++interrupted < DK_EINTR_RETRIES) continue;
     if (got <= 0 || got % (ssize_t)sizeof(uint64_t)) {
       int e = got < 0 ? errno : EIO;
       dk__close(fd);

@@ -35,6 +35,8 @@ int  dk__pin(void *addr, size_t len, dk_pin *pin);
 void dk__unpin(dk_pin *pin);
 /* Pins live now (tests: no leak). */
 long dk__pins_live(void);
+/* The slot tables agree with the pin counts; 0, or -1 with why. */
+int  dk__pin_validate(char *why, size_t cap);
 
 /* ---- backing.c ---------------------------------------------------------------------- */
 typedef struct dk_backing {

@@ -26,7 +26,7 @@ typedef struct ring {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static ring *g_rings[MAX_RINGS];
 static int g_nrings;
-static long g_pins;
+static long g_pins, g_slots;
 
 static int ring_open(void)
 {
@@ -128,6 +128,7 @@ int dk__pin(void *addr, size_t len, dk_pin *pin)
   pin->slot = (uint32_t)slot;
   pin->nslots = (uint16_t)n;
   g_pins++;
+  g_slots += n;
   rc = 0;
 out:
   pthread_mutex_unlock(&g_lock);
@@ -148,6 +149,7 @@ void dk__unpin(dk_pin *pin)
     (void)update(r->fd, pin->slot + i, &none, 1);
   slots_mark(r, pin->slot, pin->nslots, 0);
   g_pins--;
+  g_slots -= pin->nslots;
   pthread_mutex_unlock(&g_lock);
   *pin = DK_PIN_INIT;
 }
@@ -158,4 +160,26 @@ long dk__pins_live(void)
   long n = g_pins;
   pthread_mutex_unlock(&g_lock);
   return n;
+}
+
+int dk__pin_validate(char *why, size_t cap)
+{
+  int rc = 0;
+  pthread_mutex_lock(&g_lock);
+  long slots = 0;
+  for (int i = 0; i < g_nrings && rc == 0; i++) {
+    uint32_t bits = 0;
+    for (uint32_t w = 0; w < RING_SLOTS / 64; w++) bits += (uint32_t)__builtin_popcountll(g_rings[i]->bits[w]);
+    if (bits != g_rings[i]->used) {
+      snprintf(why, cap, "pin ring %d: %u slots marked, %u counted", i, bits, g_rings[i]->used);
+      rc = -1;
+    }
+    slots += bits;
+  }
+  if (rc == 0 && (slots != g_slots || g_pins < 0 || g_pins > g_slots)) {
+    snprintf(why, cap, "pins: %ld slots marked, %ld held by %ld pins", slots, g_slots, g_pins);
+    rc = -1;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
 }

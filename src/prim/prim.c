@@ -244,9 +244,16 @@ ssize_t dk__read_text(const char *path, char *buf, size_t cap)
   int fd = dk__open(path, O_RDONLY);
   if (fd < 0) return -1;
   size_t got = 0;
+  int interrupted = 0;
   while (got + 1 < cap) {
     ssize_t n = dk__read(fd, buf + got, cap - 1 - got);
-    if (n < 0) { if (errno == EINTR) continue; int e = errno; dk__close(fd); errno = e; return -1; }
+    if (n < 0) {
+      if (errno == EINTR && ++interrupted < DK_EINTR_RETRIES) continue;
+      int e = errno;
+      dk__close(fd);
+      errno = e;
+      return -1;
+    }
     if (n == 0) break;
     got += (size_t)n;
   }

@@ -97,6 +97,9 @@ void   *dk__malloc(size_t n);
 void   *dk__calloc(size_t n, size_t size);
 void    dk__free(void *p);
 
+/* Retries of a call interrupted by a signal before its EINTR is reported as a failure. */
+#define DK_EINTR_RETRIES 16
+
 /* Read a small text file (sysctl, /proc) into buf, NUL-terminated; -1 on error. */
 ssize_t dk__read_text(const char *path, char *buf, size_t cap);
 
