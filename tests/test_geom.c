@@ -96,12 +96,87 @@ static void validity(void **state)
   assert_false(dk__constraints_valid(&bad_window, why, sizeof why));
 }
 
+/* Placement at every edge; each row is checked for the promise too, independently. */
+static void placement(void **state)
+{
+  (void)state;
+  typedef struct prow { const char *name; dk_constraints c; uint64_t align, start, end, len; bool ok; uint64_t want; } prow;
+  const uint64_t M2 = 1ull << 21, G1 = 1ull << 30;
+  const prow rows[] = {
+    { "whole extent", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x3000, 0x2000, true, 0x1000 },
+    { "highest first", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x9000, 0x1000, true, 0x8000 },
+    { "too small", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x2000, 0x1001, false, 0 },
+    { "last byte exactly at high", C(0, 0x8FFF, 0, 0, 0, 0, false), 1, 0, 0x100000, 0x1000, true, 0x8000 },
+    { "high one byte short", C(0, 0x8FFE, 0, 0, 0, 0, false), 0x1000, 0, 0x100000, 0x1000, true, 0x7000 },
+    { "high below the extent", C(0, 0xFFF, 0, 0, 0, 0, false), 1, 0x1000, 0x9000, 0x10, false, 0 },
+    { "low raises the floor", C(0x5000, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x7000, 0x2000, true, 0x5000 },
+    { "low leaves no room", C(0x6001, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x8000, 0x2000, false, 0 },
+    { "align 2M inside a 4M extent", C(0, 0, 0, 0, 0, 0, false), M2, 0x100000, 0x500000, 0x1000, true, 0x400000 },
+    { "align 2M, no aligned start fits", C(0, 0, 0, 0, 0, 0, false), M2, 0x201000, 0x3FF000, 0x1000, false, 0 },
+    { "align 1G", C(0, 0, 0, 0, 0, 0, false), G1, G1 - 0x1000, 2 * G1 + 0x1000, 0x1000, true, 2 * G1 },
+    { "boundary: fits below the line", C(0, 0, 0, 0x10000, 0, 0, false), 0x1000, 0x8000, 0x18000, 0x8000, true, 0x10000 },
+    { "boundary: would cross, moved down", C(0, 0, 0, 0x10000, 0, 0, false), 0x1000, 0x8000, 0x14000, 0x8000, true, 0x8000 },
+    { "boundary: ends exactly on the line", C(0, 0, 0, 0x10000, 0, 0, false), 1, 0x0, 0x10000, 0x10000, true, 0x0 },
+    { "boundary smaller than len", C(0, 0, 0, 0x1000, 0, 0, false), 1, 0, 0x10000, 0x1001, false, 0 },
+    { "boundary: crossing, no room below", C(0, 0, 0, 0x10000, 0, 0, false), 1, 0xC000, 0x14000, 0x8000, false, 0 },
+    { "4 GiB line: starts on it", C(0, 0, 0, 1ull << 32, 0, 0, false), M2, (1ull << 32) - 0x400000, (1ull << 32) + 0x400000, 0x300000, true, 1ull << 32 },
+    { "4 GiB line: 6M fits on neither side", C(0, 0, 0, 1ull << 32, 0, 0, false), M2, (1ull << 32) - 0x400000, (1ull << 32) + 0x400000, 0x600000, false, 0 },
+    { "mask + align + boundary", C(0, 0xFFFFFFFF, 0, 0x100000, 0, 0, false), 0x10000, 0xFFF00000, 0x100100000, 0x20000, true, 0xFFFE0000 },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    const prow *r = &rows[i];
+    uint64_t x = 0;
+    bool ok = dk__place(&r->c, r->align, r->start, r->end, r->len, &x);
+    if (ok != r->ok) fail_msg("%s: placed %d, want %d", r->name, ok, r->ok);
+    if (!ok) continue;
+    if (x != r->want) fail_msg("%s: at 0x%llx, want 0x%llx", r->name, (unsigned long long)x, (unsigned long long)r->want);
+    /* the promise, checked by the predicate */
+    dk_constraints c = r->c;
+    c.alignment = r->align;
+    c.contiguous = true;
+    dk_run run = { x, r->len };
+    char why[200];
+    if (dk__runs_check(&c, &run, 1, why, sizeof why) != DK_CONSTRAINT_NONE) fail_msg("%s: %s", r->name, why);
+    assert_true(x >= r->start && x + r->len <= r->end);
+  }
+}
+
+/* Exhaustive small-space check: every placement the function finds is valid, and when it
+ * finds none, no valid one exists (brute force over all starts). */
+static void placement_exhaustive(void **state)
+{
+  (void)state;
+  for (uint64_t start = 0; start < 64; start += 3)
+    for (uint64_t end = start + 1; end <= 96; end += 5)
+      for (uint64_t len = 1; len <= 40; len += 3)
+        for (uint64_t align = 1; align <= 16; align <<= 1)
+          for (uint64_t boundary = 0; boundary <= 32; boundary = boundary ? boundary << 1 : 8)
+            for (uint64_t high = 0; high <= 80; high += 20) {
+              dk_constraints c = C(0, high, 0, boundary, 0, 0, false);
+              uint64_t x = 0, best = UINT64_MAX;
+              bool ok = dk__place(&c, align, start, end, len, &x);
+              for (uint64_t y = start; y + len <= end; y++) {
+                if (y % align) continue;
+                if (high && y + len - 1 > high) continue;
+                if (boundary && y / boundary != (y + len - 1) / boundary) continue;
+                best = y;                                  /* keep the highest */
+              }
+              if (ok != (best != UINT64_MAX) || (ok && x != best))
+                fail_msg("start %llu end %llu len %llu align %llu boundary %llu high %llu: got %d/%llu, want %llu",
+                         (unsigned long long)start, (unsigned long long)end, (unsigned long long)len,
+                         (unsigned long long)align, (unsigned long long)boundary, (unsigned long long)high, ok,
+                         (unsigned long long)x, (unsigned long long)best);
+            }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(check_table),
     cmocka_unit_test(segments_count),
     cmocka_unit_test(validity),
+    cmocka_unit_test(placement),
+    cmocka_unit_test(placement_exhaustive),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,3 +99,27 @@ dk_constraint_kind dk__runs_check(const dk_constraints *c, const dk_run *runs, s
   }
   return DK_CONSTRAINT_NONE;
 }
+
+bool dk__place(const dk_constraints *c, uint64_t align, uint64_t start, uint64_t end, uint64_t len,
+               uint64_t *out)
+{
+  if (len == 0 || end <= start || end - start < len) return false;
+  if (align == 0) align = 1;
+  uint64_t lo = start > c->low ? start : c->low;
+  uint64_t top = end;                                   /* exclusive */
+  if (c->high && c->high < top - 1) top = c->high + 1;  /* high is inclusive; +1 cannot wrap here */
+  if (top <= lo || top - lo < len) return false;
+  uint64_t x = (top - len) & ~(align - 1);              /* highest aligned start */
+  if (x < lo) return false;
+  if (c->boundary && len > c->boundary) return false;
+  if (c->boundary) {
+    uint64_t line = (x + len - 1) & ~(c->boundary - 1); /* the line at or below the last byte */
+    if (line > x) {                                     /* crosses: end at that line instead */
+      if (line < len) return false;
+      x = (line - len) & ~(align - 1);
+      if (x < lo) return false;
+    }
+  }
+  *out = x;
+  return true;
+}

@@ -24,4 +24,11 @@ uint64_t dk__segments_count(const dk_constraints *c, const dk_run *runs, size_t 
 dk_constraint_kind dk__runs_check(const dk_constraints *c, const dk_run *runs, size_t n,
                                   char *why, size_t cap);
 
+/* Placement: the highest start x in the free physical extent [start, end) such that
+ * [x, x+len) lies in the extent and in [c->low, c->high], x is a multiple of `align`
+ * (a power of two, >= 1), and [x, x+len) crosses no multiple of c->boundary. Highest-first
+ * keeps low memory for the masks that need it. true and *out = x, or false. */
+bool dk__place(const dk_constraints *c, uint64_t align, uint64_t start, uint64_t end, uint64_t len,
+               uint64_t *out);
+
 #endif
