@@ -59,6 +59,10 @@ typedef struct dk_caps {
   uint64_t      ram_top;              /* highest physical RAM address + 1 (from /proc/zoneinfo) */
   uint64_t      memlock_limit;        /* RLIMIT_MEMLOCK soft limit in bytes, UINT64_MAX = none */
   char          pin_detail[256];      /* why this pin method was chosen */
+  uint64_t      hugepage_sizes[4];    /* hugepage sizes the kernel offers, ascending */
+  uint32_t      hugepage_size_count;
+  bool          pool_usable;          /* the hugepage pool can serve wired buffers here: frames
+                                         visible, hugetlb present (DK_OPTION_POOL decides use) */
 } dk_caps;
 
 /* Probed once, on first use; the same pointer every time. */
@@ -72,6 +76,16 @@ typedef enum dk_option {
   DK_OPTION_STRICT_CACHE_MODE = 0,
   /* 1: refuse to hand out physical addresses unless frames are pinned (default 1). */
   DK_OPTION_REQUIRE_PIN,
+  /* 1 (default): root processes take wired memory from the hugepage pool; 0: 4K pages only. */
+  DK_OPTION_POOL,
+  /* The most hugepage memory, in MiB, the pool may hold and dmakit may reserve (default 4096). */
+  DK_OPTION_POOL_MAX_MB,
+  /* The least the pool grows by, in MiB (default 32). */
+  DK_OPTION_POOL_GROW_MB,
+  /* The low-memory search for a mask below everything held: at most this many MiB held while
+   * searching (default 2048) and this many milliseconds (default 3000). */
+  DK_OPTION_LOWMEM_SEARCH_MB,
+  DK_OPTION_LOWMEM_SEARCH_MS,
   DK_OPTION__COUNT
 } dk_option;
 
@@ -109,6 +123,8 @@ DK_API IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(
 typedef enum dk_provider {
   DK_PROVIDER_NONE = 0,       /* not allocated (alloc'ed object, or pageable not yet touched) */
   DK_PROVIDER_MEMFD_4K,       /* pinned 4K pages of a memfd */
+  DK_PROVIDER_POOL,           /* a contiguous range of the hugepage pool */
+  DK_PROVIDER_POOL_SLAB,      /* a slot of a small-buffer slab in the hugepage pool */
 } dk_provider;
 
 /* What §2 derived for a buffer and where its memory came from. */
@@ -127,6 +143,38 @@ typedef struct dk_buffer_info {
   task_t         task;
   dk_provider    provider;
 } dk_buffer_info;
+
+/* ---- the hugepage pool ---------------------------------------------------------------- */
+typedef struct dk_pool_stats {
+  uint32_t size;                  /* sizeof(dk_pool_stats) */
+  uint32_t version;               /* 1 */
+  uint64_t bytes_4k;              /* live bytes of 4K-page buffers */
+  uint64_t bytes_pool_2m;         /* hugepage memory the pool holds, by page size */
+  uint64_t bytes_pool_1g;
+  uint64_t bytes_pool_used;       /* of which in live buffers */
+  uint64_t bytes_pool_free;       /* in free extents (slab space is not counted as free) */
+  uint64_t runs;                  /* physically contiguous runs held */
+  uint64_t largest_run;
+  uint64_t largest_free;          /* the largest free extent */
+  double   fragmentation;         /* 1 - largest_free / bytes_pool_free; 0 when nothing is free */
+  uint64_t requests_4k;           /* buffers met by each path since start */
+  uint64_t requests_pool;
+  uint64_t requests_slab;
+  uint64_t grows;
+  uint64_t lowmem_searches;
+  uint64_t trims;
+  uint64_t hugepages_raised_2m;   /* kernel limits dmakit raised and still holds */
+  uint64_t hugepages_raised_1g;
+  uint64_t lowest_frame;          /* the lowest physical address the pool holds (0 when empty) */
+  uint64_t failures[DK_CONSTRAINT_RANGE + 1];   /* failed requests by dk_constraint_kind */
+} dk_pool_stats;
+
+DK_API IOReturn dk_pool_get_stats(dk_pool_stats *stats);
+/* Grow the pool now by at least `bytes` of `page_size` hugepages (0 = 2 MiB): start-up work
+ * done ahead of the first buffer. */
+DK_API IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size);
+/* Give back every hugepage chunk nobody uses and the kernel limits dmakit raised for them. */
+DK_API IOReturn dk_pool_trim(void);
 
 DK_API IOReturn    dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *info);
 DK_API const char *dk_provider_name(dk_provider provider);

@@ -19,6 +19,9 @@ void dk__fail_recode(const char *function, IOReturn code);
 int  dk__failed(void);            /* a failure was recorded since dk__enter */
 IOReturn dk__failure_code(void);
 
+/* The current value of a dk_option (base/options.c). */
+long dk__option(dk_option o);
+
 static inline int dk__is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
 /* Smallest power of two >= x (x >= 1); 0 if it does not fit in 64 bits. */
 static inline uint64_t dk__next_pow2(uint64_t x)

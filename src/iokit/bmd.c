@@ -109,21 +109,54 @@ static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
 
 /* Whether the frames must be read to keep the promise. A buffer of at most one page starts
  * on a page and so is contiguous and page-aligned by construction. */
+static bool provider_can_quiet(const dk_constraints *c, uint64_t size, uint64_t page)
+{
+  return c->alignment <= page && !(c->contiguous && size > page) &&
+         !(c->boundary && c->boundary < page && size > c->boundary);
+}
+
 static bool has_physical_promise(const dk_constraints *c, uint64_t size, uint64_t page)
 {
   return c->high || c->low || c->alignment > page || c->boundary || (c->contiguous && size > page) ||
          c->max_segments || c->max_segment_size;
 }
 
-/* Allocate, wire and verify memory for `b` under `c`. `len` is the part that must satisfy c. */
-static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size,
-                     uint64_t len, uint64_t valign, bool wire)
+/* Check the pool block against c, through the frames the pool read from pagemap when it took
+ * the hugepages (they are pinned, so they are still the frames). */
+static bool verify_block(const dk_block *blk, const dk_constraints *c, uint64_t len)
+{
+  dk_run run = { blk->pa, len };
+  char why[200];
+  dk_constraint_kind k = dk__runs_check(c, &run, 1, why, sizeof why);
+  if (k == DK_CONSTRAINT_NONE) return true;
+  dk__fail(kIOReturnInternalError, k, "the pool returned memory that breaks a constraint: %s", why);
+  return false;
+}
+
+/* Memory from the hugepage pool; false with the failure recorded. */
+static bool allocate_pool(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size, uint64_t len,
+                          uint64_t valign)
+{
+  IOMemoryDescriptor *md = &b->md;
+  uint64_t align = valign > c->alignment ? valign : c->alignment;
+  if (!dk__pool_alloc(c, size, align ? align : 1, &md->block)) return false;
+  if (!verify_block(&md->block, c, len)) {
+    dk__pool_free(&md->block);
+    return false;
+  }
+  md->pooled = true;
+  md->buffer = md->block.va;
+  b->provider = md->block.slab ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
+  return true;
+}
+
+/* Memory from 4K pages: one memfd, wired and verified when asked. */
+static bool allocate_4k(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size, uint64_t len,
+                        uint64_t valign, bool wire, bool physical)
 {
   const dk_caps *caps = dk__caps();
   IOMemoryDescriptor *md = &b->md;
   uint64_t page = caps->page_size, bytes;
-  bool physical = has_physical_promise(c, size, page);
-
   if (physical && !provider_can(c, size, page)) return false;
   if (physical && !caps->pagemap_frames) {
     dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
@@ -144,12 +177,31 @@ static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint6
     if (!dk__backing_wire(&md->backing)) goto fail;
     if (physical && !verify(b, c, len)) goto fail;
   }
+  dk__pool_note_4k(bytes, +1);
   return true;
 fail:
   dk__backing_destroy(&md->backing);
   md->buffer = NULL;
   b->provider = DK_PROVIDER_NONE;
   return false;
+}
+
+/* Route a request: pageable memory is 4K pages; wired memory comes from the hugepage pool
+ * where it is usable (root), falling back to 4K pages for what they can promise. */
+static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size, uint64_t len,
+                     uint64_t valign, bool wire)
+{
+  uint64_t page = dk__caps()->page_size;
+  bool physical = has_physical_promise(c, size, page);
+  if (wire && dk__pool_usable()) {
+    if (allocate_pool(b, c, size, len, valign)) return true;
+    /* what 4K pages can promise they may still give (a mask they happen to meet); the
+     * pool's reason stays the one reported if they cannot */
+    if (!physical || provider_can_quiet(c, size, page))
+      return allocate_4k(b, c, size, len, valign, wire, physical);
+    return false;
+  }
+  return allocate_4k(b, c, size, len, valign, wire, physical);
 }
 
 /* The constraints §2 promises the caller, for the wired path. */
@@ -233,7 +285,10 @@ bool IOBufferMemoryDescriptor_initWithPhysicalMask(IOBufferMemoryDescriptor *sel
                                                    mach_vm_address_t physicalMask)
 {
   dk__enter("initWithPhysicalMask");
-  return init_buffer(as_bmd(self), inTask, options, capacity, alignment, physicalMask, NULL);
+  bool ok = init_buffer(as_bmd(self), inTask, options, capacity, alignment, physicalMask, NULL);
+  if (ok) dk__enter("initWithPhysicalMask");
+  else dk__pool_note_failure(dk_last_failure()->constraint);
+  return ok;
 }
 
 /* alloc + init, releasing the half-built object on failure (as IOKit's factories do). */
@@ -251,9 +306,11 @@ static IOBufferMemoryDescriptor *create(const char *fn, task_t task, IOOptionBit
   b->md.backing = DK_BACKING_INIT;
   pthread_mutex_init(&b->md.lock, NULL);
   if (!init_buffer(b, task, options, capacity, alignment, mask, extra)) {
+    dk__pool_note_failure(dk_last_failure()->constraint);
     OSObject_release(b);
     return NULL;
   }
+  dk__enter(fn);       /* success: a provider that was tried and passed over is not a failure */
   return b;
 }
 
@@ -422,8 +479,8 @@ IOReturn dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *in
   info->numAddressBits = b->plan.num_address_bits;
   info->contiguous = b->plan.contig;
   info->pageable = b->plan.pageable;
-  info->wired = b->md.backing.wired;
-  info->pinned = b->md.backing.pinned;
+  info->wired = b->md.pooled || b->md.backing.wired;
+  info->pinned = b->md.pooled ? dk__caps()->pin_method != DK_PIN_NONE : b->md.backing.pinned;
   info->prepare_count = b->md.wire_count;
   info->cache_mode = b->plan.cache_mode;
   info->task = b->md.task;
@@ -434,7 +491,9 @@ IOReturn dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *in
 const char *dk_provider_name(dk_provider p)
 {
   switch (p) {
-  case DK_PROVIDER_MEMFD_4K: return "memfd-4k";
+  case DK_PROVIDER_MEMFD_4K:  return "memfd-4k";
+  case DK_PROVIDER_POOL:      return "hugepage-pool";
+  case DK_PROVIDER_POOL_SLAB: return "hugepage-pool-slab";
   default:                   return "none";
   }
 }

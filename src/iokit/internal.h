@@ -6,6 +6,7 @@
 #ifndef DK_IOKIT_INTERNAL_H
 #define DK_IOKIT_INTERNAL_H
 
+#include "alloc/pool.h"
 #include "base/base.h"
 #include "iokit/plan.h"
 #include "phys/phys.h"
@@ -56,7 +57,9 @@ struct IOMemoryDescriptor {
   uint32_t        wire_count;   /* counted prepare()s */
   pthread_mutex_t lock;         /* kIOMemoryThreadSafe methods; always for the map set */
   IOMemoryMap    *maps;         /* the shareable mapping set; maps unlink themselves */
-  dk_backing      backing;
+  dk_backing      backing;      /* 4K provider: the memfd (fd -1 when pooled) */
+  dk_block        block;        /* pool provider: the range (region NULL when not pooled) */
+  bool            pooled;
   uint8_t        *buffer;       /* the buffer in the internal mapping */
   bool            pageable;     /* wired only while wire_count > 0 */
   bool            thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
@@ -104,7 +107,5 @@ void     dk__md_teardown(IOMemoryDescriptor *md);
 IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
                                 IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length);
 
-/* options.c */
-long dk__option(dk_option o);
 
 #endif

@@ -152,6 +152,26 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
       offset == 0 && md->buffer && length <= md->length) {
     m->address = (mach_vm_address_t)(uintptr_t)md->buffer;
     m->options |= kIOMapStatic;
+  } else if (md->pooled) {
+    /* rule 6 for pool memory: the hugepages that hold the range, mapped again */
+    uint64_t hp = dk__pool_page(&md->block);
+    uint64_t in_page = (md->block.pa + offset) & (hp - 1);
+    int prot = (options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
+    void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)(at - in_page);
+    void *base = NULL;
+    size_t span = 0;
+    void *p = dk__pool_map(&md->block, offset, length, prot, guard, fixed, (options & kIOMapOverwrite) != 0,
+                           &base, &span);
+    if (!p) {
+      dk__fail(errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
+               "mapping pool memory failed: %s", strerror(errno));
+      OSObject_release(m);
+      return NULL;
+    }
+    m->vm_base = base;
+    m->vm_len = span;
+    m->vm_guard = 0;                     /* span includes the guards */
+    m->address = (mach_vm_address_t)(uintptr_t)p;
   } else {
     /* rule 6: a real mapping of the same pages */
     size_t page = dk__caps()->page_size;

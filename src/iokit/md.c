@@ -49,6 +49,7 @@ IOReturn dk__md_phys_ready(IOMemoryDescriptor *md)
   if (!caps->pagemap_frames)
     return dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
                     "physical addresses need root: /proc/self/pagemap hides frame numbers without CAP_SYS_ADMIN");
+  if (md->pooled) return dk__pins_ok() ? kIOReturnSuccess : kIOReturnCannotWire;
   if (!md->backing.pinned && !dk__pins_ok()) return kIOReturnCannotWire;
   if (!md->backing.frames_known)
     return dk__fail(kIOReturnInternalError, DK_CONSTRAINT_STATE, "frames of wired memory are unknown");
@@ -67,7 +68,13 @@ void dk__md_unwire(IOMemoryDescriptor *md) { dk__backing_unwire(&md->backing); }
 void dk__md_teardown(IOMemoryDescriptor *md)
 {
   md->wire_count = 0;
-  dk__backing_destroy(&md->backing);
+  if (md->pooled) {
+    dk__pool_free(&md->block);        /* zeroes it: freed memory never shows its contents */
+    md->pooled = false;
+  } else if (md->backing.fd >= 0) {
+    dk__pool_note_4k(md->backing.size, -1);
+    dk__backing_destroy(&md->backing);
+  }
   md->buffer = NULL;
 }
 
@@ -125,8 +132,14 @@ addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCoun
   }
   if (dk__md_phys_ready(md) != kIOReturnSuccess) return 0;
   size_t run;
-  addr64_t pa = dk__backing_phys(&md->backing, (size_t)(md->buffer - md->backing.base) + offset, &run);
+  addr64_t pa;
   IOByteCount rest = md->length - offset;
+  if (md->pooled) {                     /* one physically contiguous range */
+    pa = md->block.pa + offset;
+    run = (size_t)rest;
+  } else {
+    pa = dk__backing_phys(&md->backing, (size_t)(md->buffer - md->backing.base) + offset, &run);
+  }
   if (length) *length = run < rest ? run : rest;
   return pa;
 }

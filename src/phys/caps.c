@@ -1,6 +1,7 @@
 /* src/phys/caps.c: what this machine allows, probed once into dk_caps: page size, privilege,
  * whether pagemap shows frames, which pin holds frames in place, the top of RAM. Nothing else
  * in dmakit asks the system these questions. */
+#include "phys/huge.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
 
@@ -62,6 +63,10 @@ static void probe(void)
   c->memlock_limit = UINT64_MAX;
   if (dk__getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     c->memlock_limit = rl.rlim_cur;
+
+  int nsizes = dk__huge_sizes(c->hugepage_sizes, 4);
+  c->hugepage_size_count = nsizes > 0 ? (uint32_t)nsizes : 0;
+  c->pool_usable = c->pagemap_frames && c->hugepage_size_count > 0;
 
   char detail[120];
   c->pin_method = dk__pin_probe(detail, sizeof detail);

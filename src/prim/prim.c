@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 /* ---- defaults ------------------------------------------------------------------------ */
-static int sys_open(const char *path, int flags) { return open(path, flags | O_CLOEXEC); }
+static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags | O_CLOEXEC, mode); }
 static int sys_memfd_create(const char *name, unsigned flags) { return memfd_create(name, flags); }
 static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
 {
@@ -28,7 +28,7 @@ const dk_prim_table dk__prim_default = {
   .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,
   .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,
   .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,
-  .pread = pread, .read = read, .io_uring_setup = sys_io_uring_setup,
+  .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,
   .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,
   .process_vm_readv = process_vm_readv,
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,
@@ -37,7 +37,7 @@ dk_prim_table dk__prim = {
   .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,
   .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,
   .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,
-  .pread = pread, .read = read, .io_uring_setup = sys_io_uring_setup,
+  .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,
   .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,
   .process_vm_readv = process_vm_readv,
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,
@@ -45,7 +45,7 @@ dk_prim_table dk__prim = {
 
 static const char *const call_names[DK_PRIM__COUNT] = {
   "mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "memfd_create", "ftruncate",
-  "fallocate", "open", "close", "pread", "read", "io_uring_setup", "io_uring_register",
+  "fallocate", "open", "close", "pread", "read", "write", "io_uring_setup", "io_uring_register",
   "getrlimit", "process_vm_readv", "malloc", "calloc", "realloc",
 };
 const char *dk__prim_call_name(dk_prim_call call)
@@ -58,7 +58,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_MMAP] = ENOMEM, [DK_PRIM_MUNMAP] = EINVAL, [DK_PRIM_MPROTECT] = ENOMEM,
   [DK_PRIM_MADVISE] = EAGAIN, [DK_PRIM_MLOCK] = ENOMEM, [DK_PRIM_MUNLOCK] = ENOMEM,
   [DK_PRIM_MEMFD_CREATE] = EMFILE, [DK_PRIM_FTRUNCATE] = ENOSPC, [DK_PRIM_FALLOCATE] = ENOSPC,
-  [DK_PRIM_OPEN] = EMFILE, [DK_PRIM_CLOSE] = EIO, [DK_PRIM_PREAD] = EIO, [DK_PRIM_READ] = EIO,
+  [DK_PRIM_OPEN] = EMFILE, [DK_PRIM_CLOSE] = EIO, [DK_PRIM_PREAD] = EIO, [DK_PRIM_READ] = EIO, [DK_PRIM_WRITE] = EIO,
   [DK_PRIM_IO_URING_SETUP] = ENOMEM, [DK_PRIM_IO_URING_REGISTER] = ENOMEM,
   [DK_PRIM_GETRLIMIT] = EFAULT, [DK_PRIM_PROCESS_VM_READV] = EFAULT, [DK_PRIM_MALLOC] = ENOMEM, [DK_PRIM_CALLOC] = ENOMEM,
   [DK_PRIM_REALLOC] = ENOMEM,
@@ -171,10 +171,11 @@ int dk__fallocate(int fd, int mode, off_t off, off_t len)
   if (fault(DK_PRIM_FALLOCATE)) return -1;
   return dk__prim.fallocate(fd, mode, off, len);
 }
-int dk__open(const char *path, int flags)
+int dk__open(const char *path, int flags) { return dk__open_mode(path, flags, 0); }
+int dk__open_mode(const char *path, int flags, mode_t mode)
 {
   if (fault(DK_PRIM_OPEN)) return -1;
-  int fd = dk__prim.open(path, flags);
+  int fd = dk__prim.open(path, flags, mode);
   if (fd >= 0) COUNT(c_fds, 1);
   return fd;
 }
@@ -194,6 +195,11 @@ ssize_t dk__read(int fd, void *buf, size_t len)
 {
   if (fault(DK_PRIM_READ)) return -1;
   return dk__prim.read(fd, buf, len);
+}
+ssize_t dk__write(int fd, const void *buf, size_t len)
+{
+  if (fault(DK_PRIM_WRITE)) return -1;
+  return dk__prim.write(fd, buf, len);
 }
 int dk__io_uring_setup(unsigned entries, struct io_uring_params *p)
 {

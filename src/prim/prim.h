@@ -26,10 +26,11 @@ typedef struct dk_prim_table {
   int     (*memfd_create)(const char *name, unsigned flags);
   int     (*ftruncate)(int fd, off_t len);
   int     (*fallocate)(int fd, int mode, off_t off, off_t len);
-  int     (*open)(const char *path, int flags);
+  int     (*open)(const char *path, int flags, mode_t mode);
   int     (*close)(int fd);
   ssize_t (*pread)(int fd, void *buf, size_t len, off_t off);
   ssize_t (*read)(int fd, void *buf, size_t len);
+  ssize_t (*write)(int fd, const void *buf, size_t len);
   int     (*io_uring_setup)(unsigned entries, struct io_uring_params *p);
   int     (*io_uring_register)(int fd, unsigned opcode, void *arg, unsigned nr);
   int     (*getrlimit)(int resource, struct rlimit *rl);
@@ -45,7 +46,7 @@ typedef struct dk_prim_table {
 typedef enum dk_prim_call {
   DK_PRIM_MMAP, DK_PRIM_MUNMAP, DK_PRIM_MPROTECT, DK_PRIM_MADVISE, DK_PRIM_MLOCK,
   DK_PRIM_MUNLOCK, DK_PRIM_MEMFD_CREATE, DK_PRIM_FTRUNCATE, DK_PRIM_FALLOCATE, DK_PRIM_OPEN,
-  DK_PRIM_CLOSE, DK_PRIM_PREAD, DK_PRIM_READ, DK_PRIM_IO_URING_SETUP, DK_PRIM_IO_URING_REGISTER,
+  DK_PRIM_CLOSE, DK_PRIM_PREAD, DK_PRIM_READ, DK_PRIM_WRITE, DK_PRIM_IO_URING_SETUP, DK_PRIM_IO_URING_REGISTER,
   DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
   DK_PRIM__COUNT
 } dk_prim_call;
@@ -85,9 +86,11 @@ int     dk__memfd_create(const char *name, unsigned flags);
 int     dk__ftruncate(int fd, off_t len);
 int     dk__fallocate(int fd, int mode, off_t off, off_t len);
 int     dk__open(const char *path, int flags);
+int     dk__open_mode(const char *path, int flags, mode_t mode);   /* with O_CREAT */
 int     dk__close(int fd);
 ssize_t dk__pread(int fd, void *buf, size_t len, off_t off);
 ssize_t dk__read(int fd, void *buf, size_t len);
+ssize_t dk__write(int fd, const void *buf, size_t len);
 int     dk__io_uring_setup(unsigned entries, struct io_uring_params *p);
 int     dk__io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr);
 int     dk__getrlimit(int resource, struct rlimit *rl);

@@ -1,8 +1,9 @@
-/* src/iokit/options.c: dmakit's tunables, one table, each with a DMAKIT_<NAME> environment
+/* src/base/options.c: dmakit's tunables, one table, each with a DMAKIT_<NAME> environment
  * override read once. */
-#include "iokit/internal.h"
+#include "base/base.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 typedef struct option_desc { const char *name; long dflt; } option_desc;
@@ -10,6 +11,11 @@ typedef struct option_desc { const char *name; long dflt; } option_desc;
 static const option_desc g_desc[DK_OPTION__COUNT] = {
   [DK_OPTION_STRICT_CACHE_MODE] = { "STRICT_CACHE_MODE", 0 },
   [DK_OPTION_REQUIRE_PIN]       = { "REQUIRE_PIN", 1 },
+  [DK_OPTION_POOL]              = { "POOL", 1 },
+  [DK_OPTION_POOL_MAX_MB]       = { "POOL_MAX_MB", 4096 },
+  [DK_OPTION_POOL_GROW_MB]      = { "POOL_GROW_MB", 32 },
+  [DK_OPTION_LOWMEM_SEARCH_MB]  = { "LOWMEM_SEARCH_MB", 2048 },
+  [DK_OPTION_LOWMEM_SEARCH_MS]  = { "LOWMEM_SEARCH_MS", 3000 },
 };
 static _Atomic long g_value[DK_OPTION__COUNT];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;

@@ -1,0 +1,45 @@
+/* src/alloc/pool.h: the hugepage pool's heap policy. Runs of physically contiguous hugepages
+ * (src/phys/huge.c) are regions; each keeps an address-ordered, coalescing list of free
+ * extents, and buffers are carved with dk__place (highest fitting address first, so low memory
+ * stays for the masks that need it). Small buffers are packed into 64 KiB slabs of one size
+ * class (64 B .. 2 KiB, naturally aligned). Freed memory is zeroed before it is free again, so
+ * every free byte is zero. Growth asks for more hugepages (and searches for low frames when a
+ * mask is below everything held); trim gives back whole chunks nobody uses. One mutex; the
+ * allocation fast path makes no system call. */
+#ifndef DK_POOL_H
+#define DK_POOL_H
+
+#include "alloc/geom.h"
+#include "phys/huge.h"
+
+typedef struct dk_region dk_region;
+typedef struct dk_slab dk_slab;
+
+/* A buffer's memory from the pool: one physically contiguous range. */
+typedef struct dk_block {
+  dk_region *region;
+  dk_slab   *slab;       /* non-NULL for a packed small buffer */
+  uint8_t   *va;
+  uint64_t   pa;
+  uint64_t   len;        /* bytes reserved (the slot size for slab buffers) */
+} dk_block;
+
+/* Allocate len bytes at alignment `align` (power of two) meeting c (window, boundary; the
+ * block is always one contiguous run). false with the failure recorded. */
+bool dk__pool_alloc(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out);
+void dk__pool_free(dk_block *b);
+/* Map the block's [off, off+len) again (whole hugepages; see dk__hchunk_map). */
+void *dk__pool_map(const dk_block *b, uint64_t off, uint64_t len, int prot, size_t guard, void *fixed,
+                   bool overwrite, void **base, size_t *span);
+/* The hugepage size backing the block. */
+uint64_t dk__pool_page(const dk_block *b);
+/* Whether the pool can be used at all here (root, frames visible, hugetlb, enabled). */
+bool dk__pool_usable(void);
+/* Count a request met by another provider, or a failure, in the statistics. */
+void dk__pool_note_4k(uint64_t bytes, int delta);
+void dk__pool_note_failure(dk_constraint_kind kind);
+/* Internal consistency of the heap (free lists sorted, coalesced, within their regions,
+ * zero-filled when checked deeply); 0 or -1 with why. */
+int  dk__pool_validate(bool deep, char *why, size_t cap);
+
+#endif

@@ -1,0 +1,411 @@
+/* src/phys/huge.c: hugepage reservations and chunks (see huge.h). */
+#include "phys/huge.h"
+#include "prim/prim.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/memfd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RUN_DIR "/run/dmakit"
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+/* What this process raised, by size: index 0 = 2 MiB (overcommit), 1 = 1 GiB (nr_hugepages). */
+static long g_raised[2];
+
+static int size_index(uint64_t page) { return page >= (1ull << 30) ? 1 : 0; }
+
+static void sysfs_path(char *buf, size_t cap, uint64_t page, const char *file)
+{
+  snprintf(buf, cap, "/sys/kernel/mm/hugepages/hugepages-%llukB/%s", (unsigned long long)(page >> 10), file);
+}
+
+static long read_long(const char *path)
+{
+  char txt[32];
+  if (dk__read_text(path, txt, sizeof txt) <= 0) return -1;
+  return strtol(txt, NULL, 10);
+}
+
+static int write_long(const char *path, long v)
+{
+  int fd = dk__open(path, O_WRONLY);
+  if (fd < 0) return -1;
+  char txt[32];
+  int n = snprintf(txt, sizeof txt, "%ld\n", v);
+  ssize_t w = dk__write(fd, txt, (size_t)n);
+  int e = errno;
+  dk__close(fd);
+  errno = e;
+  return w == n ? 0 : -1;
+}
+
+int dk__huge_sizes(uint64_t *sizes, int max)
+{
+  static const uint64_t known[] = { 1ull << 21, 1ull << 30 };
+  int n = 0;
+  for (size_t i = 0; i < sizeof known / sizeof known[0] && n < max; i++) {
+    char p[128];
+    sysfs_path(p, sizeof p, known[i], "nr_hugepages");
+    if (read_long(p) >= 0) sizes[n++] = known[i];
+  }
+  return n;
+}
+
+int dk__huge_counts(uint64_t page, dk_huge_counts *o)
+{
+  char p[128];
+  sysfs_path(p, sizeof p, page, "nr_hugepages");          o->nr = read_long(p);
+  sysfs_path(p, sizeof p, page, "free_hugepages");        o->free = read_long(p);
+  sysfs_path(p, sizeof p, page, "resv_hugepages");        o->resv = read_long(p);
+  sysfs_path(p, sizeof p, page, "surplus_hugepages");     o->surplus = read_long(p);
+  sysfs_path(p, sizeof p, page, "nr_overcommit_hugepages"); o->overcommit = read_long(p);
+  return o->nr < 0 ? -1 : 0;
+}
+
+/* ---- records of 1 GiB reservations, for processes that die holding them ---------------- */
+static void record_path(char *buf, size_t cap, pid_t pid) { snprintf(buf, cap, RUN_DIR "/gigantic.%d", (int)pid); }
+
+static void record_write(long pages)
+{
+  char path[64];
+  record_path(path, sizeof path, getpid());
+  if (pages <= 0) { unlink(path); return; }
+  mkdir(RUN_DIR, 0700);
+  int fd = dk__open_mode(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return;
+  char txt[32];
+  int n = snprintf(txt, sizeof txt, "%ld\n", pages);
+  (void)dk__write(fd, txt, (size_t)n);
+  dk__close(fd);
+}
+
+void dk__huge_reclaim_dead(void)
+{
+  if (geteuid() != 0) return;
+  DIR *d = opendir(RUN_DIR);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    int pid;
+    if (sscanf(e->d_name, "gigantic.%d", &pid) != 1 || pid == (int)getpid()) continue;
+    if (kill(pid, 0) == 0 || errno != ESRCH) continue;       /* still alive */
+    char path[64], p[128];
+    record_path(path, sizeof path, pid);
+    long pages = read_long(path);
+    sysfs_path(p, sizeof p, 1ull << 30, "nr_hugepages");
+    long nr = read_long(p);
+    if (pages > 0 && nr >= 0) write_long(p, nr - pages > 0 ? nr - pages : 0);
+    unlink(path);
+  }
+  closedir(d);
+}
+
+/* At exit, give back every limit this process raised. Pages still mapped then become
+ * surplus pages, which the kernel frees as the process's mappings go. */
+static void give_back_at_exit(void)
+{
+  dk__huge_give_back(1ull << 21, dk__huge_raised(1ull << 21));
+  dk__huge_give_back(1ull << 30, dk__huge_raised(1ull << 30));
+}
+
+static pthread_once_t g_atexit_once = PTHREAD_ONCE_INIT;
+static void register_atexit(void)
+{
+  dk__huge_reclaim_dead();
+  atexit(give_back_at_exit);
+}
+
+bool dk__huge_make_room(uint64_t page, long n, long cap_pages)
+{
+  pthread_once(&g_atexit_once, register_atexit);
+  dk_huge_counts k;
+  if (dk__huge_counts(page, &k) < 0) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the kernel has no %llu KiB hugepages",
+             (unsigned long long)(page >> 10));
+    return false;
+  }
+  long avail = k.free - k.resv;
+  int idx = size_index(page);
+  if (avail >= n) return true;
+  if (geteuid() != 0) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
+             "%ld free %llu KiB hugepages, %ld needed; reserving more needs root", avail,
+             (unsigned long long)(page >> 10), n);
+    return false;
+  }
+  long need = n - avail;
+  pthread_mutex_lock(&g_lock);
+  bool ok = false;
+  char p[128];
+  if (g_raised[idx] + need > cap_pages) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
+             "%ld more %llu KiB hugepages would pass dmakit's cap of %ld (DMAKIT_POOL_MAX_MB)", need,
+             (unsigned long long)(page >> 10), cap_pages);
+    goto out;
+  }
+  if (idx == 0) {
+    /* surplus pages: allocated when mapped, returned to the kernel when freed or at death */
+    sysfs_path(p, sizeof p, page, "nr_overcommit_hugepages");
+    long want = k.surplus + need > k.overcommit ? k.surplus + need : k.overcommit;
+    if (want > k.overcommit && write_long(p, want) < 0) {
+      dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "raising %s failed: %s", p, strerror(errno));
+      goto out;
+    }
+    g_raised[idx] += want - k.overcommit;
+    ok = true;
+  } else {
+    sysfs_path(p, sizeof p, page, "nr_hugepages");
+    if (write_long(p, k.nr + need) < 0 && errno != ENOMEM) {
+      dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "raising %s failed: %s", p, strerror(errno));
+      goto out;
+    }
+    long got = read_long(p) - k.nr;          /* the kernel gives what it can find */
+    if (got > 0) {
+      g_raised[idx] += got;
+      record_write(g_raised[idx]);
+    }
+    if (got < need) {
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
+               "the kernel found %ld of %ld more 1 GiB pages (memory too fragmented)", got > 0 ? got : 0, need);
+      goto out;
+    }
+    ok = true;
+  }
+out:
+  pthread_mutex_unlock(&g_lock);
+  return ok;
+}
+
+void dk__huge_give_back(uint64_t page, long n)
+{
+  int idx = size_index(page);
+  pthread_mutex_lock(&g_lock);
+  if (n > g_raised[idx]) n = g_raised[idx];
+  if (n > 0) {
+    dk_huge_counts k;
+    char p[128];
+    if (dk__huge_counts(page, &k) == 0) {
+      sysfs_path(p, sizeof p, page, idx == 0 ? "nr_overcommit_hugepages" : "nr_hugepages");
+      long cur = idx == 0 ? k.overcommit : k.nr;
+      if (write_long(p, cur - n > 0 ? cur - n : 0) == 0) {
+        g_raised[idx] -= n;
+        if (idx == 1) record_write(g_raised[idx]);
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+}
+
+long dk__huge_raised(uint64_t page)
+{
+  pthread_mutex_lock(&g_lock);
+  long n = g_raised[size_index(page)];
+  pthread_mutex_unlock(&g_lock);
+  return n;
+}
+
+/* ---- chunks -------------------------------------------------------------------------- */
+
+typedef struct order { uint64_t pa, off; } order;
+
+static int by_pa(const void *a, const void *b)
+{
+  uint64_t x = ((const order *)a)->pa, y = ((const order *)b)->pa;
+  return x < y ? -1 : x > y;
+}
+
+/* Reserve address space for len bytes placed so that va == pa (mod DK_HUGE_ALIGN). */
+static uint8_t *reserve_congruent(uint64_t pa, uint64_t len, uint8_t **res, size_t *res_len)
+{
+  size_t span = (size_t)(len + DK_HUGE_ALIGN);
+  uint8_t *r = dk__mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return NULL;
+  uint64_t want = pa & (DK_HUGE_ALIGN - 1);
+  uint64_t have = (uint64_t)(uintptr_t)r & (DK_HUGE_ALIGN - 1);
+  *res = r;
+  *res_len = span;
+  return r + ((want - have) & (DK_HUGE_ALIGN - 1));
+}
+
+/* Trim a reservation to [va, va+len). */
+static void trim_reservation(uint8_t *res, size_t res_len, uint8_t *va, uint64_t len)
+{
+  if (va > res) dk__munmap(res, (size_t)(va - res));
+  if (res + res_len > va + len) dk__munmap(va + len, (size_t)(res + res_len - (va + len)));
+}
+
+static void chunk_free_arrays(dk_hchunk *c)
+{
+  dk__free(c->pa);
+  dk__free(c->off);
+  dk__free(c->runs);
+  c->pa = c->off = NULL;
+  c->runs = NULL;
+}
+
+void dk__hchunk_destroy(dk_hchunk *c)
+{
+  for (uint32_t i = 0; i < c->nruns; i++) {
+    dk__unpin(&c->runs[i].pin);
+    if (c->runs[i].va) dk__munmap(c->runs[i].va, (size_t)c->runs[i].len);
+  }
+  if (c->fd >= 0) dk__close(c->fd);
+  chunk_free_arrays(c);
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+}
+
+bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
+{
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+  c->page = page;
+  c->npages = npages;
+  const uint64_t total = page * npages;
+  unsigned flag = page >= (1ull << 30) ? MFD_HUGE_1GB : MFD_HUGE_2MB;
+  uint8_t *tmp = MAP_FAILED;
+  order *ord = NULL;
+  c->fd = dk__memfd_create("dmakit-pool", MFD_CLOEXEC | MFD_HUGETLB | flag);
+  if (c->fd < 0) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "hugetlb memfd_create failed: %s", strerror(errno));
+    goto fail;
+  }
+  if (dk__ftruncate(c->fd, (off_t)total) < 0) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "sizing a hugetlb memfd to %llu bytes failed: %s",
+             (unsigned long long)total, strerror(errno));
+    goto fail;
+  }
+  /* a shared hugetlb mapping reserves its pages here, so a shortage is ENOMEM now, never SIGBUS */
+  tmp = dk__mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
+  if (tmp == MAP_FAILED) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "%u hugepages of %llu KiB could not be reserved: %s",
+             npages, (unsigned long long)(page >> 10), strerror(errno));
+    goto fail;
+  }
+  if (dk__madvise(tmp, (size_t)total, MADV_POPULATE_WRITE) < 0) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "populating %u hugepages failed: %s", npages,
+             strerror(errno));
+    goto fail;
+  }
+  /* one frame per hugepage: the pagemap entry of its first 4K */
+  uint64_t *pfn = dk__calloc(npages, sizeof *pfn);
+  ord = dk__calloc(npages, sizeof *ord);
+  c->pa = dk__calloc(npages, sizeof *c->pa);
+  c->off = dk__calloc(npages, sizeof *c->off);
+  c->runs = dk__calloc(npages, sizeof *c->runs);
+  if (!pfn || !ord || !c->pa || !c->off || !c->runs) {
+    dk__free(pfn);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the frame table of %u hugepages", npages);
+    goto fail;
+  }
+  for (uint32_t i = 0; i < npages; i++) {
+    if (dk__pagemap_frames((uintptr_t)(tmp + (uint64_t)i * page), 1, &pfn[i]) < 0 || pfn[i] == 0) {
+      dk__free(pfn);
+      dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_PRIVILEGE, "the frame of hugepage %u is unknown: %s", i,
+               dk__caps()->pagemap_frames ? "not present" : "frame numbers need root");
+      goto fail;
+    }
+    ord[i].pa = pfn[i] << dk__caps()->page_shift;
+    ord[i].off = (uint64_t)i * page;
+  }
+  dk__free(pfn);
+  qsort(ord, npages, sizeof *ord, by_pa);
+  for (uint32_t i = 0; i < npages; i++) {
+    c->pa[i] = ord[i].pa;
+    c->off[i] = ord[i].off;
+  }
+  dk__free(ord);
+  ord = NULL;
+  /* runs of physically adjacent pages, each mapped in physical order */
+  for (uint32_t i = 0; i < npages;) {
+    uint32_t j = i + 1;
+    while (j < npages && c->pa[j] == c->pa[j - 1] + page) j++;
+    dk_hrun *r = &c->runs[c->nruns];
+    r->pin = DK_PIN_INIT;
+    r->pa = c->pa[i];
+    r->len = (uint64_t)(j - i) * page;
+    r->first = i;
+    uint8_t *res;
+    size_t res_len;
+    uint8_t *va = reserve_congruent(r->pa, r->len, &res, &res_len);
+    if (!va) {
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no address space for a %llu-byte run: %s",
+               (unsigned long long)r->len, strerror(errno));
+      goto fail;
+    }
+    for (uint32_t k = i; k < j; k++) {
+      /* pages whose file offsets follow each other are mapped with one call */
+      uint32_t m = k + 1;
+      while (m < j && c->off[m] == c->off[m - 1] + page) m++;
+      if (dk__mmap(va + (uint64_t)(k - i) * page, (size_t)((uint64_t)(m - k) * page), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_FIXED, c->fd, (off_t)c->off[k]) == MAP_FAILED) {
+        int e = errno;
+        dk__munmap(res, res_len);
+        dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "mapping a hugepage run failed: %s", strerror(e));
+        goto fail;
+      }
+      k = m - 1;
+    }
+    trim_reservation(res, res_len, va, r->len);
+    r->va = va;
+    c->nruns++;
+    if (dk__caps()->pin_method == DK_PIN_IO_URING && dk__pin(r->va, (size_t)r->len, &r->pin) < 0) {
+      dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_PIN, "pinning a %llu-byte hugepage run failed: %s",
+               (unsigned long long)r->len, strerror(errno));
+      goto fail;
+    }
+    i = j;
+  }
+  dk__munmap(tmp, (size_t)total);
+  return true;
+fail:
+  if (tmp != MAP_FAILED) dk__munmap(tmp, (size_t)total);
+  dk__free(ord);
+  dk__hchunk_destroy(c);
+  return false;
+}
+
+void *dk__hchunk_map(const dk_hchunk *c, const dk_hrun *r, uint64_t pa, uint64_t len, int prot,
+                     size_t guard, void *fixed, bool overwrite, void **base, size_t *span)
+{
+  uint64_t page = c->page;
+  uint64_t first = (pa - r->pa) / page, last = (pa + len - 1 - r->pa) / page;
+  uint64_t bytes = (last - first + 1) * page;
+  size_t g = guard ? (size_t)((guard + page - 1) / page * page) : 0;   /* guards in whole pages */
+  size_t total = (size_t)bytes + 2 * g;
+  uint8_t *res;
+  if (fixed) {
+    int how = overwrite ? MAP_FIXED : MAP_FIXED_NOREPLACE;
+    res = dk__mmap((uint8_t *)fixed - g, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | how, -1, 0);
+    if (res != MAP_FAILED && res != (uint8_t *)fixed - g) { dk__munmap(res, total); errno = EEXIST; return NULL; }
+  } else {
+    /* hugetlb mappings must be page-aligned: over-reserve and align */
+    uint8_t *r0 = dk__mmap(NULL, total + (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r0 == MAP_FAILED) return NULL;
+    res = (uint8_t *)(((uintptr_t)r0 + g + page - 1) & ~(uintptr_t)(page - 1)) - g;
+    if (res > r0) dk__munmap(r0, (size_t)(res - r0));
+    if (r0 + total + page > res + total) dk__munmap(res + total, (size_t)(r0 + total + page - (res + total)));
+  }
+  if (res == MAP_FAILED) return NULL;
+  for (uint64_t i = 0; i <= last - first; i++) {
+    uint64_t k = r->first + first + i;
+    if (dk__mmap(res + g + i * page, (size_t)page, prot, MAP_SHARED | MAP_FIXED, c->fd, (off_t)c->off[k]) == MAP_FAILED) {
+      int e = errno;
+      dk__munmap(res, total);
+      errno = e;
+      return NULL;
+    }
+  }
+  *base = res;
+  *span = total;
+  return res + g + (pa - r->pa - first * page);
+}
