@@ -13,6 +13,7 @@
 
 #include <dmakit/dmakit.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "iokit/internal.h"
@@ -22,6 +23,11 @@
 #define MD(b) ((IOMemoryDescriptor *)(void *)(b))
 
 typedef IOReturn (*op_fn)(void);
+
+/* An operation that must call the API again after a failure (a trim) keeps the reason here. */
+static char g_reason[sizeof(((dk_failure *)0)->text)];
+
+static const char *reason(void) { return g_reason[0] ? g_reason : dk_last_failure()->text; }
 
 static IOReturn failure_code(void)
 {
@@ -149,6 +155,22 @@ static IOReturn op_constraints(void)
   return rc;
 }
 
+/* The pool from empty: growth (hugetlb memfd, populate, frames, remap, pin), a contiguous
+ * buffer, release, trim (every hugepage and raised limit given back). */
+static IOReturn op_pool_growth(void)
+{
+  dk_pool_trim();
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.contiguous = true;
+  c.alignment = 1u << 16;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 1u << 20, &c);
+  IOReturn rc = b ? walk(MD(b)) : failure_code();
+  if (rc != kIOReturnSuccess) snprintf(g_reason, sizeof g_reason, "%s", dk_last_failure()->text);
+  OSSafeReleaseNULL(b);
+  dk_pool_trim();
+  return rc;
+}
+
 /* ---- the harness ---------------------------------------------------------------------- */
 
 typedef struct snapshot { dk_prim_counters c; long pins, objects; } snapshot;
@@ -185,6 +207,7 @@ static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uin
 {
   unsigned long n;
   for (n = 1; n < 10000; n++) {
+    g_reason[0] = '\0';
     dk__fault_arm(n, forever, calls, err);
     IOReturn rc = op();
     int fired = dk__fault_fired();
@@ -195,8 +218,8 @@ static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uin
       if (!fired) fail_msg("%s failed (%s) with no fault injected", what, dk_ioreturn_name(rc));
       if (!documented(rc))
         fail_msg("%s, fault at call %lu (errno %d): undocumented %s: %s", what, n, err, dk_ioreturn_name(rc),
-                 dk_last_failure()->text);
-      if (rc != kIOReturnError && dk_last_failure()->text[0] == '\0')
+                 reason());
+      if (rc != kIOReturnError && reason()[0] == '\0')
         fail_msg("%s, fault at call %lu: %s without a reason", what, n, dk_ioreturn_name(rc));
     }
     if (!fired) break;        /* the operation ran to the end before call n */
@@ -225,7 +248,8 @@ static const call_errs g_errs[] = {
   { DK_PRIM_CALLOC,            { ENOMEM } },
 };
 
-static void run_faults(const char *what, op_fn op)
+/* `errnos_per_call`: how many of each call's errnos to sweep (6 = all). */
+static void run_faults_n(const char *what, op_fn op, int errnos_per_call)
 {
   /* warm up: capabilities probed, the pin ring exists, the operation works without faults */
   assert_int_equal(op(), kIOReturnSuccess);
@@ -242,7 +266,7 @@ static void run_faults(const char *what, op_fn op)
   }
   /* 2. each call with each errno it can return */
   for (size_t i = 0; i < sizeof g_errs / sizeof g_errs[0]; i++)
-    for (int e = 0; e < 6 && g_errs[i].errs[e]; e++)
+    for (int e = 0; e < errnos_per_call && g_errs[i].errs[e]; e++)
       for (int forever = 0; forever < 2; forever++)
         total += sweep(what, op, &base, 1u << g_errs[i].call, g_errs[i].errs[e], forever);
   /* 3. the library's own heap allocations alone */
@@ -255,6 +279,8 @@ static void run_faults(const char *what, op_fn op)
   assert_int_equal(op(), kIOReturnSuccess);
 }
 
+static void run_faults(const char *what, op_fn op) { run_faults_n(what, op, 6); }
+
 static void faults_wired(void **s) { (void)s; run_faults("wired buffer", op_wired); }
 static void faults_null_task(void **s) { (void)s; run_faults("NULL-task buffer + map", op_null_task_map); }
 static void faults_pageable(void **s) { (void)s; run_faults("pageable prepare/complete", op_pageable); }
@@ -262,6 +288,20 @@ static void faults_maps(void **s) { (void)s; run_faults("unique, guarded and sub
 static void faults_with_bytes(void **s) { (void)s; run_faults("withBytes", op_with_bytes); }
 static void faults_with_copy(void **s) { (void)s; run_faults("withCopy", op_with_copy); }
 static void faults_driverkit(void **s) { (void)s; run_faults("DriverKit Create + CreateMapping", op_driverkit); }
+static void faults_pool_growth(void **s)
+{
+  (void)s;
+  if (!dk_capabilities()->pool_usable || !dk_option_get(DK_OPTION_POOL)) {
+    print_message("SKIP: the hugepage pool is not usable here (needs root and hugetlb)\n");
+    skip();
+  }
+  /* each growth costs real hugepages (the kernel zeroes and may compact for them): grow by one
+   * page at a time, and sweep each call with its first errno */
+  long grow = dk_option_get(DK_OPTION_POOL_GROW_MB);
+  dk_option_set(DK_OPTION_POOL_GROW_MB, 2);
+  run_faults_n("pool growth, contiguous buffer, trim", op_pool_growth, 1);
+  dk_option_set(DK_OPTION_POOL_GROW_MB, grow);
+}
 static void faults_constraints(void **s)
 {
   (void)s;
@@ -279,6 +319,7 @@ int main(void)
     cmocka_unit_test(faults_pageable),    cmocka_unit_test(faults_maps),
     cmocka_unit_test(faults_with_bytes),  cmocka_unit_test(faults_with_copy),
     cmocka_unit_test(faults_driverkit),   cmocka_unit_test(faults_constraints),
+    cmocka_unit_test(faults_pool_growth),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -431,6 +431,12 @@ bool dk__pool_usable(void)
 bool dk__pool_alloc(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
   if (align < 1) align = 1;
+  if (c->boundary && len > c->boundary) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_BOUNDARY,
+             "%llu contiguous bytes cannot fit between boundary lines 0x%llx apart",
+             (unsigned long long)len, (unsigned long long)c->boundary);
+    return false;
+  }
   bool ok;
   pthread_mutex_lock(&g_lock);
   int k = (c->boundary == 0 || c->boundary >= SLAB_BYTES) ? class_of(len, align) : -1;

@@ -1,0 +1,362 @@
+/* tests/test_pool.c: the hugepage pool, proven through the frames. Every buffer's promise
+ * (contiguity, alignment up to 1 GiB, 4 GiB and smaller boundaries, masks chosen from the
+ * layout) is checked against this test's own pagemap read; small buffers are packed and
+ * disjoint; freed memory is zero before reuse; statistics add up; trim gives every hugepage
+ * and every kernel limit dmakit raised back. Needs root (frames) and hugetlb. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dmakit/dmakit.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "alloc/pool.h"
+#include "dk_test.h"
+
+#define MD(b) ((IOMemoryDescriptor *)(void *)(b))
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+static void require_pool(void)
+{
+  DKT_REQUIRE_ROOT();
+  if (!dk_capabilities()->pool_usable) DKT_SKIP("SKIP: no hugetlb support: the pool cannot run here");
+  dk_option_set(DK_OPTION_POOL, 1);
+}
+
+static long sysfs_long(const char *path)
+{
+  FILE *f = fopen(path, "r");
+  long v = -1;
+  if (f) { if (fscanf(f, "%ld", &v) != 1) v = -1; fclose(f); }
+  return v;
+}
+#define OVERCOMMIT_2M "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages"
+#define NR_1G "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"
+
+/* The buffer's frames read independently; checks one contiguous run, the alignment, the
+ * window and the boundary, and that getPhysicalSegment agrees byte for byte. */
+static void prove(IOBufferMemoryDescriptor *b, uint64_t len, uint64_t align, uint64_t high, uint64_t boundary)
+{
+  assert_non_null(b);
+  uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+  assert_non_null(va);
+  if (align > 1) assert_int_equal((uintptr_t)va % align, 0);   /* virtual alignment too */
+  size_t n = 0;
+  uint64_t *pfn = dkt_read_frames_alloc(va, len, &n);
+  assert_non_null(pfn);
+  size_t ps = dkt_page_size();
+  uint64_t start = pfn[0] * ps + ((uintptr_t)va % ps);
+  for (size_t i = 1; i < n; i++)
+    if (pfn[i] != pfn[0] + i) fail_msg("page %zu of a contiguous buffer is at frame 0x%llx, expected 0x%llx", i,
+                                       (unsigned long long)pfn[i], (unsigned long long)(pfn[0] + i));
+  free(pfn);
+  if (align > 1) assert_int_equal(start % align, 0);
+  if (high) assert_true(start + len - 1 <= high);
+  if (boundary) assert_int_equal(start / boundary, (start + len - 1) / boundary);
+  IOByteCount seglen = 0;
+  addr64_t pa = IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &seglen, kIOMemoryMapperNone);
+  assert_int_equal(pa, start);
+  assert_int_equal(seglen, IOMemoryDescriptor_getLength(MD(b)));
+}
+
+static IOBufferMemoryDescriptor *constrained(uint64_t len, uint64_t align, uint64_t high, uint64_t boundary,
+                                             bool contiguous)
+{
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.alignment = align;
+  c.high = high;
+  c.boundary = boundary;
+  c.contiguous = contiguous;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, len, &c);
+  if (!b) print_message("refused: %s\n", dk_last_failure()->text);
+  return b;
+}
+
+static void validate(bool deep)
+{
+  char why[256];
+  if (dk__pool_validate(deep, why, sizeof why) != 0) fail_msg("pool inconsistent: %s", why);
+}
+
+static void pool_contiguous_sizes(void **state)
+{
+  (void)state;
+  require_pool();
+  const uint64_t sizes[] = { 4096, 64 * 1024, 2 * MiB, 2 * MiB + 4096, 16 * MiB, 64 * MiB };
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    IOBufferMemoryDescriptor *b = constrained(sizes[i], 4096, 0, 0, true);
+    prove(b, sizes[i], 4096, 0, 0);
+    dk_buffer_info info;
+    assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+    assert_int_equal(info.provider, DK_PROVIDER_POOL);
+    OSObject_release(b);
+  }
+  validate(true);
+  dk_pool_trim();
+}
+
+static void pool_alignments(void **state)
+{
+  (void)state;
+  require_pool();
+  for (unsigned k = 6; k <= 24; k++) {            /* 64 B .. 16 MiB */
+    uint64_t a = 1ull << k;
+    IOBufferMemoryDescriptor *b = constrained(4096, a, 0, 0, true);
+    prove(b, 4096, a, 0, 0);
+    OSObject_release(b);
+  }
+  /* withCapacity's alignment == capacity (XNU), odd capacities rounded to a power of two */
+  IOBufferMemoryDescriptor *w = IOBufferMemoryDescriptor_withCapacity(3 * 4096, kIODirectionIn, true);
+  prove(w, 3 * 4096, 4 * 4096, 0, 0);
+  OSObject_release(w);
+  dk_pool_trim();
+}
+
+static void pool_gigabyte_alignment(void **state)
+{
+  (void)state;
+  require_pool();
+  bool have_1g = false;
+  for (uint32_t i = 0; i < dk_capabilities()->hugepage_size_count; i++)
+    if (dk_capabilities()->hugepage_sizes[i] == GiB) have_1g = true;
+  if (!have_1g) DKT_SKIP("SKIP: no 1 GiB hugepages on this kernel");
+  long nr0 = sysfs_long(NR_1G);
+  IOBufferMemoryDescriptor *b = constrained(8 * MiB, GiB, 0, 0, true);
+  if (!b) DKT_SKIP("SKIP: the kernel could not form a 1 GiB page now: %s", dk_last_failure()->text);
+  prove(b, 8 * MiB, GiB, 0, 0);
+  OSObject_release(b);
+  dk_pool_trim();
+  assert_int_equal(sysfs_long(NR_1G), nr0);        /* the 1 GiB page went back */
+}
+
+static void pool_boundaries(void **state)
+{
+  (void)state;
+  require_pool();
+  const uint64_t bounds[] = { 64 * 1024, 2 * MiB, 4ull * GiB };
+  for (size_t i = 0; i < 3; i++) {
+    for (int k = 0; k < 8; k++) {
+      uint64_t len = bounds[i] < 2 * MiB ? bounds[i] / 2 + 4096 * (uint64_t)k : MiB + 4096 * (uint64_t)k;
+      IOBufferMemoryDescriptor *b = constrained(len, 4096, 0, bounds[i], true);
+      prove(b, len, 4096, 0, bounds[i]);
+      OSObject_release(b);
+    }
+  }
+  /* a buffer longer than its boundary can never be contiguous */
+  assert_null(constrained(2 * 64 * 1024, 4096, 0, 64 * 1024, true));
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_BOUNDARY);
+  dk_pool_trim();
+}
+
+static void pool_masks_from_layout(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *probe = constrained(2 * MiB, 4096, 0, 0, true);
+  assert_non_null(probe);
+  dk_pool_stats st;
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_true(st.lowest_frame > 0);
+  /* a mask just above the lowest memory held: met, and every byte below it */
+  uint64_t mask = 1;
+  while (mask < st.lowest_frame + 64 * MiB) mask = (mask << 1) | 1;
+  for (int k = 0; k < 16; k++) {
+    IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, 0, 64 * 1024, mask);
+    prove(b, 64 * 1024, 4096, mask, 0);
+    OSObject_release(b);
+  }
+  /* a mask below all RAM (1 MiB): refused, naming the mask and the lowest frame found */
+  dk_option_set(DK_OPTION_LOWMEM_SEARCH_MB, 64);
+  dk_option_set(DK_OPTION_LOWMEM_SEARCH_MS, 500);
+  IOBufferMemoryDescriptor *none = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, 0, 4096, 0xFFFFF);
+  assert_null(none);
+  const dk_failure *f = dk_last_failure();
+  assert_int_equal(f->code, kIOReturnNoMemory);
+  assert_int_equal(f->constraint, DK_CONSTRAINT_MASK);
+  assert_true(dkt_text_has(f->text, "0xfffff"));
+  assert_true(dkt_text_has(f->text, "lowest frame"));
+  dk_option_set(DK_OPTION_LOWMEM_SEARCH_MB, 2048);
+  dk_option_set(DK_OPTION_LOWMEM_SEARCH_MS, 3000);
+  OSObject_release(probe);
+  validate(false);
+  dk_pool_trim();
+}
+
+static void pool_small_buffers_packed(void **state)
+{
+  (void)state;
+  require_pool();
+  enum { N = 300 };
+  IOBufferMemoryDescriptor *b[N];
+  uint64_t pa[N], len[N];
+  dk_pool_stats before, after;
+  dk_pool_get_stats(&before);
+  for (int i = 0; i < N; i++) {
+    len[i] = 1 + (uint64_t)(i * 37) % 2048;
+    b[i] = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, len[i], 1);
+    assert_non_null(b[i]);
+    dk_buffer_info info;
+    dk_buffer_get_info(b[i], &info);
+    assert_int_equal(info.provider, DK_PROVIDER_POOL_SLAB);
+    IOByteCount l;
+    pa[i] = IOMemoryDescriptor_getPhysicalSegment(MD(b[i]), 0, &l, 0);
+    assert_int_equal(l, len[i]);                                  /* inside one slot: contiguous */
+    uint64_t cls = 64;
+    while (cls < len[i]) cls <<= 1;
+    assert_int_equal(pa[i] % cls, 0);                             /* naturally aligned */
+    assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b[i]), len[i], 0));
+    memset(IOBufferMemoryDescriptor_getBytesNoCopy(b[i]), 0xC5, len[i]);
+  }
+  for (int i = 0; i < N; i++)
+    for (int j = i + 1; j < N; j++)
+      if (pa[i] < pa[j] + len[j] && pa[j] < pa[i] + len[i]) fail_msg("buffers %d and %d overlap", i, j);
+  dk_pool_get_stats(&after);
+  assert_int_equal(after.requests_slab - before.requests_slab, N);
+  /* 300 small buffers cost slabs of 64 KiB, not 300 hugepages */
+  assert_true(after.bytes_pool_2m + after.bytes_pool_1g <= before.bytes_pool_2m + before.bytes_pool_1g + 64 * MiB);
+  for (int i = 0; i < N; i++) OSObject_release(b[i]);
+  validate(true);
+  /* the same slots again: zero */
+  for (int i = 0; i < N; i++) {
+    b[i] = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, len[i], 1);
+    assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b[i]), len[i], 0));
+  }
+  for (int i = 0; i < N; i++) OSObject_release(b[i]);
+  dk_pool_trim();
+}
+
+static void pool_freed_memory_is_zero(void **state)
+{
+  (void)state;
+  require_pool();
+  for (int round = 0; round < 20; round++) {
+    uint64_t len = (uint64_t)(round + 1) * 192 * 1024;
+    IOBufferMemoryDescriptor *b = constrained(len, 4096, 0, 0, true);
+    assert_non_null(b);
+    uint8_t *p = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+    assert_true(dkt_all_bytes(p, len, 0));
+    memset(p, 0xA5 ^ round, len);
+    OSObject_release(b);
+  }
+  validate(true);                 /* every free byte of the pool is zero */
+  dk_pool_trim();
+}
+
+static void pool_stats_add_up(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *a = constrained(6 * MiB, 4096, 0, 0, true);
+  IOBufferMemoryDescriptor *s = IOBufferMemoryDescriptor_withOptions(0, 100, 1);
+  assert_non_null(a);
+  assert_non_null(s);
+  dk_pool_stats st;
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.size, sizeof st);
+  assert_int_equal(st.version, 1);
+  assert_true(st.bytes_pool_2m + st.bytes_pool_1g >= 6 * MiB);
+  assert_true(st.bytes_pool_used >= 6 * MiB + 128);
+  assert_true(st.bytes_pool_free <= st.bytes_pool_2m + st.bytes_pool_1g - st.bytes_pool_used);
+  assert_true(st.runs >= 1);
+  assert_true(st.largest_run >= 6 * MiB);
+  assert_true(st.largest_free <= st.bytes_pool_free);
+  assert_true(st.fragmentation >= 0.0 && st.fragmentation <= 1.0);
+  assert_true(st.requests_pool >= 1 && st.requests_slab >= 1);
+  /* a refused request is counted under its constraint */
+  uint64_t before = st.failures[DK_CONSTRAINT_ARGUMENT];
+  assert_null(IOBufferMemoryDescriptor_withOptions(0, 0, 1));
+  dk_pool_get_stats(&st);
+  assert_int_equal(st.failures[DK_CONSTRAINT_ARGUMENT], before + 1);
+  OSObject_release(a);
+  OSObject_release(s);
+  dk_pool_trim();
+}
+
+static void write_one(void *p) { *(volatile uint8_t *)p = 1; }
+
+static void pool_map_and_readonly(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *b = constrained(3 * MiB, 4096, 0, 0, true);
+  assert_non_null(b);
+  uint8_t *p = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+  for (size_t i = 0; i < 3 * MiB; i += 4096) p[i] = (uint8_t)(i >> 12);
+  IOMemoryMap *ro = IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, 0,
+                                                           kIOMapAnywhere | kIOMapReadOnly | kIOMapUnique, 4096, 2 * MiB);
+  assert_non_null(ro);
+  const uint8_t *q = (const uint8_t *)(uintptr_t)IOMemoryMap_getAddress(ro);
+  assert_ptr_not_equal(q, p + 4096);
+  for (size_t i = 0; i < 2 * MiB; i += 4096) assert_int_equal(q[i], (uint8_t)((i + 4096) >> 12));
+  p[8192] = 0x77;                                   /* writes through the buffer show through */
+  assert_int_equal(q[4096], 0x77);
+  int status;
+  assert_int_equal(dkt_run_in_child(write_one, (void *)(uintptr_t)q, &status), 0);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  /* the frames behind the view are the buffer's */
+  size_t n;
+  uint64_t *f1 = dkt_read_frames_alloc(q, 2 * MiB, &n), *f2 = dkt_read_frames_alloc(p + 4096, 2 * MiB, &n);
+  assert_memory_equal(f1, f2, n * sizeof *f1);
+  free(f1);
+  free(f2);
+  assert_int_equal(IOMemoryMap_unmap(ro), kIOReturnSuccess);
+  OSObject_release(ro);
+  /* a NULL-task buffer from the pool is reached through map() */
+  IOBufferMemoryDescriptor *nb = IOBufferMemoryDescriptor_inTaskWithOptions(NULL, 0, 64 * 1024, 1);
+  assert_non_null(nb);
+  assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(nb));
+  IOMemoryMap *m = IOMemoryDescriptor_map(MD(nb), 0);
+  assert_non_null(m);
+  assert_true(dkt_all_bytes((void *)(uintptr_t)IOMemoryMap_getAddress(m), 64 * 1024, 0));
+  OSObject_release(m);
+  OSObject_release(nb);
+  OSObject_release(b);
+  dk_pool_trim();
+}
+
+static void pool_trim_gives_everything_back(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_trim();
+  long oc0 = sysfs_long(OVERCOMMIT_2M), nr1g0 = sysfs_long(NR_1G);
+  IOBufferMemoryDescriptor *bufs[8];
+  for (int i = 0; i < 8; i++) {
+    bufs[i] = constrained(5 * MiB, 4096, 0, 0, true);
+    assert_non_null(bufs[i]);
+  }
+  dk_pool_stats st;
+  dk_pool_get_stats(&st);
+  assert_true(st.bytes_pool_2m + st.bytes_pool_1g >= 40 * MiB);
+  dk_pool_trim();                                   /* in use: nothing can go */
+  dk_pool_get_stats(&st);
+  assert_true(st.bytes_pool_2m + st.bytes_pool_1g >= 40 * MiB);
+  for (int i = 0; i < 8; i++) OSObject_release(bufs[i]);
+  dk_pool_trim();
+  dk_pool_get_stats(&st);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
+  assert_int_equal(st.runs, 0);
+  assert_int_equal(st.hugepages_raised_2m, 0);
+  assert_int_equal(st.hugepages_raised_1g, 0);
+  assert_int_equal(sysfs_long(OVERCOMMIT_2M), oc0);
+  assert_int_equal(sysfs_long(NR_1G), nr1g0);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(pool_contiguous_sizes),   cmocka_unit_test(pool_alignments),
+    cmocka_unit_test(pool_gigabyte_alignment), cmocka_unit_test(pool_boundaries),
+    cmocka_unit_test(pool_masks_from_layout),  cmocka_unit_test(pool_small_buffers_packed),
+    cmocka_unit_test(pool_freed_memory_is_zero), cmocka_unit_test(pool_stats_add_up),
+    cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_trim_gives_everything_back),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
