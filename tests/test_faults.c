@@ -208,10 +208,12 @@ static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uin
   unsigned long n;
   for (n = 1; n < 10000; n++) {
     g_reason[0] = '\0';
+    dk__thread_caches_flush();         /* every allocation reaches the heap, where faults are */
     dk__fault_arm(n, forever, calls, err);
     IOReturn rc = op();
     int fired = dk__fault_fired();
     dk__fault_disarm();
+    dk__thread_caches_flush();
     snapshot now = snap();
     assert_same(base, &now, what, n, forever);
     if (rc != kIOReturnSuccess) {
@@ -253,6 +255,7 @@ static void run_faults_n(const char *what, op_fn op, int errnos_per_call)
 {
   /* warm up: capabilities probed, the pin ring exists, the operation works without faults */
   assert_int_equal(op(), kIOReturnSuccess);
+  dk__thread_caches_flush();
   snapshot base = snap();
   unsigned long total = 0;
   /* 1. any call, two errnos, once and for ever */

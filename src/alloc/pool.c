@@ -47,6 +47,17 @@ static dk_region     *g_regions;
 static dk_chunk_node *g_chunks;
 static dk_slab       *g_slabs[NCLASS];
 static dk_pool_stats  g_stats;
+static _Atomic uint64_t g_requests_slab, g_bytes_used;   /* updated off the lock */
+
+/* Per-thread magazines of free slab slots (zeroed, still marked in their slab), so that
+ * a small create/release pair takes no lock. */
+#define MAG 32
+typedef struct magazine { uint32_t n; dk_block b[MAG]; } magazine;
+static _Thread_local magazine tl_mag[NCLASS];
+static _Thread_local bool tl_mag_keyed;
+static pthread_key_t g_mag_key;
+static pthread_once_t g_mag_once = PTHREAD_ONCE_INIT;
+static void slot_release_locked(dk_block *b);
 static uint64_t       g_bytes_4k, g_requests_4k;
 
 /* ---- extents --------------------------------------------------------------------------- */
@@ -438,32 +449,74 @@ bool dk__pool_alloc(const dk_constraints *c, uint64_t len, uint64_t align, dk_bl
     return false;
   }
   bool ok;
-  pthread_mutex_lock(&g_lock);
   int k = (c->boundary == 0 || c->boundary >= SLAB_BYTES) ? class_of(len, align) : -1;
   if (k >= 0) {
+    magazine *m = &tl_mag[k];
+    for (uint32_t i = m->n; i-- > 0;) {          /* newest first: warm in the cache */
+      dk_block *b = &m->b[i];
+      if ((c->high && b->pa + b->len - 1 > c->high) || b->pa < c->low) continue;
+      *out = *b;
+      *b = m->b[--m->n];
+      atomic_fetch_add_explicit(&g_requests_slab, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&g_bytes_used, out->len, memory_order_relaxed);
+      return true;
+    }
+  }
+  pthread_mutex_lock(&g_lock);
+  if (k >= 0) {
     ok = slab_alloc(c, k, out);
-    if (ok) g_stats.requests_slab++;
+    if (ok) atomic_fetch_add_explicit(&g_requests_slab, 1, memory_order_relaxed);
   } else {
     ok = try_place(c, len, align, out) || grow_for(c, len, align, out);
     if (ok) g_stats.requests_pool++;
   }
-  if (ok) g_stats.bytes_pool_used += out->len;
+  if (ok) atomic_fetch_add_explicit(&g_bytes_used, out->len, memory_order_relaxed);
   pthread_mutex_unlock(&g_lock);
   return ok;
 }
+
+static void slot_release_locked(dk_block *b)
+{
+  dk_slab *s = b->slab;
+  uint32_t slot = (uint32_t)((b->pa - s->mem.pa) / s->cls);
+  s->bits[slot / 64] &= ~(1ull << (slot % 64));
+  s->nfree++;
+}
+
+static void magazines_flush(void *unused)
+{
+  (void)unused;
+  pthread_mutex_lock(&g_lock);
+  for (int k = 0; k < NCLASS; k++) {
+    while (tl_mag[k].n) slot_release_locked(&tl_mag[k].b[--tl_mag[k].n]);
+  }
+  pthread_mutex_unlock(&g_lock);
+}
+static void mag_key_init(void) { pthread_key_create(&g_mag_key, magazines_flush); }
+
+void dk__pool_magazines_flush(void) { magazines_flush(NULL); }
 
 void dk__pool_free(dk_block *b)
 {
   if (!b->region) return;
   memset(b->va, 0, (size_t)b->len);        /* every free byte is zero */
-  pthread_mutex_lock(&g_lock);
-  g_stats.bytes_pool_used -= b->len;
+  atomic_fetch_sub_explicit(&g_bytes_used, b->len, memory_order_relaxed);
   if (b->slab) {
-    dk_slab *s = b->slab;
-    uint32_t slot = (uint32_t)((b->pa - s->mem.pa) / s->cls);
-    s->bits[slot / 64] &= ~(1ull << (slot % 64));
-    s->nfree++;
+    magazine *m = &tl_mag[class_of(b->len, 1)];
+    if (m->n < MAG) {
+      if (!tl_mag_keyed) {
+        pthread_once(&g_mag_once, mag_key_init);
+        pthread_setspecific(g_mag_key, (void *)1);   /* the thread's exit flushes it */
+        tl_mag_keyed = true;
+      }
+      m->b[m->n++] = *b;
+      memset(b, 0, sizeof *b);
+      return;
+    }
+    pthread_mutex_lock(&g_lock);
+    slot_release_locked(b);
   } else {
+    pthread_mutex_lock(&g_lock);
     give(b->region, b->pa, b->len);
   }
   pthread_mutex_unlock(&g_lock);
@@ -552,6 +605,8 @@ IOReturn dk_pool_get_stats(dk_pool_stats *st)
   if (!st) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "stats is NULL");
   pthread_mutex_lock(&g_lock);
   *st = g_stats;
+  st->requests_slab = atomic_load_explicit(&g_requests_slab, memory_order_relaxed);
+  st->bytes_pool_used = atomic_load_explicit(&g_bytes_used, memory_order_relaxed);
   st->size = sizeof *st;
   st->version = 1;
   st->bytes_4k = g_bytes_4k;
@@ -597,6 +652,7 @@ IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size)
 IOReturn dk_pool_trim(void)
 {
   dk__enter("dk_pool_trim");
+  magazines_flush(NULL);                  /* this thread's cached slots; other threads' stay */
   pthread_mutex_lock(&g_lock);
   /* empty slabs go back to their regions first */
   for (int k = 0; k < NCLASS; k++) {

@@ -38,6 +38,8 @@ bool dk__pool_usable(void);
 /* Count a request met by another provider, or a failure, in the statistics. */
 void dk__pool_note_4k(uint64_t bytes, int delta);
 void dk__pool_note_failure(dk_constraint_kind kind);
+/* Return this thread's cached slab slots to their slabs. */
+void dk__pool_magazines_flush(void);
 /* Internal consistency of the heap (free lists sorted, coalesced, within their regions,
  * zero-filled when checked deeply); 0 or -1 with why. */
 int  dk__pool_validate(bool deep, char *why, size_t cap);

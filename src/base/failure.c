@@ -1,4 +1,6 @@
-/* src/base/failure.c: the per-thread failure record behind dk_last_failure(). */
+/* src/base/failure.c: the per-thread failure record behind dk_last_failure(). Entering a
+ * public call costs two thread-local stores (the call's name, "nothing recorded"); the record
+ * itself is written only when something fails, and read back as success otherwise. */
 #include "base/base.h"
 
 #include <stdarg.h>
@@ -6,39 +8,31 @@
 #include <string.h>
 
 static _Thread_local dk_failure tl_failure;
+static _Thread_local const char *tl_function;
 static _Thread_local int tl_set;
 
 void dk__enter(const char *function)
 {
-  tl_failure.code = kIOReturnSuccess;
-  tl_failure.constraint = DK_CONSTRAINT_NONE;
-  tl_failure.function = function;
-  tl_failure.text[0] = '\0';
+  tl_function = function;
   tl_set = 0;
-}
-
-static IOReturn record(IOReturn code, dk_constraint_kind kind, const char *fmt, va_list ap)
-{
-  tl_failure.code = code;
-  tl_failure.constraint = kind;
-  vsnprintf(tl_failure.text, sizeof tl_failure.text, fmt, ap);
-  tl_set = 1;
-  return code;
 }
 
 IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
 {
   if (tl_set) return code;
+  tl_failure.code = code;
+  tl_failure.constraint = kind;
   va_list ap;
   va_start(ap, fmt);
-  record(code, kind, fmt, ap);
+  vsnprintf(tl_failure.text, sizeof tl_failure.text, fmt, ap);
   va_end(ap);
+  tl_set = 1;
   return code;
 }
 
 void dk__fail_recode(const char *function, IOReturn code)
 {
-  tl_failure.function = function;
+  tl_function = function;
   tl_failure.code = code;
   tl_set = 1;
 }
@@ -48,7 +42,12 @@ IOReturn dk__failure_code(void) { return tl_set ? tl_failure.code : kIOReturnSuc
 
 const dk_failure *dk_last_failure(void)
 {
-  if (!tl_failure.function) tl_failure.function = "";
+  if (!tl_set) {
+    tl_failure.code = kIOReturnSuccess;
+    tl_failure.constraint = DK_CONSTRAINT_NONE;
+    tl_failure.text[0] = '\0';
+  }
+  tl_failure.function = tl_function ? tl_function : "";
   return &tl_failure;
 }
 

@@ -19,6 +19,7 @@ static const option_desc g_desc[DK_OPTION__COUNT] = {
 };
 static _Atomic long g_value[DK_OPTION__COUNT];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static _Atomic int g_loaded;
 
 static void load(void)
 {
@@ -30,12 +31,13 @@ static void load(void)
     const char *v = getenv(env);
     atomic_store(&g_value[i], v && *v ? strtol(v, NULL, 0) : g_desc[i].dflt);
   }
+  atomic_store_explicit(&g_loaded, 1, memory_order_release);
 }
 
 long dk__option(dk_option o)
 {
-  pthread_once(&g_once, load);
-  return (unsigned)o < DK_OPTION__COUNT ? atomic_load(&g_value[o]) : 0;
+  if (__builtin_expect(!atomic_load_explicit(&g_loaded, memory_order_acquire), 0)) pthread_once(&g_once, load);
+  return (unsigned)o < DK_OPTION__COUNT ? atomic_load_explicit(&g_value[o], memory_order_relaxed) : 0;
 }
 
 long dk_option_get(dk_option o) { return dk__option(o); }

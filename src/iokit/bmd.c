@@ -14,18 +14,41 @@ const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_fr
 
 static IOBufferMemoryDescriptor *as_bmd(const void *p) { return dk__object_cast(p, &dk__bmd_class); }
 
-IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_alloc(void)
+/* ---- descriptor objects: a small per-thread cache keeps malloc off the create path ------ */
+#define OBJ_CACHE 32
+static _Thread_local IOBufferMemoryDescriptor *tl_objs[OBJ_CACHE];
+static _Thread_local int tl_nobjs;
+static _Thread_local bool tl_objs_keyed;
+static pthread_key_t g_obj_key;
+static pthread_once_t g_obj_once = PTHREAD_ONCE_INIT;
+
+static void objs_flush(void *unused)
 {
-  dk__enter("alloc");
-  IOBufferMemoryDescriptor *b = dk__calloc(1, sizeof *b);
+  (void)unused;
+  while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
+}
+static void obj_key_init(void) { pthread_key_create(&g_obj_key, objs_flush); }
+
+void dk__objects_cache_flush(void) { objs_flush(NULL); }
+
+static IOBufferMemoryDescriptor *bmd_new(void)
+{
+  IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__malloc(sizeof *b);
   if (!b) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor object");
     return NULL;
   }
+  memset(b, 0, sizeof *b);
   dk__object_init(&b->md.obj, &dk__bmd_class);
   b->md.backing = DK_BACKING_INIT;
-  pthread_mutex_init(&b->md.lock, NULL);
+  b->md.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   return b;
+}
+
+IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_alloc(void)
+{
+  dk__enter("alloc");
+  return bmd_new();
 }
 
 static void bmd_free(OSObject *o)
@@ -33,6 +56,16 @@ static void bmd_free(OSObject *o)
   IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)o;
   dk__md_teardown(&b->md);      /* completes every prepare, unwires, frees the memory */
   pthread_mutex_destroy(&b->md.lock);
+  b->md.obj.cls = NULL;          /* a stale pointer to it is no longer a descriptor */
+  if (tl_nobjs < OBJ_CACHE) {
+    if (!tl_objs_keyed) {
+      pthread_once(&g_obj_once, obj_key_init);
+      pthread_setspecific(g_obj_key, (void *)1);   /* so the thread's exit flushes the cache */
+      tl_objs_keyed = true;
+    }
+    tl_objs[tl_nobjs++] = b;
+    return;
+  }
   dk__free(b);
 }
 
@@ -81,6 +114,16 @@ static bool verify(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_
   return false;
 }
 
+/* Why the pool did not serve a request that 4K pages cannot. */
+static const char *pool_why(void)
+{
+  const dk_caps *caps = dk__caps();
+  if (!caps->pagemap_frames) return "needs root (frame numbers in /proc/self/pagemap)";
+  if (!caps->hugepage_size_count) return "needs hugetlb support in the kernel";
+  if (!dk__option(DK_OPTION_POOL)) return "is turned off (DMAKIT_POOL=0)";
+  return "could not meet it either";
+}
+
 /* What the 4K provider can promise before it tries: one page is contiguous, alignment up to
  * a page. Anything more needs the hugepage pool. */
 static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
@@ -88,14 +131,14 @@ static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
   if (c->alignment > page) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT,
              "physical alignment 0x%llx is above the page size 0x%llx: 4K pages cannot promise "
-             "it (the hugepage pool is needed)",
-             (unsigned long long)c->alignment, (unsigned long long)page);
+             "it, and the hugepage pool %s", (unsigned long long)c->alignment, (unsigned long long)page,
+             pool_why());
     return false;
   }
   if (c->contiguous && size > page) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
-             "%llu physically contiguous bytes are more than one 4K page can promise (the "
-             "hugepage pool is needed)", (unsigned long long)size);
+             "%llu physically contiguous bytes are more than one 4K page can promise, and the "
+             "hugepage pool %s", (unsigned long long)size, pool_why());
     return false;
   }
   if (c->boundary && c->boundary < page && size > c->boundary) {
@@ -204,6 +247,30 @@ static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint6
   return allocate_4k(b, c, size, len, valign, wire, physical);
 }
 
+/* Constraints no memory can meet, refused before anything is allocated: a contiguous buffer
+ * longer than its boundary, or more segments than allowed however the memory is laid out
+ * (the fewest segments any layout gives is the count for one contiguous run). */
+static bool satisfiable(const dk_constraints *c, uint64_t len)
+{
+  if (c->contiguous && c->boundary && len > c->boundary) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_BOUNDARY,
+             "%llu contiguous bytes cannot fit between boundary lines 0x%llx apart",
+             (unsigned long long)len, (unsigned long long)c->boundary);
+    return false;
+  }
+  if (c->max_segments) {
+    dk_run best = { c->boundary ? 0 : 0, len };       /* a run starting on a boundary line */
+    uint64_t fewest = dk__segments_count(c, &best, 1);
+    if (fewest > c->max_segments) {
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_SEGMENTS,
+               "%llu bytes make at least %llu segments under these limits, at most %u allowed",
+               (unsigned long long)len, (unsigned long long)fewest, c->max_segments);
+      return false;
+    }
+  }
+  return true;
+}
+
 /* The constraints §2 promises the caller, for the wired path. */
 static dk_constraints plan_constraints(const dk_plan *p, uint64_t ram_top, uint64_t page)
 {
@@ -255,6 +322,12 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   }
   const dk_plan *p = &b->plan;
   if (!strict_cache_ok(p->cache_mode)) return false;
+  if (!p->pageable && dk__next_pow2(p->alignment ? p->alignment : 1) == 0) {
+    /* XNU's physical allocator could not satisfy an alignment mask this wide either */
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT, "alignment 0x%llx is beyond any address",
+             (unsigned long long)p->alignment);
+    return false;
+  }
 
   IOMemoryDescriptor *md = &b->md;
   md->flags = p->flags;
@@ -263,6 +336,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   md->pageable = p->pageable;
   dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);
   if (c.high && caps->ram_top && c.high >= caps->ram_top - 1) c.high = 0;  /* above all RAM */
+  if (!p->pageable && !satisfiable(&c, p->capacity)) return false;
   if (p->pageable) c = DK_CONSTRAINTS_NONE;   /* §2 step 14: ignored for pageable memory */
   b->physical_limit = c.high;
   uint64_t valign = dk__next_pow2(p->alignment ? p->alignment : 1);
@@ -297,14 +371,8 @@ static IOBufferMemoryDescriptor *create(const char *fn, task_t task, IOOptionBit
                                         const dk_constraints *extra)
 {
   dk__enter(fn);
-  IOBufferMemoryDescriptor *b = dk__calloc(1, sizeof *b);
-  if (!b) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor object");
-    return NULL;
-  }
-  dk__object_init(&b->md.obj, &dk__bmd_class);
-  b->md.backing = DK_BACKING_INIT;
-  pthread_mutex_init(&b->md.lock, NULL);
+  IOBufferMemoryDescriptor *b = bmd_new();
+  if (!b) return NULL;
   if (!init_buffer(b, task, options, capacity, alignment, mask, extra)) {
     dk__pool_note_failure(dk_last_failure()->constraint);
     OSObject_release(b);

@@ -22,3 +22,9 @@ int dk__debug_validate(char *why, size_t cap)
   }
   return 0;
 }
+
+void dk__thread_caches_flush(void)
+{
+  dk__objects_cache_flush();
+  dk__pool_magazines_flush();
+}

@@ -41,6 +41,10 @@ bool dk__object_try_retain(OSObject *o);
 /* `p` as an object of class `cls`, or NULL (wrong type, NULL, freed). */
 void *dk__object_cast(const void *p, const dk_class *cls);
 dk_task_kind dk__task_kind(task_t t);
+/* Free this thread's cached descriptor objects and pool slots (tests: every allocation then
+ * reaches the heap, where faults are injected). */
+void dk__objects_cache_flush(void);
+void dk__thread_caches_flush(void);
 /* Objects created and not yet freed (leak checks). */
 long dk__objects_live(void);
 /* Internal consistency: every invariant that can be checked from global state. 0 when all
@@ -54,7 +58,7 @@ struct IOMemoryDescriptor {
   uint32_t        tag;
   IOByteCount     length;
   task_t          task;         /* kernel_task, or NULL for a buffer mapped nowhere */
-  uint32_t        wire_count;   /* counted prepare()s */
+  _Atomic uint32_t wire_count;  /* counted prepare()s; changed under `lock` with ThreadSafe */
   pthread_mutex_t lock;         /* kIOMemoryThreadSafe methods; always for the map set */
   IOMemoryMap    *maps;         /* the shareable mapping set; maps unlink themselves */
   dk_backing      backing;      /* 4K provider: the memfd (fd -1 when pooled) */

@@ -51,21 +51,36 @@ static size_t guard_bytes(IOOptionBits options)
 }
 
 /* §4 mapping rule 3: an existing map this request may share. Called with md->lock held. */
+static bool compatible(const IOMemoryMap *m, task_t task, mach_vm_address_t at, IOOptionBits options,
+                       mach_vm_size_t offset, mach_vm_size_t length)
+{
+  if (!m->address || m->task != task) return false;                      /* unmapped, other task */
+  if (m->super && !m->super->address) return false;                      /* its view went away */
+  if ((m->options ^ options) & (kIOMapReadOnly | kIOMapGuardedMask)) return false;
+  uint32_t want = options & kIOMapCacheMask;
+  if (want != kIOMapDefaultCache && want != (m->options & kIOMapCacheMask)) return false;
+  if (offset < m->offset || offset + length > m->offset + m->length) return false;
+  if (!(options & kIOMapAnywhere) && at != m->address + (offset - m->offset)) return false;
+  return true;
+}
+
+/* §4 mapping rule 3: an existing map this request may share, an exact one (same offset and
+ * length) before one that contains the range. Called with md->lock held. */
 static IOMemoryMap *find_compatible(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
                                     IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length)
 {
-  for (IOMemoryMap *m = md->maps; m; m = m->next) {
-    if (!m->address || m->task != task) continue;                         /* unmapped, other task */
-    if ((m->options ^ options) & (kIOMapReadOnly | kIOMapGuardedMask)) continue;
-    uint32_t want = options & kIOMapCacheMask;
-    if (want != kIOMapDefaultCache && want != (m->options & kIOMapCacheMask)) continue;
-    if (offset < m->offset || offset + length > m->offset + m->length) continue;
-    if (!(options & kIOMapAnywhere) && at != m->address + (offset - m->offset)) continue;
-    if (!dk__object_try_retain(&m->obj)) continue;                       /* being freed */
-    return m;
+  for (int exact = 1; exact >= 0; exact--) {
+    for (IOMemoryMap *m = md->maps; m; m = m->next) {
+      if (exact && (m->offset != offset || m->length != length)) continue;
+      if (!compatible(m, task, at, options, offset, length)) continue;
+      if (!dk__object_try_retain(&m->obj)) continue;                     /* being freed */
+      return m;
+    }
   }
   return NULL;
 }
+
+static void set_add(IOMemoryMap *m);
 
 static IOMemoryMap *new_map(IOMemoryDescriptor *md, task_t task, IOOptionBits options,
                             mach_vm_size_t offset, mach_vm_size_t length)
@@ -127,6 +142,7 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
       if (!sub) { OSObject_release(old); return NULL; }
       sub->super = old;                                                  /* holds old's +1 */
       sub->address = old->address + (offset - old->offset);
+      set_add(sub);
       return sub;
     }
     if (options & kIOMapReference) {

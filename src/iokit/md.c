@@ -130,15 +130,23 @@ addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCoun
              (unsigned long long)offset, (unsigned long long)md->length);
     return 0;
   }
-  if (dk__md_phys_ready(md) != kIOReturnSuccess) return 0;
   size_t run;
   addr64_t pa;
   IOByteCount rest = md->length - offset;
-  if (md->pooled) {                     /* one physically contiguous range */
+  if (md->pooled) {                     /* one physically contiguous range, wired for life */
+    if (dk__md_phys_ready(md) != kIOReturnSuccess) return 0;
     pa = md->block.pa + offset;
     run = (size_t)rest;
   } else {
+    /* pageable memory changes state under prepare/complete: with ThreadSafe, read it locked */
+    bool lock = md->pageable;
+    if (lock) dk__md_lock(md);
+    if (dk__md_phys_ready(md) != kIOReturnSuccess) {
+      if (lock) dk__md_unlock(md);
+      return 0;
+    }
     pa = dk__backing_phys(&md->backing, (size_t)(md->buffer - md->backing.base) + offset, &run);
+    if (lock) dk__md_unlock(md);
   }
   if (length) *length = run < rest ? run : rest;
   return pa;
@@ -217,32 +225,40 @@ IOByteCount IOMemoryDescriptor_readBytes(IOMemoryDescriptor *p, IOByteCount offs
                                          IOByteCount withLength)
 {
   IOMemoryDescriptor *md = enter_md("readBytes", p);
-  if (!md || !range_ok(md, offset, withLength)) return 0;
+  if (!md) return 0;
   if (!bytes) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "destination is NULL");
     return 0;
   }
-  dk__md_lock(md);
-  memcpy(bytes, md->buffer + offset, (size_t)withLength);
+  IOByteCount done = 0;
+  dk__md_lock(md);                      /* with ThreadSafe, the checks see a settled state */
+  if (range_ok(md, offset, withLength)) {
+    memcpy(bytes, md->buffer + offset, (size_t)withLength);
+    done = withLength;
+  }
   dk__md_unlock(md);
-  return withLength;
+  return done;
 }
 
 IOByteCount IOMemoryDescriptor_writeBytes(IOMemoryDescriptor *p, IOByteCount offset, const void *bytes,
                                           IOByteCount withLength)
 {
   IOMemoryDescriptor *md = enter_md("writeBytes", p);
-  if (!md || !range_ok(md, offset, withLength)) return 0;
-  if (md->flags & kIOMemoryPreparedReadOnly) {
+  if (!md) return 0;
+  IOByteCount done = 0;
+  dk__md_lock(md);
+  if (!range_ok(md, offset, withLength)) {
+    /* nothing copied; the reason is recorded */
+  } else if (md->flags & kIOMemoryPreparedReadOnly) {
     dk__fail(kIOReturnNotWritable, DK_CONSTRAINT_STATE,
              "the memory is prepared read-only (direction Out): writeBytes copies nothing");
-    return 0;
+  } else {
+    if (bytes) memcpy(md->buffer + offset, bytes, (size_t)withLength);
+    else memset(md->buffer + offset, 0, (size_t)withLength);   /* NULL source zero-fills */
+    done = withLength;
   }
-  dk__md_lock(md);
-  if (bytes) memcpy(md->buffer + offset, bytes, (size_t)withLength);
-  else memset(md->buffer + offset, 0, (size_t)withLength);   /* NULL source zero-fills */
   dk__md_unlock(md);
-  return withLength;
+  return done;
 }
 
 /* ---- cache operations ---------------------------------------------------------------- */

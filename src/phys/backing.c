@@ -189,6 +189,7 @@ void *dk__backing_map(const dk_backing *b, size_t off, size_t len, int prot, siz
       errno = EEXIST;
       return NULL;
     }
+    if (fixed && overwrite) dk__prim_count_adopted(len);
     return p;
   }
   size_t span = len + 2 * guard;

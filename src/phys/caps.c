@@ -6,6 +6,7 @@
 #include "prim/prim.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,9 +84,14 @@ static void probe(void)
   }
 }
 
+static const dk_caps *_Atomic g_ready;
+
 const dk_caps *dk__caps(void)
 {
+  const dk_caps *c = atomic_load_explicit(&g_ready, memory_order_acquire);
+  if (__builtin_expect(c != NULL, 1)) return c;
   pthread_once(&g_once, probe);
+  atomic_store_explicit(&g_ready, &g_caps, memory_order_release);
   return &g_caps;
 }
 

@@ -387,6 +387,7 @@ void *dk__hchunk_map(const dk_hchunk *c, const dk_hrun *r, uint64_t pa, uint64_t
     int how = overwrite ? MAP_FIXED : MAP_FIXED_NOREPLACE;
     res = dk__mmap((uint8_t *)fixed - g, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | how, -1, 0);
     if (res != MAP_FAILED && res != (uint8_t *)fixed - g) { dk__munmap(res, total); errno = EEXIST; return NULL; }
+    if (res != MAP_FAILED && overwrite) dk__prim_count_adopted(total);
   } else {
     /* hugetlb mappings must be page-aligned: over-reserve and align */
     uint8_t *r0 = dk__mmap(NULL, total + (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -114,6 +114,8 @@ dk_prim_counters dk__prim_counters(void)
 }
 #define COUNT(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
 
+void dk__prim_count_adopted(size_t len) { COUNT(c_map, (long)len); }
+
 /* ---- wrappers ------------------------------------------------------------------------ */
 void *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {

@@ -74,6 +74,9 @@ typedef struct dk_prim_counters {
   long heap_blocks;    /* malloc/calloc blocks not freed */
 } dk_prim_counters;
 dk_prim_counters dk__prim_counters(void);
+/* A MAP_FIXED mapping over address space dmakit did not reserve (kIOMapOverwrite) becomes
+ * dmakit's: count it, so its munmap balances. */
+void dk__prim_count_adopted(size_t len);
 
 /* ---- wrappers: the library calls these, never the table directly -------------------- */
 void   *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
