@@ -80,6 +80,38 @@ static void segments_count(void **state)
   dk_constraints g = C(0, 0, 0, G4, 0, 0, false);
   dk_run across = { G4 - 0x1000, 0x3000 };
   assert_int_equal(dk__segments_count(&g, &across, 1), 2);
+  /* huge counts are computed, not walked, and saturate */
+  dk_constraints tiny = C(0, 0, 0, 0, 1, 0, false);
+  dk_run big = { 0, UINT64_MAX };
+  assert_int_equal(dk__segments_count(&tiny, &big, 1), UINT64_MAX);
+  dk_run two = { 0, 1ull << 40 };
+  dk_constraints b4k = C(0, 0, 0, 4096, 512, 0, false);
+  assert_int_equal(dk__segments_count(&b4k, &two, 1), (1ull << 40) / 512);
+  dk_run odd = { 100, 10000 };                  /* 3996 + 4096 + 1908 at lines, then /1000 */
+  dk_constraints b1k = C(0, 0, 0, 4096, 1000, 0, false);
+  assert_int_equal(dk__segments_count(&b1k, &odd, 1), 4 + 5 + 2);
+}
+
+/* The arithmetic against a walk, on small numbers. */
+static void segments_match_walk(void **state)
+{
+  (void)state;
+  for (uint64_t addr = 0; addr < 70; addr += 7)
+    for (uint64_t len = 1; len < 200; len += 13)
+      for (uint64_t b = 0; b <= 64; b = b ? b * 2 : 8)
+        for (uint64_t m = 0; m <= 40; m += 10) {
+          dk_constraints c = C(0, 0, 0, b, m, 0, false);
+          uint64_t walk = 0, a = addr, l = len;
+          while (l) {
+            uint64_t piece = l;
+            if (b) { uint64_t to = b - (a % b); if (to < piece) piece = to; }
+            walk += m ? (piece + m - 1) / m : 1;
+            a += piece;
+            l -= piece;
+          }
+          dk_run r = { addr, len };
+          assert_int_equal(dk__segments_count(&c, &r, 1), walk);
+        }
 }
 
 static void validity(void **state)
@@ -174,6 +206,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(check_table),
     cmocka_unit_test(segments_count),
+    cmocka_unit_test(segments_match_walk),
     cmocka_unit_test(validity),
     cmocka_unit_test(placement),
     cmocka_unit_test(placement_exhaustive),

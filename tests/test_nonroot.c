@@ -44,6 +44,7 @@ static void caps_body(void *arg) {
   CHECK(caps != NULL);
   CHECK(!caps->root);
   CHECK(!caps->pagemap_frames);
+  CHECK(!caps->pool_usable);    /* the hugepage pool needs frame numbers: 4K pages only */
   CHECK(!dkt_pfn_readable());   /* our own reader agrees: the kernel hides frame numbers */
   CHECK(caps->page_size == (uint32_t)sysconf(_SC_PAGESIZE));
   CHECK(dk_capabilities() == caps);
@@ -67,6 +68,9 @@ static void plain_buffer_body(void *arg) {
   unsigned char *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   CHECK(va != NULL);
   CHECK(dkt_all_bytes(va, size, 0));
+  dk_buffer_info info;
+  CHECK(dk_buffer_get_info(b, &info) == kIOReturnSuccess);
+  CHECK(info.provider == DK_PROVIDER_MEMFD_4K);   /* whatever DK_OPTION_POOL says */
   for (size_t i = 0; i < size; i++) va[i] = (unsigned char)(i * 13 + 1);
 
   unsigned char buf[256];

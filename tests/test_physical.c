@@ -116,6 +116,42 @@ static size_t check_segments(IOMemoryDescriptor *md, const void *va, IOOptionBit
   return segs;
 }
 
+/* Where the buffer came from: with the pool on every wired buffer is a pool range or slab
+ * slot, physically one segment (proven again from our own pagemap read); with it off, 4K
+ * pages. */
+static void check_provider(IOBufferMemoryDescriptor *bmd, size_t segs, const char *what) {
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(bmd, &info), kIOReturnSuccess);
+  if (info.pageable) {
+    assert_int_equal(info.provider, DK_PROVIDER_MEMFD_4K);
+    return;
+  }
+  uint64_t pa2 = 1;
+  while (pa2 < (info.alignment ? info.alignment : 1)) pa2 <<= 1;
+  /* kIOMemoryKernelUserShared buffers keep page-granular mappings: 4K pages unless only the
+   * pool can meet them (alignment above a page) */
+  bool shared_4k = (info.options & kIOMemorySharingTypeMask) && pa2 <= dkt_page_size();
+  if (!dkt_pool_on() || shared_4k) {
+    if (info.provider != DK_PROVIDER_MEMFD_4K)
+      fail_msg("%s: provider %s with the pool %s", what, dk_provider_name(info.provider),
+               dkt_pool_on() ? "on (shared buffer)" : "off");
+    return;
+  }
+  if (info.provider != DK_PROVIDER_POOL && info.provider != DK_PROVIDER_POOL_SLAB)
+    fail_msg("%s: provider %s with the pool on", what, dk_provider_name(info.provider));
+  uint64_t a = 1;
+  while (a < (info.alignment ? info.alignment : 1)) a <<= 1;
+  uint64_t need = info.allocation_size > a ? info.allocation_size : a;
+  assert_int_equal(info.provider, need <= 2048 ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL);
+  IOByteCount len = IOMemoryDescriptor_getLength((IOMemoryDescriptor *)bmd);
+  if (len && segs != 1) fail_msg("%s: pool memory in %zu physical segments", what, segs);
+  void *va = IOBufferMemoryDescriptor_getBytesNoCopy(bmd);
+  if (len && va) {
+    const char *why = dkt_check_physical_promise(va, len, a, info.physical_limit, true);
+    if (why) fail_msg("%s: pagemap: %s", what, why);
+  }
+}
+
 /* Walk with both option values, then after setLength smaller, then restore the length. */
 static void check_buffer(IOBufferMemoryDescriptor *bmd, const char *what) {
   IOMemoryDescriptor *md = (IOMemoryDescriptor *)bmd;
@@ -123,8 +159,9 @@ static void check_buffer(IOBufferMemoryDescriptor *bmd, const char *what) {
   assert_non_null(va);
   vm_size_t cap = IOBufferMemoryDescriptor_getCapacity(bmd);
   assert_int_equal(IOMemoryDescriptor_getLength(md), cap);
-  check_segments(md, va, 0, what);
+  size_t segs = check_segments(md, va, 0, what);
   check_segments(md, va, kIOMemoryMapperNone, what);
+  check_provider(bmd, segs, what);
 
   const vm_size_t shorter[] = { cap / 2 + 3, cap > PS + 5 ? PS + 5 : 1, 1, 0 };
   for (size_t k = 0; k < sizeof shorter / sizeof shorter[0]; k++) {
@@ -265,7 +302,11 @@ static unsigned bit_length(uint64_t v) { return v ? 64u - (unsigned)__builtin_cl
 
 /* The frames of a fresh probe buffer: lowest address and highest end. */
 static void probe_layout(uint64_t *lowest, uint64_t *highest_end) {
+  /* the frames the kernel gives 4K pages, whatever provider the test itself uses */
+  long pool = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
   IOBufferMemoryDescriptor *probe = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 16 * MiB, 1);
+  dk_option_set(DK_OPTION_POOL, pool);
   assert_non_null(probe);
   size_t n = 0;
   uint64_t *pfn = dkt_read_frames_alloc(IOBufferMemoryDescriptor_getBytesNoCopy(probe), 16 * MiB, &n);
@@ -284,7 +325,8 @@ static void probe_layout(uint64_t *lowest, uint64_t *highest_end) {
 
 static void check_under_limit(IOBufferMemoryDescriptor *b, uint64_t limit, const char *what) {
   IOMemoryDescriptor *md = (IOMemoryDescriptor *)b;
-  check_segments(md, IOBufferMemoryDescriptor_getBytesNoCopy(b), 0, what);
+  size_t segs = check_segments(md, IOBufferMemoryDescriptor_getBytesNoCopy(b), 0, what);
+  check_provider(b, segs, what);
   IOByteCount len = IOMemoryDescriptor_getLength(md), off = 0;
   while (off < len) {
     IOByteCount sl = 0;
@@ -371,9 +413,47 @@ static void test_mask_below_lowest_frame_fails(void **state) {
   printf("probe lowest frame 0x%" PRIx64 "; mask 0x%" PRIx64 " must fail\n", lowest, mask);
   if (mask < 16 * MiB) DKT_SKIP("the kernel hands out frames below 16 MiB here");
 
+  const size_t sizes[] = { 100, PS, 1 * MiB };
+  if (dkt_pool_on()) {
+    /* the pool meets masks below the frames 4K pages get, 32 bits included: the buffer must
+     * exist and lie below the mask, through getPhysicalSegment and our own pagemap read */
+    const uint64_t masks[] = { mask, 0xFFFFFFFFull };
+    for (size_t m = 0; m < 2; m++) {
+      for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        char what[96];
+        snprintf(what, sizeof what, "pool, mask 0x%" PRIx64 ", %zu bytes", masks[m], sizes[s]);
+        IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(
+            kernel_task, kIODirectionInOut, sizes[s], masks[m]);
+        if (!b) {
+          /* low memory is shared with other processes (their hugepages): a refusal is
+           * accepted only as "no memory below the mask" while the pool holds none there */
+          const dk_failure fc = *dk_last_failure(), *f = &fc;
+          char ftext[512];
+          snprintf(ftext, sizeof ftext, "%s", failure_text());
+          dk_pool_stats st = { .size = sizeof st };
+          assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+          if (f->code != kIOReturnNoMemory ||
+              (f->constraint != DK_CONSTRAINT_MASK && f->constraint != DK_CONSTRAINT_RESOURCE) ||
+              (st.lowest_frame != 0 && st.lowest_frame + sizes[s] - 1 <= masks[m]))
+            fail_msg("%s: NULL, %s (pool's lowest frame 0x%" PRIx64 ")", what, ftext, st.lowest_frame);
+          printf("note: %s: no memory below the mask obtainable now (%s); not checked\n", what, ftext);
+          continue;
+        }
+        assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), sizes[s], 0));
+        dk_buffer_info info;
+        assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+        assert_int_equal(info.physical_limit, masks[m]);
+        check_under_limit(b, masks[m], what);
+        const char *why = dkt_check_physical_promise(IOBufferMemoryDescriptor_getBytesNoCopy(b),
+                                                     IOBufferMemoryDescriptor_getCapacity(b), PS, masks[m], true);
+        if (why) fail_msg("%s: pagemap: %s", what, why);
+        OSObject_release(b);
+      }
+    }
+    return;
+  }
   long lck0 = dkt_locked_kb();
   int fd0 = dkt_fd_count();
-  const size_t sizes[] = { 100, PS, 1 * MiB };
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(
         kernel_task, kIODirectionInOut, sizes[s], mask);
@@ -463,6 +543,7 @@ static void test_contiguous_one_page(void **state) {
  * checked through pagemap), the promise must really hold. */
 static void check_contiguous_or_refused(IOBufferMemoryDescriptor *b, size_t size, uint64_t align,
                                         const char *what) {
+  if (!b && dkt_pool_on()) fail_msg("%s: the hugepage pool must meet it: %s", what, failure_text());
   if (!b) {
     const dk_failure *f = dk_last_failure();
     if (f->code != kIOReturnNoMemory ||
@@ -479,6 +560,9 @@ static void check_contiguous_or_refused(IOBufferMemoryDescriptor *b, size_t size
   addr64_t p = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)b, 0, &sl, kIOMemoryMapperNone);
   if (sl != size) fail_msg("%s: first segment %" PRIu64 " bytes of %zu: not contiguous", what, (uint64_t)sl, size);
   if (align > 1 && p % align != 0) fail_msg("%s: physical 0x%" PRIx64 " not aligned to %" PRIu64, what, (uint64_t)p, align);
+  const char *why = dkt_check_physical_promise(va, size, align, 0, true);
+  if (why) fail_msg("%s: pagemap: %s", what, why);
+  check_provider(b, 1, what);
   OSObject_release(b);
 }
 
@@ -668,20 +752,43 @@ static void test_map_physical_segment_forwards_with_offset(void **state) {
   OSObject_release(b);
 }
 
+/* Each wired-buffer test runs with 4K pages (frame-by-frame discontinuities, refusals) and
+ * again with the hugepage pool (one segment, promises met) where it is usable. */
+DKT_POOL_VARIANTS(test_segments_match_pagemap_withOptions)
+DKT_POOL_VARIANTS(test_segments_match_pagemap_other_factories)
+DKT_POOL_VARIANTS(test_live_buffers_do_not_overlap_physically)
+DKT_POOL_VARIANTS(test_mask_above_observed_frames_succeeds)
+DKT_POOL_VARIANTS(test_mask_below_lowest_frame_fails)
+DKT_POOL_VARIANTS(test_alignment_up_to_page)
+DKT_POOL_VARIANTS(test_contiguous_one_page)
+DKT_POOL_VARIANTS(test_contiguity_and_alignment_above_page)
+DKT_POOL_VARIANTS(test_null_task_wired_buffer)
+DKT_POOL_VARIANTS(test_map_physical_segment_forwards_with_offset)
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_segments_match_pagemap_withOptions),
-      cmocka_unit_test(test_segments_match_pagemap_other_factories),
-      cmocka_unit_test(test_live_buffers_do_not_overlap_physically),
-      cmocka_unit_test(test_mask_above_observed_frames_succeeds),
-      cmocka_unit_test(test_mask_below_lowest_frame_fails),
-      cmocka_unit_test(test_alignment_up_to_page),
-      cmocka_unit_test(test_contiguous_one_page),
-      cmocka_unit_test(test_contiguity_and_alignment_above_page),
-      cmocka_unit_test(test_null_task_wired_buffer),
+      DKT_TEST_4K(test_segments_match_pagemap_withOptions),
+      DKT_TEST_POOL(test_segments_match_pagemap_withOptions),
+      DKT_TEST_4K(test_segments_match_pagemap_other_factories),
+      DKT_TEST_POOL(test_segments_match_pagemap_other_factories),
+      DKT_TEST_4K(test_live_buffers_do_not_overlap_physically),
+      DKT_TEST_POOL(test_live_buffers_do_not_overlap_physically),
+      DKT_TEST_4K(test_mask_above_observed_frames_succeeds),
+      DKT_TEST_POOL(test_mask_above_observed_frames_succeeds),
+      DKT_TEST_4K(test_mask_below_lowest_frame_fails),
+      DKT_TEST_POOL(test_mask_below_lowest_frame_fails),
+      DKT_TEST_4K(test_alignment_up_to_page),
+      DKT_TEST_POOL(test_alignment_up_to_page),
+      DKT_TEST_4K(test_contiguous_one_page),
+      DKT_TEST_POOL(test_contiguous_one_page),
+      DKT_TEST_4K(test_contiguity_and_alignment_above_page),
+      DKT_TEST_POOL(test_contiguity_and_alignment_above_page),
+      DKT_TEST_4K(test_null_task_wired_buffer),
+      DKT_TEST_POOL(test_null_task_wired_buffer),
       cmocka_unit_test(test_pageable_needs_prepare),
       cmocka_unit_test(test_null_task_pageable),
-      cmocka_unit_test(test_map_physical_segment_forwards_with_offset),
+      DKT_TEST_4K(test_map_physical_segment_forwards_with_offset),
+      DKT_TEST_POOL(test_map_physical_segment_forwards_with_offset),
   };
   return cmocka_run_group_tests_name("physical", tests, group_setup, NULL);
 }

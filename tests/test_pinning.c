@@ -314,6 +314,9 @@ static void test_pins_gone_after_complete_and_release(void **state) {
     w[k] = k < 4 ? IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 1 * MiB, 1)
                  : IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIODirectionInOut, 1 * MiB, 1);
     assert_non_null(w[k]);
+    dk_buffer_info info;
+    assert_int_equal(dk_buffer_get_info(w[k], &info), kIOReturnSuccess);
+    assert_int_equal(info.provider, DK_PROVIDER_MEMFD_4K);   /* per-buffer locking is measured */
   }
   long lck1 = dkt_locked_kb(), pin1 = dkt_pinned_kb();
   printf("5 wired MiB: VmLck %ld kB, VmPin %ld kB\n", lck1, pin1);
@@ -513,11 +516,26 @@ static int pin_none_child_main(void) {
   return line ? 1 : 0;
 }
 
+/* The frames test is the 4K provider's (mlock'ed pages that compaction would move, pinned
+ * through io_uring per buffer) and runs with the pool off; it runs again with the hugepage
+ * pool. The VmLck/VmPin accounting test measures per-buffer locking, which only 4K-page
+ * buffers have (the pool pins whole chunks until dk_pool_trim): pool off. */
+DKT_POOL_VARIANTS(test_handed_out_frames_never_move)
+
+static int teardown_unfragment_pool(void **state) {
+  teardown_unfragment(state);
+  return dkt_teardown_pool_restore(state);
+}
+
 int main(void) {
   if (getenv(PIN_NONE_ENV)) return pin_none_child_main();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_handed_out_frames_never_move, teardown_unfragment),
-      cmocka_unit_test(test_pins_gone_after_complete_and_release),
+      cmocka_unit_test_setup_teardown(test_handed_out_frames_never_move_4k, dkt_setup_pool_off,
+                                      teardown_unfragment_pool),
+      cmocka_unit_test_setup_teardown(test_handed_out_frames_never_move_pool, dkt_setup_pool_on,
+                                      teardown_unfragment_pool),
+      cmocka_unit_test_setup_teardown(test_pins_gone_after_complete_and_release, dkt_setup_pool_off,
+                                      dkt_teardown_pool_restore),
       cmocka_unit_test(test_pin_none_refuses_physical_addresses),
       cmocka_unit_test(test_pin_none_without_io_uring),
   };

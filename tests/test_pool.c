@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #include "alloc/pool.h"
@@ -321,6 +322,51 @@ static void pool_map_and_readonly(void **state)
   dk_pool_trim();
 }
 
+/* Pool memory is mapped again in whole hugepages (hugetlb cannot alias 4K pieces): guards lie
+ * outside the hugepages that hold the range, a placed mapping needs the whole span free, and
+ * kIOMapOverwrite is refused unless it would replace exactly the requested range. */
+static void pool_map_granularity(void **state)
+{
+  (void)state;
+  require_pool();
+  const uint64_t H = 2 * MiB;
+  IOBufferMemoryDescriptor *b = constrained(3 * 4096, 4096, 0, 0, true);
+  assert_non_null(b);
+  uint64_t in_page = IOMemoryDescriptor_getPhysicalAddress(MD(b)) % H;
+  IOMemoryMap *g = IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, 0, kIOMapAnywhere | kIOMapGuardedSmall, 0, 0);
+  assert_non_null(g);
+  uint8_t *p = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(g);
+  assert_int_equal((uintptr_t)p % H, in_page);           /* placed like the memory in its page */
+  int status;
+  assert_int_equal(dkt_run_in_child(write_one, p - in_page - 1, &status), 0);   /* the guard */
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  assert_int_equal(dkt_run_in_child(write_one, p - in_page + H, &status), 0);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  OSObject_release(g);
+  /* placed: an address congruent with the memory, in a free span of whole hugepages */
+  uint8_t *hole = mmap(NULL, 4 * H, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(hole != MAP_FAILED);
+  uint8_t *span = (uint8_t *)(((uintptr_t)hole + H - 1) & ~(uintptr_t)(H - 1));
+  munmap(hole, 4 * H);
+  IOMemoryMap *pm = IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, (uintptr_t)(span + in_page), 0, 0, 0);
+  assert_non_null(pm);
+  assert_int_equal(IOMemoryMap_getAddress(pm), (uintptr_t)(span + in_page));
+  ((uint8_t *)IOBufferMemoryDescriptor_getBytesNoCopy(b))[7] = 0x5e;
+  assert_int_equal(span[in_page + 7], 0x5e);
+  OSObject_release(pm);
+  /* overwrite over memory of ours: refused, and that memory untouched */
+  uint8_t *mine = mmap(NULL, 3 * H, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(mine != MAP_FAILED);
+  uint8_t *target = (uint8_t *)(((uintptr_t)mine + H - 1) & ~(uintptr_t)(H - 1)) + in_page;
+  memset(mine, 0x33, 3 * H);
+  assert_null(IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, (uintptr_t)target, kIOMapOverwrite, 0, 0));
+  if (in_page == 0) assert_int_equal(dk_last_failure()->code, kIOReturnUnsupported);
+  assert_true(dkt_all_bytes(mine, 3 * H, 0x33));
+  munmap(mine, 3 * H);
+  OSObject_release(b);
+  dk_pool_trim();
+}
+
 static void pool_trim_gives_everything_back(void **state)
 {
   (void)state;
@@ -356,7 +402,8 @@ int main(void)
     cmocka_unit_test(pool_gigabyte_alignment), cmocka_unit_test(pool_boundaries),
     cmocka_unit_test(pool_masks_from_layout),  cmocka_unit_test(pool_small_buffers_packed),
     cmocka_unit_test(pool_freed_memory_is_zero), cmocka_unit_test(pool_stats_add_up),
-    cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_trim_gives_everything_back),
+    cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_map_granularity),
+    cmocka_unit_test(pool_trim_gives_everything_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -388,14 +388,29 @@ static void test_freed_memory_never_shows_old_contents(void **state) {
   free(scratch);
 }
 
+/* Every test runs with 4K pages and again with the hugepage pool (where it is usable): read-only
+ * mappings, unmapping and zeroed reuse are per provider. */
+DKT_POOL_VARIANTS(test_readonly_unique_mapping_of_kernel_buffer)
+DKT_POOL_VARIANTS(test_readonly_subrange_mapping)
+DKT_POOL_VARIANTS(test_null_task_readonly_map)
+DKT_POOL_VARIANTS(test_writable_unique_mapping_writes_through)
+DKT_POOL_VARIANTS(test_unmap_then_access_faults)
+DKT_POOL_VARIANTS(test_freed_memory_never_shows_old_contents)
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_readonly_unique_mapping_of_kernel_buffer),
-      cmocka_unit_test(test_readonly_subrange_mapping),
-      cmocka_unit_test(test_null_task_readonly_map),
-      cmocka_unit_test(test_writable_unique_mapping_writes_through),
-      cmocka_unit_test(test_unmap_then_access_faults),
-      cmocka_unit_test(test_freed_memory_never_shows_old_contents),
+      DKT_TEST_4K(test_readonly_unique_mapping_of_kernel_buffer),
+      DKT_TEST_POOL(test_readonly_unique_mapping_of_kernel_buffer),
+      DKT_TEST_4K(test_readonly_subrange_mapping),
+      DKT_TEST_POOL(test_readonly_subrange_mapping),
+      DKT_TEST_4K(test_null_task_readonly_map),
+      DKT_TEST_POOL(test_null_task_readonly_map),
+      DKT_TEST_4K(test_writable_unique_mapping_writes_through),
+      DKT_TEST_POOL(test_writable_unique_mapping_writes_through),
+      DKT_TEST_4K(test_unmap_then_access_faults),
+      DKT_TEST_POOL(test_unmap_then_access_faults),
+      DKT_TEST_4K(test_freed_memory_never_shows_old_contents),
+      DKT_TEST_POOL(test_freed_memory_never_shows_old_contents),
   };
   return cmocka_run_group_tests_name("readonly", tests, group_setup, NULL);
 }

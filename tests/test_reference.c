@@ -545,21 +545,29 @@ static void row09_alignment_page_rounds(void **state) {
 /* ---- row 10: alignment > page forces contiguity -------------------------------------------------- */
 static void row10_alignment_forces_contiguous(void **state) {
   (void)state;
-  /* a physical alignment above a page (and so contiguity) is more than the 4K provider can give */
+  /* a physical alignment above a page (and so contiguity) is more than the 4K provider can
+   * give; the hugepage pool gives it, and then the promise must hold */
   const uint64_t aligns[] = { pg() + 1, 2 * pg(), 16 * pg() };
   for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 100, aligns[a]);
     if (b) {
       dk_buffer_info i = info_of(b);
-      OSObject_release(b);
-      /* should the provider ever manage it, the request must have been recorded as contiguous */
+      /* the request is recorded as contiguous, with the alignment asked for */
       assert_true(i.contiguous);
-      fail_msg("alignment %llu > page succeeded on the 4K provider", (unsigned long long)aligns[a]);
+      assert_int_equal(i.alignment, aligns[a]);
+      if (!pool_on()) {
+        OSObject_release(b);
+        fail_msg("alignment %llu > page succeeded on the 4K provider", (unsigned long long)aligns[a]);
+      }
+      assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % next_pow2(aligns[a]), 0);
     }
-    assert_physical_refusal("row10 inTaskWithOptions");
+    assert_pool_meets_or_4k_refuses(b, aligns[a], 0, "row10 inTaskWithOptions");
     b = IOBufferMemoryDescriptor_withOptions(0, 3 * pg(), 2 * pg());
-    assert_null(b);
-    assert_physical_refusal("row10 withOptions");
+    if (b) {
+      assert_true(info_of(b).contiguous);
+      assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % (2 * pg()), 0);
+    }
+    assert_pool_meets_or_4k_refuses(b, 2 * pg(), 0, "row10 withOptions");
   }
   /* pageable memory ignores alignment beyond a page (§2 step 14) */
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPageable, 100, 2 * pg());
@@ -623,9 +631,14 @@ static void row12_physical_mask_derivation(void **state) {
   /* 64 KiB of trailing zeros: an alignment above a page forces contiguity (§2 step 9) */
   if (pg() < 0x10000) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, 0, 100, BIG_MASK & ~0xFFFFull);
-    if (b) OSObject_release(b);
-    assert_null(b);
-    assert_physical_refusal("row12 64K mask");
+    if (b) {
+      dk_buffer_info i = info_of(b);
+      assert_int_equal(i.alignment, 0x10000);
+      assert_true(i.contiguous);
+      assert_int_equal(i.physical_limit, 0);
+      assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % 0x10000, 0);
+    }
+    assert_pool_meets_or_4k_refuses(b, 0x10000, 0, "row12 64K mask");
   }
   /* alignment 0 and 1 both count as "none" for the init API */
   for (uint64_t a = 0; a <= 1; a++) {
@@ -890,9 +903,8 @@ static void row20_contiguous_without_mapper(void **state) {
       for (int k = 0; k < 6; k++) OSObject_release(bs[k]);
     }
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(opts[o], 3 * pg(), 1);
-    if (b) OSObject_release(b);
-    assert_null(b);
-    assert_physical_refusal("row20 3 pages");
+    if (b) assert_true(info_of(b).contiguous);
+    assert_pool_meets_or_4k_refuses(b, 1, 0, "row20 3 pages");
   }
 }
 
@@ -953,9 +965,13 @@ static void row22_withCapacity_contiguous_alignment(void **state) {
   }
   /* alignment == capacity above a page: contiguous and over-aligned, beyond the 4K provider */
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCapacity(3 * pg(), kIODirectionInOut, true);
-  if (b) OSObject_release(b);
-  assert_null(b);
-  assert_physical_refusal("row22 3 pages");
+  if (b) {
+    dk_buffer_info i = info_of(b);
+    assert_int_equal(i.alignment, 3 * pg());
+    assert_true(i.contiguous);
+    assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % next_pow2(3 * pg()), 0);
+  }
+  assert_pool_meets_or_4k_refuses(b, 3 * pg(), 0, "row22 3 pages");
 }
 
 /* ---- row 23: withBytes --------------------------------------------------------------------------- */
@@ -1855,11 +1871,16 @@ static void row50_free(void **state) {
   assert_int_equal(r, 0x12);
   OSObject_release(m); /* frees both */
 
-  /* nothing leaks: locked memory, mappings and descriptors return to where they were */
+  /* nothing leaks: locked memory, mappings and descriptors return to where they were. Locked
+   * and pinned memory is per buffer only for 4K pages (the hugepage pool pins whole chunks
+   * and keeps them until dk_pool_trim), so this measure runs with the pool off */
   uint64_t lim = dk_capabilities()->memlock_limit;
   uint64_t size = 256 * 1024;
   if (lim != UINT64_MAX && size > lim / 8) size = lim / 8 & ~(pg() - 1);
   if (size < pg()) size = pg();
+  const bool pool_was_on = pool_on();
+  const long pool_saved = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
   churn(size); /* warm up lazily created state */
   long lck0 = status_kb("VmLck"), pin0 = status_kb("VmPin");
   long maps0 = count_lines("/proc/self/maps"), fds0 = count_fds();
@@ -1876,10 +1897,33 @@ static void row50_free(void **state) {
   long maps1 = count_lines("/proc/self/maps"), fds1 = count_fds();
   print_message("row50: VmLck %ld -> %ld kB, VmPin %ld -> %ld kB, maps %ld -> %ld, fds %ld -> %ld (64 x %llu bytes)\n",
                 lck0, lck1, pin0, pin1, maps0, maps1, fds0, fds1, (unsigned long long)size);
+  dk_option_set(DK_OPTION_POOL, pool_saved);
   if (lck_counts) assert_true(lck1 <= lck0 + (long)(2 * size / 1024));
   if (pin_counts) assert_true(pin1 <= pin0 + (long)(2 * size / 1024));
   assert_true(maps1 <= maps0 + 4);
   assert_true(fds1 <= fds0 + 2);
+
+  /* with the pool: freed buffers go back to it (its used bytes return to where they were),
+   * and mappings and descriptors do not pile up */
+  if (pool_was_on) {
+    assert_true(pool_on());
+    churn(size);
+    dk_pool_stats st0 = { .size = sizeof st0 }, st1 = { .size = sizeof st1 };
+    assert_int_equal(dk_pool_get_stats(&st0), kIOReturnSuccess);
+    maps0 = count_lines("/proc/self/maps");
+    fds0 = count_fds();
+    for (int k = 0; k < 64; k++) churn(size);
+    assert_int_equal(dk_pool_get_stats(&st1), kIOReturnSuccess);
+    maps1 = count_lines("/proc/self/maps");
+    fds1 = count_fds();
+    print_message("row50 (pool): used %llu -> %llu bytes, maps %ld -> %ld, fds %ld -> %ld\n",
+                  (unsigned long long)st0.bytes_pool_used, (unsigned long long)st1.bytes_pool_used, maps0, maps1,
+                  fds0, fds1);
+    assert_int_equal(st1.bytes_pool_used, st0.bytes_pool_used);
+    assert_true(st1.requests_pool + st1.requests_slab > st0.requests_pool + st0.requests_slab);
+    assert_true(maps1 <= maps0 + 4);
+    assert_true(fds1 <= fds0 + 2);
+  }
 }
 
 int main(void) {

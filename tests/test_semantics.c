@@ -73,7 +73,9 @@ static void fac_inTaskWithOptions(void **state) {
   dk_buffer_info i = info_of(b);
   assert_ptr_equal(i.task, kernel_task);
   assert_int_equal(i.options, kIODirectionInOut);
-  assert_int_equal(i.provider, DK_PROVIDER_MEMFD_4K);
+  /* 1000 bytes: a slab slot of the hugepage pool where it serves wired memory, else 4K pages */
+  assert_int_equal(i.provider, pool_on() ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_MEMFD_4K);
+  assert_wired_provider(b, "inTaskWithOptions(1000)");
   assert_true(i.wired);
   assert_false(i.pageable);
   assert_int_equal(i.prepare_count, 1);
@@ -198,11 +200,18 @@ static void fac_withCapacity(void **state) {
     assert_int_equal(IOMemoryDescriptor_getFlags(MD(b)), expected_flags(d));
     OSObject_release(b);
   }
-  /* contiguous with capacity above a page: alignment == capacity > page */
+  /* contiguous with capacity above a page: alignment == capacity > page (met by the pool,
+   * refused by 4K pages) */
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCapacity(pg() + 1, kIODirectionIn, true);
-  if (b) OSObject_release(b);
-  assert_null(b);
-  assert_physical_refusal("withCapacity(page+1, contiguous)");
+  if (b) {
+    dk_buffer_info i = info_of(b);
+    assert_int_equal(i.alignment, pg() + 1);
+    assert_true(i.contiguous);
+    assert_int_equal(i.options, kIODirectionIn | kIOMemoryPhysicallyContiguous);
+    assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % next_pow2(pg() + 1), 0);
+    assert_true(all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), pg() + 1, 0));
+  }
+  assert_pool_meets_or_4k_refuses(b, pg() + 1, 0, "withCapacity(page+1, contiguous)");
 }
 
 static void fac_withBytes(void **state) {
@@ -226,11 +235,16 @@ static void fac_withBytes(void **state) {
   /* contiguous, more than a page: alignment min(len, page) == page, but contiguity > page */
   uint8_t *big = calloc(1, 2 * pg());
   assert_non_null(big);
+  for (size_t k = 0; k < 2 * pg(); k++) big[k] = (uint8_t)(k * 7 + 1);
   b = IOBufferMemoryDescriptor_withBytes(big, 2 * pg(), kIODirectionOut, true);
-  if (b) OSObject_release(b);
-  if (b) free(big);
-  assert_null(b);
-  assert_physical_refusal("withBytes(2 pages, contiguous)");
+  if (b) {
+    dk_buffer_info i = info_of(b);
+    assert_int_equal(i.alignment, pg());
+    assert_true(i.contiguous);
+    assert_int_equal(IOMemoryDescriptor_getLength(MD(b)), 2 * pg());
+    assert_memory_equal(IOBufferMemoryDescriptor_getBytesNoCopy(b), big, 2 * pg());
+  }
+  assert_pool_meets_or_4k_refuses(b, pg(), 0, "withBytes(2 pages, contiguous)");
   b = IOBufferMemoryDescriptor_withBytes(big, pg(), kIODirectionIn, true);
   free(big);
   assert_non_null(b);
@@ -293,17 +307,29 @@ static void fac_alloc_init(void **state) {
   assert_int_equal(IOMemoryDescriptor_getLength(MD(b)), 1234);
   assert_true(all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), 1234, 0));
   OSObject_release(b);
-  /* a failed init: the object is released by the caller, free() copes with partial state */
-  const struct { task_t t; IOOptionBits o; uint64_t cap, align, mask; } bad[] = {
-    { kernel_task, 0, 0, 1, 0 },
-    { kernel_task, 0, UINT64_MAX, 1, 0 },
-    { kernel_task, 0, 3 * pg(), 2 * pg(), 0 },
-    { kernel_task, kIOMemoryPhysicallyContiguous, 3 * pg(), 1, 0 },
+  /* a failed init: the object is released by the caller, free() copes with partial state.
+   * The last two are beyond 4K pages only: the hugepage pool meets them (and then the
+   * promise must hold) */
+  const struct { task_t t; IOOptionBits o; uint64_t cap, align, mask; bool physical; } bad[] = {
+    { kernel_task, 0, 0, 1, 0, false },
+    { kernel_task, 0, UINT64_MAX, 1, 0, false },
+    { kernel_task, 0, 3 * pg(), 2 * pg(), 0, true },
+    { kernel_task, kIOMemoryPhysicallyContiguous, 3 * pg(), 1, 0, true },
   };
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
     b = IOBufferMemoryDescriptor_alloc();
-    assert_false(IOBufferMemoryDescriptor_initWithPhysicalMask(b, bad[k].t, bad[k].o, bad[k].cap, bad[k].align, bad[k].mask));
+    bool ok = IOBufferMemoryDescriptor_initWithPhysicalMask(b, bad[k].t, bad[k].o, bad[k].cap, bad[k].align, bad[k].mask);
+    if (bad[k].physical && pool_on()) {
+      if (!ok) print_failure("alloc+init beyond 4K pages");
+      assert_true(ok);
+      assert_int_equal(OSObject_getRetainCount(b), 1);
+      assert_true(info_of(b).contiguous);
+      assert_pool_meets_or_4k_refuses(b, bad[k].align, 0, "alloc+init beyond 4K pages");
+      continue;
+    }
+    assert_false(ok);
     assert_int_not_equal(dk_last_failure()->code, kIOReturnSuccess);
+    if (bad[k].physical) assert_physical_refusal("alloc+init beyond 4K pages");
     OSObject_release(b);
   }
 }
@@ -361,9 +387,15 @@ static void sec2_mask_derivation_table(void **state) {
   const uint64_t over[] = { BIG_MASK & ~(2 * pg() - 1), BIG_MASK & ~0xFFFFFull };
   for (size_t k = 0; k < 2; k++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, 0, 100, over[k]);
-    if (b) OSObject_release(b);
-    assert_null(b);
-    assert_physical_refusal("mask with > page trailing zeros");
+    const uint64_t want = over[k] & ~(over[k] - 1);   /* the lowest set bit */
+    if (b) {
+      dk_buffer_info i = info_of(b);
+      assert_int_equal(i.alignment, want);
+      assert_true(i.contiguous);
+      assert_int_equal(i.physical_limit, 0);
+      assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % want, 0);
+    }
+    assert_pool_meets_or_4k_refuses(b, want, 0, "mask with > page trailing zeros");
     b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIOMemoryPageable, 100, over[k]);
     assert_non_null(b);
     OSObject_release(b);
@@ -388,11 +420,15 @@ static void sec2_sharing_cache_encrypt_round(void **state) {
     assert_int_equal(IOBufferMemoryDescriptor_getCapacity(b), pg() + 10);
     OSObject_release(b);
   }
-  /* an alignment already above a page is left alone (and fails on the 4K provider) */
+  /* an alignment already above a page is left alone (met by the pool, refused by 4K pages) */
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryKernelUserShared, 100, 4 * pg());
-  if (b) OSObject_release(b);
-  assert_null(b);
-  assert_physical_refusal("KernelUserShared, 4 pages alignment");
+  if (b) {
+    dk_buffer_info i = info_of(b);
+    assert_int_equal(i.alignment, 4 * pg());
+    assert_int_equal(i.allocation_size, pg());
+    assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % (4 * pg()), 0);
+  }
+  assert_pool_meets_or_4k_refuses(b, 4 * pg(), 0, "KernelUserShared, 4 pages alignment");
 }
 
 static void sec2_cache_mode_bits(void **state) {
@@ -475,6 +511,7 @@ static void sec2_wired_case(void **state) {
   assert_true(i.wired);
   assert_false(i.pageable);
   assert_int_equal(i.prepare_count, 1);
+  /* kIOMemoryKernelUserShared keeps page-granular mappings: 4K pages even with the pool */
   assert_int_equal(i.provider, DK_PROVIDER_MEMFD_4K);
   assert_true(IOMemoryDescriptor_getFlags(MD(b)) & kIOMemoryAutoPrepare);
   assert_int_equal(IOMemoryDescriptor_getFlags(MD(b)) & kIOMemoryPersistent, 0);
@@ -889,6 +926,9 @@ static void map_null_task_buffers(void **state) {
 
 static void map_guard_pages(void **state) {
   (void)state;
+  /* page-granular mapping semantics: 4K pages (pool memory maps in whole hugepages; test_pool) */
+  long pool_was = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
   IOBufferMemoryDescriptor *b = kbuf(kIODirectionInOut, 2 * pg());
   const struct { IOOptionBits g; uint64_t guard; } c[] = { { kIOMapGuardedSmall, pg() }, { kIOMapGuardedLarge, 65536 } };
   for (int k = 0; k < 2; k++) {
@@ -906,10 +946,14 @@ static void map_guard_pages(void **state) {
   /* guards are refused for a placed mapping */
   assert_null(IOMemoryDescriptor_createMappingInTask(MD(b), kernel_task, 0x7f0000000000ull, kIOMapGuardedSmall, 0, 0));
   OSObject_release(b);
+  dk_option_set(DK_OPTION_POOL, pool_was);
 }
 
 static void map_placed(void **state) {
   (void)state;
+  /* page-granular mapping semantics: 4K pages (pool memory maps in whole hugepages; test_pool) */
+  long pool_was = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
   IOBufferMemoryDescriptor *b = kbuf(kIODirectionInOut, 2 * pg());
   uint8_t *base = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   void *hole = mmap(NULL, 4 * pg(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -925,10 +969,14 @@ static void map_placed(void **state) {
   assert_int_equal(base[5], 9);
   OSObject_release(m);
   OSObject_release(b);
+  dk_option_set(DK_OPTION_POOL, pool_was);
 }
 
 static void map_placed_occupied(void **state) {
   (void)state;
+  /* page-granular mapping semantics: 4K pages (pool memory maps in whole hugepages; test_pool) */
+  long pool_was = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
   IOBufferMemoryDescriptor *b = kbuf(kIODirectionInOut, 2 * pg());
   uint8_t *base = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   base[0] = 0x44;
@@ -951,6 +999,7 @@ static void map_placed_occupied(void **state) {
   OSObject_release(m);
   munmap(mine, 2 * pg());
   OSObject_release(b);
+  dk_option_set(DK_OPTION_POOL, pool_was);
 }
 
 static void map_physical_segment_forwarding(void **state) {
@@ -1032,9 +1081,21 @@ static void dk_create_properties(void **state) {
     assert_int_equal(info_of(m).alignment, pg());
     OSObject_release(m);
   }
+  /* alignment above a page: contiguous; only the hugepage pool can promise it */
   IOBufferMemoryDescriptor *m = (IOBufferMemoryDescriptor *)(uintptr_t)0x20;
-  assert_int_equal(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionIn, 100, 2 * pg(), &m), kIOReturnNoMemory);
-  assert_null(m);
+  if (pool_on()) {
+    assert_int_equal(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionIn, 100, 2 * pg(), &m), kIOReturnSuccess);
+    assert_non_null(m);
+    assert_int_equal(info_of(m).provider, DK_PROVIDER_POOL);
+    IOByteCount l = 0;
+    addr64_t pa = IOMemoryDescriptor_getPhysicalSegment(MD(m), 0, &l, 0);
+    assert_int_equal(pa % (2 * pg()), 0);
+    assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(m) % (2 * pg()), 0);
+    OSObject_release(m);
+  } else {
+    assert_int_equal(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionIn, 100, 2 * pg(), &m), kIOReturnNoMemory);
+    assert_null(m);
+  }
 }
 
 static void dk_address_range_and_length(void **state) {
@@ -1192,10 +1253,18 @@ static void failure_contents(void **state) {
   /* cleared on entry of a call that succeeds */
   IOBufferMemoryDescriptor *b = kbuf(kIODirectionInOut, 100);
   ASSERT_NO_FAILURE();
-  assert_null(IOBufferMemoryDescriptor_withCapacity(3 * pg(), kIODirectionIn, true));
-  assert_physical_refusal("failure_contents contiguity");
-  print_message("contiguity: %s: %s\n", dk_last_failure()->function, dk_last_failure()->text);
-  assert_true(strlen(dk_last_failure()->text) > 0);
+  if (pool_on()) {
+    /* the pool meets it: a success clears the failure */
+    IOBufferMemoryDescriptor *c = IOBufferMemoryDescriptor_withCapacity(3 * pg(), kIODirectionIn, true);
+    assert_non_null(c);
+    ASSERT_NO_FAILURE();
+    OSObject_release(c);
+  } else {
+    assert_null(IOBufferMemoryDescriptor_withCapacity(3 * pg(), kIODirectionIn, true));
+    assert_physical_refusal("failure_contents contiguity");
+    print_message("contiguity: %s: %s\n", dk_last_failure()->function, dk_last_failure()->text);
+    assert_true(strlen(dk_last_failure()->text) > 0);
+  }
   assert_int_equal(IOMemoryDescriptor_prepare(MD(b), kIODirectionNone), kIOReturnSuccess);
   ASSERT_NO_FAILURE();
   uint8_t x;

@@ -21,30 +21,32 @@ bool dk__constraints_valid(const dk_constraints *c, char *why, size_t cap)
   return true;
 }
 
-/* Segments one run makes: split at boundary lines, then each piece at max_segment_size. */
+/* Segments a piece of `len` bytes makes at the maximum segment size. */
+static uint64_t pieces(const dk_constraints *c, uint64_t len)
+{
+  if (!len) return 0;
+  return c->max_segment_size ? len / c->max_segment_size + (len % c->max_segment_size != 0) : 1;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+static uint64_t sat_mul(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+
+/* Segments one run makes: split at boundary lines, then each piece at max_segment_size.
+ * Arithmetic, not a walk: a run may make billions of segments. Saturates at UINT64_MAX. */
 static uint64_t run_segments(const dk_constraints *c, uint64_t addr, uint64_t len)
 {
-  uint64_t count = 0;
-  while (len) {
-    uint64_t piece = len;
-    if (c->boundary) {
-      uint64_t to_line = c->boundary - (addr & (c->boundary - 1));
-      if (to_line < piece) piece = to_line;
-    }
-    if (c->max_segment_size)
-      count += (piece + c->max_segment_size - 1) / c->max_segment_size;
-    else
-      count += 1;
-    addr += piece;
-    len -= piece;
-  }
-  return count;
+  if (!c->boundary) return pieces(c, len);
+  uint64_t to_line = c->boundary - (addr & (c->boundary - 1));
+  uint64_t first = len < to_line ? len : to_line;
+  uint64_t rest = len - first;
+  uint64_t full = rest / c->boundary, last = rest % c->boundary;
+  return sat_add(sat_add(pieces(c, first), sat_mul(full, pieces(c, c->boundary))), pieces(c, last));
 }
 
 uint64_t dk__segments_count(const dk_constraints *c, const dk_run *runs, size_t n)
 {
   uint64_t total = 0;
-  for (size_t i = 0; i < n; i++) total += run_segments(c, runs[i].addr, runs[i].len);
+  for (size_t i = 0; i < n; i++) total = sat_add(total, run_segments(c, runs[i].addr, runs[i].len));
   return total;
 }
 

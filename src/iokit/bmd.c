@@ -236,6 +236,11 @@ static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint6
 {
   uint64_t page = dk__caps()->page_size;
   bool physical = has_physical_promise(c, size, page);
+  /* Buffers meant to be mapped into other tasks (kIOMemoryKernelUserShared, DriverKit's
+   * buffers) keep page-granular mappings: 4K pages, unless only the pool can meet them. */
+  bool shared = (b->plan.options & kIOMemorySharingTypeMask) != 0;
+  if (shared && (!physical || provider_can_quiet(c, size, page)))
+    return allocate_4k(b, c, size, len, valign, wire, physical);
   if (wire && dk__pool_usable()) {
     if (allocate_pool(b, c, size, len, valign)) return true;
     /* what 4K pages can promise they may still give (a mask they happen to meet); the
@@ -258,8 +263,14 @@ static bool satisfiable(const dk_constraints *c, uint64_t len)
              (unsigned long long)len, (unsigned long long)c->boundary);
     return false;
   }
+  if (c->contiguous && c->max_segment_size && len > c->max_segment_size) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_SEGMENTS,
+             "%llu contiguous bytes are one segment, longer than the maximum segment size 0x%llx",
+             (unsigned long long)len, (unsigned long long)c->max_segment_size);
+    return false;
+  }
   if (c->max_segments) {
-    dk_run best = { c->boundary ? 0 : 0, len };       /* a run starting on a boundary line */
+    dk_run best = { 0, len };                         /* one run starting on a boundary line */
     uint64_t fewest = dk__segments_count(c, &best, 1);
     if (fewest > c->max_segments) {
       dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_SEGMENTS,

@@ -174,6 +174,18 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     uint64_t in_page = (md->block.pa + offset) & (hp - 1);
     int prot = (options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
     void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)(at - in_page);
+    if (fixed && (options & kIOMapOverwrite)) {
+      /* hugetlb mappings are whole pages: overwriting may replace only [at, at+length) */
+      uint64_t end = in_page + length;
+      if (in_page || end % hp) {
+        dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
+                 "kIOMapOverwrite of hugepage-pool memory must cover whole %llu KiB pages; "
+                 "[0x%llx, +0x%llx) would replace memory around it", (unsigned long long)(hp >> 10),
+                 (unsigned long long)at, (unsigned long long)length);
+        OSObject_release(m);
+        return NULL;
+      }
+    }
     void *base = NULL;
     size_t span = 0;
     void *p = dk__pool_map(&md->block, offset, length, prot, guard, fixed, (options & kIOMapOverwrite) != 0,

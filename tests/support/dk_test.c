@@ -1,5 +1,8 @@
-/* tests/support/dk_test.c: see dk_test.h. No dmakit calls in here. */
+/* tests/support/dk_test.c: see dk_test.h. No dmakit calls in here, except the pool-variant
+ * fixtures at the end (DK_OPTION_POOL and the capabilities only). */
 #include "dk_test.h"
+
+#include <dmakit/dk.h>
 
 #include <ctype.h>
 #include <dirent.h>
@@ -273,4 +276,69 @@ void dkt_assert_child_ok(int status) {
     fail_msg("child died from signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
   else
     fail_msg("child exited with status %d (see its message above)", WEXITSTATUS(status));
+}
+
+/* ---- pool variants ------------------------------------------------------------------------ */
+static long pool_saved = -1;
+
+bool dkt_pool_usable(void) { return dk_capabilities()->pool_usable; }
+bool dkt_pool_on(void) { return dkt_pool_usable() && dk_option_get(DK_OPTION_POOL) != 0; }
+
+static int pool_set(long v) {
+  if (pool_saved < 0) pool_saved = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, v);
+  return 0;
+}
+int dkt_setup_pool_off(void **state) { (void)state; return pool_set(0); }
+int dkt_setup_pool_on(void **state) { (void)state; return pool_set(1); }
+int dkt_teardown_pool_restore(void **state) {
+  (void)state;
+  if (pool_saved >= 0) dk_option_set(DK_OPTION_POOL, pool_saved);
+  pool_saved = -1;
+  return 0;
+}
+
+const char *dkt_check_physical_promise(const void *va, size_t len, uint64_t alignment, uint64_t limit,
+                                       bool contiguous) {
+  static char why[256];
+  size_t n = 0;
+  uint64_t *pfn = dkt_read_frames_alloc(va, len, &n);
+  if (!pfn || n == 0) {
+    free(pfn);
+    snprintf(why, sizeof why, "pagemap could not be read for %p +%zu", va, len);
+    return why;
+  }
+  size_t ps = dkt_page_size();
+  const char *bad = NULL;
+  for (size_t i = 0; i < n && !bad; i++) {
+    if (pfn[i] == 0) {
+      snprintf(why, sizeof why, "page %zu of %zu is not present", i, n);
+      bad = why;
+    } else if (contiguous && i > 0 && pfn[i] != pfn[i - 1] + 1) {
+      snprintf(why, sizeof why, "page %zu at frame 0x%llx does not follow frame 0x%llx: not contiguous", i,
+               (unsigned long long)pfn[i], (unsigned long long)pfn[i - 1]);
+      bad = why;
+    }
+  }
+  uint64_t start = pfn[0] * ps + (uint64_t)((uintptr_t)va % ps);
+  uint64_t a = 1;
+  while (a < alignment) a <<= 1;
+  if (!bad && start % a != 0) {
+    snprintf(why, sizeof why, "physical start 0x%llx is not a multiple of 0x%llx", (unsigned long long)start,
+             (unsigned long long)a);
+    bad = why;
+  }
+  if (!bad && limit) {
+    uintptr_t last = (uintptr_t)va + len - 1;
+    for (size_t i = 0; i < n && !bad; i++) {
+      uint64_t end = (i == n - 1) ? pfn[i] * ps + last % ps : (pfn[i] + 1) * ps - 1;
+      if (end > limit) {
+        snprintf(why, sizeof why, "page %zu (frame 0x%llx) reaches 0x%llx, above the limit 0x%llx", i,
+                 (unsigned long long)pfn[i], (unsigned long long)end, (unsigned long long)limit);
+        bad = why;
+      }
+    }
+  }
+  free(pfn);
+  return bad;
 }

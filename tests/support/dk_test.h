@@ -80,6 +80,35 @@ bool dkt_text_has(const char *text, const char *needle);
 /* True when every byte of [p, p + len) equals c. */
 bool dkt_all_bytes(const void *p, size_t len, unsigned char c);
 
+/* ---- pool variants ----------------------------------------------------------------------
+ * The only dmakit calls in tests/support: DK_OPTION_POOL for one test. As root with hugetlb
+ * (dk_capabilities()->pool_usable) and the option on, every wired buffer comes from the
+ * hugepage pool; with it off, from 4K pages. */
+bool dkt_pool_usable(void);   /* dk_capabilities()->pool_usable */
+bool dkt_pool_on(void);       /* usable and DK_OPTION_POOL on */
+/* cmocka setup/teardown: DK_OPTION_POOL 0 (or 1) for one test, the old value back after. */
+int  dkt_setup_pool_off(void **state);
+int  dkt_setup_pool_on(void **state);
+int  dkt_teardown_pool_restore(void **state);
+
+/* A test body run twice: fn##_4k with the pool off, fn##_pool with it on (skipped where the
+ * pool cannot be used). Register them with DKT_TEST_4K(fn) and DKT_TEST_POOL(fn). */
+#define DKT_POOL_VARIANTS(fn)                                                              \
+  static void fn##_4k(void **state) { fn(state); }                                         \
+  static void fn##_pool(void **state) {                                                    \
+    if (!dkt_pool_usable()) DKT_SKIP("the hugepage pool is not usable here");              \
+    fn(state);                                                                             \
+  }
+#define DKT_TEST_4K(fn) cmocka_unit_test_setup_teardown(fn##_4k, dkt_setup_pool_off, dkt_teardown_pool_restore)
+#define DKT_TEST_POOL(fn) cmocka_unit_test_setup_teardown(fn##_pool, dkt_setup_pool_on, dkt_teardown_pool_restore)
+
+/* Our own proof of a physical promise from pagemap frames of [va, va + len): one physically
+ * contiguous run (when `contiguous`), the physical start a multiple of the next power of two
+ * of `alignment`, and every byte at or below `limit` (0 = none). NULL or a static text
+ * saying what is broken. */
+const char *dkt_check_physical_promise(const void *va, size_t len, uint64_t alignment, uint64_t limit,
+                                       bool contiguous);
+
 #define DKT_SKIP_ROOT_TEXT "SKIP: needs root (pagemap frame numbers)"
 
 #define DKT_REQUIRE_ROOT()                                                                 \
