@@ -271,9 +271,10 @@ static int find_map(state *s, IOMemoryMap *obj)
   return -1;
 }
 
-static bool compatible(const mmap_ent *e, uint32_t opts, uint64_t at, uint64_t off, uint64_t len)
+static bool compatible(const state *s, const mmap_ent *e, uint32_t opts, uint64_t at, uint64_t off, uint64_t len)
 {
   if (!e->in_set || e->refs <= 0 || !e->addr) return false;
+  if (e->super >= 0 && !s->maps[e->super].addr) return false;   /* a sub-range whose view went away */
   if ((e->options ^ opts) & (kIOMapReadOnly | kIOMapGuardedMask)) return false;
   uint32_t want = opts & kIOMapCacheMask;
   if (want && want != (e->options & kIOMapCacheMask)) return false;
@@ -320,11 +321,21 @@ static void do_map(state *s, reader *r, bool via_map)
   else {
     if (!(opts & kIOMapUnique))
       for (int i = 0; i < s->nmaps; i++)
-        if (compatible(&s->maps[i], opts, at, off, eff_len)) compat[ncompat++] = i;
+        if (compatible(s, &s->maps[i], opts, at, off, eff_len)) compat[ncompat++] = i;
     if (!ncompat) {
       if (!(opts & kIOMapUnique) && (opts & kIOMapReference)) { ok = false; why = "reference"; }
       else if ((opts & kIOMapGuardedMask) && !(opts & kIOMapAnywhere)) { ok = false; why = "guard needs anywhere"; }
       else if (!(opts & kIOMapAnywhere) && slot < 0) { ok = false; why = "placed at an occupied address"; }
+      else if (!(opts & kIOMapAnywhere) && (opts & kIOMapOverwrite)) {
+        /* hugepage-pool memory maps in whole hugepages: overwriting must replace exactly the range */
+        dk_buffer_info bi;
+        if (dk_buffer_get_info((IOBufferMemoryDescriptor *)s->b, &bi) == kIOReturnSuccess &&
+            (bi.provider == DK_PROVIDER_POOL || bi.provider == DK_PROVIDER_POOL_SLAB)) {
+          const uint64_t H = 2ull << 20;
+          uint64_t in_page = (IOMemoryDescriptor_getPhysicalAddress(MD(s)) + off) % H;
+          if (in_page || (in_page + eff_len) % H) { ok = false; why = "pool overwrite not whole hugepages"; }
+        }
+      }
     }
   }
   if (s->nmaps >= MAX_MAPS) return;
@@ -359,7 +370,7 @@ static void do_map(state *s, reader *r, bool via_map)
     }
     CHECK(match, "sub-range map address 0x%llx matches no compatible map", (unsigned long long)addr);
     e->options = opts;
-    e->in_set = false;          /* dmakit keeps sub-maps out of the shareable set (see report) */
+    e->in_set = true;           /* sub-range maps join the set: the same request returns them again */
     CHECK(IOMemoryMap_getMapOptions(mp) == opts, "sub-map options 0x%x want 0x%x", IOMemoryMap_getMapOptions(mp), opts);
     return;
   }

@@ -48,6 +48,9 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 # Each input gives the pool back (trim) to compare leak counters; growing one 2 MiB page at a
 # time keeps the next input's growth cheap.
 export DMAKIT_POOL_GROW_MB="${DMAKIT_POOL_GROW_MB:-2}"
+# A mask below all RAM starts a low-memory search (2 GiB / 3 s by default): keep it short.
+export DMAKIT_LOWMEM_SEARCH_MB="${DMAKIT_LOWMEM_SEARCH_MB:-8}"
+export DMAKIT_LOWMEM_SEARCH_MS="${DMAKIT_LOWMEM_SEARCH_MS:-50}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 if [ "$mode" = "--ci" ]; then
   shift

@@ -1,15 +1,21 @@
 #!/bin/sh
 # scripts/test.sh: build dmakit and run every test: the default build, then the whole suite
-# again under ASan+UBSan and under TSan. Physical tests need root (they read frame numbers
-# and force memory compaction); as a user they are skipped with the reason.
-#   scripts/test.sh            all three builds
-#   DK_TEST_BUILDS="default" scripts/test.sh   a subset (default asan tsan)
+# again under ASan+UBSan and under TSan, then a short libFuzzer run against the model.
+# Physical tests need root (they read frame numbers, force memory compaction and use
+# hugepages); as a user they are skipped with the reason.
+#   scripts/test.sh            all three builds and the fuzz run
+#   DK_TEST_BUILDS="default" scripts/test.sh   a subset (default asan tsan fuzz)
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh test
-builds="${DK_TEST_BUILDS:-default asan tsan}"
+builds="${DK_TEST_BUILDS:-default asan tsan fuzz}"
 jobs="$(nproc)"
 for b in $builds; do
+  if [ "$b" = fuzz ]; then
+    echo "=== fuzz: ${DK_FUZZ_SECONDS:-60} s from the seed corpus"
+    sh scripts/fuzz.sh --ci
+    continue
+  fi
   case "$b" in
     default) flags="-DCMAKE_BUILD_TYPE=RelWithDebInfo" ;;
     asan)    flags="-DCMAKE_BUILD_TYPE=Debug -DDK_SANITIZE=address;undefined" ;;
