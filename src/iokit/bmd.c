@@ -188,6 +188,7 @@ static bool allocate_pool(IOBufferMemoryDescriptor *b, const dk_constraints *c, 
     return false;
   }
   md->pooled = true;
+  md->phys_fixed = dk__caps()->pin_method == DK_PIN_IO_URING;   /* wired and pinned for life */
   md->buffer = md->block.va;
   b->provider = md->block.slab ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
   return true;

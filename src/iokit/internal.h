@@ -67,6 +67,8 @@ struct IOMemoryDescriptor {
   uint8_t        *buffer;       /* the buffer in the internal mapping */
   bool            pageable;     /* wired only while wire_count > 0 */
   bool            thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
+  bool            phys_fixed;   /* pool memory whose frames are pinned: physical queries need
+                                   no state check (set once at init) */
 };
 
 struct IOBufferMemoryDescriptor {
@@ -95,7 +97,13 @@ struct IOMemoryMap {
 };
 
 /* md.c */
-IOMemoryDescriptor *dk__md(const void *p);    /* cast check: any descriptor class */
+/* p as an initialized descriptor, or NULL (wrong type, NULL, freed). */
+static inline IOMemoryDescriptor *dk__md(const void *p)
+{
+  const IOBufferMemoryDescriptor *b = p;
+  if (!b || b->md.obj.cls != &dk__bmd_class || !b->initialized) return NULL;
+  return (IOMemoryDescriptor *)(uintptr_t)&b->md;
+}
 void dk__md_lock(IOMemoryDescriptor *md);      /* the lock, only with kIOMemoryThreadSafe */
 void dk__md_unlock(IOMemoryDescriptor *md);
 /* Why physical addresses cannot be given for [offset, ...) now; kIOReturnSuccess if they can. */

@@ -8,11 +8,6 @@
 
 #include <string.h>
 
-IOMemoryDescriptor *dk__md(const void *p)
-{
-  IOBufferMemoryDescriptor *b = dk__object_cast(p, &dk__bmd_class);
-  return b && b->initialized ? &b->md : NULL;
-}
 
 void dk__md_lock(IOMemoryDescriptor *md)
 {
@@ -122,6 +117,13 @@ addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCoun
                                                IOByteCount *length, IOOptionBits options)
 {
   (void)options;   /* no mapper yet: the bus address is the CPU physical address */
+  /* fast path: pinned pool memory is one contiguous range whose frames never change */
+  IOMemoryDescriptor *fast = dk__md(p);
+  if (__builtin_expect(fast && fast->phys_fixed && offset < fast->length, 1)) {
+    dk__enter("getPhysicalSegment");
+    if (length) *length = fast->length - offset;
+    return fast->block.pa + offset;
+  }
   if (length) *length = 0;
   IOMemoryDescriptor *md = enter_md("getPhysicalSegment", p);
   if (!md) return 0;
