@@ -1,5 +1,6 @@
 /* src/alloc/pool.c: the hugepage pool's heap (see pool.h). */
 #include "alloc/pool.h"
+#include "base/counters.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -47,7 +48,6 @@ static dk_region     *g_regions;
 static dk_chunk_node *g_chunks;
 static dk_slab       *g_slabs[NCLASS];
 static dk_pool_stats  g_stats;
-static _Atomic uint64_t g_requests_slab, g_bytes_used;   /* updated off the lock */
 
 /* Per-thread magazines of free slab slots (zeroed, still marked in their slab), so that
  * a small create/release pair takes no lock. */
@@ -457,20 +457,20 @@ bool dk__pool_alloc(const dk_constraints *c, uint64_t len, uint64_t align, dk_bl
       if ((c->high && b->pa + b->len - 1 > c->high) || b->pa < c->low) continue;
       *out = *b;
       *b = m->b[--m->n];
-      atomic_fetch_add_explicit(&g_requests_slab, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&g_bytes_used, out->len, memory_order_relaxed);
+      dk__ctr_add(DK_CTR_REQUESTS_SLAB, 1);
+      dk__ctr_add(DK_CTR_BYTES_POOL_USED, (int64_t)out->len);
       return true;
     }
   }
   pthread_mutex_lock(&g_lock);
   if (k >= 0) {
     ok = slab_alloc(c, k, out);
-    if (ok) atomic_fetch_add_explicit(&g_requests_slab, 1, memory_order_relaxed);
+    if (ok) dk__ctr_add(DK_CTR_REQUESTS_SLAB, 1);
   } else {
     ok = try_place(c, len, align, out) || grow_for(c, len, align, out);
     if (ok) g_stats.requests_pool++;
   }
-  if (ok) atomic_fetch_add_explicit(&g_bytes_used, out->len, memory_order_relaxed);
+  if (ok) dk__ctr_add(DK_CTR_BYTES_POOL_USED, (int64_t)out->len);
   pthread_mutex_unlock(&g_lock);
   return ok;
 }
@@ -500,7 +500,7 @@ void dk__pool_free(dk_block *b)
 {
   if (!b->region) return;
   memset(b->va, 0, (size_t)b->len);        /* every free byte is zero */
-  atomic_fetch_sub_explicit(&g_bytes_used, b->len, memory_order_relaxed);
+  dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
   if (b->slab) {
     magazine *m = &tl_mag[class_of(b->len, 1)];
     if (m->n < MAG) {
@@ -605,8 +605,8 @@ IOReturn dk_pool_get_stats(dk_pool_stats *st)
   if (!st) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "stats is NULL");
   pthread_mutex_lock(&g_lock);
   *st = g_stats;
-  st->requests_slab = atomic_load_explicit(&g_requests_slab, memory_order_relaxed);
-  st->bytes_pool_used = atomic_load_explicit(&g_bytes_used, memory_order_relaxed);
+  st->requests_slab = (uint64_t)dk__ctr_sum(DK_CTR_REQUESTS_SLAB);
+  st->bytes_pool_used = (uint64_t)dk__ctr_sum(DK_CTR_BYTES_POOL_USED);
   st->size = sizeof *st;
   st->version = 1;
   st->bytes_4k = g_bytes_4k;

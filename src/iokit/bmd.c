@@ -307,6 +307,39 @@ static bool strict_cache_ok(uint32_t mode)
   return false;
 }
 
+/* §2 is a pure function of its arguments: a thread asking for the same kind of buffer again
+ * (the common case in a driver) reuses the last successful plan. */
+typedef struct plan_key {
+  dk_task_kind task;
+  IOOptionBits options;
+  uint64_t capacity, alignment, mask, page;
+} plan_key;
+static _Thread_local plan_key tl_plan_key;
+static _Thread_local dk_plan tl_plan;
+static _Thread_local bool tl_plan_valid;
+
+static bool plan_memo(dk_plan *out, dk_task_kind tk, IOOptionBits options, uint64_t capacity,
+                      uint64_t alignment, uint64_t mask, uint64_t page)
+{
+  plan_key k = { tk, options, capacity, alignment, mask, page };
+  if (tl_plan_valid && !memcmp(&k, &tl_plan_key, sizeof k)) {
+    *out = tl_plan;
+    return true;
+  }
+  dk_constraint_kind kind;
+  char why[200];
+  IOReturn rc = dk__plan(out, tk, options, capacity, alignment, mask, page, false /* no IOMapper yet */,
+                         &kind, why, sizeof why);
+  if (rc != kIOReturnSuccess) {
+    dk__fail(rc, kind, "%s", why);
+    return false;
+  }
+  tl_plan_key = k;
+  tl_plan = *out;
+  tl_plan_valid = true;
+  return true;
+}
+
 /* initWithPhysicalMask with the public entry's failure bookkeeping already done. */
 static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits options,
                         uint64_t capacity, uint64_t alignment, uint64_t mask,
@@ -324,14 +357,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
              "unknown task: only kernel_task (this process) and NULL are tasks here");
     return false;
   }
-  dk_constraint_kind kind;
-  char why[200];
-  IOReturn rc = dk__plan(&b->plan, tk, options, capacity, alignment, mask, caps->page_size,
-                         false /* no IOMapper yet */, &kind, why, sizeof why);
-  if (rc != kIOReturnSuccess) {
-    dk__fail(rc, kind, "%s", why);
-    return false;
-  }
+  if (!plan_memo(&b->plan, tk, options, capacity, alignment, mask, caps->page_size)) return false;
   const dk_plan *p = &b->plan;
   if (!strict_cache_ok(p->cache_mode)) return false;
   if (!p->pageable && dk__next_pow2(p->alignment ? p->alignment : 1) == 0) {

@@ -1,6 +1,7 @@
 /* src/iokit/object.c: OSObject reference counting and the task handles. Counts are atomic
  * (acquire/release), so retain/release are safe from any thread; the last release calls the
  * class's free. */
+#include "base/counters.h"
 #include "iokit/internal.h"
 
 static struct dk_task g_self_task = { DK_TASK_MAGIC, "kernel_task (this process)" };
@@ -14,15 +15,13 @@ dk_task_kind dk__task_kind(task_t t)
   return DK_TASK_OTHER;
 }
 
-static _Atomic long g_live_objects;
-
-long dk__objects_live(void) { return atomic_load(&g_live_objects); }
+long dk__objects_live(void) { return (long)dk__ctr_sum(DK_CTR_OBJECTS_LIVE); }
 
 void dk__object_init(OSObject *o, const dk_class *cls)
 {
   o->cls = cls;
   atomic_init(&o->refcount, 1);
-  atomic_fetch_add_explicit(&g_live_objects, 1, memory_order_relaxed);
+  dk__ctr_add(DK_CTR_OBJECTS_LIVE, 1);
 }
 
 void *dk__object_cast(const void *p, const dk_class *cls)
@@ -61,7 +60,7 @@ void OSObject_release(void *object)
   if (!o) return;
   if (atomic_fetch_sub_explicit(&o->refcount, 1, memory_order_release) == 1) {
     atomic_thread_fence(memory_order_acquire);
-    atomic_fetch_sub_explicit(&g_live_objects, 1, memory_order_relaxed);
+    dk__ctr_add(DK_CTR_OBJECTS_LIVE, -1);
     o->cls->free(o);
   }
 }
