@@ -24,24 +24,18 @@ static int sys_io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr
 }
 static int sys_getrlimit(int resource, struct rlimit *rl) { return getrlimit(resource, rl); }
 
-const dk_prim_table dk__prim_default = {
-  .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,
-  .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,
-  .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,
-  .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,
-  .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,
-  .process_vm_readv = process_vm_readv,
-  .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,
-};
-dk_prim_table dk__prim = {
-  .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,
-  .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,
-  .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,
-  .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,
-  .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,
-  .process_vm_readv = process_vm_readv,
-  .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,
-};
+#define DK_PRIM_DEFAULTS {\
+  .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,\
+  .mlock = mlock, .munlock = munlock, .memfd_create = sys_memfd_create,\
+  .ftruncate = ftruncate, .fallocate = fallocate, .open = sys_open, .close = close,\
+  .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,\
+  .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,\
+  .process_vm_readv = process_vm_readv,\
+  .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
+}
+
+const dk_prim_table dk__prim_default = DK_PRIM_DEFAULTS;
+dk_prim_table dk__prim = DK_PRIM_DEFAULTS;   /* the live table tests may overwrite */
 
 static const char *const call_names[DK_PRIM__COUNT] = {
   "mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "memfd_create", "ftruncate",
