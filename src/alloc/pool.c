@@ -22,6 +22,7 @@ typedef struct dk_extent {
 
 typedef struct dk_chunk_node {
   dk_hchunk             chunk;
+  long                  raised;          /* kernel limit this chunk's growth raised, in pages */
   struct dk_chunk_node *next;
 } dk_chunk_node;
 
@@ -157,13 +158,20 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
              dk__option(DK_OPTION_POOL_MAX_MB));
     return false;
   }
-  if (!dk__huge_make_room(page, n, (long)(cap_bytes() / page))) return false;
+  long raised;
+  if (!dk__huge_make_room(page, n, (long)(cap_bytes() / page), &raised)) {
+    dk__huge_give_back(page, raised);
+    return false;
+  }
   dk_chunk_node *node = dk__calloc(1, sizeof *node);
   if (!node) {
+    dk__huge_give_back(page, raised);
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a chunk record");
     return false;
   }
+  node->raised = raised;
   if (!dk__hchunk_create(&node->chunk, page, n)) {
+    dk__huge_give_back(page, raised);
     dk__free(node);
     return false;
   }
@@ -180,6 +188,7 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
     while (exts) { dk_extent *nx = exts->next; dk__free(exts); exts = nx; }
     dk__free(regs);
     dk__hchunk_destroy(&node->chunk);
+    dk__huge_give_back(page, raised);
     dk__free(node);
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for region records");
     return false;
@@ -230,7 +239,7 @@ static void drop_chunk(dk_chunk_node *node)
   if (page >= (1ull << 30)) g_stats.bytes_pool_1g -= bytes;
   else g_stats.bytes_pool_2m -= bytes;
   dk__hchunk_destroy(&node->chunk);
-  dk__huge_give_back(page, (long)(bytes / page));
+  dk__huge_give_back(page, node->raised);
   dk__free(first);          /* the regions of a chunk are one array */
   dk__free(node);
 }

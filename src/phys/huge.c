@@ -124,8 +124,9 @@ static void register_atexit(void)
   atexit(give_back_at_exit);
 }
 
-bool dk__huge_make_room(uint64_t page, long n, long cap_pages)
+bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
 {
+  *raised = 0;
   pthread_once(&g_atexit_once, register_atexit);
   dk_huge_counts k;
   if (dk__huge_counts(page, &k) < 0) {
@@ -161,6 +162,7 @@ bool dk__huge_make_room(uint64_t page, long n, long cap_pages)
       goto out;
     }
     g_raised[idx] += want - k.overcommit;
+    *raised = want - k.overcommit;
     ok = true;
   } else {
     sysfs_path(p, sizeof p, page, "nr_hugepages");
@@ -171,6 +173,7 @@ bool dk__huge_make_room(uint64_t page, long n, long cap_pages)
     long got = read_long(p) - k.nr;          /* the kernel gives what it can find */
     if (got > 0) {
       g_raised[idx] += got;
+      *raised = got;
       record_write(g_raised[idx]);
     }
     if (got < need) {

@@ -20,8 +20,9 @@ typedef struct dk_huge_counts { long nr, free, resv, surplus, overcommit; } dk_h
 int  dk__huge_sizes(uint64_t *sizes, int max);
 int  dk__huge_counts(uint64_t page, dk_huge_counts *out);
 /* Make n pages of `page` bytes allocatable, raising the kernel's limits as root up to
- * cap_pages in all. false (failure recorded) if they cannot be had. */
-bool dk__huge_make_room(uint64_t page, long n, long cap_pages);
+ * cap_pages in all; *raised receives how many pages' worth this call raised (give exactly that
+ * back). false (failure recorded) if they cannot be had. */
+bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised);
 /* Give back what dmakit raised and no longer uses. */
 void dk__huge_give_back(uint64_t page, long n);
 /* Reclaim reservations recorded by dmakit processes that died. */
