@@ -1,16 +1,27 @@
 #!/bin/sh
 # scripts/test.sh: build dmakit and run every test: the default build, then the whole suite
-# again under ASan+UBSan and under TSan, then a short libFuzzer run against the model.
+# again under ASan+UBSan and under TSan, then a short libFuzzer run against the model, then the
+# end-to-end DMA test: a Linux guest under QEMU whose edu device (28-bit DMA mask) round-trips
+# data through buffers dmakit placed below its mask (scripts/e2e.sh, needs root).
 # Physical tests need root (they read frame numbers, force memory compaction and use
 # hugepages); as a user they are skipped with the reason.
-#   scripts/test.sh            all three builds and the fuzz run
-#   DK_TEST_BUILDS="default" scripts/test.sh   a subset (default asan tsan fuzz)
+#   scripts/test.sh            all three builds, the fuzz run and the end-to-end test
+#   DK_TEST_BUILDS="default" scripts/test.sh   a subset (default asan tsan fuzz e2e)
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh test
-builds="${DK_TEST_BUILDS:-default asan tsan fuzz}"
+builds="${DK_TEST_BUILDS:-default asan tsan fuzz e2e}"
 jobs="$(nproc)"
 for b in $builds; do
+  if [ "$b" = e2e ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "=== e2e: SKIP: the QEMU end-to-end test needs root (packages, guest build)"
+      continue
+    fi
+    echo "=== e2e: edu DMA through dmakit buffers in a QEMU guest"
+    bash scripts/e2e.sh
+    continue
+  fi
   if [ "$b" = fuzz ]; then
     echo "=== fuzz: ${DK_FUZZ_SECONDS:-60} s from the seed corpus"
     sh scripts/fuzz.sh --ci

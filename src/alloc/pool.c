@@ -341,7 +341,9 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
         if (held_for_search >= (uint64_t)dk__option(DK_OPTION_LOWMEM_SEARCH_MB) << 20 ||
             now_ms() - t0 >= (uint64_t)dk__option(DK_OPTION_LOWMEM_SEARCH_MS))
           break;
-        bytes = bytes * 2 > 256 * P2 ? 256 * P2 : bytes * 2;
+        /* search in chunks of grow_min: each chunk is kept whole or given back whole, so
+         * what is kept after the search is small and everything else goes back at once */
+        bytes = grow_min;
         continue;
       }
       if (round >= 3) break;               /* contiguity: a few tries, then 1 GiB pages */

@@ -342,3 +342,38 @@ const char *dkt_check_physical_promise(const void *va, size_t len, uint64_t alig
   free(pfn);
   return bad;
 }
+
+/* The /proc/self/maps line covering addr: 1 and its path in `path` (may be empty), 0 when
+ * nothing is mapped there. */
+static int maps_line(const void *addr, char *path, size_t cap)
+{
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return -1;
+  char line[1024];
+  int found = 0;
+  uintptr_t a = (uintptr_t)addr;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    int off = 0;
+    if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &off) < 2) continue;
+    if (a >= lo && a < hi) {
+      found = 1;
+      snprintf(path, cap, "%s", off ? line + off : "");
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+bool dkt_is_mapped(const void *addr)
+{
+  char path[512];
+  return maps_line(addr, path, sizeof path) == 1;
+}
+
+bool dkt_maps_dmakit(const void *addr)
+{
+  char path[512];
+  return maps_line(addr, path, sizeof path) == 1 && strstr(path, "memfd:dmakit") != NULL;
+}

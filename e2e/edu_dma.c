@@ -1,0 +1,540 @@
+/*
+ * e2e/edu_dma.c: dmakit end-to-end DMA test against QEMU's "edu" PCI device.
+ *
+ * Runs as /init's child in a booted Linux guest (root, no IOMMU: bus address = guest-physical
+ * address). edu's DMA engine has a 28-bit address mask (QEMU clamps any RAM address to
+ * addr & 0x0fffffff and prints "EDU: clamping DMA"), so a buffer dmakit hands out for a
+ * 28-bit request must lie below 0x10000000 or the device reads and writes the wrong memory.
+ *
+ *   1. find edu (1234:11e8) in sysfs, enable memory + bus master, mmap BAR0, id + liveness
+ *   2. plain 4K pages (DMAKIT_POOL off) for the 28-bit mask: refused, or verified below it;
+ *      an unconstrained 4K page lies above it (the kernel hands user space high frames first)
+ *   3. the hugepage pool for the 28-bit mask: two 4 KiB buffers (source, destination) below
+ *      the mask, cross-checked through /proc/self/pagemap, zeroed, real DMA round trip exact
+ *   4. a 2 MiB physically contiguous buffer under the mask: one segment, DMA into and out of
+ *      its last 2048 bytes exact
+ *   5. negative control: a 4K page above the mask whose clamped alias lies inside the 2 MiB
+ *      buffer: the device reads/writes the alias, not the page (so the mask really matters)
+ *
+ * edu registers (QEMU docs/specs/edu.rst): 0x00 id, 0x04 liveness (~val), 0x80 dma src,
+ * 0x88 dma dst, 0x90 dma count, 0x98 dma cmd (bit0 start, bit1 1 = device->RAM).
+ * The device-side buffer is at 0x40000, 4 KiB; QEMU 7.2 rejects a transfer that ends exactly
+ * at 0x41000 (off-by-one, hw_error + abort), so every transfer here is 2048 bytes.
+ *
+ * Usage: edu_dma [fresh|search]. Prints "E2E-DMA [mode]: PASS (0 failures)" or "... FAIL (n failures)".
+ */
+#define _GNU_SOURCE
+#include <dmakit/dmakit.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EDU_VENDOR 0x1234
+#define EDU_DEVICE 0x11e8
+#define REG_ID 0x00
+#define REG_LIVE 0x04
+#define REG_DMA_SRC 0x80
+#define REG_DMA_DST 0x88
+#define REG_DMA_CNT 0x90
+#define REG_DMA_CMD 0x98
+#define CMD_START 1u
+#define CMD_TO_RAM 2u
+#define EDU_BUF 0x40000ull
+#define PG 4096ull
+#define XFER 2048ull
+#define MASK28 0x0FFFFFFFull
+#define TWO_MB (2ull << 20)
+
+static volatile uint8_t *bar;
+static int failures;
+static int pagemap_fd = -1;
+
+#define CHECK(cond, ...)                                                                   \
+  do {                                                                                     \
+    if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; }               \
+    else { printf("ok: " __VA_ARGS__); printf("\n"); }                                     \
+  } while (0)
+#define DIE(...)                                                                           \
+  do {                                                                                     \
+    printf("FATAL: " __VA_ARGS__); printf(" (errno=%d %s)\n", errno, strerror(errno));     \
+    printf("E2E-DMA: FAIL (fatal)\n"); exit(2);                                            \
+  } while (0)
+
+static uint32_t rd32(uint32_t off) { return *(volatile uint32_t *)(bar + off); }
+static void wr32(uint32_t off, uint32_t v) { *(volatile uint32_t *)(bar + off) = v; }
+static uint64_t rd64(uint32_t off) { return *(volatile uint64_t *)(bar + off); }
+static void wr64(uint32_t off, uint64_t v) { *(volatile uint64_t *)(bar + off) = v; }
+
+static double now(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void print_failure(const char *what)
+{
+  const dk_failure *f = dk_last_failure();
+  printf("  %s: %s (constraint %s, in %s): %s\n", what, dk_ioreturn_name(f->code),
+         dk_constraint_name(f->constraint), f->function ? f->function : "?", f->text);
+}
+
+/* One DMA transfer; QEMU's edu starts it from a 100 ms virtual-clock timer, so poll. */
+static int edu_dma(uint64_t src, uint64_t dst, uint64_t cnt, int to_ram)
+{
+  wr64(REG_DMA_SRC, src);
+  wr64(REG_DMA_DST, dst);
+  wr64(REG_DMA_CNT, cnt);
+  __sync_synchronize();
+  wr64(REG_DMA_CMD, CMD_START | (to_ram ? CMD_TO_RAM : 0));
+  double t0 = now();
+  while (rd64(REG_DMA_CMD) & CMD_START) {
+    if (now() - t0 > 10.0) { printf("FAIL: DMA timeout\n"); failures++; return -1; }
+    usleep(1000);
+  }
+  __sync_synchronize();
+  return 0;
+}
+
+/* RAM(src bus address) -> device buffer -> RAM(dst bus address), XFER bytes */
+static void round_trip(uint64_t src_bus, uint64_t dst_bus)
+{
+  edu_dma(src_bus, EDU_BUF, XFER, 0);
+  edu_dma(EDU_BUF, dst_bus, XFER, 1);
+}
+
+static void fill(void *p, size_t n, uint32_t seed)
+{
+  uint32_t *w = p;
+  for (size_t i = 0; i < n / 4; i++) w[i] = seed * 2654435761u + (uint32_t)i;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+  for (size_t i = 0; i < n; i++) if (p[i]) return 0;
+  return 1;
+}
+
+static char *find_edu(void)
+{
+  static char name[256];
+  DIR *d = opendir("/sys/bus/pci/devices");
+  if (!d) DIE("opendir /sys/bus/pci/devices");
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char p[512], buf[32];
+    unsigned v = 0, dv = 0;
+    FILE *f;
+    snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/vendor", e->d_name);
+    if (!(f = fopen(p, "r"))) continue;
+    if (fgets(buf, sizeof buf, f)) v = (unsigned)strtoul(buf, 0, 16);
+    fclose(f);
+    snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/device", e->d_name);
+    if (!(f = fopen(p, "r"))) continue;
+    if (fgets(buf, sizeof buf, f)) dv = (unsigned)strtoul(buf, 0, 16);
+    fclose(f);
+    if (v == EDU_VENDOR && dv == EDU_DEVICE) {
+      snprintf(name, sizeof name, "%s", e->d_name);
+      closedir(d);
+      return name;
+    }
+  }
+  closedir(d);
+  return NULL;
+}
+
+static void open_edu(const char *bdf)
+{
+  char p[512];
+  snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/config", bdf);
+  int cfg = open(p, O_RDWR);
+  if (cfg < 0) DIE("open %s", p);
+  uint16_t cmd;
+  if (pread(cfg, &cmd, 2, 4) != 2) DIE("read PCI command");
+  cmd |= 0x6;                                   /* memory space + bus master */
+  if (pwrite(cfg, &cmd, 2, 4) != 2) DIE("write PCI command");
+  if (pread(cfg, &cmd, 2, 4) != 2) DIE("read PCI command");
+  close(cfg);
+  printf("PCI command register = 0x%04x\n", cmd);
+  CHECK((cmd & 0x6) == 0x6, "memory decoding and bus mastering enabled");
+
+  snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/resource0", bdf);
+  int fd = open(p, O_RDWR | O_SYNC);
+  if (fd < 0) DIE("open %s", p);
+  bar = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (bar == MAP_FAILED) DIE("mmap resource0");
+  uint32_t id = rd32(REG_ID);
+  printf("edu id register = 0x%08x\n", id);
+  CHECK((id & 0xffff) == 0x00ed, "id register low half is 0x00ed");
+  wr32(REG_LIVE, 0x12345678);
+  CHECK(rd32(REG_LIVE) == ~0x12345678u, "liveness register inverts");
+}
+
+/* Independent of dmakit: the frame of one virtual page, from /proc/self/pagemap. */
+static uint64_t pagemap_phys(const void *va)
+{
+  uint64_t ent;
+  if (pread(pagemap_fd, &ent, 8, (off_t)(((uintptr_t)va / PG) * 8)) != 8) return 0;
+  if (!(ent & (1ull << 63))) return 0;
+  return (ent & ((1ull << 55) - 1)) * PG + ((uintptr_t)va % PG);
+}
+
+/* Walk a buffer's segments: count them, check each lies below `mask` (0 = no check) and
+ * agrees page by page with pagemap. Returns the number of segments, 0 on a broken walk. */
+static unsigned check_segments(const char *name, IOBufferMemoryDescriptor *b, uint64_t mask,
+                               uint64_t *first_pa)
+{
+  IOMemoryDescriptor *md = (IOMemoryDescriptor *)b;
+  uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+  IOByteCount total = IOMemoryDescriptor_getLength(md), off = 0;
+  unsigned nseg = 0, below = 1, agree = 1;
+  while (off < total) {
+    IOByteCount len = 0;
+    addr64_t pa = IOMemoryDescriptor_getPhysicalSegment(md, off, &len, 0);
+    if (!pa || !len) { print_failure("getPhysicalSegment"); return 0; }
+    if (nseg == 0 && first_pa) *first_pa = pa;
+    if (nseg < 4) printf("  %s segment %u: bus 0x%llx length 0x%llx\n", name, nseg,
+                         (unsigned long long)pa, (unsigned long long)len);
+    if (mask && pa + len - 1 > mask) below = 0;
+    for (IOByteCount o = 0; o < len; o += PG)
+      if (pagemap_phys(va + off + o) != pa + o) agree = 0;
+    nseg++;
+    off += len;
+  }
+  if (mask) CHECK(below, "%s: every byte of every segment is below 0x%llx", name,
+                  (unsigned long long)mask + 1);
+  CHECK(agree, "%s: segments agree page by page with /proc/self/pagemap", name);
+  return nseg;
+}
+
+static void print_stats(const char *when)
+{
+  dk_pool_stats st = { .size = sizeof st };
+  if (dk_pool_get_stats(&st) != kIOReturnSuccess) { print_failure("dk_pool_get_stats"); return; }
+  printf("pool stats (%s): lowmem_searches=%llu lowest_frame=0x%llx bytes_pool_2m=%llu "
+         "bytes_pool_used=%llu bytes_4k=%llu grows=%llu requests_pool=%llu requests_slab=%llu "
+         "requests_4k=%llu hugepages_raised_2m=%llu\n", when,
+         (unsigned long long)st.lowmem_searches, (unsigned long long)st.lowest_frame,
+         (unsigned long long)st.bytes_pool_2m, (unsigned long long)st.bytes_pool_used,
+         (unsigned long long)st.bytes_4k, (unsigned long long)st.grows,
+         (unsigned long long)st.requests_pool, (unsigned long long)st.requests_slab,
+         (unsigned long long)st.requests_4k, (unsigned long long)st.hugepages_raised_2m);
+}
+
+static void print_file(const char *path)
+{
+  char buf[256];
+  FILE *f = fopen(path, "r");
+  if (!f) { printf("  %s: unreadable\n", path); return; }
+  while (fgets(buf, sizeof buf, f)) printf("  %s: %s", path, buf);
+  fclose(f);
+}
+
+/* "search" mode set-up, before dmakit runs: take every free persistent 2 MiB hugepage, then
+ * give them back lowest frame first. The hugetlb free list is last-in first-out, so the kernel
+ * then offers its highest hugepages first, as on a host whose preallocated pool has been used
+ * for a while, and the pool must search for memory below the mask. */
+static int cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void order_hugepages_high_first(void)
+{
+  char txt[32] = "0";
+  FILE *f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "r");
+  if (f) { if (!fgets(txt, sizeof txt, f)) txt[0] = 0; fclose(f); }
+  long n = strtol(txt, NULL, 10);
+  if (n <= 0) { printf("  note: no free persistent hugepages to order\n"); return; }
+  int fd = memfd_create("e2e-order", MFD_CLOEXEC | MFD_HUGETLB);
+  if (fd < 0 || ftruncate(fd, (off_t)n * (off_t)TWO_MB)) DIE("hugetlb memfd of %ld pages", n);
+  uint8_t *m = mmap(NULL, (size_t)n * TWO_MB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) DIE("mmap %ld hugepages", n);
+  uint64_t *key = malloc((size_t)n * sizeof *key);        /* phys | index (index < 2 MiB) */
+  for (long i = 0; i < n; i++) {
+    m[(size_t)i * TWO_MB] = 1;
+    key[i] = pagemap_phys(m + (size_t)i * TWO_MB) | (uint64_t)i;
+  }
+  qsort(key, (size_t)n, sizeof *key, cmp_u64);
+  munmap(m, (size_t)n * TWO_MB);
+  for (long i = 0; i < n; i++) {
+    off_t idx = (off_t)(key[i] & (TWO_MB - 1));
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, idx * (off_t)TWO_MB, (off_t)TWO_MB))
+      DIE("punch hugepage %ld", (long)idx);
+  }
+  close(fd);
+  printf("  ordered %ld free hugepages high first: frames 0x%llx..0x%llx, the kernel offers "
+         "0x%llx first\n", n, (unsigned long long)(key[0] & ~(TWO_MB - 1)),
+         (unsigned long long)(key[n - 1] & ~(TWO_MB - 1)),
+         (unsigned long long)(key[n - 1] & ~(TWO_MB - 1)));
+  free(key);
+}
+
+static const char *provider_of(IOBufferMemoryDescriptor *b)
+{
+  dk_buffer_info info;
+  if (dk_buffer_get_info(b, &info) != kIOReturnSuccess) return "?";
+  return dk_provider_name(info.provider);
+}
+
+int main(int argc, char **argv)
+{
+  setvbuf(stdout, NULL, _IONBF, 0);
+  /* "fresh": whatever the kernel hands out; "search": the caller preallocated persistent
+   * hugepages, whose free list gives the highest first, so the pool must search low memory */
+  const char *mode = argc > 1 ? argv[1] : "fresh";
+  int expect_search = !strcmp(mode, "search");
+  double t_start = now();
+  struct utsname u;
+  uname(&u);
+  printf("E2E-DMA [%s]: dmakit %d.%d.%d on %s %s\n", mode, DMAKIT_VERSION_MAJOR,
+         DMAKIT_VERSION_MINOR, DMAKIT_VERSION_PATCH, u.sysname, u.release);
+  print_file("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages");
+  print_file("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+  {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+      if (!strncmp(line, "MemTotal", 8) || !strncmp(line, "MemFree", 7)) printf("  %s", line);
+    if (f) fclose(f);
+  }
+  for (dk_option o = DK_OPTION_POOL; o < DK_OPTION__COUNT; o++)
+    printf("  option DMAKIT_%s = %ld\n", dk_option_name(o), dk_option_get(o));
+  pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+  if (pagemap_fd < 0) DIE("open /proc/self/pagemap");
+
+  if (expect_search) order_hugepages_high_first();
+
+  /* ---- 1. the device ----------------------------------------------------------------- */
+  char *bdf = find_edu();
+  if (!bdf) DIE("no edu device (1234:11e8) found");
+  printf("edu device at %s\n", bdf);
+  open_edu(bdf);
+
+  const dk_caps *caps = dk_capabilities();
+  printf("caps: root=%d pagemap_frames=%d pin=%s (%s) ram_top=0x%llx hugepage sizes:",
+         caps->root, caps->pagemap_frames, dk_pin_method_name(caps->pin_method), caps->pin_detail,
+         (unsigned long long)caps->ram_top);
+  for (uint32_t i = 0; i < caps->hugepage_size_count; i++)
+    printf(" %llu KiB", (unsigned long long)(caps->hugepage_sizes[i] >> 10));
+  printf(" pool_usable=%d\n", caps->pool_usable);
+  CHECK(caps->pagemap_frames, "pagemap shows frame numbers (root)");
+  CHECK(caps->pin_method != DK_PIN_NONE, "frames can be pinned (%s)", dk_pin_method_name(caps->pin_method));
+  CHECK(caps->pool_usable, "the hugepage pool is usable (hugetlb present)");
+  CHECK(caps->ram_top > MASK28 + 1, "guest RAM (top 0x%llx) extends above the 28-bit mask",
+        (unsigned long long)caps->ram_top);
+
+  /* ---- 2. plain 4K pages, pool off ---------------------------------------------------- */
+  printf("--- plain 4K pages (DK_OPTION_POOL=0)\n");
+  dk_option_set(DK_OPTION_POOL, 0);
+  IOBufferMemoryDescriptor *plain =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, PG, PG);
+  uint64_t plain_pa = 0;
+  if (!plain) { print_failure("unconstrained 4K page"); failures++; }
+  else {
+    check_segments("plain 4K page", plain, 0, &plain_pa);
+    printf("  plain unconstrained 4K page at bus 0x%llx (provider %s)\n",
+           (unsigned long long)plain_pa, provider_of(plain));
+    CHECK(plain_pa > MASK28, "an unconstrained 4K page lands above the mask (0x%llx): the kernel "
+          "hands user space high frames first", (unsigned long long)plain_pa);
+  }
+  OSSafeReleaseNULL(plain);
+  IOBufferMemoryDescriptor *m4 =
+      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, PG, MASK28);
+  if (!m4) {
+    print_failure("4K pages for mask 0x0FFFFFFF");
+    CHECK(dk_last_failure()->constraint == DK_CONSTRAINT_MASK,
+          "4K pages refuse the 28-bit mask, naming the mask constraint");
+  } else {
+    uint64_t pa = 0;
+    check_segments("4K-page masked buffer", m4, MASK28, &pa);
+    printf("  note: 4K pages happened to meet the mask (bus 0x%llx, provider %s)\n",
+           (unsigned long long)pa, provider_of(m4));
+    OSSafeReleaseNULL(m4);
+  }
+  dk_option_set(DK_OPTION_POOL, 1);
+
+  /* ---- 3. the pool: source and destination under the 28-bit mask ---------------------- */
+  printf("--- hugepage pool, inTaskWithPhysicalMask(kernel_task, InOut, 4096, 0x0FFFFFFF) x2\n");
+  double t0 = now();
+  IOBufferMemoryDescriptor *src =
+      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, PG, MASK28);
+  if (!src) print_failure("source buffer");
+  IOBufferMemoryDescriptor *dst =
+      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, PG, MASK28);
+  if (!dst) print_failure("destination buffer");
+  printf("  allocation took %.2f s\n", now() - t0);
+  print_stats("after the two 28-bit buffers");
+  CHECK(src && dst, "dmakit gave two buffers for the 28-bit mask");
+  if (expect_search) {
+    dk_pool_stats st = { .size = sizeof st };
+    dk_pool_get_stats(&st);
+    CHECK(st.lowmem_searches >= 1, "the kernel's first hugepages were above the mask and the "
+          "low-memory search ran (%llu search(es))", (unsigned long long)st.lowmem_searches);
+  }
+  if (!src || !dst) {
+    print_file("/proc/sys/vm/nr_overcommit_hugepages");
+    print_file("/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages");
+    printf("E2E-DMA [%s]: FAIL (%d failures)\n", mode, failures);
+    return 1;
+  }
+  uint64_t src_pa = 0, dst_pa = 0;
+  uint8_t *S = IOBufferMemoryDescriptor_getBytesNoCopy(src), *D = IOBufferMemoryDescriptor_getBytesNoCopy(dst);
+  check_segments("source", src, MASK28, &src_pa);
+  check_segments("destination", dst, MASK28, &dst_pa);
+  printf("  source bus 0x%llx (provider %s), destination bus 0x%llx (provider %s)\n",
+         (unsigned long long)src_pa, provider_of(src), (unsigned long long)dst_pa, provider_of(dst));
+  CHECK(src_pa + PG - 1 <= MASK28 && dst_pa + PG - 1 <= MASK28,
+        "both bus addresses + 4095 are below 0x10000000");
+  CHECK(all_zero(S, PG) && all_zero(D, PG), "both buffers are zeroed");
+
+  fill(S, PG, 0xA11CE);
+  t0 = now();
+  round_trip(src_pa, dst_pa);
+  printf("  round trip took %.3f s\n", now() - t0);
+  CHECK(memcmp(S, D, XFER) == 0, "DMA round trip RAM(0x%llx)->edu->RAM(0x%llx): %llu bytes exact",
+        (unsigned long long)src_pa, (unsigned long long)dst_pa, XFER);
+  CHECK(all_zero(D + XFER, PG - XFER), "destination bytes past the transfer are untouched");
+
+  /* ---- 4. 2 MiB physically contiguous under the mask --------------------------------- */
+  printf("--- 2 MiB contiguous under the mask (dk_constraints high=0x0FFFFFFF contiguous)\n");
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.high = MASK28;
+  c.contiguous = true;
+  t0 = now();
+  IOBufferMemoryDescriptor *big =
+      IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, TWO_MB, &c);
+  printf("  allocation took %.2f s\n", now() - t0);
+  uint64_t big_pa = 0;
+  uint8_t *BIG = NULL;
+  if (!big) { print_failure("2 MiB contiguous"); failures++; }
+  else {
+    BIG = IOBufferMemoryDescriptor_getBytesNoCopy(big);
+    unsigned n = check_segments("2 MiB contiguous", big, MASK28, &big_pa);
+    printf("  2 MiB buffer at bus 0x%llx (provider %s)\n", (unsigned long long)big_pa, provider_of(big));
+    CHECK(n == 1, "2 MiB buffer is one physical segment (%u)", n);
+    CHECK(all_zero(BIG, TWO_MB), "2 MiB buffer is zeroed");
+    uint64_t tail = big_pa + TWO_MB - XFER;
+    fill(S, PG, 0xB16B00);
+    round_trip(src_pa, tail);
+    CHECK(memcmp(S, BIG + TWO_MB - XFER, XFER) == 0, "DMA into the last 2048 bytes (bus 0x%llx) exact",
+          (unsigned long long)tail);
+    CHECK(all_zero(BIG, TWO_MB - XFER), "the rest of the 2 MiB buffer is untouched");
+    fill(BIG + TWO_MB - XFER, XFER, 0xC0FFEE);
+    memset(D, 0, PG);
+    round_trip(tail, dst_pa);
+    CHECK(memcmp(BIG + TWO_MB - XFER, D, XFER) == 0, "DMA out of the last 2048 bytes exact");
+  }
+  print_stats("after the 2 MiB buffer");
+
+  /* ---- 5. negative control: above the mask, edu clamps ------------------------------- */
+  printf("--- negative control: a 4K page above the mask is clamped by edu\n");
+  dk_option_set(DK_OPTION_POOL, 0);
+  const uint64_t hsize = 256ull << 20;
+  t0 = now();
+  IOBufferMemoryDescriptor *hi =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, hsize, PG);
+  dk_option_set(DK_OPTION_POOL, 1);
+  if (!hi) { print_failure("256 MiB of plain 4K pages"); failures++; }
+  else if (big) {
+    IOMemoryDescriptor *hmd = (IOMemoryDescriptor *)hi;
+    uint8_t *H = IOBufferMemoryDescriptor_getBytesNoCopy(hi);
+    /* every frame below the mask this process owns, by frame number: the low pages of this
+     * 4K buffer and the 2 MiB buffer (but not source/destination, which are checked) */
+    uint8_t **owned = calloc((MASK28 + 1) / PG, sizeof *owned);
+    if (!owned) DIE("calloc");
+    for (uint64_t o = 0; o + PG <= TWO_MB - PG; o += PG) owned[(big_pa + o) / PG] = BIG + o;
+    uint64_t above = 0, lowest = UINT64_MAX, hit_off = UINT64_MAX, hit_pa = 0;
+    for (uint64_t off = 0; off < hsize; off += PG) {
+      IOByteCount len;
+      uint64_t pa = IOMemoryDescriptor_getPhysicalSegment(hmd, off, &len, 0);
+      if (pa < lowest) lowest = pa;
+      if (pa + PG - 1 <= MASK28) owned[pa / PG] = H + off;
+      else above++;
+    }
+    for (uint64_t off = 0; off < hsize && hit_off == UINT64_MAX; off += PG) {
+      IOByteCount len;
+      uint64_t pa = IOMemoryDescriptor_getPhysicalSegment(hmd, off, &len, 0);
+      if (pa > MASK28 && owned[(pa & MASK28) / PG]) { hit_off = off; hit_pa = pa; }
+    }
+    printf("  256 MiB of plain 4K pages in %.2f s: %llu of %llu pages above the mask, lowest 0x%llx\n",
+           now() - t0, (unsigned long long)above, (unsigned long long)(hsize / PG),
+           (unsigned long long)lowest);
+    if (hit_off == UINT64_MAX) {
+      printf("  note: no high page's alias is memory of ours; read-direction check only\n");
+      for (uint64_t off = 0; off < hsize; off += PG) {
+        IOByteCount len;
+        uint64_t pa = IOMemoryDescriptor_getPhysicalSegment(hmd, off, &len, 0);
+        if (pa > MASK28) { hit_off = off; hit_pa = pa; break; }
+      }
+    }
+    CHECK(hit_off != UINT64_MAX, "found a page above the mask");
+    if (hit_off != UINT64_MAX) {
+      uint8_t *HP = H + hit_off;
+      uint64_t alias = hit_pa & MASK28;
+      uint8_t *AL = owned[alias / PG];
+      int in_big = alias >= big_pa && alias < big_pa + TWO_MB;
+      printf("  high page bus 0x%llx clamps to 0x%llx%s\n", (unsigned long long)hit_pa,
+             (unsigned long long)alias,
+             AL ? (in_big ? " (inside our 2 MiB buffer)" : " (one of our own low 4K pages)") : " (not ours)");
+      fill(HP, PG, 0x5EED);
+      if (AL) fill(AL, PG, 0xA1A5);
+      memset(D, 0, PG);
+      round_trip(hit_pa, dst_pa);                         /* device reads the high page */
+      CHECK(memcmp(HP, D, XFER) != 0, "above-mask source 0x%llx is NOT copied faithfully (clamped)",
+            (unsigned long long)hit_pa);
+      if (AL) {
+        CHECK(memcmp(AL, D, XFER) == 0, "the device read the alias 0x%llx instead",
+              (unsigned long long)alias);
+        uint8_t save[PG];
+        memcpy(save, HP, PG);
+        fill(S, PG, 0xD00D);
+        round_trip(src_pa, hit_pa);                       /* device writes the high page */
+        CHECK(memcmp(HP, save, PG) == 0, "above-mask destination page is left unchanged");
+        CHECK(memcmp(AL, S, XFER) == 0, "the write landed on the alias 0x%llx instead",
+              (unsigned long long)alias);
+      }
+    }
+    free(owned);
+  }
+  OSSafeReleaseNULL(hi);
+
+  /* ---- the records and the release --------------------------------------------------- */
+  printf("--- bookkeeping\n");
+  print_file("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages");
+  print_file("/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages");
+  {
+    DIR *d = opendir("/run/dmakit");
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d))) if (e->d_name[0] != '.') { printf("  /run/dmakit/%s\n", e->d_name); n++; }
+    if (d) closedir(d);
+    printf("  %d record(s) under /run/dmakit\n", n);
+  }
+  printf("summary: source 0x%llx destination 0x%llx 2MiB 0x%llx (mask 0x%llx)\n",
+         (unsigned long long)src_pa, (unsigned long long)dst_pa, (unsigned long long)big_pa,
+         (unsigned long long)MASK28);
+  print_stats("final");
+  OSSafeReleaseNULL(big);
+  OSSafeReleaseNULL(src);
+  OSSafeReleaseNULL(dst);
+  dk_pool_trim();
+  print_stats("after release and trim");
+  print_file("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages");
+
+  printf("test took %.2f s\n", now() - t_start);
+  printf("E2E-DMA [%s]: %s (%d failures)\n", mode, failures ? "FAIL" : "PASS", failures);
+  return failures ? 1 : 0;
+}
