@@ -5,7 +5,7 @@
 set -eu
 want="gcc make cmake pkg-config libc6-dev"
 case "${1:-build}" in
-  test) want="$want libcmocka-dev libasan8 libubsan1 libtsan2 clang" ;;
+  test) want="$want libcmocka-dev libasan8 libubsan1 libtsan2 clang python3 util-linux" ;;
 esac
 missing=""
 for p in $want; do
