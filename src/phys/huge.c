@@ -267,6 +267,32 @@ void dk__hchunk_destroy(dk_hchunk *c)
   c->fd = -1;
 }
 
+/* Populating is the kernel allocating and zeroing every page: most of a chunk's cost. Large
+ * chunks are populated by two threads, each half of the range. */
+typedef struct populate_job { uint8_t *va; size_t len; int err; } populate_job;
+
+static void *populate_half(void *arg)
+{
+  populate_job *j = arg;
+  j->err = dk__madvise(j->va, j->len, MADV_POPULATE_WRITE) < 0 ? errno : 0;
+  return NULL;
+}
+
+static int populate(uint8_t *va, uint64_t page, uint32_t npages)
+{
+  size_t total = (size_t)(page * npages);
+  pthread_t helper;
+  uint32_t first = npages / 2;
+  populate_job second = { va + (size_t)(page * first), total - (size_t)(page * first), 0 };
+  if (total < (64u << 20) || dk__thread_create(&helper, populate_half, &second) != 0)
+    return dk__madvise(va, total, MADV_POPULATE_WRITE);
+  int rc = dk__madvise(va, (size_t)(page * first), MADV_POPULATE_WRITE), e = errno;
+  dk__thread_join(helper);
+  if (rc < 0) { errno = e; return -1; }
+  if (second.err) { errno = second.err; return -1; }
+  return 0;
+}
+
 bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
 {
   memset(c, 0, sizeof *c);
@@ -294,7 +320,7 @@ bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
              npages, (unsigned long long)(page >> 10), strerror(errno));
     goto fail;
   }
-  if (dk__madvise(tmp, (size_t)total, MADV_POPULATE_WRITE) < 0) {
+  if (populate(tmp, page, npages) < 0) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "populating %u hugepages failed: %s", npages,
              strerror(errno));
     goto fail;

@@ -23,6 +23,8 @@ static int sys_io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr
   return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr);
 }
 static int sys_getrlimit(int resource, struct rlimit *rl) { return getrlimit(resource, rl); }
+static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
+static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
 
 #define DK_PRIM_DEFAULTS {\
   .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,\
@@ -31,6 +33,7 @@ static int sys_getrlimit(int resource, struct rlimit *rl) { return getrlimit(res
   .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,\
   .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,\
   .process_vm_readv = process_vm_readv,\
+  .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
 
@@ -40,7 +43,7 @@ dk_prim_table dk__prim = DK_PRIM_DEFAULTS;   /* the live table tests may overwri
 static const char *const call_names[DK_PRIM__COUNT] = {
   "mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "memfd_create", "ftruncate",
   "fallocate", "open", "close", "pread", "read", "write", "io_uring_setup", "io_uring_register",
-  "getrlimit", "process_vm_readv", "malloc", "calloc", "realloc",
+  "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -54,7 +57,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_MEMFD_CREATE] = EMFILE, [DK_PRIM_FTRUNCATE] = ENOSPC, [DK_PRIM_FALLOCATE] = ENOSPC,
   [DK_PRIM_OPEN] = EMFILE, [DK_PRIM_CLOSE] = EIO, [DK_PRIM_PREAD] = EIO, [DK_PRIM_READ] = EIO, [DK_PRIM_WRITE] = EIO,
   [DK_PRIM_IO_URING_SETUP] = ENOMEM, [DK_PRIM_IO_URING_REGISTER] = ENOMEM,
-  [DK_PRIM_GETRLIMIT] = EFAULT, [DK_PRIM_PROCESS_VM_READV] = EFAULT, [DK_PRIM_MALLOC] = ENOMEM, [DK_PRIM_CALLOC] = ENOMEM,
+  [DK_PRIM_GETRLIMIT] = EFAULT, [DK_PRIM_PROCESS_VM_READV] = EFAULT, [DK_PRIM_THREAD_CREATE] = EAGAIN, [DK_PRIM_MALLOC] = ENOMEM, [DK_PRIM_CALLOC] = ENOMEM,
   [DK_PRIM_REALLOC] = ENOMEM,
 };
 
@@ -220,6 +223,12 @@ ssize_t dk__copy_checked(void *dst, const void *src, size_t len)
   struct iovec l = { dst, len }, r = { (void *)(uintptr_t)src, len };
   return dk__prim.process_vm_readv(getpid(), &l, 1, &r, 1, 0);
 }
+int dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+  if (fault(DK_PRIM_THREAD_CREATE)) return errno;
+  return dk__prim.thread_create(t, fn, arg);
+}
+int dk__thread_join(pthread_t t) { return dk__prim.thread_join(t); }
 void *dk__malloc(size_t n)
 {
   if (fault(DK_PRIM_MALLOC)) return NULL;

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 struct io_uring_params;
@@ -36,6 +37,8 @@ typedef struct dk_prim_table {
   int     (*getrlimit)(int resource, struct rlimit *rl);
   ssize_t (*process_vm_readv)(pid_t pid, const struct iovec *local, unsigned long nl,
                               const struct iovec *remote, unsigned long nr, unsigned long flags);
+  int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
+  int     (*thread_join)(pthread_t t);
   void   *(*malloc)(size_t n);
   void   *(*calloc)(size_t n, size_t size);
   void   *(*realloc)(void *p, size_t n);
@@ -47,7 +50,7 @@ typedef enum dk_prim_call {
   DK_PRIM_MMAP, DK_PRIM_MUNMAP, DK_PRIM_MPROTECT, DK_PRIM_MADVISE, DK_PRIM_MLOCK,
   DK_PRIM_MUNLOCK, DK_PRIM_MEMFD_CREATE, DK_PRIM_FTRUNCATE, DK_PRIM_FALLOCATE, DK_PRIM_OPEN,
   DK_PRIM_CLOSE, DK_PRIM_PREAD, DK_PRIM_READ, DK_PRIM_WRITE, DK_PRIM_IO_URING_SETUP, DK_PRIM_IO_URING_REGISTER,
-  DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
+  DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_THREAD_CREATE, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -99,6 +102,9 @@ int     dk__io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr);
 int     dk__getrlimit(int resource, struct rlimit *rl);
 /* Copy from this process's own memory without faulting: EFAULT for an unmapped source. */
 ssize_t dk__copy_checked(void *dst, const void *src, size_t len);
+/* A helper thread (returns 0, or an error number as pthread_create does). */
+int     dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
+int     dk__thread_join(pthread_t t);
 void   *dk__malloc(size_t n);
 void   *dk__calloc(size_t n, size_t size);
 void    dk__free(void *p);
