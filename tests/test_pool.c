@@ -270,6 +270,34 @@ static void pool_stats_add_up(void **state)
   assert_true(st.largest_free <= st.bytes_pool_free);
   assert_true(st.fragmentation >= 0.0 && st.fragmentation <= 1.0);
   assert_true(st.requests_pool >= 1 && st.requests_slab >= 1);
+  /* the runs: lowest first, disjoint, adding up to what the pool holds, each buffer inside one */
+  size_t nruns = 0;
+  assert_int_equal(dk_pool_get_runs(NULL, 0, &nruns), kIOReturnSuccess);
+  assert_int_equal(nruns, st.runs);
+  dk_pool_run *runs = calloc(nruns, sizeof *runs);
+  assert_non_null(runs);
+  assert_int_equal(dk_pool_get_runs(runs, nruns, &nruns), kIOReturnSuccess);
+  uint64_t held = 0, free_bytes = 0;
+  for (size_t i = 0; i < nruns; i++) {
+    if (i) assert_true(runs[i].physical >= runs[i - 1].physical + runs[i - 1].length);
+    assert_true(runs[i].page_size == 2 * MiB || runs[i].page_size == GiB);
+    assert_int_equal(runs[i].length % runs[i].page_size, 0);
+    assert_true(runs[i].bytes_free <= runs[i].length);
+    held += runs[i].length;
+    free_bytes += runs[i].bytes_free;
+  }
+  assert_int_equal(held, st.bytes_pool_2m + st.bytes_pool_1g);
+  assert_int_equal(free_bytes, st.bytes_pool_free);
+  IOBufferMemoryDescriptor *both[2] = { a, s };
+  for (int k = 0; k < 2; k++) {
+    uint64_t pa = IOMemoryDescriptor_getPhysicalAddress(MD(both[k])), len = IOMemoryDescriptor_getLength(MD(both[k]));
+    bool inside = false;
+    for (size_t i = 0; i < nruns; i++)
+      if (pa >= runs[i].physical && pa + len <= runs[i].physical + runs[i].length) inside = true;
+    assert_true(inside);
+  }
+  free(runs);
+  assert_int_equal(dk_pool_get_runs(NULL, 4, &nruns), kIOReturnBadArgument);
   /* a refused request is counted under its constraint */
   uint64_t before = st.failures[DK_CONSTRAINT_ARGUMENT];
   assert_null(IOBufferMemoryDescriptor_withOptions(0, 0, 1));

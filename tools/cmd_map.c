@@ -2,13 +2,7 @@
  * the pool is known to hold, every live buffer in its own colour, each buffer's mask line and
  * the 4 GiB line, plus a close-up of each 2 MiB window a buffer landed in. Buffers live only
  * in the process that made them, so map makes its own (demo ones, or --alloc SPEC).
- *
- * Pool runs: the public API gives dk_pool_stats (bytes held, run count, largest run, lowest
- * frame) but not where the runs are, so the picture shows the hugepages it can prove: those
- * holding a pool buffer's segment, and the one at the pool's lowest frame. Drawing every run
- * would need one more call, e.g.
- *   IOReturn dk_pool_get_runs(dk_pool_run *runs, size_t cap, size_t *count);
- *   typedef struct dk_pool_run { uint64_t pa, len, page_size, bytes_free; } dk_pool_run; */
+ * The pool's runs come from dk_pool_get_runs(). */
 #include "canvas.h"
 #include "util.h"
 
@@ -99,7 +93,7 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
                  const dk_pool_stats *st, const dk_caps *caps)
 {
   const double W = 1100, x0 = 70, bw = 960;
-  char a[32], h1[24], h2[24];
+  char a[32], a2[32], h1[24], h2[32];
   window win[12];
   size_t dropped = 0, nwin = windows_of(bufs, nb, win, 12, &dropped);
   double H = 300 + nwin * 46 + (dropped ? 20 : 0) + nb * 22 + 40;
@@ -128,17 +122,21 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
     snprintf(r->text, sizeof r->text, "%s %s-%s (%s)", mem[i].name, hex(h1, mem[i].start), hex(h2, mem[i].end),
              fmt_size(a, mem[i].end - mem[i].start + 1));
   }
-  /* the pool's hugepages we can prove (see the file comment) */
-  for (size_t i = 0; i < nwin; i++) {
-    if (!win[i].pool) continue;
-    shape *r = canvas_rect(cv, xpos(win[i].base, top, x0, bw), y + 18, 3, bh - 36, 0xf4a259, NO_COLOR);
-    snprintf(r->cls, sizeof r->cls, "pool");
-    snprintf(r->text, sizeof r->text, "pool hugepage %s (2 MiB)", hex(h1, win[i].base));
-  }
-  if (st->lowest_frame) {
-    shape *r = canvas_rect(cv, xpos(st->lowest_frame, top, x0, bw), y + 18, 3, bh - 36, 0xf4a259, NO_COLOR);
-    snprintf(r->cls, sizeof r->cls, "pool");
-    snprintf(r->text, sizeof r->text, "the pool's lowest frame %s", hex(h1, st->lowest_frame));
+  /* every run of hugepages the pool holds */
+  (void)st;
+  size_t nruns = 0;
+  if (dk_pool_get_runs(NULL, 0, &nruns) == kIOReturnSuccess && nruns) {
+    dk_pool_run *runs = calloc(nruns, sizeof *runs);
+    if (runs && dk_pool_get_runs(runs, nruns, &nruns) == kIOReturnSuccess) {
+      for (size_t i = 0; i < nruns; i++) {
+        double x = xpos(runs[i].physical, top, x0, bw), w = xpos(runs[i].physical + runs[i].length, top, x0, bw) - x;
+        shape *r = canvas_rect(cv, x, y + 18, w < 3 ? 3 : w, bh - 36, 0xf4a259, NO_COLOR);
+        snprintf(r->cls, sizeof r->cls, "pool");
+        snprintf(r->text, sizeof r->text, "pool run %s, %s of %s pages, %s free", hex(h1, runs[i].physical),
+                 fmt_size(a, runs[i].length), fmt_size(h2, runs[i].page_size), fmt_size(a2, runs[i].bytes_free));
+      }
+    }
+    free(runs);
   }
   /* buffers: a tick per segment, a numbered marker above */
   for (int i = 0; i < nb; i++) {
@@ -260,7 +258,7 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
   canvas_text(cv, x0 + 90, yk + 9, 10, 0x555555, ANCHOR_START, "no RAM");
   canvas_rect(cv, x0 + 160, yk, 14, 10, 0xf4a259, NO_COLOR);
   canvas_text(cv, x0 + 180, yk + 9, 10, 0x555555, ANCHOR_START,
-              "pool hugepages known from buffers and the lowest frame (all runs would need dk_pool_get_runs)");
+              "the pool's runs of hugepages");
 }
 
 int cmd_map(int argc, char **argv)

@@ -170,6 +170,18 @@ typedef struct dk_pool_stats {
 } dk_pool_stats;
 
 DK_API IOReturn dk_pool_get_stats(dk_pool_stats *stats);
+
+/* One physically contiguous run of hugepages the pool holds. */
+typedef struct dk_pool_run {
+  uint64_t physical;      /* first byte */
+  uint64_t length;
+  uint64_t page_size;     /* the hugepage size it is made of */
+  uint64_t bytes_free;    /* in its free extents */
+} dk_pool_run;
+
+/* The runs the pool holds, lowest address first: at most `capacity` into `runs` (which may be
+ * NULL when capacity is 0); *count receives how many there are. */
+DK_API IOReturn dk_pool_get_runs(dk_pool_run *runs, size_t capacity, size_t *count);
 /* Grow the pool now by at least `bytes` of `page_size` hugepages (0 = 2 MiB): start-up work
  * done ahead of the first buffer. */
 DK_API IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size);

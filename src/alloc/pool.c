@@ -642,6 +642,26 @@ IOReturn dk_pool_get_stats(dk_pool_stats *st)
   return kIOReturnSuccess;
 }
 
+IOReturn dk_pool_get_runs(dk_pool_run *runs, size_t capacity, size_t *count)
+{
+  dk__enter("dk_pool_get_runs");
+  if (!count || (capacity && !runs))
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "count is NULL, or runs is NULL with a capacity");
+  pthread_mutex_lock(&g_lock);
+  size_t n = 0;
+  for (dk_region *r = g_regions; r; r = r->next) n++;
+  *count = n;
+  /* regions are kept highest first: fill from the end so the answer is lowest first */
+  size_t i = n;
+  for (dk_region *r = g_regions; r; r = r->next) {
+    i--;
+    if (i < capacity)
+      runs[i] = (dk_pool_run){ r->pa, r->len, r->owner->chunk.page, r->free_bytes };
+  }
+  pthread_mutex_unlock(&g_lock);
+  return kIOReturnSuccess;
+}
+
 IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size)
 {
   dk__enter("dk_pool_reserve");
