@@ -14,9 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include "alloc/pool.h"
+#include "phys/huge.h"
 #include "dk_test.h"
 
 #define MD(b) ((IOMemoryDescriptor *)(void *)(b))
@@ -26,7 +29,7 @@
 static void require_pool(void)
 {
   DKT_REQUIRE_ROOT();
-  if (!dk_capabilities()->pool_usable) DKT_SKIP("SKIP: no hugetlb support: the pool cannot run here");
+  if (!dk_capabilities()->pool_usable) DKT_SKIP("no hugetlb support: the pool cannot run here");
   dk_option_set(DK_OPTION_POOL, 1);
 }
 
@@ -126,10 +129,10 @@ static void pool_gigabyte_alignment(void **state)
   bool have_1g = false;
   for (uint32_t i = 0; i < dk_capabilities()->hugepage_size_count; i++)
     if (dk_capabilities()->hugepage_sizes[i] == GiB) have_1g = true;
-  if (!have_1g) DKT_SKIP("SKIP: no 1 GiB hugepages on this kernel");
+  if (!have_1g) DKT_SKIP("no 1 GiB hugepages on this kernel");
   long nr0 = sysfs_long(NR_1G);
   IOBufferMemoryDescriptor *b = constrained(8 * MiB, GiB, 0, 0, true);
-  if (!b) DKT_SKIP("SKIP: the kernel could not form a 1 GiB page now: %s", dk_last_failure()->text);
+  if (!b) DKT_SKIP("the kernel could not form a 1 GiB page now: %s", dk_last_failure()->text);
   prove(b, 8 * MiB, GiB, 0, 0);
   OSObject_release(b);
   dk_pool_trim();
@@ -395,6 +398,42 @@ static void pool_map_granularity(void **state)
   dk_pool_trim();
 }
 
+/* A process killed while holding 1 GiB pages leaves nr_hugepages raised (gigantic pages cannot
+ * be surplus pages). Its record in /run/dmakit lets the next dmakit process give them back. */
+static void exit_now(void *unused) { (void)unused; _exit(0); }
+
+static void pool_reclaims_dead_reservations(void **state)
+{
+  (void)state;
+  require_pool();
+  long nr0 = sysfs_long(NR_1G);
+  if (nr0 < 0) DKT_SKIP("no 1 GiB hugepages on this kernel");
+  int status;
+  pid_t dead;
+  assert_int_equal(dkt_run_in_child(exit_now, NULL, &status), 0);   /* a pid that has exited... */
+  dead = (pid_t)dkt_last_child_pid();
+  /* ...pretend it reserved one 1 GiB page and died */
+  FILE *f = fopen(NR_1G, "w");
+  assert_non_null(f);
+  fprintf(f, "%ld\n", nr0 + 1);
+  fclose(f);
+  if (sysfs_long(NR_1G) != nr0 + 1) {
+    FILE *g = fopen(NR_1G, "w");
+    if (g) { fprintf(g, "%ld\n", nr0); fclose(g); }
+    DKT_SKIP("the kernel cannot form a 1 GiB page now");
+  }
+  char path[64];
+  mkdir("/run/dmakit", 0700);
+  snprintf(path, sizeof path, "/run/dmakit/gigantic.%d", (int)dead);
+  f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "1\n");
+  fclose(f);
+  dk__huge_reclaim_dead();
+  assert_int_equal(sysfs_long(NR_1G), nr0);
+  assert_int_equal(access(path, F_OK), -1);          /* the record is gone */
+}
+
 static void pool_trim_gives_everything_back(void **state)
 {
   (void)state;
@@ -431,6 +470,7 @@ int main(void)
     cmocka_unit_test(pool_masks_from_layout),  cmocka_unit_test(pool_small_buffers_packed),
     cmocka_unit_test(pool_freed_memory_is_zero), cmocka_unit_test(pool_stats_add_up),
     cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_map_granularity),
+    cmocka_unit_test(pool_reclaims_dead_reservations),
     cmocka_unit_test(pool_trim_gives_everything_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -164,11 +164,16 @@ void dkt_unfragment(void) {
   frag_len = 0;
 }
 
+static pid_t g_last_child;
+
+long dkt_last_child_pid(void) { return (long)g_last_child; }
+
 int dkt_run_in_child(void (*fn)(void *), void *arg, int *status) {
   fflush(stdout);
   fflush(stderr);
   pid_t pid = fork();
   if (pid < 0) return -errno;
+  g_last_child = pid;
   if (pid == 0) {
     /* cmocka catches these in the parent and longjmps into its test; a child must die of
      * them instead, and must not write a core file. */

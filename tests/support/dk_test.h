@@ -55,6 +55,8 @@ void dkt_unfragment(void);
 /* fork; the child (SIGSEGV and friends back at SIG_DFL, no core file) runs fn(arg) and exits
  * 0 (fn may _exit itself, or die). fn must not use cmocka asserts (use DKT_CHILD_CHECK). The parent waits
  * and stores the raw wait status. 0 or -errno. stdout/stderr are flushed before fork. */
+/* The pid of the last child dkt_run_in_child started (reaped by then). */
+long dkt_last_child_pid(void);
 int dkt_run_in_child(void (*fn)(void *), void *arg, int *status);
 
 /* In a child: setgroups(0)/setgid/setuid to 65534 (nobody), and mark the process dumpable
