@@ -37,7 +37,7 @@ for b in $builds; do
   cmake -S . -B "build-test-$b" $flags >/dev/null
   cmake --build "build-test-$b" -j"$jobs" >/dev/null
   # tests run one at a time: the physical ones compact memory and count locked pages
-  ASAN_OPTIONS=detect_leaks=1 \
+  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp" \
     ctest --test-dir "build-test-$b" --output-on-failure --timeout 900
 done
 echo "=== all builds passed: $builds"
