@@ -35,13 +35,6 @@ static void require_physical(void) {
              caps->pin_detail);
 }
 
-static const char *failure_text(void) {
-  const dk_failure *f = dk_last_failure();
-  static char buf[512];
-  snprintf(buf, sizeof buf, "code %s (0x%x), constraint %s, \"%s\"", dk_ioreturn_name(f->code),
-           (unsigned)f->code, dk_constraint_name(f->constraint), f->text);
-  return buf;
-}
 
 /* ---- the walk -------------------------------------------------------------------------- */
 /* Compare every segment of md with the frames of [va, va + getLength()). */
@@ -72,7 +65,7 @@ static size_t check_segments(IOMemoryDescriptor *md, const void *va, IOOptionBit
       fail_msg("%s opts 0x%x: offset %" PRIu64 " of %" PRIu64 ": got 0x%" PRIx64 " +%" PRIu64
                ", pagemap says 0x%" PRIx64 " +%" PRIu64 " (%s)",
                what, opts, (uint64_t)off, (uint64_t)len, (uint64_t)a, (uint64_t)sl, e, run,
-               a == 0 ? failure_text() : "");
+               a == 0 ? dkt_failure_text() : "");
     off += sl;
     segs++;
   }
@@ -197,7 +190,7 @@ static void test_segments_match_pagemap_withOptions(void **state) {
       char what[96];
       snprintf(what, sizeof what, "withOptions(dir %u, %zu, 1)", kDirections[d], sizes[s]);
       IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kDirections[d], sizes[s], 1);
-      if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+      if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
       assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), sizes[s], 0));
       if (d == 0 && sizes[s] >= MiB)   /* how much discontinuity the walk really met */
         printf("%s: %zu physical segments\n", what,
@@ -221,34 +214,34 @@ static void test_segments_match_pagemap_other_factories(void **state) {
     snprintf(what, sizeof what, "inTaskWithOptions(kernel_task, In|MapperNone, %zu, 0)", size);
     b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionIn | kIOMemoryMapperNone,
                                                    size, 0);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     check_buffer(b, what);
     OSObject_release(b);
 
     snprintf(what, sizeof what, "withCapacity(%zu, Out, false)", size);
     b = IOBufferMemoryDescriptor_withCapacity(size, kIODirectionOut, false);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     check_buffer(b, what);
     OSObject_release(b);
 
     snprintf(what, sizeof what, "inTaskWithOptions(kernel_task, KernelUserShared|InOut, %zu, 1)", size);
     b = IOBufferMemoryDescriptor_inTaskWithOptions(
         kernel_task, kIOMemoryKernelUserShared | kIODirectionInOut, size, 1);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     assert_int_equal((uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b) % PS, 0);
     check_buffer(b, what);
     OSObject_release(b);
 
     snprintf(what, sizeof what, "inTaskWithOptions(kernel_task, InOut, %zu, page)", size);
     b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, size, PS);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     check_buffer(b, what);
     OSObject_release(b);
 
     snprintf(what, sizeof what, "inTaskWithOptions(kernel_task, ThreadSafe|CopybackCache|InOut, %zu, 1)", size);
     b = IOBufferMemoryDescriptor_inTaskWithOptions(
         kernel_task, kIOMemoryThreadSafe | kIOMapCopybackCache | kIODirectionInOut, size, 1);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     check_buffer(b, what);
     OSObject_release(b);
 
@@ -264,7 +257,7 @@ static void test_segments_match_pagemap_other_factories(void **state) {
     for (size_t i = 0; i < size; i++) pattern[i] = (unsigned char)(i * 7 + 3);
     snprintf(what, sizeof what, "withBytes(%zu, Out, false)", size);
     b = IOBufferMemoryDescriptor_withBytes(pattern, size, kIODirectionOut, false);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     assert_memory_equal(IOBufferMemoryDescriptor_getBytesNoCopy(b), pattern, size);
     check_buffer(b, what);
     OSObject_release(b);
@@ -383,7 +376,7 @@ static void check_mask_limit(uint64_t limit) {
              sizes[s], limit);
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(
         kernel_task, kIODirectionInOut, sizes[s], limit);
-    if (!b) fail_msg("%s: NULL, %s", what, failure_text());
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), sizes[s], 0));
     dk_buffer_info info;
     assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
@@ -396,7 +389,7 @@ static void check_mask_limit(uint64_t limit) {
     c.high = limit;
     b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, sizes[s], &c);
     if (!b) fail_msg("inTaskWithConstraints(high 0x%" PRIx64 ", %zu): NULL, %s", limit, sizes[s],
-                     failure_text());
+                     dkt_failure_text());
     check_under_limit(b, limit, "inTaskWithConstraints(high)");
     OSObject_release(b);
   }
@@ -429,7 +422,7 @@ static void test_mask_below_lowest_frame_fails(void **state) {
            * accepted only as "no memory below the mask" while the pool holds none there */
           const dk_failure fc = *dk_last_failure(), *f = &fc;
           char ftext[512];
-          snprintf(ftext, sizeof ftext, "%s", failure_text());
+          snprintf(ftext, sizeof ftext, "%s", dkt_failure_text());
           dk_pool_stats st = { .size = sizeof st };
           assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
           if (f->code != kIOReturnNoMemory ||
@@ -466,7 +459,7 @@ static void test_mask_below_lowest_frame_fails(void **state) {
     }
     const dk_failure *f = dk_last_failure();
     if (f->code != kIOReturnNoMemory || f->constraint != DK_CONSTRAINT_MASK)
-      fail_msg("mask 0x%" PRIx64 ": expected kIOReturnNoMemory/MASK, got %s", mask, failure_text());
+      fail_msg("mask 0x%" PRIx64 ": expected kIOReturnNoMemory/MASK, got %s", mask, dkt_failure_text());
     char needle[32];
     snprintf(needle, sizeof needle, "0x%" PRIx64, mask);
     if (!dkt_text_has(f->text, needle))
@@ -489,7 +482,7 @@ static void test_alignment_up_to_page(void **state) {
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
       IOBufferMemoryDescriptor *b =
           IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, sizes[s], aligns[a]);
-      if (!b) fail_msg("align %zu size %zu: NULL, %s", (size_t)aligns[a], sizes[s], failure_text());
+      if (!b) fail_msg("align %zu size %zu: NULL, %s", (size_t)aligns[a], sizes[s], dkt_failure_text());
       void *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
       assert_int_equal((uintptr_t)va % aligns[a], 0);
       IOByteCount sl = 0;
@@ -512,7 +505,7 @@ static void test_contiguous_one_page(void **state) {
   const IODirection dirs[] = { kIODirectionIn, kIODirectionOut, kIODirectionInOut };
   for (size_t d = 0; d < 3; d++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCapacity(PS, dirs[d], true);
-    if (!b) fail_msg("withCapacity(page, %u, true): NULL, %s", dirs[d], failure_text());
+    if (!b) fail_msg("withCapacity(page, %u, true): NULL, %s", dirs[d], dkt_failure_text());
     IOByteCount sl = 0;
     addr64_t p = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)b, 0, &sl, 0);
     assert_int_not_equal(p, 0);
@@ -527,7 +520,7 @@ static void test_contiguous_one_page(void **state) {
   const size_t small[] = { 1, 100, 1000, PS / 2 + 1 };
   for (size_t k = 0; k < sizeof small / sizeof small[0]; k++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCapacity(small[k], kIODirectionInOut, true);
-    if (!b) fail_msg("withCapacity(%zu, InOut, true): NULL, %s", small[k], failure_text());
+    if (!b) fail_msg("withCapacity(%zu, InOut, true): NULL, %s", small[k], dkt_failure_text());
     IOByteCount sl = 0;
     addr64_t p = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)b, 0, &sl, 0);
     assert_int_not_equal(p, 0);
@@ -543,13 +536,13 @@ static void test_contiguous_one_page(void **state) {
  * checked through pagemap), the promise must really hold. */
 static void check_contiguous_or_refused(IOBufferMemoryDescriptor *b, size_t size, uint64_t align,
                                         const char *what) {
-  if (!b && dkt_pool_on()) fail_msg("%s: the hugepage pool must meet it: %s", what, failure_text());
+  if (!b && dkt_pool_on()) fail_msg("%s: the hugepage pool must meet it: %s", what, dkt_failure_text());
   if (!b) {
     const dk_failure *f = dk_last_failure();
     if (f->code != kIOReturnNoMemory ||
         (f->constraint != DK_CONSTRAINT_CONTIGUITY && f->constraint != DK_CONSTRAINT_ALIGNMENT))
       fail_msg("%s: expected kIOReturnNoMemory with CONTIGUITY or ALIGNMENT, got %s", what,
-               failure_text());
+               dkt_failure_text());
     printf("%s: refused: %s\n", what, f->text);
     return;
   }
@@ -601,13 +594,13 @@ static void test_null_task_wired_buffer(void **state) {
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
     IOBufferMemoryDescriptor *b =
         IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIODirectionInOut, sizes[s], 1);
-    if (!b) fail_msg("inTaskWithOptions(NULL, InOut, %zu): NULL, %s", sizes[s], failure_text());
+    if (!b) fail_msg("inTaskWithOptions(NULL, InOut, %zu): NULL, %s", sizes[s], dkt_failure_text());
     IOMemoryDescriptor *md = (IOMemoryDescriptor *)b;
     assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(b));
     /* physical segments work without any mapping */
     IOByteCount sl = 0;
     addr64_t p0 = IOMemoryDescriptor_getPhysicalSegment(md, 0, &sl, 0);
-    if (p0 == 0) fail_msg("NULL-task wired buffer: no physical segment: %s", failure_text());
+    if (p0 == 0) fail_msg("NULL-task wired buffer: no physical segment: %s", dkt_failure_text());
     assert_true(sl > 0 && sl <= sizes[s]);
 
     IOMemoryMap *map = IOMemoryDescriptor_map(md, 0);
@@ -633,7 +626,7 @@ static void check_unprepared(IOMemoryDescriptor *md, const char *what) {
   if (a != 0 || sl != 0)
     fail_msg("%s: unprepared pageable buffer gave 0x%" PRIx64 " +%" PRIu64, what, (uint64_t)a, (uint64_t)sl);
   if (dk_last_failure()->constraint != DK_CONSTRAINT_STATE)
-    fail_msg("%s: expected constraint STATE, got %s", what, failure_text());
+    fail_msg("%s: expected constraint STATE, got %s", what, dkt_failure_text());
   sl = 0xdead;
   a = IOMemoryDescriptor_getPhysicalSegment(md, 0, &sl, kIOMemoryMapperNone);
   assert_int_equal(a, 0);
@@ -647,7 +640,7 @@ static void test_pageable_needs_prepare(void **state) {
   const size_t size = 1 * MiB + 100;
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(
       kernel_task, kIOMemoryPageable | kIODirectionInOut, size, 1);
-  if (!b) fail_msg("pageable: NULL, %s", failure_text());
+  if (!b) fail_msg("pageable: NULL, %s", dkt_failure_text());
   IOMemoryDescriptor *md = (IOMemoryDescriptor *)b;
   void *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   assert_non_null(va);
@@ -684,7 +677,7 @@ static void test_null_task_pageable(void **state) {
   const size_t size = 3 * PS + 17;
   IOBufferMemoryDescriptor *b =
       IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIOMemoryPageable | kIODirectionInOut, size, 1);
-  if (!b) fail_msg("NULL-task pageable: NULL, %s", failure_text());
+  if (!b) fail_msg("NULL-task pageable: NULL, %s", dkt_failure_text());
   IOMemoryDescriptor *md = (IOMemoryDescriptor *)b;
   assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(b));
   check_unprepared(md, "NULL-task pageable before prepare");
@@ -714,7 +707,7 @@ static void test_map_physical_segment_forwards_with_offset(void **state) {
     mach_vm_size_t moff = map_offsets[k];
     IOMemoryMap *map = IOMemoryDescriptor_createMappingInTask(md, kernel_task, 0, kIOMapAnywhere,
                                                               moff, 2 * PS);
-    if (!map) fail_msg("createMappingInTask(offset %" PRIu64 ", 2 pages): NULL, %s", moff, failure_text());
+    if (!map) fail_msg("createMappingInTask(offset %" PRIu64 ", 2 pages): NULL, %s", moff, dkt_failure_text());
     const size_t probes[] = { 0, 1, PS - 1, PS, PS + 7, 2 * PS - 1, 2 * PS + 5 /* past the map */ };
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
       for (int o = 0; o < 2; o++) {

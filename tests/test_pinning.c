@@ -26,13 +26,6 @@ static size_t PS;
 
 #define MiB ((size_t)1 << 20)
 
-static const char *failure_text(void) {
-  const dk_failure *f = dk_last_failure();
-  static char buf[512];
-  snprintf(buf, sizeof buf, "code %s (0x%x), constraint %s, \"%s\"", dk_ioreturn_name(f->code),
-           (unsigned)f->code, dk_constraint_name(f->constraint), f->text);
-  return buf;
-}
 
 static int group_setup(void **state) {
   (void)state;
@@ -66,7 +59,7 @@ static void frames_from_library(const tracked *t, uint64_t *out) {
   while (off < t->len) {
     IOByteCount sl = 0;
     addr64_t a = IOMemoryDescriptor_getPhysicalSegment(md, off, &sl, kIOMemoryMapperNone);
-    if (a == 0 || sl == 0) fail_msg("%s: getPhysicalSegment(%" PRIu64 ") failed: %s", t->kind, (uint64_t)off, failure_text());
+    if (a == 0 || sl == 0) fail_msg("%s: getPhysicalSegment(%" PRIu64 ") failed: %s", t->kind, (uint64_t)off, dkt_failure_text());
     /* every page the segment touches */
     for (uint64_t o = 0; o < sl;) {
       uintptr_t v = va + off + o;
@@ -194,14 +187,14 @@ static void test_handed_out_frames_never_move(void **state) {
     for (int k = 0; k < mix[m].count; k++) {
       IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(
           (k & 1) ? kIODirectionInOut : kIODirectionIn, mix[m].size, 1);
-      if (!b) fail_msg("withOptions(%zu): NULL, %s", mix[m].size, failure_text());
+      if (!b) fail_msg("withOptions(%zu): NULL, %s", mix[m].size, dkt_failure_text());
       track(&t[nt++], b, "wired kernel_task buffer");
       total += mix[m].size;
     }
   }
   for (int k = 0; k < 2; k++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIODirectionInOut, 4 * MiB, 1);
-    if (!b) fail_msg("NULL-task 4 MiB: NULL, %s", failure_text());
+    if (!b) fail_msg("NULL-task 4 MiB: NULL, %s", dkt_failure_text());
     track(&t[nt++], b, "NULL-task wired buffer");
     total += 4 * MiB;
   }
@@ -363,7 +356,7 @@ static void test_pins_gone_after_complete_and_release(void **state) {
     IOBufferMemoryDescriptor *b = (k % 3 == 0) ? IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 3 * PS + 17, 1)
                                   : (k % 3 == 1) ? IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIODirectionInOut, 64 * 1024, 1)
                                                  : IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPageable | kIODirectionOut, PS, 1);
-    if (!b) fail_msg("cycle %d: NULL, %s", k, failure_text());
+    if (!b) fail_msg("cycle %d: NULL, %s", k, dkt_failure_text());
     if (k % 3 == 2)   /* released while prepared: free completes */
       assert_int_equal(IOMemoryDescriptor_prepare((IOMemoryDescriptor *)b, 0), kIOReturnSuccess);
     IOMemoryMap *m = IOMemoryDescriptor_createMappingInTask((IOMemoryDescriptor *)b, kernel_task, 0,
@@ -384,7 +377,7 @@ static void test_pins_gone_after_complete_and_release(void **state) {
   do {                                                                                     \
     if (!(cond)) {                                                                         \
       fprintf(stderr, "pin-none check failed: line %d: %s (%s)\n", __LINE__, #cond,        \
-              failure_text());                                                             \
+              dkt_failure_text());                                                             \
       return __LINE__;                                                                     \
     }                                                                                      \
   } while (0)

@@ -67,7 +67,8 @@ static const int default_errno[DK_PRIM__COUNT] = {
 static _Atomic int           fault_armed;
 static _Atomic unsigned long fault_seen;
 static unsigned long         fault_nth;
-static int                   fault_forever, fault_err, fault_fired_flag;
+static int                   fault_forever, fault_err;   /* set before the operation runs */
+static _Atomic int           fault_fired_flag;           /* any thread of the operation sets it */
 static uint32_t              fault_calls;
 
 void dk__fault_arm(unsigned long nth, int forever, uint32_t calls, int err)
@@ -76,13 +77,13 @@ void dk__fault_arm(unsigned long nth, int forever, uint32_t calls, int err)
   fault_forever = forever;
   fault_calls = calls ? calls : (((1u << DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
   fault_err = err;
-  fault_fired_flag = 0;
+  atomic_store(&fault_fired_flag, 0);
   atomic_store(&fault_seen, 0);
   atomic_store(&fault_armed, 1);
 }
 void dk__fault_disarm(void) { atomic_store(&fault_armed, 0); }
 unsigned long dk__fault_calls_seen(void) { return atomic_load(&fault_seen); }
-int dk__fault_fired(void) { return fault_fired_flag; }
+int dk__fault_fired(void) { return atomic_load(&fault_fired_flag); }
 
 /* True when this call must fail; errno is then set. One relaxed load when disarmed. */
 static inline int fault(dk_prim_call call)
@@ -93,7 +94,7 @@ static inline int fault(dk_prim_call call)
     return 0;
   unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1;
   if (n == fault_nth || (fault_forever && n > fault_nth)) {
-    fault_fired_flag = 1;
+    atomic_store(&fault_fired_flag, 1);
     errno = fault_err ? fault_err : default_errno[call];
     return 1;
   }

@@ -382,3 +382,12 @@ bool dkt_maps_dmakit(const void *addr)
   char path[512];
   return maps_line(addr, path, sizeof path) == 1 && strstr(path, "memfd:dmakit") != NULL;
 }
+
+const char *dkt_failure_text(void)
+{
+  const dk_failure *f = dk_last_failure();
+  static char buf[512];
+  snprintf(buf, sizeof buf, "code %s (0x%x), constraint %s, \"%s\"", dk_ioreturn_name(f->code),
+           (unsigned)f->code, dk_constraint_name(f->constraint), f->text);
+  return buf;
+}

@@ -83,6 +83,8 @@ bool dkt_text_has(const char *text, const char *needle);
 /* Whether anything is mapped at addr; whether a dmakit memfd (4K or pool) is mapped there. After
  * an unmap the range may be reused by anyone (a sanitizer runtime maps memory of its own): the
  * promise is that dmakit's memory is gone, and that a still-unmapped address faults. */
+/* dk_last_failure() as one line: code, constraint and text (a static buffer). */
+const char *dkt_failure_text(void);
 bool dkt_is_mapped(const void *addr);
 bool dkt_maps_dmakit(const void *addr);
 bool dkt_all_bytes(const void *p, size_t len, unsigned char c);
