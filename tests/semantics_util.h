@@ -96,13 +96,13 @@ static inline bool pool_on(void) {
 }
 
 /* The provider the routing picks for a wired buffer of this allocation size and final
- * alignment: small buffers (size class next_pow2(max(size, alignment)) up to 2 KiB) are slab
+ * alignment: small buffers (size class next_pow2(max(size, alignment)) up to 4 KiB) are slab
  * slots, the rest pool ranges; without the pool, 4K pages. */
 static inline dk_provider wired_provider(uint64_t allocation_size, uint64_t alignment) {
   if (!pool_on()) return DK_PROVIDER_MEMFD_4K;
   uint64_t a = next_pow2(alignment ? alignment : 1);
   uint64_t need = allocation_size > a ? allocation_size : a;
-  return need <= 2048 ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
+  return need <= 4096 ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
 }
 
 /* b is wired, and from the provider the routing picks for it. */

@@ -135,7 +135,7 @@ static void check_provider(IOBufferMemoryDescriptor *bmd, size_t segs, const cha
   uint64_t a = 1;
   while (a < (info.alignment ? info.alignment : 1)) a <<= 1;
   uint64_t need = info.allocation_size > a ? info.allocation_size : a;
-  assert_int_equal(info.provider, need <= 2048 ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL);
+  assert_int_equal(info.provider, need <= 4096 ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL);
   IOByteCount len = IOMemoryDescriptor_getLength((IOMemoryDescriptor *)bmd);
   if (len && segs != 1) fail_msg("%s: pool memory in %zu physical segments", what, segs);
   void *va = IOBufferMemoryDescriptor_getBytesNoCopy(bmd);

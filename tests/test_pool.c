@@ -98,7 +98,7 @@ static void pool_contiguous_sizes(void **state)
     prove(b, sizes[i], 4096, 0, 0);
     dk_buffer_info info;
     assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
-    assert_int_equal(info.provider, DK_PROVIDER_POOL);
+    assert_int_equal(info.provider, sizes[i] <= 4096 ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL);
     OSObject_release(b);
   }
   validate(true);

@@ -11,8 +11,8 @@
 
 #define SLAB_BYTES   (64u * 1024)
 #define SLAB_MIN     64u
-#define SLAB_MAX     2048u
-#define NCLASS       6                   /* 64 128 256 512 1024 2048 */
+#define SLAB_MAX     4096u
+#define NCLASS       7                   /* 64 128 256 512 1024 2048 4096 */
 #define SLAB_WORDS   (SLAB_BYTES / SLAB_MIN / 64)
 
 typedef struct dk_extent {

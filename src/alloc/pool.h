@@ -2,7 +2,7 @@
  * (src/phys/huge.c) are regions; each keeps an address-ordered, coalescing list of free
  * extents, and buffers are carved with dk__place (highest fitting address first, so low memory
  * stays for the masks that need it). Small buffers are packed into 64 KiB slabs of one size
- * class (64 B .. 2 KiB, naturally aligned). Freed memory is zeroed before it is free again, so
+ * class (64 B .. 4 KiB, naturally aligned). Freed memory is zeroed before it is free again, so
  * every free byte is zero. Growth asks for more hugepages (and searches for low frames when a
  * mask is below everything held); trim gives back whole chunks nobody uses. One mutex; the
  * allocation fast path makes no system call. */
