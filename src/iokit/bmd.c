@@ -125,26 +125,29 @@ static const char *pool_why(void)
 }
 
 /* What the 4K provider can promise before it tries: one page is contiguous, alignment up to
- * a page. Anything more needs the hugepage pool. */
-static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
+ * a page. Anything more needs the hugepage pool; with `report`, why not is recorded. */
+static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page, bool report)
 {
   if (c->alignment > page) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT,
-             "physical alignment 0x%llx is above the page size 0x%llx: 4K pages cannot promise "
-             "it, and the hugepage pool %s", (unsigned long long)c->alignment, (unsigned long long)page,
-             pool_why());
+    if (report)
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT,
+               "physical alignment 0x%llx is above the page size 0x%llx: 4K pages cannot promise "
+               "it, and the hugepage pool %s", (unsigned long long)c->alignment, (unsigned long long)page,
+               pool_why());
     return false;
   }
   if (c->contiguous && size > page) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
-             "%llu physically contiguous bytes are more than one 4K page can promise, and the "
-             "hugepage pool %s", (unsigned long long)size, pool_why());
+    if (report)
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
+               "%llu physically contiguous bytes are more than one 4K page can promise, and the "
+               "hugepage pool %s", (unsigned long long)size, pool_why());
     return false;
   }
   if (c->boundary && c->boundary < page && size > c->boundary) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_BOUNDARY,
-             "boundary 0x%llx is below the page size and the buffer is larger than it",
-             (unsigned long long)c->boundary);
+    if (report)
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_BOUNDARY,
+               "boundary 0x%llx is below the page size and the buffer is larger than it",
+               (unsigned long long)c->boundary);
     return false;
   }
   return true;
@@ -152,12 +155,6 @@ static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page)
 
 /* Whether the frames must be read to keep the promise. A buffer of at most one page starts
  * on a page and so is contiguous and page-aligned by construction. */
-static bool provider_can_quiet(const dk_constraints *c, uint64_t size, uint64_t page)
-{
-  return c->alignment <= page && !(c->contiguous && size > page) &&
-         !(c->boundary && c->boundary < page && size > c->boundary);
-}
-
 static bool has_physical_promise(const dk_constraints *c, uint64_t size, uint64_t page)
 {
   return c->high || c->low || c->alignment > page || c->boundary || (c->contiguous && size > page) ||
@@ -201,7 +198,7 @@ static bool allocate_4k(IOBufferMemoryDescriptor *b, const dk_constraints *c, ui
   const dk_caps *caps = dk__caps();
   IOMemoryDescriptor *md = &b->md;
   uint64_t page = caps->page_size, bytes;
-  if (physical && !provider_can(c, size, page)) return false;
+  if (physical && !provider_can(c, size, page, true)) return false;
   if (physical && !caps->pagemap_frames) {
     dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
              "a physical constraint (limit 0x%llx) cannot be verified: frame numbers in "
@@ -240,15 +237,13 @@ static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint6
   /* Buffers meant to be mapped into other tasks (kIOMemoryKernelUserShared, DriverKit's
    * buffers) keep page-granular mappings: 4K pages, unless only the pool can meet them. */
   bool shared = (b->plan.options & kIOMemorySharingTypeMask) != 0;
-  if (shared && (!physical || provider_can_quiet(c, size, page)))
-    return allocate_4k(b, c, size, len, valign, wire, physical);
+  bool fits_4k = !physical || provider_can(c, size, page, false);
+  if (shared && fits_4k) return allocate_4k(b, c, size, len, valign, wire, physical);
   if (wire && dk__pool_usable()) {
     if (allocate_pool(b, c, size, len, valign)) return true;
     /* what 4K pages can promise they may still give (a mask they happen to meet); the
      * pool's reason stays the one reported if they cannot */
-    if (!physical || provider_can_quiet(c, size, page))
-      return allocate_4k(b, c, size, len, valign, wire, physical);
-    return false;
+    return fits_4k && allocate_4k(b, c, size, len, valign, wire, physical);
   }
   return allocate_4k(b, c, size, len, valign, wire, physical);
 }
