@@ -12,6 +12,18 @@
 
 static const char *why(int e) { return strerror(e); }
 
+uint8_t *dk__reserve_aligned(size_t len, uint64_t align, uint64_t residue)
+{
+  size_t span = len + (size_t)align;
+  if (span < len) { errno = ENOMEM; return NULL; }
+  uint8_t *res = dk__mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (res == MAP_FAILED) return NULL;
+  uint8_t *at = res + ((residue - (uint64_t)(uintptr_t)res) & (align - 1));
+  if (at > res) dk__munmap(res, (size_t)(at - res));                 /* give back the slack */
+  if (res + span > at + len) dk__munmap(at + len, (size_t)(res + span - (at + len)));
+  return at;
+}
+
 bool dk__backing_create(dk_backing *b, size_t size, size_t valign)
 {
   const dk_caps *caps = dk__caps();
@@ -36,17 +48,15 @@ bool dk__backing_create(dk_backing *b, size_t size, size_t valign)
     b->base = p;
     return true;
   }
-  /* Over-reserve address space, place the memfd at the aligned address inside, give back the
-   * slack on both sides. */
-  size_t span = size + valign;
-  if (span < size) { errno = ENOMEM; goto fail_map; }
-  uint8_t *res = dk__mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (res == MAP_FAILED) goto fail_map;
-  uint8_t *at = (uint8_t *)(((uintptr_t)res + valign - 1) & ~(uintptr_t)(valign - 1));
-  void *p = dk__mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, b->fd, 0);
-  if (p == MAP_FAILED) { int e = errno; dk__munmap(res, span); errno = e; goto fail_map; }
-  if (at > res) dk__munmap(res, (size_t)(at - res));
-  if (res + span > at + size) dk__munmap(at + size, (size_t)(res + span - (at + size)));
+  /* an aligned reservation, then the memfd placed over it */
+  uint8_t *at = dk__reserve_aligned(size, valign, 0);
+  if (!at) goto fail_map;
+  if (dk__mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, b->fd, 0) == MAP_FAILED) {
+    int e = errno;
+    dk__munmap(at, size);
+    errno = e;
+    goto fail_map;
+  }
   b->base = at;
   return true;
 fail_map:

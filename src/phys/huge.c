@@ -226,26 +226,6 @@ static int by_pa(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-/* Reserve address space for len bytes placed so that va == pa (mod DK_HUGE_ALIGN). */
-static uint8_t *reserve_congruent(uint64_t pa, uint64_t len, uint8_t **res, size_t *res_len)
-{
-  size_t span = (size_t)(len + DK_HUGE_ALIGN);
-  uint8_t *r = dk__mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (r == MAP_FAILED) return NULL;
-  uint64_t want = pa & (DK_HUGE_ALIGN - 1);
-  uint64_t have = (uint64_t)(uintptr_t)r & (DK_HUGE_ALIGN - 1);
-  *res = r;
-  *res_len = span;
-  return r + ((want - have) & (DK_HUGE_ALIGN - 1));
-}
-
-/* Trim a reservation to [va, va+len). */
-static void trim_reservation(uint8_t *res, size_t res_len, uint8_t *va, uint64_t len)
-{
-  if (va > res) dk__munmap(res, (size_t)(va - res));
-  if (res + res_len > va + len) dk__munmap(va + len, (size_t)(res + res_len - (va + len)));
-}
-
 static void chunk_free_arrays(dk_hchunk *c)
 {
   dk__free(c->pa);
@@ -363,9 +343,8 @@ bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
     r->pa = c->pa[i];
     r->len = (uint64_t)(j - i) * page;
     r->first = i;
-    uint8_t *res;
-    size_t res_len;
-    uint8_t *va = reserve_congruent(r->pa, r->len, &res, &res_len);
+    /* placed so that va == pa (mod DK_HUGE_ALIGN) */
+    uint8_t *va = dk__reserve_aligned((size_t)r->len, DK_HUGE_ALIGN, r->pa & (DK_HUGE_ALIGN - 1));
     if (!va) {
       dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no address space for a %llu-byte run: %s",
                (unsigned long long)r->len, strerror(errno));
@@ -378,13 +357,12 @@ bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
       if (dk__mmap(va + (uint64_t)(k - i) * page, (size_t)((uint64_t)(m - k) * page), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_FIXED, c->fd, (off_t)c->off[k]) == MAP_FAILED) {
         int e = errno;
-        dk__munmap(res, res_len);
+        dk__munmap(va, (size_t)r->len);
         dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "mapping a hugepage run failed: %s", strerror(e));
         goto fail;
       }
       k = m - 1;
     }
-    trim_reservation(res, res_len, va, r->len);
     r->va = va;
     c->nruns++;
     if (dk__caps()->pin_method == DK_PIN_IO_URING && dk__pin(r->va, (size_t)r->len, &r->pin) < 0) {
@@ -418,12 +396,9 @@ void *dk__hchunk_map(const dk_hchunk *c, const dk_hrun *r, uint64_t pa, uint64_t
     if (res != MAP_FAILED && res != (uint8_t *)fixed - g) { dk__munmap(res, total); errno = EEXIST; return NULL; }
     if (res != MAP_FAILED && overwrite) dk__prim_count_adopted(total);
   } else {
-    /* hugetlb mappings must be page-aligned: over-reserve and align */
-    uint8_t *r0 = dk__mmap(NULL, total + (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r0 == MAP_FAILED) return NULL;
-    res = (uint8_t *)(((uintptr_t)r0 + g + page - 1) & ~(uintptr_t)(page - 1)) - g;
-    if (res > r0) dk__munmap(r0, (size_t)(res - r0));
-    if (r0 + total + page > res + total) dk__munmap(res + total, (size_t)(r0 + total + page - (res + total)));
+    /* hugetlb mappings must be page-aligned: the pages start at res + g */
+    res = dk__reserve_aligned(total, page, (uint64_t)(-(int64_t)g) & (page - 1));
+    if (!res) return NULL;
   }
   if (res == MAP_FAILED) return NULL;
   for (uint64_t i = 0; i <= last - first; i++) {

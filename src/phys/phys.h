@@ -38,6 +38,11 @@ long dk__pins_live(void);
 /* The slot tables agree with the pin counts; 0, or -1 with why. */
 int  dk__pin_validate(char *why, size_t cap);
 
+/* ---- address space (backing.c) --------------------------------------------------- */
+/* Reserve exactly [A, A+len) of inaccessible address space with A % align == residue (align a
+ * power of two), for MAP_FIXED mappings to replace; NULL with errno. */
+uint8_t *dk__reserve_aligned(size_t len, uint64_t align, uint64_t residue);
+
 /* ---- backing.c ---------------------------------------------------------------------- */
 typedef struct dk_backing {
   int       fd;            /* the memfd; -1 when none */
