@@ -251,6 +251,13 @@ static bool chunk_unused(const dk_chunk_node *node)
   return true;
 }
 
+/* Give back every chunk of a finished search that holds nothing. */
+static void drop_unused(dk_chunk_node **chunks, unsigned n)
+{
+  for (unsigned i = 0; i < n; i++)
+    if (chunk_unused(chunks[i])) drop_chunk(chunks[i]);
+}
+
 static bool chunk_has_below(const dk_chunk_node *node, uint64_t high)
 {
   return node->chunk.npages && node->chunk.pa[0] <= high;
@@ -313,44 +320,40 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   bool big = align > P2 || len > 64 * P2;
   uint64_t lowest_seen = UINT64_MAX;
 
-  /* 1. 2 MiB pages, a few rounds: a masked or contiguous request may need more than one */
+  /* 1. 2 MiB pages. When what the pool grew by does not meet the request, search on, holding
+   *    what the kernel hands out (freed, the same pages would come back): below a mask in
+   *    chunks of grow_min, or for a run long enough in growing chunks (a bigger chunk holds more
+   *    physically adjacent pages). Bounded in memory and time; every chunk that found nothing
+   *    useful is given back at once when the search ends. */
   if (!big) {
     uint64_t want = len + (align > P2 ? align : 0);
     uint64_t bytes = want > grow_min ? want : grow_min;
     uint64_t t0 = now_ms(), held_for_search = 0;
     dk_chunk_node *searched[256];
     unsigned nsearched = 0;
-    bool searching = false;
-    for (int round = 0; round < 256; round++) {
+    bool lowmem = false;
+    for (;;) {
       dk_chunk_node *node;
       uint32_t n = (uint32_t)((bytes + P2 - 1) / P2);
       if (!grow(P2, n, &node)) break;
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
       if (try_place(c, len, align, out)) {
-        /* a low-memory search gives back at once every chunk that found nothing useful */
-        for (unsigned i = 0; i < nsearched; i++)
-          if (chunk_unused(searched[i])) drop_chunk(searched[i]);
+        drop_unused(searched, nsearched);
         return true;
       }
-      if (c->high && !chunk_has_below(node, c->high)) {
-        /* the kernel handed out frames above the mask: search lower, holding what we get */
-        if (!searching) g_stats.lowmem_searches++;
-        searching = true;
-        if (nsearched < 256) searched[nsearched++] = node;
-        held_for_search += node->chunk.page * node->chunk.npages;
-        if (held_for_search >= (uint64_t)dk__option(DK_OPTION_LOWMEM_SEARCH_MB) << 20 ||
-            now_ms() - t0 >= (uint64_t)dk__option(DK_OPTION_LOWMEM_SEARCH_MS))
-          break;
-        /* search in chunks of grow_min: each chunk is kept whole or given back whole, so
-         * what is kept after the search is small and everything else goes back at once */
-        bytes = grow_min;
-        continue;
+      bool below = !c->high || chunk_has_below(node, c->high);
+      if (!below && !lowmem) {
+        g_stats.lowmem_searches++;
+        lowmem = true;
       }
-      if (round >= 3) break;               /* contiguity: a few tries, then 1 GiB pages */
-      bytes *= 2;
+      searched[nsearched++] = node;
+      held_for_search += node->chunk.page * node->chunk.npages;
+      if (nsearched == 256 || held_for_search >= (uint64_t)dk__option(DK_OPTION_LOWMEM_SEARCH_MB) << 20 ||
+          now_ms() - t0 >= (uint64_t)dk__option(DK_OPTION_LOWMEM_SEARCH_MS))
+        break;
+      bytes = !below ? grow_min : (bytes * 2 > 256 * P2 ? 256 * P2 : bytes * 2);
     }
-    for (unsigned i = 0; i < nsearched; i++)
-      if (chunk_unused(searched[i])) drop_chunk(searched[i]);
+    drop_unused(searched, nsearched);
   }
   /* 2. 1 GiB pages: large contiguity and alignment, and low memory the kernel still has */
   if (have_1g && len <= 64 * P1G && align <= P1G) {
