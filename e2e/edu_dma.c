@@ -347,8 +347,13 @@ int main(int argc, char **argv)
     check_segments("plain 4K page", plain, 0, &plain_pa);
     printf("  plain unconstrained 4K page at bus 0x%llx (provider %s)\n",
            (unsigned long long)plain_pa, provider_of(plain));
-    CHECK(plain_pa > MASK28, "an unconstrained 4K page lands above the mask (0x%llx): the kernel "
-          "hands user space high frames first", (unsigned long long)plain_pa);
+    /* where the kernel puts a 4K page is the kernel's business, not a dmakit promise: usually
+     * above the mask (high frames first), now and then below it (as with m4 below) */
+    if (plain_pa > MASK28)
+      printf("  an unconstrained 4K page lands above the mask (0x%llx): the kernel hands user space "
+             "high frames first\n", (unsigned long long)plain_pa);
+    else
+      printf("  note: this boot's kernel handed out a low 4K page (0x%llx)\n", (unsigned long long)plain_pa);
   }
   OSSafeReleaseNULL(plain);
   IOBufferMemoryDescriptor *m4 =
