@@ -203,7 +203,7 @@ static int documented(IOReturn rc)
 
 /* One injection sweep: fail the nth call among `calls` (a prim call mask, 0 = all) with `err`,
  * n = 1, 2, ... until the operation no longer reaches the fault. Returns the fault points. */
-static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uint32_t calls, int err, int forever)
+static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uint64_t calls, int err, int forever)
 {
   unsigned long n;
   for (n = 1; n < 10000; n++) {
@@ -271,11 +271,11 @@ static void run_faults_n(const char *what, op_fn op, int errnos_per_call)
   for (size_t i = 0; i < sizeof g_errs / sizeof g_errs[0]; i++)
     for (int e = 0; e < errnos_per_call && g_errs[i].errs[e]; e++)
       for (int forever = 0; forever < 2; forever++)
-        total += sweep(what, op, &base, 1u << g_errs[i].call, g_errs[i].errs[e], forever);
+        total += sweep(what, op, &base, DK_PRIM_BIT(g_errs[i].call), g_errs[i].errs[e], forever);
   /* 3. the library's own heap allocations alone */
   unsigned long heap = 0;
   for (int forever = 0; forever < 2; forever++)
-    heap += sweep(what, op, &base, (1u << DK_PRIM_MALLOC) | (1u << DK_PRIM_CALLOC), ENOMEM, forever);
+    heap += sweep(what, op, &base, DK_PRIM_BIT(DK_PRIM_MALLOC) | DK_PRIM_BIT(DK_PRIM_CALLOC), ENOMEM, forever);
   assert_true(heap > 0);          /* every operation allocates at least its object */
   print_message("%s: %lu injected failures, %lu of them heap allocations\n", what, total + heap, heap);
   /* and it still works afterwards */

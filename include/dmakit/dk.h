@@ -27,6 +27,8 @@ typedef enum dk_constraint_kind {
   DK_CONSTRAINT_RESOURCE,     /* the system refused memory, a descriptor or a lock */
   DK_CONSTRAINT_STATE,        /* the object is in the wrong state (unprepared, read-only) */
   DK_CONSTRAINT_RANGE,        /* offset/length outside the descriptor */
+  DK_CONSTRAINT_PEER,         /* another process's credentials or access rights (sharing) */
+  DK_CONSTRAINT_CONNECTION,   /* the other process is gone, unresponsive or sent a bad message */
 } dk_constraint_kind;
 
 typedef struct dk_failure {
@@ -86,6 +88,8 @@ typedef enum dk_option {
    * searching (default 2048) and this many milliseconds (default 3000). */
   DK_OPTION_LOWMEM_SEARCH_MB,
   DK_OPTION_LOWMEM_SEARCH_MS,
+  /* How long sharing calls wait for the other process's answer (ms; default 5000). */
+  DK_OPTION_SHARE_TIMEOUT_MS,
   DK_OPTION__COUNT
 } dk_option;
 

@@ -9,6 +9,7 @@
 #include <dmakit/IOBufferMemoryDescriptor.h>
 #include <dmakit/DriverKit.h>
 #include <dmakit/dk.h>
+#include <dmakit/share.h>
 
 #define DMAKIT_VERSION_MAJOR 0
 #define DMAKIT_VERSION_MINOR 1

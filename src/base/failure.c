@@ -57,7 +57,7 @@ const char *dk_constraint_name(dk_constraint_kind kind)
 {
   static const char *const names[] = {
     "none", "argument", "task", "mask", "alignment", "contiguity", "boundary", "segments",
-    "cache", "privilege", "pin", "resource", "state", "range",
+    "cache", "privilege", "pin", "resource", "state", "range", "peer", "connection",
   };
   return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : "unknown";
 }

@@ -335,6 +335,30 @@ static bool plan_memo(dk_plan *out, dk_task_kind tk, IOOptionBits options, uint6
   return true;
 }
 
+/* A buffer in a client task is mapped there whole (XNU: a fresh VM object mapped anywhere in
+ * the user task), read-write unless the client has read-only access. */
+static bool map_into_task(IOMemoryDescriptor *md, task_t task, uint64_t capacity)
+{
+  dk_access access = DK_ACCESS_NONE;
+  dk_task_get_peer(task, NULL, &access);
+  dk_share_req r = {
+    .memfd = md->backing.fd,
+    .file_offset = (uint64_t)(md->buffer - md->backing.base),
+    .span = md->backing.size,
+    .in_page = 0,
+    .length = capacity,
+    .writable = access == DK_ACCESS_READ_WRITE,
+    .tag = md->tag,
+    .obj = md,
+    .kind = DK_SHARE_BUFFER,
+  };
+  uint64_t id, address;
+  if (dk__share_map(task, &r, &id, &address) != kIOReturnSuccess) return false;
+  md->user_id = id;
+  if (address) __atomic_store_n(&md->user_address, address, __ATOMIC_RELEASE);
+  return true;
+}
+
 /* initWithPhysicalMask with the public entry's failure bookkeeping already done. */
 static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits options,
                         uint64_t capacity, uint64_t alignment, uint64_t mask,
@@ -347,9 +371,9 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   }
   const dk_caps *caps = dk__caps();
   dk_task_kind tk = dk__task_kind(task);
-  if (tk == DK_TASK_OTHER) {
+  if (tk == DK_TASK_OTHER && !dk__task_is_client(task)) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_TASK,
-             "unknown task: only kernel_task (this process) and NULL are tasks here");
+             "unknown task: kernel_task (this process), NULL and connected clients are the tasks here");
     return false;
   }
   if (!plan_memo(&b->plan, tk, options, capacity, alignment, mask, caps->page_size)) return false;
@@ -366,6 +390,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   md->flags = p->flags;
   md->thread_safe = (p->flags & kIOMemoryThreadSafe) != 0;
   md->task = task;
+  dk__task_retain(task);                   /* a client's task lives as long as its buffers */
   md->pageable = p->pageable;
   dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);
   if (c.high && caps->ram_top && c.high >= caps->ram_top - 1) c.high = 0;  /* above all RAM */
@@ -382,6 +407,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   }
   if (p->purgeable) b->purgeable_state = kIOMemoryPurgeableNonVolatile;
   md->length = p->capacity;
+  if (tk == DK_TASK_OTHER && !map_into_task(md, task, p->capacity)) return false;
   b->initialized = true;
   return true;
 }
@@ -517,11 +543,19 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(task_t 
 
 /* ---- buffer methods (§4) ---------------------------------------------------------- */
 
+/* The buffer in its task: this process's pointer, or for a client task the client's address
+ * (as XNU gives a user task's address, which the kernel cannot dereference). */
+static uint8_t *task_bytes(const IOBufferMemoryDescriptor *b)
+{
+  if (b->md.task == kernel_task) return b->md.buffer;
+  return (uint8_t *)(uintptr_t)__atomic_load_n(&b->md.user_address, __ATOMIC_ACQUIRE);
+}
+
 void *IOBufferMemoryDescriptor_getBytesNoCopy(IOBufferMemoryDescriptor *self)
 {
   IOBufferMemoryDescriptor *b = as_bmd(self);
   if (!b || !b->initialized || !b->md.task) return NULL;
-  return b->md.buffer;
+  return task_bytes(b);
 }
 
 void *IOBufferMemoryDescriptor_getBytesNoCopyRange(IOBufferMemoryDescriptor *self, vm_size_t start,
@@ -530,7 +564,8 @@ void *IOBufferMemoryDescriptor_getBytesNoCopyRange(IOBufferMemoryDescriptor *sel
   IOBufferMemoryDescriptor *b = as_bmd(self);
   if (!b || !b->initialized || !b->md.task) return NULL;
   if (start + withLength < start) return NULL;
-  if (start < b->md.length && start + withLength <= b->md.length) return b->md.buffer + start;
+  uint8_t *base = task_bytes(b);
+  if (base && start < b->md.length && start + withLength <= b->md.length) return base + start;
   return NULL;
 }
 
@@ -556,7 +591,7 @@ bool IOBufferMemoryDescriptor_appendBytes(IOBufferMemoryDescriptor *self, const 
   uint64_t n = withLength < room ? withLength : room;     /* silent truncation */
   uint8_t *at = b->md.buffer + b->md.length;
   b->md.length += n;
-  /* kernel_task and NULL both live in this process: a plain copy, as XNU's kernel path */
+  /* every task's buffer is mapped in this process too: a plain copy into that mapping */
   if (n) {
     if (bytes) memcpy(at, bytes, (size_t)n);
     else memset(at, 0, (size_t)n);

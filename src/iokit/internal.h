@@ -10,6 +10,7 @@
 #include "base/base.h"
 #include "iokit/plan.h"
 #include "phys/phys.h"
+#include "share/share.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,11 +27,6 @@ struct OSObject {
   _Atomic int     refcount;
 };
 
-struct dk_task {
-  uint32_t    magic;
-  const char *name;
-};
-#define DK_TASK_MAGIC 0x7a5c7a5cu
 
 extern const dk_class dk__bmd_class;
 extern const dk_class dk__map_class;
@@ -57,7 +53,9 @@ struct IOMemoryDescriptor {
   uint32_t        flags;        /* _flags (REFERENCE.md §1.4) */
   uint32_t        tag;
   IOByteCount     length;
-  task_t          task;         /* kernel_task, or NULL for a buffer mapped nowhere */
+  task_t          task;         /* kernel_task, NULL (mapped nowhere) or a client (retained) */
+  uint64_t        user_address; /* in a client task: the buffer's address there (getBytesNoCopy) */
+  uint64_t        user_id;      /* in a client task: that mapping's id */
   _Atomic uint32_t wire_count;  /* counted prepare()s; changed under `lock` with ThreadSafe */
   pthread_mutex_t lock;         /* kIOMemoryThreadSafe methods; always for the map set */
   IOMemoryMap    *maps;         /* the shareable mapping set; maps unlink themselves */
@@ -86,8 +84,9 @@ struct IOMemoryMap {
   IOMemoryMap        *super;       /* retained; a sub-range of an existing mapping */
   IOMemoryMap        *next;        /* in md->maps */
   bool                in_set;
-  task_t              task;
-  mach_vm_address_t   address;     /* 0 after unmap */
+  task_t              task;        /* retained when a client */
+  mach_vm_address_t   address;     /* 0 after unmap; atomic (a client's side can revoke it) */
+  uint64_t            share_id;    /* the mapping in a client task, 0 when none */
   mach_vm_size_t      length;
   mach_vm_size_t      offset;
   IOOptionBits        options;
@@ -116,6 +115,10 @@ void     dk__md_unwire(IOMemoryDescriptor *md);
 void     dk__md_teardown(IOMemoryDescriptor *md);
 
 /* map.c */
+static inline mach_vm_address_t dk__map_address(const IOMemoryMap *m)
+{
+  return __atomic_load_n(&m->address, __ATOMIC_ACQUIRE);
+}
 IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
                                 IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length);
 

@@ -29,6 +29,8 @@ static void vm_release(IOMemoryMap *m)
 {
   if (m->vm_base) dk__backing_unmap(m->vm_base, m->vm_len, m->vm_guard);
   m->vm_base = NULL;
+  if (m->share_id) dk__share_unmap(m->task, m->share_id);   /* the client unmaps it */
+  m->share_id = 0;
 }
 
 static void map_free(OSObject *o)
@@ -38,6 +40,7 @@ static void map_free(OSObject *o)
   vm_release(m);
   OSObject_release(m->super);
   OSObject_release(m->md);
+  dk__task_release(m->task);
   dk__free(m);
 }
 
@@ -54,13 +57,13 @@ static size_t guard_bytes(IOOptionBits options)
 static bool compatible(const IOMemoryMap *m, task_t task, mach_vm_address_t at, IOOptionBits options,
                        mach_vm_size_t offset, mach_vm_size_t length)
 {
-  if (!m->address || m->task != task) return false;                      /* unmapped, other task */
-  if (m->super && !m->super->address) return false;                      /* its view went away */
+  if (!dk__map_address(m) || m->task != task) return false;             /* unmapped, other task */
+  if (m->super && !dk__map_address(m->super)) return false;             /* its view went away */
   if ((m->options ^ options) & (kIOMapReadOnly | kIOMapGuardedMask)) return false;
   uint32_t want = options & kIOMapCacheMask;
   if (want != kIOMapDefaultCache && want != (m->options & kIOMapCacheMask)) return false;
   if (offset < m->offset || offset + length > m->offset + m->length) return false;
-  if (!(options & kIOMapAnywhere) && at != m->address + (offset - m->offset)) return false;
+  if (!(options & kIOMapAnywhere) && at != dk__map_address(m) + (offset - m->offset)) return false;
   return true;
 }
 
@@ -93,11 +96,46 @@ static IOMemoryMap *new_map(IOMemoryDescriptor *md, task_t task, IOOptionBits op
   dk__object_init(&m->obj, &dk__map_class);
   OSObject_retain(md);
   m->md = md;
+  dk__task_retain(task);
   m->task = task;
   m->options = options;
   m->offset = offset;
   m->length = length;
   return m;
+}
+
+/* A mapping in a client task: the memfd's pages holding the range, sent there. Only memory
+ * with a memfd of its own can go (4K pages); pool memory shares its memfd with other buffers. */
+static bool map_into_client(IOMemoryMap *m, IOMemoryDescriptor *md, task_t task, IOOptionBits options,
+                            mach_vm_size_t offset, mach_vm_size_t length)
+{
+  if (md->pooled || md->backing.fd < 0) {
+    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
+             "this buffer lives in the hugepage pool, whose memory it shares with other buffers: only "
+             "buffers with their own pages can be mapped into a client (create it with "
+             "kIOMemoryKernelUserShared, or in the client's task)");
+    return false;
+  }
+  size_t page = dk__caps()->page_size;
+  size_t start = (size_t)(md->buffer - md->backing.base) + (size_t)offset;
+  size_t in_page = start & (page - 1);
+  dk_share_req r = {
+    .memfd = md->backing.fd,
+    .file_offset = start - in_page,
+    .span = (in_page + (size_t)length + page - 1) & ~(page - 1),
+    .in_page = in_page,
+    .length = length,
+    .writable = !(options & kIOMapReadOnly),
+    .populate = (options & kIOMapPrefault) != 0,
+    .tag = md->tag,
+    .obj = m,
+    .kind = DK_SHARE_MAP,
+  };
+  uint64_t id, address;
+  if (dk__share_map(task, &r, &id, &address) != kIOReturnSuccess) return false;
+  m->share_id = id;
+  __atomic_store_n(&m->address, address, __ATOMIC_RELEASE);   /* 0 until a pending answer */
+  return true;
 }
 
 static void set_add(IOMemoryMap *m)
@@ -118,8 +156,10 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_TASK, "cannot map into no task (NULL)");
     return NULL;
   }
-  if (dk__task_kind(task) != DK_TASK_KERNEL) {
-    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_TASK, "only kernel_task (this process) can be mapped into");
+  bool client = dk__task_is_client(task);
+  if (task != kernel_task && !client) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_TASK,
+             "not a task: kernel_task (this process) or a connected client can be mapped into");
     return NULL;
   }
   /* rule 1: length 0 means the current length */
@@ -141,7 +181,7 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
       IOMemoryMap *sub = new_map(md, task, options, offset, length);
       if (!sub) { OSObject_release(old); return NULL; }
       sub->super = old;                                                  /* holds old's +1 */
-      sub->address = old->address + (offset - old->offset);
+      sub->address = dk__map_address(old) + (offset - old->offset);
       set_add(sub);
       return sub;
     }
@@ -161,13 +201,23 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
              (unsigned long long)at);
     return NULL;
   }
+  if (client && (!(options & kIOMapAnywhere) || guard)) {
+    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
+             "a client chooses where it maps a buffer: pass kIOMapAnywhere and no guard bits");
+    return NULL;
+  }
   IOMemoryMap *m = new_map(md, task, options, offset, length);
   if (!m) return NULL;
   /* rule 5: the identity shortcut */
   if (task == md->task && (options & kIOMapAnywhere) && !(options & kIOMapUnique) && !guard &&
-      offset == 0 && md->buffer && length <= md->length) {
-    m->address = (mach_vm_address_t)(uintptr_t)md->buffer;
+      offset == 0 && md->buffer && length <= md->length && (!client || md->user_address)) {
+    m->address = client ? md->user_address : (mach_vm_address_t)(uintptr_t)md->buffer;
     m->options |= kIOMapStatic;
+  } else if (client) {
+    if (!map_into_client(m, md, task, options, offset, length)) {
+      OSObject_release(m);
+      return NULL;
+    }
   } else if (md->pooled) {
     /* rule 6 for pool memory: the hugepages that hold the range, mapped again */
     uint64_t hp = dk__pool_page(&md->block);
@@ -255,7 +305,7 @@ IOMemoryMap *IOMemoryDescriptor_map(IOMemoryDescriptor *p, IOOptionBits options)
 mach_vm_address_t IOMemoryMap_getAddress(IOMemoryMap *p)
 {
   IOMemoryMap *m = as_map(p);
-  return m ? m->address : 0;
+  return m ? dk__map_address(m) : 0;
 }
 IOVirtualAddress IOMemoryMap_getVirtualAddress(IOMemoryMap *p) { return IOMemoryMap_getAddress(p); }
 
@@ -312,7 +362,7 @@ IOReturn IOMemoryMap_unmap(IOMemoryMap *p)
   /* static and sub-range maps own no VM; a second unmap has nothing left to do */
   pthread_mutex_lock(&m->md->lock);
   vm_release(m);
-  m->address = 0;
+  __atomic_store_n(&m->address, 0, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&m->md->lock);
   return kIOReturnSuccess;
 }

@@ -62,6 +62,10 @@ void dk__md_unwire(IOMemoryDescriptor *md) { dk__backing_unwire(&md->backing); }
 
 void dk__md_teardown(IOMemoryDescriptor *md)
 {
+  if (md->user_id) dk__share_unmap(md->task, md->user_id);   /* gone from the client too */
+  md->user_id = 0;
+  dk__task_release(md->task);
+  md->task = NULL;
   md->wire_count = 0;
   if (md->pooled) {
     dk__pool_free(&md->block);        /* zeroes it: freed memory never shows its contents */

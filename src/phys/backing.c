@@ -31,7 +31,7 @@ bool dk__backing_create(dk_backing *b, size_t size, size_t valign)
   *b = DK_BACKING_INIT;
   b->shift = caps->page_shift;
   if (valign < page) valign = page;
-  b->fd = dk__memfd_create("dmakit", MFD_CLOEXEC);
+  b->fd = dk__memfd_create("dmakit", MFD_CLOEXEC | MFD_ALLOW_SEALING);   /* sealed when shared */
   if (b->fd < 0) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "memfd_create failed: %s", why(errno));
     return false;

@@ -5,7 +5,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -23,6 +26,14 @@ static int sys_io_uring_register(int fd, unsigned opcode, void *arg, unsigned nr
   return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr);
 }
 static int sys_getrlimit(int resource, struct rlimit *rl) { return getrlimit(resource, rl); }
+static int sys_socket(int d, int t, int p) { return socket(d, t | SOCK_CLOEXEC, p); }
+static int sys_bind(int fd, const struct sockaddr *a, unsigned l) { return bind(fd, a, l); }
+static int sys_accept4(int fd, struct sockaddr *a, unsigned *l, int f) { return accept4(fd, a, l, f); }
+static int sys_connect(int fd, const struct sockaddr *a, unsigned l) { return connect(fd, a, l); }
+static int sys_poll(struct pollfd *f, unsigned long n, int t) { return poll(f, (nfds_t)n, t); }
+static int sys_getsockopt(int fd, int lv, int n, void *v, unsigned *l) { return getsockopt(fd, lv, n, v, l); }
+static int sys_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+static int sys_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
 static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
 
@@ -33,6 +44,10 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .pread = pread, .read = read, .write = write, .io_uring_setup = sys_io_uring_setup,\
   .io_uring_register = sys_io_uring_register, .getrlimit = sys_getrlimit,\
   .process_vm_readv = process_vm_readv,\
+  .socket = sys_socket, .bind = sys_bind, .listen = listen, .accept4 = sys_accept4,\
+  .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
+  .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
+  .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -44,6 +59,8 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "memfd_create", "ftruncate",
   "fallocate", "open", "close", "pread", "read", "write", "io_uring_setup", "io_uring_register",
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
+  "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
+  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -58,24 +75,29 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_OPEN] = EMFILE, [DK_PRIM_CLOSE] = EIO, [DK_PRIM_PREAD] = EIO, [DK_PRIM_READ] = EIO, [DK_PRIM_WRITE] = EIO,
   [DK_PRIM_IO_URING_SETUP] = ENOMEM, [DK_PRIM_IO_URING_REGISTER] = ENOMEM,
   [DK_PRIM_GETRLIMIT] = EFAULT, [DK_PRIM_PROCESS_VM_READV] = EFAULT, [DK_PRIM_THREAD_CREATE] = EAGAIN, [DK_PRIM_MALLOC] = ENOMEM, [DK_PRIM_CALLOC] = ENOMEM,
-  [DK_PRIM_REALLOC] = ENOMEM,
+  [DK_PRIM_REALLOC] = ENOMEM, [DK_PRIM_SOCKET] = EMFILE, [DK_PRIM_BIND] = EADDRINUSE,
+  [DK_PRIM_LISTEN] = EADDRINUSE, [DK_PRIM_ACCEPT] = EMFILE, [DK_PRIM_CONNECT] = ECONNREFUSED,
+  [DK_PRIM_SENDMSG] = ENOBUFS, [DK_PRIM_RECVMSG] = ENOMEM, [DK_PRIM_POLL] = ENOMEM,
+  [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
+  [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
-#define RELEASE_CALLS ((1u << DK_PRIM_MUNMAP) | (1u << DK_PRIM_MUNLOCK) | (1u << DK_PRIM_CLOSE))
+#define RELEASE_CALLS (DK_PRIM_BIT(DK_PRIM_MUNMAP) | DK_PRIM_BIT(DK_PRIM_MUNLOCK) | DK_PRIM_BIT(DK_PRIM_CLOSE) | \
+                       DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK))
 
 static _Atomic int           fault_armed;
 static _Atomic unsigned long fault_seen;
 static unsigned long         fault_nth;
 static int                   fault_forever, fault_err;   /* set before the operation runs */
 static _Atomic int           fault_fired_flag;           /* any thread of the operation sets it */
-static uint32_t              fault_calls;
+static uint64_t              fault_calls;
 
-void dk__fault_arm(unsigned long nth, int forever, uint32_t calls, int err)
+void dk__fault_arm(unsigned long nth, int forever, uint64_t calls, int err)
 {
   fault_nth = nth;
   fault_forever = forever;
-  fault_calls = calls ? calls : (((1u << DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
+  fault_calls = calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
   fault_err = err;
   atomic_store(&fault_fired_flag, 0);
   atomic_store(&fault_seen, 0);
@@ -90,7 +112,7 @@ static inline int fault(dk_prim_call call)
 {
   if (__builtin_expect(!atomic_load_explicit(&fault_armed, memory_order_relaxed), 1))
     return 0;
-  if (!(fault_calls & (1u << call)))
+  if (!(fault_calls & DK_PRIM_BIT(call)))
     return 0;
   unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1;
   if (n == fault_nth || (fault_forever && n > fault_nth)) {
@@ -223,6 +245,88 @@ ssize_t dk__copy_checked(void *dst, const void *src, size_t len)
   if (fault(DK_PRIM_PROCESS_VM_READV)) return -1;
   struct iovec l = { dst, len }, r = { (void *)(uintptr_t)src, len };
   return dk__prim.process_vm_readv(getpid(), &l, 1, &r, 1, 0);
+}
+int dk__socket(int domain, int type, int protocol)
+{
+  if (fault(DK_PRIM_SOCKET)) return -1;
+  int fd = dk__prim.socket(domain, type, protocol);
+  if (fd >= 0) COUNT(c_fds, 1);
+  return fd;
+}
+int dk__bind(int fd, const struct sockaddr *addr, unsigned len)
+{
+  if (fault(DK_PRIM_BIND)) return -1;
+  return dk__prim.bind(fd, addr, len);
+}
+int dk__listen(int fd, int backlog)
+{
+  if (fault(DK_PRIM_LISTEN)) return -1;
+  return dk__prim.listen(fd, backlog);
+}
+int dk__accept(int fd)
+{
+  if (fault(DK_PRIM_ACCEPT)) return -1;
+  int c = dk__prim.accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (c >= 0) COUNT(c_fds, 1);
+  return c;
+}
+int dk__connect(int fd, const struct sockaddr *addr, unsigned len)
+{
+  if (fault(DK_PRIM_CONNECT)) return -1;
+  return dk__prim.connect(fd, addr, len);
+}
+ssize_t dk__sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+  if (fault(DK_PRIM_SENDMSG)) return -1;
+  return dk__prim.sendmsg(fd, msg, flags | MSG_NOSIGNAL);
+}
+ssize_t dk__recvmsg(int fd, struct msghdr *msg, int flags)
+{
+  if (fault(DK_PRIM_RECVMSG)) return -1;
+  return dk__prim.recvmsg(fd, msg, flags | MSG_CMSG_CLOEXEC);
+}
+void dk__prim_count_received(int nfds) { COUNT(c_fds, nfds); }
+int dk__poll(struct pollfd *fds, unsigned long nfds, int timeout)
+{
+  if (fault(DK_PRIM_POLL)) return -1;
+  return dk__prim.poll(fds, nfds, timeout);
+}
+int dk__getsockopt(int fd, int level, int name, void *val, unsigned *len)
+{
+  if (fault(DK_PRIM_GETSOCKOPT)) return -1;
+  return dk__prim.getsockopt(fd, level, name, val, len);
+}
+int dk__shutdown(int fd, int how)
+{
+  if (fault(DK_PRIM_SHUTDOWN)) return -1;
+  return dk__prim.shutdown(fd, how);
+}
+int dk__fchmod(int fd, mode_t mode)
+{
+  if (fault(DK_PRIM_FCHMOD)) return -1;
+  return dk__prim.fchmod(fd, mode);
+}
+int dk__fcntl(int fd, int cmd, int arg)
+{
+  if (fault(DK_PRIM_FCNTL)) return -1;
+  return dk__prim.fcntl(fd, cmd, arg);
+}
+int dk__unlink(const char *path)
+{
+  if (fault(DK_PRIM_UNLINK)) return -1;
+  return dk__prim.unlink(path);
+}
+int dk__pipe(int fds[2])
+{
+  if (fault(DK_PRIM_PIPE)) return -1;
+  int r = dk__prim.pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+  if (r == 0) COUNT(c_fds, 2);
+  return r;
+}
+int dk__lstat(const char *path, struct stat *st)
+{
+  if (fault(DK_PRIM_LSTAT)) return -1;
+  return dk__prim.lstat(path, st);
 }
 int dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {

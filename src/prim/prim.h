@@ -16,6 +16,10 @@
 struct io_uring_params;
 struct rlimit;
 struct iovec;
+struct sockaddr;
+struct msghdr;
+struct pollfd;
+struct stat;
 
 typedef struct dk_prim_table {
   void   *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
@@ -37,6 +41,21 @@ typedef struct dk_prim_table {
   int     (*getrlimit)(int resource, struct rlimit *rl);
   ssize_t (*process_vm_readv)(pid_t pid, const struct iovec *local, unsigned long nl,
                               const struct iovec *remote, unsigned long nr, unsigned long flags);
+  int     (*socket)(int domain, int type, int protocol);
+  int     (*bind)(int fd, const struct sockaddr *addr, unsigned len);
+  int     (*listen)(int fd, int backlog);
+  int     (*accept4)(int fd, struct sockaddr *addr, unsigned *len, int flags);
+  int     (*connect)(int fd, const struct sockaddr *addr, unsigned len);
+  ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
+  ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
+  int     (*poll)(struct pollfd *fds, unsigned long nfds, int timeout);
+  int     (*getsockopt)(int fd, int level, int name, void *val, unsigned *len);
+  int     (*shutdown)(int fd, int how);
+  int     (*fchmod)(int fd, mode_t mode);
+  int     (*fcntl)(int fd, int cmd, int arg);
+  int     (*unlink)(const char *path);
+  int     (*lstat)(const char *path, struct stat *st);
+  int     (*pipe2)(int fds[2], int flags);
   int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
   int     (*thread_join)(pthread_t t);
   void   *(*malloc)(size_t n);
@@ -51,6 +70,9 @@ typedef enum dk_prim_call {
   DK_PRIM_MUNLOCK, DK_PRIM_MEMFD_CREATE, DK_PRIM_FTRUNCATE, DK_PRIM_FALLOCATE, DK_PRIM_OPEN,
   DK_PRIM_CLOSE, DK_PRIM_PREAD, DK_PRIM_READ, DK_PRIM_WRITE, DK_PRIM_IO_URING_SETUP, DK_PRIM_IO_URING_REGISTER,
   DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_THREAD_CREATE, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
+  DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
+  DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
+  DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -60,10 +82,12 @@ const char *dk__prim_call_name(dk_prim_call call);
 
 /* ---- fault injection ---------------------------------------------------------------- */
 /* Fail the `nth` (1-based) eligible call from now on; `forever` keeps failing every eligible
- * call after it. `calls` is a bit mask of (1u << dk_prim_call), 0 = every call except the
- * release-type calls (munmap, munlock, close, free), which cannot meaningfully fail.
+ * call after it. `calls` is a bit mask of DK_PRIM_BIT(dk_prim_call), 0 = every call except the
+ * release-type calls (munmap, munlock, close, shutdown, unlink, free), which cannot
+ * meaningfully fail.
  * `err` is the errno to report; 0 picks the call's most typical error. */
-void dk__fault_arm(unsigned long nth, int forever, uint32_t calls, int err);
+#define DK_PRIM_BIT(call) (1ull << (call))
+void dk__fault_arm(unsigned long nth, int forever, uint64_t calls, int err);
 void dk__fault_disarm(void);
 /* How many eligible calls were seen since arming, and whether a fault has fired. */
 unsigned long dk__fault_calls_seen(void);
@@ -103,6 +127,26 @@ int     dk__getrlimit(int resource, struct rlimit *rl);
 /* Copy from this process's own memory without faulting: EFAULT for an unmapped source. */
 ssize_t dk__copy_checked(void *dst, const void *src, size_t len);
 /* A helper thread (returns 0, or an error number as pthread_create does). */
+/* Sockets and descriptors for src/share. Descriptors they create are counted as fds. Every
+ * socket and pipe is created close-on-exec; accept4 and recvmsg add CLOEXEC themselves. */
+int     dk__socket(int domain, int type, int protocol);
+int     dk__bind(int fd, const struct sockaddr *addr, unsigned len);
+int     dk__listen(int fd, int backlog);
+int     dk__accept(int fd);
+int     dk__connect(int fd, const struct sockaddr *addr, unsigned len);
+ssize_t dk__sendmsg(int fd, const struct msghdr *msg, int flags);
+/* recvmsg with MSG_CMSG_CLOEXEC; descriptors received are counted. */
+ssize_t dk__recvmsg(int fd, struct msghdr *msg, int flags);
+/* A descriptor that arrived in a message (now the library's to close) is counted once. */
+void    dk__prim_count_received(int nfds);
+int     dk__poll(struct pollfd *fds, unsigned long nfds, int timeout);
+int     dk__getsockopt(int fd, int level, int name, void *val, unsigned *len);
+int     dk__shutdown(int fd, int how);
+int     dk__fchmod(int fd, mode_t mode);
+int     dk__fcntl(int fd, int cmd, int arg);
+int     dk__unlink(const char *path);
+int     dk__pipe(int fds[2]);
+int     dk__lstat(const char *path, struct stat *st);
 int     dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 int     dk__thread_join(pthread_t t);
 void   *dk__malloc(size_t n);
