@@ -1,12 +1,15 @@
 #!/bin/sh
-# scripts/fuzz.sh: build and run the libFuzzer harness fuzz/fuzz_bmd.c (model in fuzz/model.c)
-# with Debian's clang (-fsanitize=fuzzer,address,undefined). The library's .c files (the
-# DK_SOURCES list of the top-level CMakeLists.txt) are compiled straight into the fuzzer; the
-# main build is not touched. Output goes to build-fuzz/.
-#   scripts/fuzz.sh                 build, then fuzz until stopped (extra args go to libFuzzer)
-#   scripts/fuzz.sh --ci            build, fuzz 60 s from the seed corpus, fail on any crash
+# scripts/fuzz.sh: build and run the libFuzzer harnesses with Debian's clang
+# (-fsanitize=fuzzer,address,undefined): fuzz/fuzz_bmd.c (IOBufferMemoryDescriptor against the
+# model in fuzz/model.c) and fuzz/fuzz_proto.c (the sharing protocol's gate and a live driver).
+# The library's .c files (the DK_SOURCES list of the top-level CMakeLists.txt) are compiled
+# straight into each fuzzer; the main build is not touched. Output goes to build-fuzz/.
+#   scripts/fuzz.sh                 build, then fuzz fuzz_bmd until stopped (extra args go to libFuzzer)
+#   DK_FUZZ_TARGET=proto scripts/fuzz.sh        the same with fuzz_proto
+#   scripts/fuzz.sh --ci            build, fuzz 60 s from the seed corpora (fuzz_bmd 45 s, then
+#                                   fuzz_proto 15 s), fail on any crash
 #   scripts/fuzz.sh --build         build only
-#   DK_FUZZ_SECONDS=600 scripts/fuzz.sh --ci    a longer bounded run
+#   DK_FUZZ_SECONDS=600 scripts/fuzz.sh --ci    a longer bounded run (split 3:1 the same way)
 # Run as root so that physical promises and frames are checked too (as a user they are skipped
 # by the model, which then expects kIOReturnNotPrivileged).
 set -eu
@@ -39,11 +42,15 @@ flags="-g -O1 -std=gnu11 -D_GNU_SOURCE -DDK_BUILDING=1 -I$lib/include -I$lib/src
 $CC $flags $san -fsanitize=fuzzer -o "$out/fuzz_bmd" \
   "$root/fuzz/fuzz_bmd.c" "$root/fuzz/model.c" $srcs -lpthread
 echo "fuzz.sh: built $out/fuzz_bmd"
+# shellcheck disable=SC2086
+$CC $flags $san -fsanitize=fuzzer -o "$out/fuzz_proto" \
+  "$root/fuzz/fuzz_proto.c" $srcs -lpthread
+echo "fuzz.sh: built $out/fuzz_proto"
 
 mode="${1:-run}"
 [ "$mode" = "--build" ] && exit 0
 corpus="$out/corpus"
-mkdir -p "$corpus" "$out/artifacts"
+mkdir -p "$corpus" "$out/corpus_proto" "$out/artifacts"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 # Each input gives the pool back (trim) to compare leak counters; growing one 2 MiB page at a
 # time keeps the next input's growth cheap.
@@ -55,10 +62,21 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 if [ "$mode" = "--ci" ]; then
   shift
   secs="${DK_FUZZ_SECONDS:-60}"
+  proto_secs=$((secs / 4))
+  [ "$proto_secs" -ge 1 ] || proto_secs=1
+  bmd_secs=$((secs - proto_secs))
+  [ "$bmd_secs" -ge 1 ] || bmd_secs=1
   # -rss_limit_mb: the fuzzer maps up to a few 4 MiB buffers per input
-  "$out/fuzz_bmd" -max_total_time="$secs" -max_len=512 -timeout=20 -rss_limit_mb=4096 \
+  "$out/fuzz_bmd" -max_total_time="$bmd_secs" -max_len=512 -timeout=20 -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$out/artifacts/" "$@" "$corpus" "$root/fuzz/corpus"
-  echo "fuzz.sh: no crash in ${secs} s"
+  echo "fuzz.sh: fuzz_bmd: no crash in ${bmd_secs} s"
+  "$out/fuzz_proto" -max_total_time="$proto_secs" -max_len=4096 -timeout=20 -rss_limit_mb=4096 \
+    -print_final_stats=1 -artifact_prefix="$out/artifacts/proto-" "$@" "$out/corpus_proto" \
+    "$root/fuzz/corpus_proto"
+  echo "fuzz.sh: fuzz_proto: no crash in ${proto_secs} s"
+elif [ "${DK_FUZZ_TARGET:-bmd}" = proto ]; then
+  "$out/fuzz_proto" -max_len=4096 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+    -artifact_prefix="$out/artifacts/proto-" "$@" "$out/corpus_proto" "$root/fuzz/corpus_proto"
 else
   "$out/fuzz_bmd" -max_len=512 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$out/artifacts/" "$@" "$corpus" "$root/fuzz/corpus"

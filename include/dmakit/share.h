@@ -90,8 +90,10 @@ DK_API void dk_task_release(task_t task);
 DK_API bool dk_task_get_peer(task_t task, dk_peer *peer, dk_access *access);
 /* Still connected. */
 DK_API bool dk_task_is_connected(task_t task);
-/* Cut a client off: its mappings are taken back (it is told), further calls into it fail
- * with kIOReturnNotAttached. */
+/* Cut a client off: it is told (BYE) and its connection closed; the driver's records of its
+ * mappings are dropped (maps into it read address 0) and further calls into it fail with
+ * kIOReturnNotAttached. What the client already mapped stays mapped in it until it unmaps or
+ * closes: no process can unmap another's memory. */
 DK_API void dk_task_disconnect(task_t task);
 
 /* ---- client side -------------------------------------------------------------------------- */

@@ -64,6 +64,8 @@ int dk__proto_check(const void *buf, size_t n, int nfds, dk_proto_dir dir, size_
   int want_fds = m.hdr.type == DK_MSG_MAP ? 1 : 0;
   if (nfds != want_fds)
     return bad(why, cap, "message type %u came with %d descriptors, it carries %d", m.hdr.type, nfds, want_fds);
+  if ((m.hdr.type == DK_MSG_MAP_REQ || m.hdr.type == DK_MSG_UNMAP_REQ) && m.hdr.seq == 0)
+    return bad(why, cap, "a request needs a nonzero number (0 marks unsolicited messages)");
   switch (m.hdr.type) {
   case DK_MSG_RESULT:
     if (!terminated(m.u.result.text)) return bad(why, cap, "result text is not terminated");

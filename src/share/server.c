@@ -569,6 +569,7 @@ static void admit_one(dk_server *s, int fd)
   }
   unsigned max = s->policy.max_clients ? s->policy.max_clients : 64;
   pthread_mutex_lock(&s->lock);
+  /* the accept queue holds connected clients only (reap() drops the dead), at most `max` */
   bool full = s->count >= max || s->queued >= sizeof s->queue / sizeof s->queue[0];
   pthread_mutex_unlock(&s->lock);
   dk_conn *c = full ? NULL : dk__calloc(1, sizeof *c);
@@ -631,8 +632,18 @@ static void reap(dk_server *s)
         break;
       }
     }
+    /* a client that left before the driver accepted it leaves the queue too */
+    bool queued = false;
+    for (unsigned i = 0; gone && i < s->queued; i++)
+      if (s->queue[i] == &gone->task) {
+        memmove(s->queue + i, s->queue + i + 1, (s->queued - i - 1) * sizeof s->queue[0]);
+        s->queued--;
+        queued = true;
+        break;
+      }
     pthread_mutex_unlock(&s->lock);
     if (!gone) return;
+    if (queued) dk__task_release(&gone->task);
     if (s->policy.disconnected) s->policy.disconnected(s->policy.ctx, &gone->task);
     pthread_mutex_lock(&gone->lock);
     gone->finalized = true;
