@@ -114,7 +114,10 @@ typedef struct dk_client_mapping {
 typedef struct dk_client_options {
   /* Called on the library's thread when the driver has mapped a buffer in (the mapping is
    * usable), when it took one back (the address is no longer mapped), and once when the
-   * driver went away (mappings stay valid until dk_client_close or unmap). Any may be NULL. */
+   * driver went away (mappings stay valid until dk_client_close or unmap). Any may be NULL.
+   * The mapping is listed (dk_client_next_mapping, dk_client_find_mapping) before `mapped`
+   * runs: a thread that unmaps it meanwhile races the callback, so unmap what the callback
+   * has finished with. */
   void (*mapped)(void *ctx, const dk_client_mapping *mapping);
   void (*unmapped)(void *ctx, const dk_client_mapping *mapping);
   void (*driver_gone)(void *ctx);
@@ -126,7 +129,8 @@ typedef struct dk_client_options {
  * the driver's policy refused this process (dk_last_failure says why). */
 DK_API IOReturn dk_client_connect(const char *path, const dk_client_options *options, dk_client **out);
 /* IOConnectMapMemory64: ask for memory type `type`, with kIOMapReadOnly (and nothing else
- * that changes access) in options. The driver decides what that is. */
+ * that changes access) in options. The driver decides what that is. A client with read-only
+ * access must ask with kIOMapReadOnly (else kIOReturnNotPrivileged). */
 DK_API IOReturn dk_client_map_memory(dk_client *client, uint32_t type, IOOptionBits options,
                                      mach_vm_address_t *address, mach_vm_size_t *length);
 /* IOConnectUnmapMemory64: give back a mapping made at `address` (by either side). */

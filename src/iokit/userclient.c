@@ -45,7 +45,7 @@ static void *map_for_type(const dk_server_policy *policy, task_t client, uint32_
   IOOptionBits o = kIOMapAnywhere | kIOMapUnique | ((opts | options) & kIOMapReadOnly) |
                    (((options & kIOMapCacheMask) ? options : opts) & kIOMapCacheMask) |
                    ((opts | options) & kIOMapPrefault);
-  dk__share_reply_begin(seq);
+  dk__share_reply_begin(seq, type);
   IOMemoryMap *m = dk__create_mapping(md, client, 0, o, 0, 0);
   dk__share_reply_end();
   OSObject_release(md);

@@ -17,7 +17,8 @@
 typedef enum dk_msg_type {
   /* driver -> client */
   DK_MSG_WELCOME = 1,     /* admitted: access rights and the connection's id */
-  DK_MSG_RESULT  = 2,     /* the answer to a request (seq), or a refusal (seq 0) */
+  DK_MSG_RESULT  = 2,     /* the answer to a request (its seq), a refused record (the seq it
+                             carried, if it had a header), or a refusal at connect (seq 0) */
   DK_MSG_MAP     = 3,     /* map this memfd (one SCM_RIGHTS descriptor); seq of the request or 0 */
   DK_MSG_UNMAP   = 4,     /* the driver took mapping `id` back */
   DK_MSG_BYE     = 5,     /* the driver is going away or cut this client off */

@@ -74,9 +74,13 @@ struct dk_server {
 
 /* The server thread, and the request it is answering (DK_SHARE_MAP_OWNED, reply seq). */
 static _Thread_local dk_server *tl_server;
-static _Thread_local uint32_t   tl_reply_seq;
-void dk__share_reply_begin(uint32_t seq) { tl_reply_seq = seq; }
-void dk__share_reply_end(void) { tl_reply_seq = 0; }
+static _Thread_local uint32_t   tl_reply_seq, tl_reply_type;
+void dk__share_reply_begin(uint32_t seq, uint32_t type)
+{
+  tl_reply_seq = seq;
+  tl_reply_type = type;
+}
+void dk__share_reply_end(void) { tl_reply_seq = tl_reply_type = 0; }
 
 static int timeout_of(const dk_server *s)
 {
@@ -244,9 +248,12 @@ static entry *find_entry(dk_conn *c, uint64_t id, entry ***link)
 static int outgoing_fd(int memfd, bool writable, bool *close_after)
 {
   *close_after = false;
+  /* F_SEAL_SEAL too: a read-write client must not add a write seal that would stop the
+   * driver and every other client from mapping the buffer writable */
+  int want = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
   int seals = dk__fcntl(memfd, F_GET_SEALS, 0);
-  if (seals < 0 || (!(seals & F_SEAL_SHRINK) || !(seals & F_SEAL_GROW))) {
-    if (dk__fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+  if (seals < 0 || (seals & want) != want) {
+    if (dk__fcntl(memfd, F_ADD_SEALS, want) != 0) {
       dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_RESOURCE,
                "the buffer's memfd cannot be sealed against resizing (%s); it is not shared", strerror(errno));
       return -1;
@@ -302,6 +309,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
   pthread_mutex_unlock(&c->lock);
   uint32_t seq = on_server ? tl_reply_seq : 0;
   tl_reply_seq = 0;                                    /* one answer per request */
+  uint32_t reply_type = tl_reply_type;
   e->obj = r->obj;
   e->kind = seq ? DK_SHARE_MAP_OWNED : r->kind;
   e->state = ENTRY_PENDING;
@@ -316,6 +324,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
   m.u.map.writable = r->writable;
   m.u.map.populate = r->populate;
   m.u.map.tag = r->tag;
+  m.u.map.type = seq ? reply_type : 0;
 
   IOReturn rc = kIOReturnSuccess;
   pthread_mutex_lock(&c->lock);

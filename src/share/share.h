@@ -38,9 +38,9 @@ typedef struct dk_share_hooks {
 /* Supplied by the iokit layer (src/iokit/userclient.c): sharing calls up only through it. */
 extern const dk_share_hooks dk__share_hooks;
 /* Around the mapping made for a client's request (server thread), inside map_for_type after
- * the policy chose the memory: the next dk__share_map answers request `seq` and its entry is
- * DK_SHARE_MAP_OWNED. */
-void dk__share_reply_begin(uint32_t seq);
+ * the policy chose the memory: the next dk__share_map answers request `seq` (for memory type
+ * `type`) and its entry is DK_SHARE_MAP_OWNED. */
+void dk__share_reply_begin(uint32_t seq, uint32_t type);
 void dk__share_reply_end(void);
 
 /* The task as a client connection, or false (kernel_task, NULL, not a task). */
