@@ -15,6 +15,9 @@
  *      its last 2048 bytes exact
  *   5. negative control: a 4K page above the mask whose clamped alias lies inside the 2 MiB
  *      buffer: the device reads/writes the alias, not the page (so the mask really matters)
+ *   6. IODMACommand (28 bits, no mapper) on a 4K page above the mask: bounce pages below it;
+ *      the device reads the data through them (prepare copied it out) and what it writes comes
+ *      back at complete()
  *
  * edu registers (QEMU docs/specs/edu.rst): 0x00 id, 0x04 liveness (~val), 0x80 dma src,
  * 0x88 dma dst, 0x90 dma count, 0x98 dma cmd (bit0 start, bit1 1 = device->RAM).
@@ -39,120 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EDU_VENDOR 0x1234
-#define EDU_DEVICE 0x11e8
-#define REG_ID 0x00
-#define REG_LIVE 0x04
-#define REG_DMA_SRC 0x80
-#define REG_DMA_DST 0x88
-#define REG_DMA_CNT 0x90
-#define REG_DMA_CMD 0x98
-#define CMD_START 1u
-#define CMD_TO_RAM 2u
-#define EDU_BUF 0x40000ull
-#define PG 4096ull
-#define XFER 2048ull
-#define MASK28 0x0FFFFFFFull
-#define TWO_MB (2ull << 20)
-
-static volatile uint8_t *bar;
-static int failures;
-static int pagemap_fd = -1;
-
-#define CHECK(cond, ...)                                                                   \
-  do {                                                                                     \
-    if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; }               \
-    else { printf("ok: " __VA_ARGS__); printf("\n"); }                                     \
-  } while (0)
-#define DIE(...)                                                                           \
-  do {                                                                                     \
-    printf("FATAL: " __VA_ARGS__); printf(" (errno=%d %s)\n", errno, strerror(errno));     \
-    printf("E2E-DMA: FAIL (fatal)\n"); exit(2);                                            \
-  } while (0)
-
-static uint32_t rd32(uint32_t off) { return *(volatile uint32_t *)(bar + off); }
-static void wr32(uint32_t off, uint32_t v) { *(volatile uint32_t *)(bar + off) = v; }
-static uint64_t rd64(uint32_t off) { return *(volatile uint64_t *)(bar + off); }
-static void wr64(uint32_t off, uint64_t v) { *(volatile uint64_t *)(bar + off) = v; }
-
-static double now(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void print_failure(const char *what)
-{
-  const dk_failure *f = dk_last_failure();
-  printf("  %s: %s (constraint %s, in %s): %s\n", what, dk_ioreturn_name(f->code),
-         dk_constraint_name(f->constraint), f->function ? f->function : "?", f->text);
-}
-
-/* One DMA transfer; QEMU's edu starts it from a 100 ms virtual-clock timer, so poll. */
-static int edu_dma(uint64_t src, uint64_t dst, uint64_t cnt, int to_ram)
-{
-  wr64(REG_DMA_SRC, src);
-  wr64(REG_DMA_DST, dst);
-  wr64(REG_DMA_CNT, cnt);
-  __sync_synchronize();
-  wr64(REG_DMA_CMD, CMD_START | (to_ram ? CMD_TO_RAM : 0));
-  double t0 = now();
-  while (rd64(REG_DMA_CMD) & CMD_START) {
-    if (now() - t0 > 10.0) { printf("FAIL: DMA timeout\n"); failures++; return -1; }
-    usleep(1000);
-  }
-  __sync_synchronize();
-  return 0;
-}
-
-/* RAM(src bus address) -> device buffer -> RAM(dst bus address), XFER bytes */
-static void round_trip(uint64_t src_bus, uint64_t dst_bus)
-{
-  edu_dma(src_bus, EDU_BUF, XFER, 0);
-  edu_dma(EDU_BUF, dst_bus, XFER, 1);
-}
-
-static void fill(void *p, size_t n, uint32_t seed)
-{
-  uint32_t *w = p;
-  for (size_t i = 0; i < n / 4; i++) w[i] = seed * 2654435761u + (uint32_t)i;
-}
-
-static int all_zero(const uint8_t *p, size_t n)
-{
-  for (size_t i = 0; i < n; i++) if (p[i]) return 0;
-  return 1;
-}
-
-static char *find_edu(void)
-{
-  static char name[256];
-  DIR *d = opendir("/sys/bus/pci/devices");
-  if (!d) DIE("opendir /sys/bus/pci/devices");
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    char p[512], buf[32];
-    unsigned v = 0, dv = 0;
-    FILE *f;
-    snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/vendor", e->d_name);
-    if (!(f = fopen(p, "r"))) continue;
-    if (fgets(buf, sizeof buf, f)) v = (unsigned)strtoul(buf, 0, 16);
-    fclose(f);
-    snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/device", e->d_name);
-    if (!(f = fopen(p, "r"))) continue;
-    if (fgets(buf, sizeof buf, f)) dv = (unsigned)strtoul(buf, 0, 16);
-    fclose(f);
-    if (v == EDU_VENDOR && dv == EDU_DEVICE) {
-      snprintf(name, sizeof name, "%s", e->d_name);
-      closedir(d);
-      return name;
-    }
-  }
-  closedir(d);
-  return NULL;
-}
+#include "edu.h"
 
 static void open_edu(const char *bdf)
 {
@@ -179,15 +69,6 @@ static void open_edu(const char *bdf)
   CHECK((id & 0xffff) == 0x00ed, "id register low half is 0x00ed");
   wr32(REG_LIVE, 0x12345678);
   CHECK(rd32(REG_LIVE) == ~0x12345678u, "liveness register inverts");
-}
-
-/* Independent of dmakit: the frame of one virtual page, from /proc/self/pagemap. */
-static uint64_t pagemap_phys(const void *va)
-{
-  uint64_t ent;
-  if (pread(pagemap_fd, &ent, 8, (off_t)(((uintptr_t)va / PG) * 8)) != 8) return 0;
-  if (!(ent & (1ull << 63))) return 0;
-  return (ent & ((1ull << 55) - 1)) * PG + ((uintptr_t)va % PG);
 }
 
 /* Walk a buffer's segments: count them, check each lies below `mask` (0 = no check) and
@@ -515,6 +396,47 @@ int main(int argc, char **argv)
     free(owned);
   }
   OSSafeReleaseNULL(hi);
+
+  /* ---- 6. IODMACommand: a buffer above the mask is double-buffered ------------------- */
+  printf("--- IODMACommand(28 bits, no mapper) on a 4K-page buffer above the mask: bounce pages\n");
+  dk_option_set(DK_OPTION_POOL, 0);
+  IOBufferMemoryDescriptor *far = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, PG, PG);
+  dk_option_set(DK_OPTION_POOL, 1);
+  uint8_t *F = far ? IOBufferMemoryDescriptor_getBytesNoCopy(far) : NULL;
+  uint64_t far_pa = F ? pagemap_phys(F) : 0;
+  printf("  buffer RAM 0x%llx (%s the mask)\n", (unsigned long long)far_pa, far_pa > MASK28 ? "above" : "below");
+  IODMACommand *cmd = IODMACommand_withSpecification(IODMACommand_OutputHost64, 28, 0, kIODMAMapOptionMapped, 0, 1,
+                                                     NULL, NULL);
+  if (far && cmd) {
+    fill(F, XFER, 0xB0B0);
+    IOReturn rc = IODMACommand_setMemoryDescriptor(cmd, (IOMemoryDescriptor *)far, true);   /* prepare: copies out */
+    if (rc) print_failure("IODMACommand prepare");
+    IODMACommandSegment64 seg[4];
+    UInt32 nseg = 4;
+    UInt64 off = 0;
+    if (rc == kIOReturnSuccess) rc = IODMACommand_gen64IOVMSegments(cmd, &off, seg, &nseg);
+    CHECK(rc == kIOReturnSuccess && nseg >= 1 && seg[0].fIOVMAddr + seg[0].fLength - 1 <= MASK28,
+          "the command's first segment 0x%llx+0x%llx lies below the mask", nseg ? (unsigned long long)seg[0].fIOVMAddr : 0ull,
+          nseg ? (unsigned long long)seg[0].fLength : 0ull);
+    CHECK(far_pa <= MASK28 || dk_dmacommand_is_double_buffered(cmd), "a buffer above the mask is double-buffered");
+    if (rc == kIOReturnSuccess && nseg >= 1 && seg[0].fLength >= XFER) {
+      memset(D, 0, PG);
+      round_trip(seg[0].fIOVMAddr, dst_pa);               /* the device reads the bounce page */
+      CHECK(memcmp(F, D, XFER) == 0, "the device read the buffer's data through the bounce page");
+      fill(S, XFER, 0xC0C0);
+      round_trip(src_pa, seg[0].fIOVMAddr);               /* and writes into it */
+      memset(F, 0, XFER);
+      IODMACommand_complete(cmd, true, true);             /* copies in */
+      CHECK(memcmp(F, S, XFER) == 0, "complete() copied what the device wrote back into the buffer");
+      IODMACommand_clearMemoryDescriptor(cmd, false);
+    } else {
+      IODMACommand_clearMemoryDescriptor(cmd, true);
+    }
+  } else {
+    CHECK(far && cmd, "a 4K-page buffer and a 28-bit IODMACommand");
+  }
+  OSSafeReleaseNULL(cmd);
+  OSSafeReleaseNULL(far);
 
   /* ---- the records and the release --------------------------------------------------- */
   printf("--- bookkeeping\n");

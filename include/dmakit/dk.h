@@ -90,6 +90,8 @@ typedef enum dk_option {
   DK_OPTION_LOWMEM_SEARCH_MS,
   /* How long sharing calls wait for the other process's answer (ms; default 5000). */
   DK_OPTION_SHARE_TIMEOUT_MS,
+  /* 1: dk_mapper_close also prints what it reports (leaked IOVA mappings) on stderr (default 0). */
+  DK_OPTION_MAPPER_DEBUG,
   DK_OPTION__COUNT
 } dk_option;
 
@@ -146,6 +148,8 @@ typedef struct dk_buffer_info {
   uint32_t       cache_mode;       /* the requested cache mode index (kIO*Cache) */
   task_t         task;
   dk_provider    provider;
+  IOMapper      *mapper;           /* the translating mapper (VFIO) it is mapped by, or NULL */
+  uint64_t       iova;             /* its first byte's I/O virtual address while mapped, else 0 */
 } dk_buffer_info;
 
 /* ---- the hugepage pool ---------------------------------------------------------------- */

@@ -10,6 +10,8 @@
 #include <dmakit/DriverKit.h>
 #include <dmakit/dk.h>
 #include <dmakit/share.h>
+#include <dmakit/IOMapper.h>
+#include <dmakit/IODMACommand.h>
 
 #define DMAKIT_VERSION_MAJOR 0
 #define DMAKIT_VERSION_MINOR 1

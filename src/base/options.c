@@ -17,6 +17,7 @@ static const option_desc g_desc[DK_OPTION__COUNT] = {
   [DK_OPTION_LOWMEM_SEARCH_MB]  = { "LOWMEM_SEARCH_MB", 2048 },
   [DK_OPTION_LOWMEM_SEARCH_MS]  = { "LOWMEM_SEARCH_MS", 3000 },
   [DK_OPTION_SHARE_TIMEOUT_MS]  = { "SHARE_TIMEOUT_MS", 5000 },
+  [DK_OPTION_MAPPER_DEBUG]      = { "MAPPER_DEBUG", 0 },
 };
 static _Atomic long g_value[DK_OPTION__COUNT];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;

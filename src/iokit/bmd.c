@@ -185,7 +185,8 @@ static bool allocate_pool(IOBufferMemoryDescriptor *b, const dk_constraints *c, 
     return false;
   }
   md->pooled = true;
-  md->phys_fixed = dk__caps()->pin_method == DK_PIN_IO_URING;   /* wired and pinned for life */
+  /* wired and pinned for life; with a mapper physical queries are the exception */
+  md->phys_fixed = dk__caps()->pin_method == DK_PIN_IO_URING && !md->mapper;
   md->buffer = md->block.va;
   b->provider = md->block.slab ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
   return true;
@@ -306,6 +307,7 @@ static bool strict_cache_ok(uint32_t mode)
  * (the common case in a driver) reuses the last successful plan. */
 typedef struct plan_key {
   dk_task_kind task;
+  bool         mapped;
   IOOptionBits options;
   uint64_t capacity, alignment, mask, page;
 } plan_key;
@@ -313,18 +315,25 @@ static _Thread_local plan_key tl_plan_key;
 static _Thread_local dk_plan tl_plan;
 static _Thread_local bool tl_plan_valid;
 
-static bool plan_memo(dk_plan *out, dk_task_kind tk, IOOptionBits options, uint64_t capacity,
+static bool plan_memo(dk_plan *out, dk_task_kind tk, bool mapped, IOOptionBits options, uint64_t capacity,
                       uint64_t alignment, uint64_t mask, uint64_t page)
 {
-  plan_key k = { tk, options, capacity, alignment, mask, page };
+  plan_key k;
+  memset(&k, 0, sizeof k);              /* padding too: the key is compared as bytes */
+  k.task = tk;
+  k.mapped = mapped;
+  k.options = options;
+  k.capacity = capacity;
+  k.alignment = alignment;
+  k.mask = mask;
+  k.page = page;
   if (tl_plan_valid && !memcmp(&k, &tl_plan_key, sizeof k)) {
     *out = tl_plan;
     return true;
   }
   dk_constraint_kind kind;
   char why[200];
-  IOReturn rc = dk__plan(out, tk, options, capacity, alignment, mask, page, false /* no IOMapper yet */,
-                         &kind, why, sizeof why);
+  IOReturn rc = dk__plan(out, tk, options, capacity, alignment, mask, page, mapped, &kind, why, sizeof why);
   if (rc != kIOReturnSuccess) {
     dk__fail(rc, kind, "%s", why);
     return false;
@@ -333,6 +342,17 @@ static bool plan_memo(dk_plan *out, dk_task_kind tk, IOOptionBits options, uint6
   tl_plan = *out;
   tl_plan_valid = true;
   return true;
+}
+
+/* What §2 promised for the buffer's I/O addresses with a mapper: the mask's address bits and
+ * the alignment. */
+static dk_iova_spec iova_spec_of(const dk_plan *p)
+{
+  dk_iova_spec s = { 0, 0, 0 };
+  if (p->num_address_bits < 64) s.limit = (1ull << p->num_address_bits) - 1;
+  uint64_t a = dk__next_pow2(p->alignment ? p->alignment : 1);
+  s.alignment = a > 1 ? a : 0;
+  return s;
 }
 
 /* A buffer in a client task is mapped there whole (XNU: a fresh VM object mapped anywhere in
@@ -376,7 +396,14 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
              "unknown task: kernel_task (this process), NULL and connected clients are the tasks here");
     return false;
   }
-  if (!plan_memo(&b->plan, tk, options, capacity, alignment, mask, caps->page_size)) return false;
+  /* §2 step 5: the system mapper, unless kIOMemoryMapperNone */
+  IOMapper *mapper = (options & kIOMemoryMapperNone) ? NULL : dk__mapper_system_retain();
+  if (mapper && !dk__mapper_translates(mapper)) {
+    dk__mapper_release(mapper);
+    mapper = NULL;
+  }
+  b->md.mapper = mapper;                /* released with the descriptor, even on failure */
+  if (!plan_memo(&b->plan, tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size)) return false;
   const dk_plan *p = &b->plan;
   if (!strict_cache_ok(p->cache_mode)) return false;
   if (!p->pageable && dk__next_pow2(p->alignment ? p->alignment : 1) == 0) {
@@ -393,6 +420,18 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   dk__task_retain(task);                   /* a client's task lives as long as its buffers */
   md->pageable = p->pageable;
   dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);
+  md->iova_spec = iova_spec_of(p);
+  if (mapper && extra) {
+    /* with a mapper the device sees IOVAs: the window's top, the alignment and the boundary
+     * bind them (one IOVA segment: the segment limits hold trivially); the RAM keeps only
+     * alignment and contiguity */
+    md->iova_spec.limit = extra->high;
+    md->iova_spec.boundary = extra->boundary;
+    uint64_t a = dk__next_pow2(extra->alignment ? extra->alignment : 1);
+    if (a > 1) md->iova_spec.alignment = a;
+    c.low = c.high = c.boundary = c.max_segment_size = 0;
+    c.max_segments = 0;
+  }
   if (c.high && caps->ram_top && c.high >= caps->ram_top - 1) c.high = 0;  /* above all RAM */
   if (!p->pageable && !satisfiable(&c, p->capacity)) return false;
   if (p->pageable) c = DK_CONSTRAINTS_NONE;   /* §2 step 14: ignored for pageable memory */
@@ -408,6 +447,8 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   if (p->purgeable) b->purgeable_state = kIOMemoryPurgeableNonVolatile;
   md->length = p->capacity;
   if (tk == DK_TASK_OTHER && !map_into_task(md, task, p->capacity)) return false;
+  md->iova_len = p->capacity;
+  if (mapper && !p->pageable && dk__md_iova_map(md) != kIOReturnSuccess) return false;
   b->initialized = true;
   return true;
 }
@@ -621,6 +662,8 @@ IOReturn dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *in
   info->cache_mode = b->plan.cache_mode;
   info->task = b->md.task;
   info->provider = b->provider;
+  info->mapper = b->md.mapper;
+  info->iova = b->md.iova_use ? b->md.iova : 0;
   return kIOReturnSuccess;
 }
 

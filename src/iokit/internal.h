@@ -10,12 +10,14 @@
 #include "base/base.h"
 #include "iokit/plan.h"
 #include "phys/phys.h"
+#include "mapper/mapper.h"
 #include "share/share.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 
 /* ---- object.c --------------------------------------------------------------------- */
+#define DK_CLASS_MAGIC 0x1b3d0000u   /* the high half of every class's magic */
 typedef struct dk_class {
   uint32_t    magic;
   const char *name;
@@ -67,6 +69,11 @@ struct IOMemoryDescriptor {
   bool            thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
   bool            phys_fixed;   /* pool memory whose frames are pinned: physical queries need
                                    no state check (set once at init) */
+  IOMapper       *mapper;       /* retained; a translating mapper (VFIO), else NULL */
+  uint64_t        iova;         /* the buffer's first byte in the mapper's space, while mapped */
+  dk_mapping     *iova_use;     /* NULL while not mapped */
+  dk_iova_spec    iova_spec;    /* what §2 promised for the IOVA (numAddressBits, alignment) */
+  uint64_t        iova_len;     /* bytes the IOVA range covers: the capacity */
 };
 
 struct IOBufferMemoryDescriptor {
@@ -111,6 +118,9 @@ IOReturn dk__md_phys_ready(IOMemoryDescriptor *md);
  * DK_CONSTRAINT_PIN failure when not. */
 bool dk__pins_ok(void);
 IOReturn dk__md_wire(IOMemoryDescriptor *md);
+/* The buffer's IOVA range in its mapper (wired: at init; pageable: while prepared). */
+IOReturn dk__md_iova_map(IOMemoryDescriptor *md);
+void     dk__md_iova_unmap(IOMemoryDescriptor *md);
 void     dk__md_unwire(IOMemoryDescriptor *md);
 void     dk__md_teardown(IOMemoryDescriptor *md);
 

@@ -54,11 +54,37 @@ IOReturn dk__md_phys_ready(IOMemoryDescriptor *md)
 IOReturn dk__md_wire(IOMemoryDescriptor *md)
 {
   if (md->backing.wired) return kIOReturnSuccess;
-  if (dk__backing_wire(&md->backing)) return kIOReturnSuccess;
-  return dk__failed() ? dk__failure_code() : kIOReturnCannotWire;
+  if (!dk__backing_wire(&md->backing)) return dk__failed() ? dk__failure_code() : kIOReturnCannotWire;
+  if (md->mapper) {
+    IOReturn rc = dk__md_iova_map(md);
+    if (rc != kIOReturnSuccess) {
+      dk__backing_unwire(&md->backing);
+      return rc;
+    }
+  }
+  return kIOReturnSuccess;
 }
 
-void dk__md_unwire(IOMemoryDescriptor *md) { dk__backing_unwire(&md->backing); }
+void dk__md_unwire(IOMemoryDescriptor *md)
+{
+  dk__md_iova_unmap(md);
+  dk__backing_unwire(&md->backing);
+}
+
+IOReturn dk__md_iova_map(IOMemoryDescriptor *md)
+{
+  if (md->iova_use || !md->mapper) return kIOReturnSuccess;
+  uint64_t granule = md->pooled ? dk__pool_page(&md->block) : dk__caps()->page_size;
+  return dk__mapper_map(md->mapper, md->buffer, md->iova_len, granule, &md->iova_spec, &md->iova,
+                        &md->iova_use);
+}
+
+void dk__md_iova_unmap(IOMemoryDescriptor *md)
+{
+  if (md->iova_use) dk__mapper_unmap(md->mapper, md->iova_use);
+  md->iova_use = NULL;
+  md->iova = 0;
+}
 
 void dk__md_teardown(IOMemoryDescriptor *md)
 {
@@ -66,6 +92,9 @@ void dk__md_teardown(IOMemoryDescriptor *md)
   md->user_id = 0;
   dk__task_release(md->task);
   md->task = NULL;
+  dk__md_iova_unmap(md);
+  dk__mapper_release(md->mapper);
+  md->mapper = NULL;
   md->wire_count = 0;
   if (md->pooled) {
     dk__pool_free(&md->block);        /* zeroes it: freed memory never shows its contents */
@@ -120,7 +149,6 @@ uint64_t IOMemoryDescriptor_getFlags(IOMemoryDescriptor *p)
 addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCount offset,
                                                IOByteCount *length, IOOptionBits options)
 {
-  (void)options;   /* no mapper yet: the bus address is the CPU physical address */
   /* fast path: pinned pool memory is one contiguous range whose frames never change */
   IOMemoryDescriptor *fast = dk__md(p);
   if (__builtin_expect(fast && fast->phys_fixed && offset < fast->length, 1)) {
@@ -139,6 +167,19 @@ addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCoun
   size_t run;
   addr64_t pa;
   IOByteCount rest = md->length - offset;
+  if (md->mapper && !(options & kIOMemoryMapperNone)) {
+    /* the bus address: one IOVA range for the whole buffer (§4) */
+    if (md->pageable) dk__md_lock(md);
+    uint64_t iova = md->iova_use ? md->iova + offset : 0;
+    if (md->pageable) dk__md_unlock(md);
+    if (!iova) {
+      dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE,
+               "pageable memory has no I/O address until prepare() maps it");
+      return 0;
+    }
+    if (length) *length = rest;
+    return iova;
+  }
   if (md->pooled) {                     /* one physically contiguous range, wired for life */
     if (dk__md_phys_ready(md) != kIOReturnSuccess) return 0;
     pa = md->block.pa + offset;

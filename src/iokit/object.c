@@ -31,10 +31,11 @@ void *dk__object_cast(const void *p, const dk_class *cls)
   return (void *)(uintptr_t)p;
 }
 
+/* Every dmakit class's magic starts with DK_CLASS_MAGIC (internal.h). */
 static OSObject *any_object(void *p)
 {
   OSObject *o = p;
-  if (!o || (o->cls != &dk__bmd_class && o->cls != &dk__map_class)) return NULL;
+  if (!o || !o->cls || (o->cls->magic & 0xffff0000u) != DK_CLASS_MAGIC) return NULL;
   return o;
 }
 

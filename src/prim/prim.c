@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,6 +35,7 @@ static int sys_poll(struct pollfd *f, unsigned long n, int t) { return poll(f, (
 static int sys_getsockopt(int fd, int lv, int n, void *v, unsigned *l) { return getsockopt(fd, lv, n, v, l); }
 static int sys_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 static int sys_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+static int sys_ioctl(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
 static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
 static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
 
@@ -47,7 +49,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .socket = sys_socket, .bind = sys_bind, .listen = listen, .accept4 = sys_accept4,\
   .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
-  .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat,\
+  .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -60,7 +62,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "fallocate", "open", "close", "pread", "read", "write", "io_uring_setup", "io_uring_register",
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
-  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat",
+  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -79,7 +81,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_LISTEN] = EADDRINUSE, [DK_PRIM_ACCEPT] = EMFILE, [DK_PRIM_CONNECT] = ECONNREFUSED,
   [DK_PRIM_SENDMSG] = ENOBUFS, [DK_PRIM_RECVMSG] = ENOMEM, [DK_PRIM_POLL] = ENOMEM,
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
-  [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES,
+  [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
@@ -327,6 +329,21 @@ int dk__lstat(const char *path, struct stat *st)
 {
   if (fault(DK_PRIM_LSTAT)) return -1;
   return dk__prim.lstat(path, st);
+}
+int dk__ioctl(int fd, unsigned long request, void *arg)
+{
+  if (fault(DK_PRIM_IOCTL)) return -1;
+  return dk__prim.ioctl(fd, request, arg);
+}
+ssize_t dk__readlink(const char *path, char *buf, size_t cap)
+{
+  if (fault(DK_PRIM_READLINK)) return -1;
+  if (cap == 0) { errno = ENAMETOOLONG; return -1; }
+  ssize_t n = dk__prim.readlink(path, buf, cap);
+  if (n < 0) return -1;
+  if ((size_t)n >= cap) { errno = ENAMETOOLONG; return -1; }
+  buf[n] = '\0';
+  return n;
 }
 int dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {

@@ -380,9 +380,8 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
   }
   if (w->state == ENTRY_FAILED) {
     IOReturn code = w->code;
-    entry **link;
-    find_entry(c, id, &link);
-    *link = w->next;
+    entry **link = NULL;
+    if (find_entry(c, id, &link) && link) *link = w->next;
     pthread_mutex_unlock(&c->lock);
     dk__free(w);
     *id_out = 0;
@@ -399,7 +398,7 @@ void dk__share_unmap(task_t task, uint64_t id)
   dk_conn *c = as_conn(task);
   if (!c || !id) return;
   pthread_mutex_lock(&c->lock);
-  entry **link;
+  entry **link = NULL;
   entry *e = find_entry(c, id, &link);
   if (e) {
     *link = e->next;
@@ -452,7 +451,7 @@ static void handle_unmap_req(dk_conn *c, const dk_msg *m)
 {
   uint64_t id = m->u.id.id;
   pthread_mutex_lock(&c->lock);
-  entry **link;
+  entry **link = NULL;
   entry *e = find_entry(c, id, &link);
   if (e) {
     *link = e->next;
@@ -474,7 +473,7 @@ static void handle_map_ack(dk_conn *c, const dk_msg *m)
 {
   const dk_msg_map_ack *a = &m->u.map_ack;
   pthread_mutex_lock(&c->lock);
-  entry **link;
+  entry **link = NULL;
   entry *e = find_entry(c, a->id, &link);
   bool ok = e && e->state == ENTRY_PENDING;
   if (ok) {

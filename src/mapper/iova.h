@@ -1,0 +1,31 @@
+/* src/mapper/iova.h: the IOVA allocator, pure (no system calls; the extent array lives on the
+ * library heap). The space is the apertures the IOMMU reports, minus what is allocated; a
+ * request is placed highest-first under its limit, aligned, crossing no boundary, by the same
+ * placement arithmetic as physical memory (dk__place). Freed ranges coalesce. */
+#ifndef DK_IOVA_H
+#define DK_IOVA_H
+
+#include "alloc/geom.h"
+
+typedef struct dk_iova_space {
+  dk_run  *free;      /* free extents, sorted by address, none adjacent */
+  size_t   n, cap;
+  dk_run  *apertures; /* the usable space as given (page-rounded), sorted */
+  size_t   napertures;
+  uint64_t total;     /* bytes in the apertures */
+  uint64_t used;
+} dk_iova_space;
+
+/* Start with the apertures [start, end] (inclusive ends; page 0 is never handed out). false
+ * when out of memory. */
+bool dk__iova_init(dk_iova_space *s, const uint64_t (*ranges)[2], size_t nranges, uint64_t page);
+void dk__iova_fini(dk_iova_space *s);
+/* Place `len` bytes: aligned to `align` (power of two), at or below `limit` (the last byte;
+ * 0 = none), not crossing a multiple of `boundary` (0 = none). true and *iova, or false. */
+bool dk__iova_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t limit, uint64_t boundary,
+                    uint64_t *iova);
+/* Give [iova, iova+len) back; false (nothing changed) if any of it is not allocated (outside
+ * the apertures, or free already). */
+bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len);
+
+#endif

@@ -1,0 +1,43 @@
+/* src/mapper/mapper.h: IOMapper inside dmakit. One dispatcher over two backends: identity
+ * (bus address = physical; nothing to map) and VFIO type1 (iova.c chooses I/O virtual
+ * addresses, vfio.c programs the container). Each mapping covers whole granules of this
+ * process's address space and is counted: a buffer range already covered by a mapping whose
+ * IOVAs meet the new request's limit, alignment and boundary shares it, so thousands of small
+ * buffers cost few of the kernel's 65,535 mappings. The debug tracker keeps every live
+ * mapping and counts unmaps of what is not mapped; dk_mapper_close reports the leaks. */
+#ifndef DK_MAPPER_H
+#define DK_MAPPER_H
+
+#include "base/base.h"
+
+#include <dmakit/IOMapper.h>
+
+/* What a device can reach, for one mapping request. */
+typedef struct dk_iova_spec {
+  uint64_t limit;       /* highest IOVA allowed (inclusive); 0 = no limit */
+  uint64_t alignment;   /* of the IOVA of the first byte; power of two, 0/1 = none */
+  uint64_t boundary;    /* the range crosses no multiple of it (when it is no longer); 0 = none */
+} dk_iova_spec;
+
+typedef struct dk_mapping dk_mapping;   /* one counted use of a mapping */
+
+/* True for a mapper with its own IOVA space (VFIO); false for identity and NULL. */
+bool dk__mapper_translates(const IOMapper *m);
+void dk__mapper_retain(IOMapper *m);
+void dk__mapper_release(IOMapper *m);
+/* The system mapper now (retained), or NULL for none. */
+IOMapper *dk__mapper_system_retain(void);
+
+/* Map [va, va+len) (any alignment; mapped in this process) for the device. `granule` (a power
+ * of two >= page) is the unit of the mapping: the hugepage for pool memory, so that buffers in
+ * one hugepage share a mapping. On success *iova is the IOVA of va, contiguous for len bytes,
+ * and *use is this caller's counted use (give it back with dk__mapper_unmap). Failure is
+ * recorded (kIOReturnNoResources: IOVA space or the mapping limit; kIOReturnVMError: the
+ * kernel refused the mapping). */
+IOReturn dk__mapper_map(IOMapper *m, const void *va, uint64_t len, uint64_t granule, const dk_iova_spec *spec,
+                        uint64_t *iova, dk_mapping **use);
+/* Give a use back; the mapping goes with its last use. A use not live is counted as a
+ * double unmap by the tracker (and otherwise ignored). */
+void dk__mapper_unmap(IOMapper *m, dk_mapping *use);
+
+#endif
