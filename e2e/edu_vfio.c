@@ -11,8 +11,9 @@
  *   3. IOVA contiguity from scattered RAM: a 64 KiB buffer of 4K pages (DMAKIT_POOL off for it),
  *      physically discontiguous (checked through pagemap), one IOVA range: a transfer across
  *      its page boundary round-trips exactly
- *   4. a buffer above the device's reach (no mask: its IOVA is placed high): IODMACommand with
- *      28 address bits maps it below 2^28, and the device round-trips data through it exactly
+ *   4. a buffer above the device's reach (no mask, 4K pages: its IOVA is placed high, highest
+ *      first): IODMACommand with 28 address bits maps it again below 2^28, and the device
+ *      round-trips data through it exactly
  *   5. negative control: the same buffer's own high IOVA given to the device is clamped; the
  *      device does not read that buffer (so the limit is real)
  *   6. refusal: an IODMACommand whose address space is too small for the buffer fails cleanly
@@ -138,7 +139,11 @@ int main(void)
   }
 
   /* 4. above the device's reach: IODMACommand maps it below */
+  /* 4K pages: a pool buffer would share the hugepage mapping the 28-bit buffers made, and
+   * with it their low IOVAs (the mapper reuses a mapping whose IOVAs meet the request) */
+  dk_option_set(DK_OPTION_POOL, 0);
   IOBufferMemoryDescriptor *hi = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, PG, PG);
+  dk_option_set(DK_OPTION_POOL, 1);
   if (!hi) { print_failure("unconstrained buffer"); DIE("unconstrained buffer"); }
   uint64_t hl, hi_iova = bus_of(hi, &hl);
   uint8_t *h = IOBufferMemoryDescriptor_getBytesNoCopy(hi);
