@@ -29,7 +29,18 @@
 #define EDU_BUF 0x40000ull
 #define PG 4096ull
 #define XFER 2048ull
-#define MASK28 0x0FFFFFFFull
+/* edu's DMA mask: QEMU's default 28 bits, or E2E_DMA_MASK (a 2^n - 1 in hex, given to QEMU as
+ * -device edu,dma_mask=... and to the guest on its command line). */
+static uint64_t dma_mask = 0x0FFFFFFFull;
+static unsigned mask_bits = 28;
+static void read_mask(void)
+{
+  const char *m = getenv("E2E_DMA_MASK");
+  if (m && *m) dma_mask = strtoull(m, NULL, 0);
+  mask_bits = 0;
+  while (mask_bits < 64 && (dma_mask >> mask_bits)) mask_bits++;
+  printf("device DMA mask 0x%llx (%u bits)\n", (unsigned long long)dma_mask, mask_bits);
+}
 #define TWO_MB (2ull << 20)
 
 static volatile uint8_t *bar;

@@ -1,18 +1,19 @@
 /*
  * e2e/edu_vfio.c: dmakit end-to-end DMA test through an IOMMU (variant B). Runs in a q35 guest
  * with QEMU's intel-iommu, edu bound to vfio-pci. Every bus address the device sees comes from
- * dmakit's VFIO type1 mapper; edu's engine still drops address bits above 28, now of the IOVA.
+ * dmakit's VFIO type1 mapper; edu's engine still drops address bits above its mask (28 by
+ * default, E2E_DMA_MASK), now of the IOVA.
  *
  *   1. dk_mapper_open_vfio(edu): the IOVA apertures and mapping limit the kernel reports; BAR0
  *      and config space through the VFIO device descriptor; memory + bus master on
  *   2. the mapper as system mapper; two 4 KiB buffers with edu's mask 0x0FFFFFFF: their IOVAs
- *      lie below 2^28 (one segment each) although the RAM behind them may not (printed);
+ *      lie below the mask (one segment each) although the RAM behind them may not (printed);
  *      RAM -> device -> RAM round trip exact, checked first (a dead engine would pass step 5)
  *   3. IOVA contiguity from scattered RAM: a 64 KiB buffer of 4K pages (DMAKIT_POOL off for it),
  *      physically discontiguous (checked through pagemap), one IOVA range: a transfer across
  *      its page boundary round-trips exactly
  *   4. a buffer above the device's reach (no mask, 4K pages: its IOVA is placed high, highest
- *      first): IODMACommand with 28 address bits maps it again below 2^28, and the device
+ *      first): IODMACommand with the mask's address bits maps it again below it, and the device
  *      round-trips data through it exactly
  *   5. negative control: the same buffer's own high IOVA given to the device is clamped; the
  *      device does not read that buffer (so the limit is real)
@@ -72,9 +73,9 @@ static void open_edu_vfio(const char *bdf, IOMapper **mapper)
 static IOBufferMemoryDescriptor *masked(size_t size, const char *what)
 {
   IOBufferMemoryDescriptor *b =
-      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, size, MASK28);
+      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, size, dma_mask);
   if (!b) print_failure(what);
-  CHECK(b != NULL, "%s: %zu bytes with mask 0x%llx", what, size, MASK28);
+  CHECK(b != NULL, "%s: %zu bytes with mask 0x%llx", what, size, (unsigned long long)dma_mask);
   return b;
 }
 
@@ -86,6 +87,7 @@ static uint64_t bus_of(IOBufferMemoryDescriptor *b, uint64_t *len)
 int main(void)
 {
   setvbuf(stdout, NULL, _IONBF, 0);
+  read_mask();
   pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
   char *bdf = find_edu();
   if (!bdf) DIE("no edu device");
@@ -96,13 +98,13 @@ int main(void)
 
   /* 2. the mask limits the IOVA, the RAM may be anywhere */
   IOBufferMemoryDescriptor *src = masked(PG, "source"), *dst = masked(PG, "destination");
-  if (!src || !dst) DIE("28-bit buffers through the mapper");
+  if (!src || !dst) DIE("masked buffers through the mapper");
   uint64_t sl, dl;
   uint64_t s_iova = bus_of(src, &sl), d_iova = bus_of(dst, &dl);
   uint8_t *s = IOBufferMemoryDescriptor_getBytesNoCopy(src), *d = IOBufferMemoryDescriptor_getBytesNoCopy(dst);
   printf("source IOVA 0x%" PRIx64 " (RAM 0x%" PRIx64 "), destination IOVA 0x%" PRIx64 " (RAM 0x%" PRIx64 ")\n",
          s_iova, pagemap_phys(s), d_iova, pagemap_phys(d));
-  CHECK(s_iova && s_iova + PG - 1 <= MASK28 && d_iova && d_iova + PG - 1 <= MASK28, "both IOVAs lie below 2^28");
+  CHECK(s_iova && s_iova + PG - 1 <= dma_mask && d_iova && d_iova + PG - 1 <= dma_mask, "both IOVAs lie below 2^%u", mask_bits);
   CHECK(sl == PG && dl == PG, "one IOVA segment per buffer");
   uint64_t pa_len;
   uint64_t s_pa = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)src, 0, &pa_len, kIOMemoryMapperNone);
@@ -126,7 +128,7 @@ int main(void)
       if (pagemap_phys(v + i * PG) != pagemap_phys(v + (i - 1) * PG) + PG) breaks++;
     uint64_t len, iova = bus_of(sc, &len);
     printf("64 KiB of 4K pages: %u physical discontinuities, IOVA 0x%" PRIx64 " + 0x%" PRIx64 "\n", breaks, iova, len);
-    CHECK(len == 16 * PG && iova + len - 1 <= MASK28, "one IOVA segment below 2^28 for all 64 KiB");
+    CHECK(len == 16 * PG && iova + len - 1 <= dma_mask, "one IOVA segment below 2^%u for all 64 KiB", mask_bits);
     uint64_t at = 5 * PG - XFER / 2;            /* across the page boundary 5 * 4K */
     memset(d, 0, PG);
     fill(v + at, XFER, 3);
@@ -139,7 +141,7 @@ int main(void)
   }
 
   /* 4. above the device's reach: IODMACommand maps it below */
-  /* 4K pages: a pool buffer would share the hugepage mapping the 28-bit buffers made, and
+  /* 4K pages: a pool buffer would share the hugepage mapping the masked buffers made, and
    * with it their low IOVAs (the mapper reuses a mapping whose IOVAs meet the request) */
   dk_option_set(DK_OPTION_POOL, 0);
   IOBufferMemoryDescriptor *hi = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, PG, PG);
@@ -147,10 +149,10 @@ int main(void)
   if (!hi) { print_failure("unconstrained buffer"); DIE("unconstrained buffer"); }
   uint64_t hl, hi_iova = bus_of(hi, &hl);
   uint8_t *h = IOBufferMemoryDescriptor_getBytesNoCopy(hi);
-  printf("unconstrained buffer: IOVA 0x%" PRIx64 " (above 2^28: %s)\n", hi_iova, hi_iova > MASK28 ? "yes" : "no");
-  CHECK(hi_iova > MASK28, "an unconstrained buffer's IOVA is placed above the device's reach");
-  IODMACommand *cmd = IODMACommand_withSpecification(IODMACommand_OutputHost64, 28, 0, kIODMAMapOptionMapped, 0, 1, m, NULL);
-  CHECK(cmd != NULL, "IODMACommand for 28 address bits");
+  printf("unconstrained buffer: IOVA 0x%" PRIx64 " (above 2^%u: %s)\n", hi_iova, mask_bits, hi_iova > dma_mask ? "yes" : "no");
+  CHECK(hi_iova > dma_mask, "an unconstrained buffer's IOVA is placed above the device's reach");
+  IODMACommand *cmd = IODMACommand_withSpecification(IODMACommand_OutputHost64, (UInt8)mask_bits, 0, kIODMAMapOptionMapped, 0, 1, m, NULL);
+  CHECK(cmd != NULL, "IODMACommand for %u address bits", mask_bits);
   if (cmd) {
     IOReturn rc = IODMACommand_setMemoryDescriptor(cmd, (IOMemoryDescriptor *)hi, true);
     if (rc) print_failure("setMemoryDescriptor");
@@ -159,10 +161,10 @@ int main(void)
     UInt64 off = 0;
     rc = rc ? rc : IODMACommand_gen64IOVMSegments(cmd, &off, seg, &nseg);
     if (rc) print_failure("gen64IOVMSegments");
-    CHECK(rc == kIOReturnSuccess && nseg == 1 && seg[0].fIOVMAddr + seg[0].fLength - 1 <= MASK28 &&
+    CHECK(rc == kIOReturnSuccess && nseg == 1 && seg[0].fIOVMAddr + seg[0].fLength - 1 <= dma_mask &&
               seg[0].fLength == PG,
-          "the command's segment 0x%" PRIx64 "+0x%" PRIx64 " lies below 2^28", nseg ? seg[0].fIOVMAddr : 0,
-          nseg ? seg[0].fLength : 0);
+          "the command's segment 0x%" PRIx64 "+0x%" PRIx64 " lies below 2^%u", nseg ? seg[0].fIOVMAddr : 0,
+          nseg ? seg[0].fLength : 0, mask_bits);
     if (rc == kIOReturnSuccess && nseg == 1) {
       fill(h, XFER, 4);
       memset(d, 0, PG);
@@ -181,7 +183,7 @@ int main(void)
   memset(d, 0, PG);
   round_trip(hi_iova, d_iova);
   CHECK(memcmp(h, d, XFER) != 0, "given the unreachable IOVA 0x%" PRIx64 " directly, the device does not read "
-        "the buffer (it reads 0x%" PRIx64 ")", hi_iova, (uint64_t)(hi_iova & MASK28));
+        "the buffer (it reads 0x%" PRIx64 ")", hi_iova, (uint64_t)(hi_iova & dma_mask));
 
   /* 6. refusal, never corruption: 16 address bits cannot hold 128 KiB */
   IOBufferMemoryDescriptor *big = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 32 * PG, PG);

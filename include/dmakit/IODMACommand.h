@@ -30,15 +30,7 @@ DK_API bool IODMACommand_OutputHost64(IODMACommand *, IODMACommandSegment64, voi
 DK_API bool IODMACommand_OutputBig64(IODMACommand *, IODMACommandSegment64, void *, UInt32);
 DK_API bool IODMACommand_OutputLittle64(IODMACommand *, IODMACommandSegment64, void *, UInt32);
 
-/* IODMACommand::MappingOptions (REFERENCE.md §1) */
-#define kIODMAMapOptionMapped       0x00000000u
-#define kIODMAMapOptionBypassed     0x00000001u
-#define kIODMAMapOptionNonCoherent  0x00000002u
-#define kIODMAMapOptionUnmapped     0x00000003u
-#define kIODMAMapOptionTypeMask     0x0000000fu
-#define kIODMAMapOptionNoCacheStore 0x00000010u
-#define kIODMAMapOptionOnChip       0x00000020u
-#define kIODMAMapOptionIterateOnly  0x00000040u
+/* IODMACommand::MappingOptions (kIODMAMapOption*) are in IOMemoryDescriptor.h (REFERENCE.md §1). */
 /* IODMACommand::synchronize options besides the directions */
 #define kIODMACommandForceDoubleBuffer 0x01000000u
 

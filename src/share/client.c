@@ -53,16 +53,6 @@ struct dk_client {
   char              gone_reason[DK_PROTO_TEXT];
 };
 
-static struct timespec deadline(int ms)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  t.tv_sec += ms / 1000;
-  t.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) { t.tv_sec++; t.tv_nsec -= 1000000000L; }
-  return t;
-}
-
 static int send_plain(int fd, dk_msg *m)
 {
   struct iovec iov = { m, m->hdr.size };
@@ -257,22 +247,16 @@ IOReturn dk_client_connect(const char *path, const dk_client_options *options, d
 {
   dk__enter("dk_client_connect");
   if (out) *out = NULL;
-  struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  if (!path || !out || !*path || strlen(path) >= sizeof sa.sun_path)
-    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
-                    "a socket path of 1 to %zu bytes and an out pointer are needed", sizeof sa.sun_path - 1);
-  strcpy(sa.sun_path, path);
+  struct sockaddr_un sa;
+  IOReturn bad = dk__share_sockaddr(out ? path : NULL, &sa);
+  if (bad != kIOReturnSuccess) return bad;
   dk_client *c = dk__calloc(1, sizeof *c);
   if (!c) return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the connection");
   if (options) c->opts = *options;
   c->timeout_ms = c->opts.timeout_ms > 0 ? c->opts.timeout_ms : (int)dk__option(DK_OPTION_SHARE_TIMEOUT_MS);
   c->page = dk__caps()->page_size;
   pthread_mutex_init(&c->lock, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&c->cond, &ca);
-  pthread_condattr_destroy(&ca);
+  dk__share_cond_init(&c->cond);
   IOReturn rc;
   c->fd = dk__socket(AF_UNIX, SOCK_SEQPACKET, 0);
   if (c->fd < 0) {
@@ -351,7 +335,7 @@ static IOReturn request(dk_client *c, dk_msg *m, waiter *w)
   IOReturn rc = kIOReturnSuccess;
   if (send_plain(c->fd, m) != 0)
     rc = dk__fail(kIOReturnIPCError, DK_CONSTRAINT_CONNECTION, "sending to the driver failed: %s", strerror(errno));
-  struct timespec until = deadline(c->timeout_ms);
+  struct timespec until = dk__share_deadline(c->timeout_ms);
   pthread_mutex_lock(&c->lock);
   while (rc == kIOReturnSuccess && !w->done && c->connected)
     if (pthread_cond_timedwait(&c->cond, &c->lock, &until) == ETIMEDOUT) break;
@@ -430,7 +414,7 @@ IOReturn dk_client_next_mapping(dk_client *client, int timeout_ms, dk_client_map
   dk__enter("dk_client_next_mapping");
   dk_client *c = live(client);
   if (!c || !mapping) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "a connection and an out pointer are needed");
-  struct timespec until = deadline(timeout_ms < 0 ? 0 : timeout_ms);
+  struct timespec until = dk__share_deadline(timeout_ms < 0 ? 0 : timeout_ms);
   pthread_mutex_lock(&c->lock);
   for (;;) {
     cmap *oldest = NULL;

@@ -276,16 +276,6 @@ static int outgoing_fd(int memfd, bool writable, bool *close_after)
   return ro;
 }
 
-static struct timespec deadline_after(int ms)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  t.tv_sec += ms / 1000;
-  t.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) { t.tv_sec++; t.tv_nsec -= 1000000000L; }
-  return t;
-}
-
 IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uint64_t *address)
 {
   dk_conn *c = as_conn(task);
@@ -356,7 +346,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     return kIOReturnSuccess;                           /* the answer fills the address */
   }
   /* wait for the client's answer; the entry may be freed meanwhile (revoked): look it up */
-  struct timespec until = deadline_after(timeout);
+  struct timespec until = dk__share_deadline(timeout);
   entry *w;
   for (;;) {
     w = c->dead ? NULL : find_entry(c, id, NULL);
@@ -596,11 +586,7 @@ static void admit_one(dk_server *s, int fd)
   c->peer = peer;
   c->access = access;
   pthread_mutex_init(&c->lock, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&c->cond, &ca);
-  pthread_condattr_destroy(&ca);
+  dk__share_cond_init(&c->cond);
   dk_msg m;
   dk__proto_init(&m, DK_MSG_WELCOME, 0);
   m.u.welcome.access = (uint32_t)access;
@@ -737,11 +723,9 @@ IOReturn dk_server_create(const char *path, const dk_server_policy *policy, dk_s
 {
   dk__enter("dk_server_create");
   if (out) *out = NULL;
-  struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  if (!path || !out || !*path || strlen(path) >= sizeof sa.sun_path)
-    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
-                    "a socket path of 1 to %zu bytes and an out pointer are needed", sizeof sa.sun_path - 1);
-  strcpy(sa.sun_path, path);
+  struct sockaddr_un sa;
+  IOReturn bad = dk__share_sockaddr(out ? path : NULL, &sa);
+  if (bad != kIOReturnSuccess) return bad;
   dk_server *s = dk__calloc(1, sizeof *s);
   if (!s) return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the server");
   if (policy) s->policy = *policy;
@@ -749,11 +733,7 @@ IOReturn dk_server_create(const char *path, const dk_server_policy *policy, dk_s
   s->listen_fd = -1;
   s->wake[0] = s->wake[1] = -1;
   pthread_mutex_init(&s->lock, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->accepted, &ca);
-  pthread_condattr_destroy(&ca);
+  dk__share_cond_init(&s->accepted);
   IOReturn rc;
   /* a stale socket file (its driver died) is replaced; a live one, or anything else, is not */
   struct stat st;
@@ -819,7 +799,7 @@ IOReturn dk_server_accept(dk_server *s, int timeout_ms, task_t *client)
   dk__enter("dk_server_accept");
   if (client) *client = NULL;
   if (!s || !client) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "a server and an out pointer are needed");
-  struct timespec until = deadline_after(timeout_ms < 0 ? 0 : timeout_ms);
+  struct timespec until = dk__share_deadline(timeout_ms < 0 ? 0 : timeout_ms);
   pthread_mutex_lock(&s->lock);
   while (!s->queued) {
     int r = timeout_ms < 0 ? pthread_cond_wait(&s->accepted, &s->lock)

@@ -13,6 +13,11 @@
 
 #include <dmakit/share.h>
 
+#include <pthread.h>
+#include <time.h>
+
+struct sockaddr_un;
+
 struct dk_task {
   uint32_t    magic;
   const char *name;
@@ -69,5 +74,11 @@ typedef struct dk_share_req {
 IOReturn dk__share_map(task_t task, const dk_share_req *req, uint64_t *id, uint64_t *address);
 /* Take mapping `id` back from the client (no wait). Nothing when it is already gone. */
 void dk__share_unmap(task_t task, uint64_t id);
+
+/* util.c: the address for `path` (1 to 107 bytes), or kIOReturnBadArgument recorded; a
+ * condition variable on CLOCK_MONOTONIC; that clock `ms` from now. */
+IOReturn dk__share_sockaddr(const char *path, struct sockaddr_un *sa);
+void dk__share_cond_init(pthread_cond_t *cond);
+struct timespec dk__share_deadline(int ms);
 
 #endif
