@@ -4,7 +4,9 @@
  * call, then each call alone with every errno it can really return, then the library's heap
  * allocations alone. After each run: the result is success or a documented IOReturn with a
  * reason, the live counters (fds, mapped bytes, locked bytes, heap blocks, pins, objects) are
- * back at the baseline, and the internal consistency check passes. */
+ * back at the baseline, and the internal consistency check passes. The mapped operations
+ * (buffers and IODMACommand under the software IOMapper) also leave the mapper with nothing
+ * mapped, its IOVA space whole, no system mapper set and no reference taken. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "iokit/internal.h"
+#include "mapper/mapper_impl.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
 
@@ -35,17 +38,20 @@ static IOReturn failure_code(void)
   return c == kIOReturnSuccess ? kIOReturnError : c;
 }
 
-/* Walk every physical segment (when frames are visible); a failure is the operation's. */
-static IOReturn walk(IOMemoryDescriptor *md)
+/* Walk every physical segment (when frames are visible); a failure is the operation's.
+ * `options` 0, or kIOMemoryMapperNone for the RAM behind a mapped buffer. */
+static IOReturn walk_opts(IOMemoryDescriptor *md, IOOptionBits options)
 {
   if (!dk_capabilities()->pagemap_frames) return kIOReturnSuccess;
   IOByteCount off = 0, len, total = IOMemoryDescriptor_getLength(md);
   while (off < total) {
-    if (!IOMemoryDescriptor_getPhysicalSegment(md, off, &len, 0)) return failure_code();
+    if (!IOMemoryDescriptor_getPhysicalSegment(md, off, &len, options)) return failure_code();
     off += len;
   }
   return kIOReturnSuccess;
 }
+
+static IOReturn walk(IOMemoryDescriptor *md) { return walk_opts(md, 0); }
 
 static IOReturn op_wired(void)
 {
@@ -171,6 +177,131 @@ static IOReturn op_pool_growth(void)
   return rc;
 }
 
+/* ---- the IOMapper: the software backend (IOVAs allocated and tracked, nothing programmed) ---- */
+
+/* Made in the tests' setup, outside every swept operation; the system mapper only inside them. */
+static IOMapper *g_mapper;
+#define SOFT_IOVA_LO 0x100000ull
+#define SOFT_IOVA_HI ((1ull << 40) - 1)
+#define MASK28 0x0FFFFFFFull
+
+/* The bus address of a mapped buffer: one IOVA range for the whole buffer, within `limit`. A
+ * query makes no system call, so a 0 here is never the injected fault's doing. */
+static IOReturn check_iova(IOMemoryDescriptor *md, uint64_t limit)
+{
+  IOByteCount len = 0, total = IOMemoryDescriptor_getLength(md);
+  addr64_t iova = IOMemoryDescriptor_getPhysicalSegment(md, 0, &len, 0);
+  if (!iova || len != total || iova < SOFT_IOVA_LO || iova + total - 1 > limit) {
+    snprintf(g_reason, sizeof g_reason, "getPhysicalSegment(0): IOVA 0x%llx+0x%llx, not one range of 0x%llx "
+             "bytes below 0x%llx (%.100s)", (unsigned long long)iova, (unsigned long long)len,
+             (unsigned long long)total, (unsigned long long)limit, dk_last_failure()->text);
+    return kIOReturnInternalError;
+  }
+  return kIOReturnSuccess;
+}
+
+/* (a) A wired 28-bit buffer under the system mapper: mapped at creation, its IOVA under the
+ * mask; kIOMemoryMapperNone gives the RAM behind it. */
+static IOReturn op_mapped_wired(void)
+{
+  dk_mapper_set_system(g_mapper);
+  IOBufferMemoryDescriptor *b =
+      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, 8192, MASK28);
+  IOReturn rc = b ? kIOReturnSuccess : failure_code();
+  dk_mapper_set_system(NULL);
+  if (!b) return rc;
+  rc = check_iova(MD(b), MASK28);
+  if (rc == kIOReturnSuccess) rc = walk_opts(MD(b), kIOMemoryMapperNone);
+  OSObject_release(b);
+  return rc;
+}
+
+/* (b) A pageable buffer under the system mapper: no IOVA until prepare, one while prepared,
+ * none after the last complete. */
+static IOReturn op_mapped_pageable(void)
+{
+  dk_mapper_set_system(g_mapper);
+  IOBufferMemoryDescriptor *b =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut | kIOMemoryPageable, 16384, 1);
+  IOReturn rc = b ? kIOReturnSuccess : failure_code();
+  dk_mapper_set_system(NULL);
+  if (!b) return rc;
+  IOByteCount len;
+  if (IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &len, 0) != 0) {
+    snprintf(g_reason, sizeof g_reason, "an IOVA before prepare");
+    rc = kIOReturnInternalError;
+  }
+  if (rc == kIOReturnSuccess) rc = IOMemoryDescriptor_prepare(MD(b), kIODirectionNone);
+  if (rc == kIOReturnSuccess) {
+    rc = check_iova(MD(b), SOFT_IOVA_HI);
+    if (rc == kIOReturnSuccess) rc = walk_opts(MD(b), kIOMemoryMapperNone);
+    IOMemoryDescriptor_complete(MD(b), kIODirectionNone);
+    if (rc == kIOReturnSuccess && IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &len, 0) != 0) {
+      snprintf(g_reason, sizeof g_reason, "an IOVA after the last complete");
+      rc = kIOReturnInternalError;
+    }
+  }
+  OSObject_release(b);
+  return rc;
+}
+
+/* One command's life on `b`: setMemoryDescriptor(autoPrepare), every segment (one IOVA range
+ * within `bits`; at `expect` when nonzero), clearMemoryDescriptor(autoComplete), release. */
+static IOReturn command_pass(IOBufferMemoryDescriptor *b, UInt8 bits, uint64_t expect)
+{
+  IODMACommand *c =
+      IODMACommand_withSpecification(IODMACommand_OutputHost64, bits, 0, kIODMAMapOptionMapped, 0, 1, g_mapper, NULL);
+  if (!c) return failure_code();
+  IOReturn rc = IODMACommand_setMemoryDescriptor(c, MD(b), true);
+  if (rc == kIOReturnSuccess) {
+    UInt64 off = 0;
+    IODMACommandSegment64 s[4] = { { 0, 0 } };
+    UInt32 n = 4;
+    rc = IODMACommand_gen64IOVMSegments(c, &off, s, &n);
+    uint64_t limit = bits < 64 ? (1ull << bits) - 1 : UINT64_MAX;
+    if (rc != kIOReturnSuccess || n != 1 || s[0].fLength != IOMemoryDescriptor_getLength(MD(b)) ||
+        s[0].fIOVMAddr + s[0].fLength - 1 > limit || (expect && s[0].fIOVMAddr != expect)) {
+      snprintf(g_reason, sizeof g_reason, "%u-bit command: %s, %u segment(s), first 0x%llx+0x%llx (expected 0x%llx)",
+               bits, dk_ioreturn_name(rc), n, (unsigned long long)s[0].fIOVMAddr,
+               (unsigned long long)s[0].fLength, (unsigned long long)expect);
+      rc = kIOReturnInternalError;
+    }
+    IOReturn cr = IODMACommand_clearMemoryDescriptor(c, true);
+    if (rc == kIOReturnSuccess) rc = cr;
+  }
+  OSObject_release(c);
+  return rc;
+}
+
+/* (c) IODMACommand with the soft mapper on a buffer created under it (its IOVA near 2^40): a
+ * 28-bit command maps the range again under its own limit, a 64-bit one shares the buffer's
+ * mapping. Not test_dmacommand's sweep (explicit prepare of a bounced, misaligned range). */
+static IOReturn op_mapped_command(void)
+{
+  dk_mapper_set_system(g_mapper);
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 8192, 4096);
+  IOReturn rc = b ? kIOReturnSuccess : failure_code();
+  dk_mapper_set_system(NULL);
+  if (!b) return rc;
+  dk_buffer_info bi = { 0 };
+  if (dk_buffer_get_info(b, &bi) != kIOReturnSuccess || bi.mapper != g_mapper || bi.iova <= MASK28) {
+    snprintf(g_reason, sizeof g_reason, "the buffer's IOVA 0x%llx is not the soft mapper's, above 2^28",
+             (unsigned long long)bi.iova);
+    rc = kIOReturnInternalError;
+  }
+  if (rc == kIOReturnSuccess) rc = command_pass(b, 28, 0);
+  if (rc == kIOReturnSuccess) rc = command_pass(b, 64, bi.iova);
+  dk_mapper_info mi = { 0 };
+  if (rc == kIOReturnSuccess &&
+      (dk_mapper_get_info(g_mapper, &mi) != kIOReturnSuccess || mi.mappings_live != 1 || mi.buffers_mapped != 1)) {
+    snprintf(g_reason, sizeof g_reason, "after the commands: %u mappings, %llu buffers mapped (expected the buffer's 1)",
+             mi.mappings_live, (unsigned long long)mi.buffers_mapped);
+    rc = kIOReturnInternalError;
+  }
+  OSObject_release(b);
+  return rc;
+}
+
 /* ---- the harness ---------------------------------------------------------------------- */
 
 typedef struct snapshot { dk_prim_counters c; long pins, objects; } snapshot;
@@ -201,6 +332,28 @@ static int documented(IOReturn rc)
          rc == kIOReturnVMError || rc == kIOReturnNoSpace || rc == kIOReturnError;
 }
 
+/* With the soft mapper in use: after every run nothing is mapped (no IOVA leaked, none freed
+ * twice), the IOVA space is whole again, no system mapper is left set, and only the test holds
+ * the mapper. Read after the result's checks: dk_mapper_get_info starts a new failure record. */
+static void assert_mapper_clean(const char *what, unsigned long n, int forever)
+{
+  if (!g_mapper) return;
+  dk_mapper_info i;
+  if (dk_mapper_get_info(g_mapper, &i) != kIOReturnSuccess) fail_msg("%s: dk_mapper_get_info failed", what);
+  size_t extents = g_mapper->space.n;
+  uint64_t used = g_mapper->space.used;
+  int refs = atomic_load(&g_mapper->refs);
+  if (i.mappings_live || i.buffers_mapped || i.bytes_mapped || i.double_unmaps || i.leaks_reported || used ||
+      extents != g_mapper->space.napertures || refs != 1 || dk_mapper_get_system())
+    fail_msg("%s, fault at call %lu (%s): mapper not clean: %u mappings live, %llu buffers mapped, %llu bytes mapped, "
+             "%llu double unmaps, %llu leaks reported, IOVA bytes used %llu in %zu free extents (%zu apertures), "
+             "%d references, system mapper %p",
+             what, n, forever ? "forever" : "once", i.mappings_live, (unsigned long long)i.buffers_mapped,
+             (unsigned long long)i.bytes_mapped, (unsigned long long)i.double_unmaps,
+             (unsigned long long)i.leaks_reported, (unsigned long long)used, extents, g_mapper->space.napertures, refs,
+             (void *)dk_mapper_get_system());
+}
+
 /* One injection sweep: fail the nth call among `calls` (a prim call mask, 0 = all) with `err`,
  * n = 1, 2, ... until the operation no longer reaches the fault. Returns the fault points. */
 static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uint64_t calls, int err, int forever)
@@ -224,6 +377,7 @@ static unsigned long sweep(const char *what, op_fn op, const snapshot *base, uin
       if (rc != kIOReturnError && reason()[0] == '\0')
         fail_msg("%s, fault at call %lu: %s without a reason", what, n, dk_ioreturn_name(rc));
     }
+    assert_mapper_clean(what, n, forever);
     if (!fired) break;        /* the operation ran to the end before call n */
   }
   return n - 1;
@@ -315,6 +469,43 @@ static void faults_constraints(void **s)
   run_faults("inTaskWithConstraints", op_constraints);
 }
 
+/* The soft mapper is made here, before the sweep's baseline, and closed after: the close
+ * reports any mapping still live. */
+static int mapper_setup(void **s)
+{
+  (void)s;
+  const uint64_t ranges[1][2] = { { SOFT_IOVA_LO, SOFT_IOVA_HI } };
+  g_mapper = dk__mapper_create_soft(ranges, 1, 65535);
+  return g_mapper ? 0 : -1;
+}
+
+static int mapper_teardown(void **s)
+{
+  (void)s;
+  dk_mapper_set_system(NULL);          /* a failed assertion may have left it set */
+  char report[512];
+  unsigned leaks = dk_mapper_close(g_mapper, report, sizeof report);
+  g_mapper = NULL;
+  if (leaks) fprintf(stderr, "soft mapper closed with %u live mapping(s):\n%s", leaks, report);
+  return leaks ? -1 : 0;
+}
+
+static void faults_mapped_wired(void **s)
+{
+  (void)s;
+  run_faults("28-bit wired buffer under the soft system mapper", op_mapped_wired);
+}
+static void faults_mapped_pageable(void **s)
+{
+  (void)s;
+  run_faults("pageable buffer under the soft system mapper, prepare/complete", op_mapped_pageable);
+}
+static void faults_mapped_command(void **s)
+{
+  (void)s;
+  run_faults("IODMACommand (28- and 64-bit) with the soft mapper, autoPrepare/autoComplete", op_mapped_command);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -323,6 +514,9 @@ int main(void)
     cmocka_unit_test(faults_with_bytes),  cmocka_unit_test(faults_with_copy),
     cmocka_unit_test(faults_driverkit),   cmocka_unit_test(faults_constraints),
     cmocka_unit_test(faults_pool_growth),
+    cmocka_unit_test_setup_teardown(faults_mapped_wired, mapper_setup, mapper_teardown),
+    cmocka_unit_test_setup_teardown(faults_mapped_pageable, mapper_setup, mapper_teardown),
+    cmocka_unit_test_setup_teardown(faults_mapped_command, mapper_setup, mapper_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1029,6 +1029,61 @@ static void constraints_bind_the_iova(void **state)
 }
 DKT_POOL_VARIANTS(constraints_bind_the_iova)
 
+/* With a mapper, dk_constraints' low bound and segment limits bind the IOVA range too (it is
+ * checked like frames are): a one-segment limit the range cannot keep is refused, a window's
+ * low end is honoured. */
+static void constraints_segments_and_low(void **state)
+{
+  (void)state;
+  DKT_REQUIRE_ROOT();
+  IOMapper *m = rec_mapper(0);
+  dk_mapper_set_system(m);
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.max_segment_size = 4096;
+  c.max_segments = 1;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 16 * KiB, &c);
+  assert_null(b);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_SEGMENTS);
+  assert_int_equal(minfo(m).mappings_live, 0);
+  c.max_segments = 4;                          /* 16 KiB in 4 KiB segments: exactly enough */
+  b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 16 * KiB, &c);
+  if (!b) fail_msg("four 4 KiB segments: %s", dkt_failure_text());
+  OSObject_release(b);
+  c = DK_CONSTRAINTS_NONE;
+  c.low = 1ull << 38;
+  c.high = (1ull << 38) + (1ull << 30) - 1;
+  b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 16 * KiB, &c);
+  if (!b) fail_msg("window [2^38, 2^38 + 1 GiB): %s", dkt_failure_text());
+  IOByteCount l = 0;
+  uint64_t iova = IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &l, 0);
+  OSObject_release(b);
+  dk_mapper_set_system(NULL);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
+  if (iova < c.low || iova + 16 * KiB - 1 > c.high)
+    fail_msg("IOVA 0x%llx is outside the window [0x%llx, 0x%llx]", (unsigned long long)iova,
+             (unsigned long long)c.low, (unsigned long long)c.high);
+}
+
+/* Freeing whole ranges never needs memory: with every heap allocation failing, a hundred
+ * isolated ranges still go back and the space is whole again. */
+static void iova_free_needs_no_memory(void **state)
+{
+  (void)state;
+  dk_iova_space *s = &g_sp;
+  const uint64_t r[1][2] = { { 0, (1ull << 32) - 1 } };
+  assert_true(dk__iova_init(s, r, 1, 4096));
+  uint64_t x[100];
+  for (int i = 0; i < 100; i++) assert_true(dk__iova_alloc(s, 4096, 4096, 0, 0, &x[i]));
+  dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_MALLOC) | DK_PRIM_BIT(DK_PRIM_CALLOC), ENOMEM);
+  bool all = true;
+  for (int i = 0; i < 100; i += 2) all &= dk__iova_free(s, x[i], 4096);   /* every other: isolated */
+  for (int i = 1; i < 100; i += 2) all &= dk__iova_free(s, x[i], 4096);
+  dk__fault_disarm();
+  assert_true(all);
+  assert_int_equal(s->used, 0);
+  assert_int_equal(s->n, 1);
+}
+
 /* A buffer of no task is mapped too (the device is the point of it). */
 static void null_task_buffer(void **state)
 {
@@ -1121,7 +1176,7 @@ static void table_rules(void **state)
   (void)state;
   const uint64_t P = page(), G = 2 * MiB;
   IOMapper *m = rec_mapper(0);
-  const dk_iova_spec none = { 0, 0, 0 };
+  const dk_iova_spec none = { 0, 0, 0, 0 };
   uint64_t i1, i2, i3, i4, i5;
   dk_mapping *u1, *u2, *u3, *u4, *u5;
   const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000200000ull;     /* 2 MiB aligned */
@@ -1142,7 +1197,7 @@ static void table_rules(void **state)
   assert_int_equal(mi.buffers_mapped, 2);
   assert_int_equal(mi.bytes_mapped, G);
   /* the same range under a 32-bit limit: the existing IOVAs do not qualify, a new mapping below it */
-  const dk_iova_spec s32 = { 0xffffffffull, 0, 0 };
+  const dk_iova_spec s32 = { 0xffffffffull, 0, 0, 0 };
   assert_int_equal(dk__mapper_map(m, base + 0x5040, 0x100, G, &s32, &i3, &u3), kIOReturnSuccess);
   assert_int_equal(g_rec.maps, 2);
   assert_true(i3 + 0x100 - 1 <= 0xffffffffull);
@@ -1176,7 +1231,7 @@ static void table_rules(void **state)
   assert_int_equal(mi.double_unmaps, 0);
 
   /* alignment: a VA aligned in its granule gets a granule mapping (IOVA aligned to both)... */
-  const dk_iova_spec a64k = { 0, 64 * KiB, 0 };
+  const dk_iova_spec a64k = { 0, 64 * KiB, 0, 0 };
   assert_int_equal(dk__mapper_map(m, base + 0x40000, 0x3000, G, &a64k, &i1, &u1), kIOReturnSuccess);
   assert_int_equal(i1 % (64 * KiB), 0);
   assert_int_equal(g_rec.live[g_rec.n - 1].len, G);
@@ -1185,7 +1240,7 @@ static void table_rules(void **state)
   assert_int_equal(i2 % (64 * KiB), 0);
   assert_true(g_rec.live[g_rec.n - 1].len <= 64 * KiB);    /* page-granular */
   /* an alignment the VA's offset in its page can never give */
-  const dk_iova_spec a128 = { 0, 128, 0 };
+  const dk_iova_spec a128 = { 0, 128, 0, 0 };
   dk_clear_failure();
   assert_int_equal(dk__mapper_map(m, base + 0x40, 0x40, G, &a128, &i3, &u3), kIOReturnNoResources);
   assert_null(u3);
@@ -1194,13 +1249,13 @@ static void table_rules(void **state)
   dk__mapper_unmap(m, u2);
 
   /* a boundary: the range crosses no multiple of it in IOVA space */
-  const dk_iova_spec b64k = { 0, 0, 64 * KiB };
+  const dk_iova_spec b64k = { 0, 0, 64 * KiB, 0 };
   const uint8_t *cross = base + 0x10000 - 0x1000;     /* crosses a 64 KiB line in VA space */
   assert_int_equal(dk__mapper_map(m, cross, 0x2000, G, &b64k, &i1, &u1), kIOReturnSuccess);
   if (i1 / (64 * KiB) != (i1 + 0x2000 - 1) / (64 * KiB))
     fail_msg("IOVA 0x%llx+0x2000 crosses a 64 KiB line", (unsigned long long)i1);
   /* a boundary below a page and a range crossing a page in VA: impossible */
-  const dk_iova_spec b2k = { 0, 0, 2048 };
+  const dk_iova_spec b2k = { 0, 0, 2048, 0 };
   dk_clear_failure();
   assert_int_equal(dk__mapper_map(m, base + 0xff0, 0x20, G, &b2k, &i2, &u2), kIOReturnNoResources);
   /* a range longer than its boundary ignores it */
@@ -1232,7 +1287,7 @@ static void table_exhaustion(void **state)
   const uint64_t r[1][2] = { { 0x100000, 0x107fff } };    /* 8 pages */
   IOMapper *m = dk__mapper_create_soft(r, 1, 0);
   assert_non_null(m);
-  const dk_iova_spec none = { 0, 0, 0 };
+  const dk_iova_spec none = { 0, 0, 0, 0 };
   dk_mapping *u[9];
   uint64_t iova[9];
   const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000000000ull;
@@ -1270,7 +1325,7 @@ static void table_backend_fails(void **state)
 {
   (void)state;
   IOMapper *m = rec_mapper(0);
-  const dk_iova_spec none = { 0, 0, 0 };
+  const dk_iova_spec none = { 0, 0, 0, 0 };
   const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000000000ull;
   uint64_t iova = 1;
   dk_mapping *u = (dk_mapping *)&iova;
@@ -1757,6 +1812,8 @@ int main(void)
     cmocka_unit_test(iova_free_coalescing),
     cmocka_unit_test_teardown(iova_free_outside_apertures, teardown_space),
     cmocka_unit_test_teardown(iova_top_of_space, teardown_space),
+    cmocka_unit_test_teardown(iova_free_needs_no_memory, teardown_space),
+    cmocka_unit_test_setup_teardown(constraints_segments_and_low, setup_on, teardown),
     cmocka_unit_test(iova_against_model),
     TANY(table_rules),
     TANY(table_exhaustion),

@@ -348,11 +348,28 @@ static bool plan_memo(dk_plan *out, dk_task_kind tk, bool mapped, IOOptionBits o
  * the alignment. */
 static dk_iova_spec iova_spec_of(const dk_plan *p)
 {
-  dk_iova_spec s = { 0, 0, 0 };
+  dk_iova_spec s = { 0, 0, 0, 0 };
   if (p->num_address_bits < 64) s.limit = (1ull << p->num_address_bits) - 1;
   uint64_t a = dk__next_pow2(p->alignment ? p->alignment : 1);
   s.alignment = a > 1 ? a : 0;
   return s;
+}
+
+/* With a mapper, the caller's constraints are promises about the IOVA range: check them on
+ * it as the physical ones are checked on frames (the segment limits, which the IOVA
+ * allocator does not place by, especially). The mapping is left for teardown. */
+static bool iova_verified(const IOMemoryDescriptor *md, const dk_constraints *c, uint64_t len)
+{
+  dk_constraints ic = *c;
+  ic.contiguous = false;               /* one IOVA range: contiguous by construction */
+  ic.numa_node = -1;
+  dk_run run = { md->iova, len };
+  char why[200];
+  dk_constraint_kind k = dk__runs_check(&ic, &run, 1, why, sizeof why);
+  if (k == DK_CONSTRAINT_NONE) return true;
+  dk__fail(kIOReturnNoMemory, k, "the IOVA range 0x%llx+0x%llx cannot keep the promise: %s",
+           (unsigned long long)md->iova, (unsigned long long)len, why);
+  return false;
 }
 
 /* A buffer in a client task is mapped there whole (XNU: a fresh VM object mapped anywhere in
@@ -397,7 +414,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
     return false;
   }
   /* §2 step 5: the system mapper, unless kIOMemoryMapperNone */
-  IOMapper *mapper = (options & kIOMemoryMapperNone) ? NULL : dk__mapper_system_retain();
+  IOMapper *mapper = (options & kIOMemoryMapperNone) || !dk__mapper_system_set() ? NULL : dk__mapper_system_retain();
   if (mapper && !dk__mapper_translates(mapper)) {
     dk__mapper_release(mapper);
     mapper = NULL;
@@ -417,15 +434,16 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   md->flags = p->flags;
   md->thread_safe = (p->flags & kIOMemoryThreadSafe) != 0;
   md->task = task;
-  dk__task_retain(task);                   /* a client's task lives as long as its buffers */
+  if (tk == DK_TASK_OTHER) dk__task_retain(task);   /* a client's task lives as long as its buffers */
   md->pageable = p->pageable;
   dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);
   md->iova_spec = iova_spec_of(p);
   if (mapper && extra) {
-    /* with a mapper the device sees IOVAs: the window's top, the alignment and the boundary
-     * bind them (one IOVA segment: the segment limits hold trivially); the RAM keeps only
-     * alignment and contiguity */
+    /* with a mapper the device sees IOVAs: the window, the alignment, the boundary and the
+     * segment limits bind them (checked on the IOVA range once it is mapped); the RAM keeps
+     * only alignment and contiguity */
     md->iova_spec.limit = extra->high;
+    md->iova_spec.low = extra->low;
     md->iova_spec.boundary = extra->boundary;
     uint64_t a = dk__next_pow2(extra->alignment ? extra->alignment : 1);
     if (a > 1) md->iova_spec.alignment = a;
@@ -448,7 +466,10 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   md->length = p->capacity;
   if (tk == DK_TASK_OTHER && !map_into_task(md, task, p->capacity)) return false;
   md->iova_len = p->capacity;
-  if (mapper && !p->pageable && dk__md_iova_map(md) != kIOReturnSuccess) return false;
+  if (mapper && !p->pageable) {
+    if (dk__md_iova_map(md) != kIOReturnSuccess) return false;
+    if (extra && !iova_verified(md, extra, p->capacity)) return false;
+  }
   b->initialized = true;
   return true;
 }

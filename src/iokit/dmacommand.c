@@ -406,7 +406,7 @@ static IOReturn map_range(IODMACommand *c)
   IOMemoryDescriptor *src = c->bounce ? &c->bounce->md : c->md;
   uint64_t off = c->bounce ? 0 : c->prep_offset;
   uint64_t granule = src->pooled ? dk__pool_page(&src->block) : dk__caps()->page_size;
-  dk_iova_spec spec = { c->max_phys == UINT64_MAX ? 0 : c->max_phys, c->align_mask ? c->align_mask + 1 : 0, 0 };
+  dk_iova_spec spec = { c->max_phys == UINT64_MAX ? 0 : c->max_phys, c->align_mask ? c->align_mask + 1 : 0, 0, 0 };
   return dk__mapper_map(c->mapper, src->buffer + off, c->prep_length, granule, &spec, &c->iova, &c->iova_use);
 }
 

@@ -88,13 +88,17 @@ void dk__md_iova_unmap(IOMemoryDescriptor *md)
 
 void dk__md_teardown(IOMemoryDescriptor *md)
 {
-  if (md->user_id) dk__share_unmap(md->task, md->user_id);   /* gone from the client too */
-  md->user_id = 0;
-  dk__task_release(md->task);
+  if (__builtin_expect(md->task != kernel_task && md->task, 0)) {   /* a client's buffer */
+    if (md->user_id) dk__share_unmap(md->task, md->user_id);       /* gone from the client too */
+    md->user_id = 0;
+    dk__task_release(md->task);
+  }
   md->task = NULL;
-  dk__md_iova_unmap(md);
-  dk__mapper_release(md->mapper);
-  md->mapper = NULL;
+  if (__builtin_expect(md->mapper != NULL, 0)) {
+    dk__md_iova_unmap(md);
+    dk__mapper_release(md->mapper);
+    md->mapper = NULL;
+  }
   md->wire_count = 0;
   if (md->pooled) {
     dk__pool_free(&md->block);        /* zeroes it: freed memory never shows its contents */

@@ -4,6 +4,7 @@
 #include "mapper/iova.h"
 #include "prim/prim.h"
 
+#include <errno.h>
 #include <string.h>
 
 static bool reserve(dk_iova_space *s, size_t need)
@@ -84,8 +85,18 @@ void dk__iova_fini(dk_iova_space *s)
 bool dk__iova_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t limit, uint64_t boundary,
                     uint64_t *iova)
 {
-  if (!len) return false;
+  return dk__iova_alloc_window(s, len, align, 0, limit, boundary, iova);
+}
+
+bool dk__iova_alloc_window(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t low, uint64_t limit,
+                           uint64_t boundary, uint64_t *iova)
+{
+  if (!len) { errno = ENOSPC; return false; }
+  /* room for every extent the allocations can ever make, this one included, so that frees
+   * need no memory */
+  if (!reserve(s, s->allocs + 1 + s->napertures + 1)) { errno = ENOMEM; return false; }
   dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.low = low;
   c.high = limit;
   c.boundary = boundary && len <= boundary ? boundary : 0;
   if (align < 1) align = 1;
@@ -97,7 +108,8 @@ bool dk__iova_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t lim
     uint64_t a = r->addr, end = r->addr + r->len;
     bool left = x > a, right = x + len < end;
     if (left && right) {
-      if (!reserve(s, s->n + 1)) return false;
+      /* reserved above for whole-range frees; a caller that freed parts of ranges may need more */
+      if (!reserve(s, s->n + 1)) { errno = ENOMEM; return false; }
       r = &s->free[i];
       memmove(s->free + i + 2, s->free + i + 1, (s->n - i - 1) * sizeof *s->free);
       s->free[i] = (dk_run){ a, x - a };
@@ -113,9 +125,11 @@ bool dk__iova_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t lim
       s->n--;
     }
     s->used += len;
+    s->allocs++;
     *iova = x;
     return true;
   }
+  errno = ENOSPC;
   return false;
 }
 
@@ -138,11 +152,12 @@ bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len)
     s->free[i].addr = iova;
     s->free[i].len += len;
   } else {
-    if (!reserve(s, s->n + 1)) return false;
+    if (!reserve(s, s->n + 1)) return false;   /* reserved at allocation for whole ranges */
     memmove(s->free + i + 1, s->free + i, (s->n - i) * sizeof *s->free);
     s->free[i] = (dk_run){ iova, len };
     s->n++;
   }
   s->used -= len;
+  if (s->allocs) s->allocs--;
   return true;
 }

@@ -14,6 +14,8 @@ typedef struct dk_iova_space {
   size_t   napertures;
   uint64_t total;     /* bytes in the apertures */
   uint64_t used;
+  size_t   allocs;    /* ranges handed out and not freed: extents <= allocs + apertures, so a
+                         free never needs memory (room is reserved when allocating) */
 } dk_iova_space;
 
 /* Start with the apertures [start, end] (inclusive ends; page 0 is never handed out). false
@@ -21,11 +23,16 @@ typedef struct dk_iova_space {
 bool dk__iova_init(dk_iova_space *s, const uint64_t (*ranges)[2], size_t nranges, uint64_t page);
 void dk__iova_fini(dk_iova_space *s);
 /* Place `len` bytes: aligned to `align` (power of two), at or below `limit` (the last byte;
- * 0 = none), not crossing a multiple of `boundary` (0 = none). true and *iova, or false. */
+ * 0 = none), not crossing a multiple of `boundary` (0 = none). true and *iova, or false with
+ * errno ENOSPC (no room so) or ENOMEM (no memory for the bookkeeping). */
 bool dk__iova_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t limit, uint64_t boundary,
                     uint64_t *iova);
+/* The same, at or above `low` too. */
+bool dk__iova_alloc_window(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t low, uint64_t limit,
+                           uint64_t boundary, uint64_t *iova);
 /* Give [iova, iova+len) back; false (nothing changed) if any of it is not allocated (outside
- * the apertures, or free already). */
+ * the apertures, or free already). Freeing whole ranges as they were allocated never needs
+ * memory; freeing part of one may (false with nothing changed when there is none). */
 bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len);
 
 #endif

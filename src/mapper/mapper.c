@@ -77,7 +77,8 @@ IOMapper *dk__mapper_new(dk_mapper_kind kind, const dk_mapper_ops *ops, const ui
 
 /* ---- the system mapper ----------------------------------------------------------------------- */
 
-static _Atomic(IOMapper *) g_system;
+_Atomic(IOMapper *) dk__mapper_system_ptr;
+#define g_system dk__mapper_system_ptr
 static pthread_mutex_t g_system_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void dk_mapper_set_system(IOMapper *mapper)
@@ -109,6 +110,7 @@ IOMapper *dk__mapper_system_retain(void)
 static bool meets(const dk_iova_spec *s, uint64_t iova, uint64_t len)
 {
   if (s->limit && (iova + len - 1 > s->limit || iova + len - 1 < iova)) return false;
+  if (iova < s->low) return false;
   if (s->alignment > 1 && (iova & (s->alignment - 1))) return false;
   if (s->boundary && len <= s->boundary && (iova / s->boundary) != ((iova + len - 1) / s->boundary)) return false;
   return true;
@@ -129,7 +131,10 @@ static dk_iova_region *new_region(IOMapper *m, uint64_t va, uint64_t len, uint64
   uint64_t boundary = s->boundary && rlen <= s->boundary ? s->boundary : 0;
   if (s->boundary && !boundary && len <= s->boundary) return NULL;   /* try a finer granule */
   uint64_t iova;
-  if (!dk__iova_alloc(&m->space, rlen, pow2_at_least(granule, align), s->limit, boundary, &iova)) return NULL;
+  if (!dk__iova_alloc_window(&m->space, rlen, pow2_at_least(granule, align), s->low, s->limit, boundary, &iova)) {
+    if (errno == ENOMEM) *err = ENOMEM;          /* not "no room": no memory to record it */
+    return NULL;
+  }
   dk_iova_region *r = dk__calloc(1, sizeof *r);
   if (!r) {
     dk__iova_free(&m->space, iova, rlen);
@@ -189,9 +194,13 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
     if (at_limit)
       return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
                       "the IOMMU's limit of %u mappings is reached (%u live)", limit, live);
+    if (err == ENOMEM)
+      return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
+                      "out of memory for a mapping of 0x%llx bytes (dmakit's records or the IOMMU's)",
+                      (unsigned long long)len);
     if (err)
-      return dk__fail(err == ENOMEM ? kIOReturnNoMemory : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
-                      "the IOMMU refused a mapping of 0x%llx bytes: %s", (unsigned long long)len, strerror(err));
+      return dk__fail(kIOReturnVMError, DK_CONSTRAINT_RESOURCE, "the IOMMU refused a mapping of 0x%llx bytes: %s",
+                      (unsigned long long)len, strerror(err));
     return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_MASK,
                     "no free IOVA range of 0x%llx bytes at or below 0x%llx (alignment 0x%llx, boundary 0x%llx)",
                     (unsigned long long)len, (unsigned long long)spec->limit,

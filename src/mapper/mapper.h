@@ -17,6 +17,7 @@ typedef struct dk_iova_spec {
   uint64_t limit;       /* highest IOVA allowed (inclusive); 0 = no limit */
   uint64_t alignment;   /* of the IOVA of the first byte; power of two, 0/1 = none */
   uint64_t boundary;    /* the range crosses no multiple of it (when it is no longer); 0 = none */
+  uint64_t low;         /* lowest IOVA allowed; 0 = none */
 } dk_iova_spec;
 
 typedef struct dk_mapping dk_mapping;   /* one counted use of a mapping */
@@ -25,8 +26,14 @@ typedef struct dk_mapping dk_mapping;   /* one counted use of a mapping */
 bool dk__mapper_translates(const IOMapper *m);
 void dk__mapper_retain(IOMapper *m);
 void dk__mapper_release(IOMapper *m);
-/* The system mapper now (retained), or NULL for none. */
+/* The system mapper now (retained), or NULL for none. dk__mapper_system_set is the cheap
+ * test the create path makes first (one relaxed load, no call). */
 IOMapper *dk__mapper_system_retain(void);
+extern _Atomic(IOMapper *) dk__mapper_system_ptr;
+static inline bool dk__mapper_system_set(void)
+{
+  return __atomic_load_n((IOMapper *const *)&dk__mapper_system_ptr, __ATOMIC_RELAXED) != NULL;
+}
 
 /* Map [va, va+len) (any alignment; mapped in this process) for the device. `granule` (a power
  * of two >= page) is the unit of the mapping: the hugepage for pool memory, so that buffers in
