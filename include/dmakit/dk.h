@@ -120,7 +120,9 @@ typedef struct dk_constraints {
 #define DK_CONSTRAINTS_NONE ((dk_constraints){ 0, 0, 0, 0, 0, 0, false, -1 })
 
 /* A wired buffer in kernel_task (or NULL) meeting every constraint, verified through pagemap
- * before it is returned. `options` takes directions, cache modes and kIOMemoryThreadSafe. */
+ * before it is returned. `options` takes directions, cache modes and kIOMemoryThreadSafe.
+ * Under a system mapper (IOMapper.h) the constraints bind the IOVA range the device is given
+ * (checked on it the same way), and the RAM keeps only alignment and contiguity. */
 DK_API IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(
     task_t inTask, IOOptionBits options, mach_vm_size_t capacity, const dk_constraints *c);
 
