@@ -17,15 +17,19 @@
  *    policy.disconnected once per client;
  *  - IOConnectMapMemory64: policy.memory_for_type, read-only types and requests, the
  *    callback's own error, kIOReturnUnsupported without a callback, unmap of an unknown
- *    address (kIOReturnNotFound), the server's references dropped on unmap;
+ *    address (kIOReturnNotFound), the server's references dropped on unmap; two requests for
+ *    one type are two mappings of one memory, given back one at a time;
  *  - createMappingInTask into a client: the address is the client's, tag/length/offset travel,
  *    data flows both ways, a compatible request shares the mapping (IOKit rule 3), read-only
  *    pushes are read-only (r--s, SIGSEGV on write), releasing or unmapping the IOMemoryMap
- *    unmaps it in the client; kIOMapAnywhere is required; pool buffers cannot be shared; a
+ *    unmaps it in the client; kIOMapAnywhere is required; guard bits are refused
+ *    (kIOReturnUnsupported, nothing reaches the client); pool buffers cannot be shared; a
  *    read-only client gets kIOReturnNotPrivileged for anything writable;
  *  - IOBufferMemoryDescriptor_inTaskWithOptions(clientTask, pageable | KernelUserShared):
  *    wired is refused (DK_CONSTRAINT_TASK), getBytesNoCopy is the client's address,
- *    readBytes/writeBytes work once prepared (pageable memory), release unmaps it there;
+ *    readBytes/writeBytes work once prepared (pageable memory), release unmaps it there; in a
+ *    read-only client it is mapped read-only there (SIGSEGV on write) and the driver still
+ *    writes it;
  *  - read-only enforced by the kernel, with a raw client: O_RDONLY description, SIGSEGV,
  *    mprotect/mmap(PROT_WRITE) EACCES, write EBADF, ftruncate/fallocate/hole punching/
  *    MADV_REMOVE/F_ADD_SEALS fail, mode 0600 and the size seals, and as uid 65534 a
@@ -529,6 +533,14 @@ static bool kid_do(char *cmd, char *out, size_t cap)
     char perms[8] = "-", p[512] = "";
     bool m = maps_info(x, perms, p, sizeof p);
     snprintf(out, cap, "%d %d %s", (int)m, (int)(m && strstr(p, "memfd:dmakit") != NULL), m ? perms : "-");
+  } else if (!strcmp(op, "dkmaps")) {   /* dmakit memfd mappings in this process */
+    FILE *f = fopen("/proc/self/maps", "re");
+    int n = f ? 0 : -1;
+    char line[1024];
+    while (f && fgets(line, sizeof line, f))
+      if (strstr(line, "memfd:dmakit")) n++;
+    if (f) fclose(f);
+    snprintf(out, cap, "%d", n);
   } else if (!strcmp(op, "events")) {
     snprintf(out, cap, "%d %d %d %" PRIx64, atomic_load(&k_mapped), atomic_load(&k_unmapped), atomic_load(&k_gone),
              atomic_load(&k_last_unmapped));
@@ -1516,6 +1528,100 @@ static void test_map_memory_for_type(void **state)
   assert_objects_back();
 }
 
+/* Two requests for one memory type: two mappings (IOKit: each IOConnectMapMemory64 is the
+ * client's own, kIOMapUnique) of the same memory, given back one at a time. */
+static void test_map_memory_twice_distinct(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  task_t task = kid_connect(k);
+  int rc0 = OSObject_getRetainCount(g_rw);
+  unsigned char *rw = IOBufferMemoryDescriptor_getBytesNoCopy(g_rw);
+  size_t len = 4 * PS;
+
+  kmap a = kid_mapmem(k, TYPE_RW, 0);
+  if (a.code != kIOReturnSuccess) fail_msg("map_memory(1), first: %s", k->reply);
+  kmap b = kid_mapmem(k, TYPE_RW, 0);
+  if (b.code != kIOReturnSuccess) fail_msg("map_memory(1), second: %s", k->reply);
+  assert_int_equal(a.len, len);
+  assert_int_equal(b.len, len);
+  /* two mappings: different addresses, ranges apart, different ids */
+  assert_int_not_equal(a.addr, b.addr);
+  assert_true(a.addr + a.len <= b.addr || b.addr + b.len <= a.addr);
+  uint64_t ida = 0, idb = 0, faddr = 0, flen = 0;
+  int found = 0, writable = 0, pushed = 1;
+  unsigned ftype = 0;
+  assert_int_equal(sscanf(kid_cmd(k, "find %" PRIx64, a.addr + len - 1), "%d %" SCNu64 " %" SCNx64 " %" SCNu64 " %d %d %u",
+                          &found, &ida, &faddr, &flen, &writable, &pushed, &ftype), 7);
+  assert_int_equal(found, 1);
+  assert_int_equal(faddr, a.addr);
+  assert_int_equal(flen, len);
+  assert_int_equal(writable, 1);
+  assert_int_equal(pushed, 0);
+  assert_int_equal(ftype, TYPE_RW);
+  pushed = 1;
+  assert_int_equal(sscanf(kid_cmd(k, "find %" PRIx64, b.addr), "%d %" SCNu64 " %" SCNx64 " %" SCNu64 " %d %d %u", &found,
+                          &idb, &faddr, &flen, &writable, &pushed, &ftype), 7);
+  assert_int_equal(found, 1);
+  assert_int_equal(faddr, b.addr);
+  assert_int_equal(flen, len);
+  assert_int_equal(pushed, 0);
+  assert_int_equal(ftype, TYPE_RW);
+  assert_int_not_equal(ida, 0);
+  assert_int_not_equal(idb, 0);
+  assert_int_not_equal(ida, idb);
+  kmaps ma = kid_maps(k, a.addr), mb = kid_maps(k, b.addr);
+  assert_int_equal(ma.dmakit, 1);
+  assert_int_equal(mb.dmakit, 1);
+  assert_string_equal(ma.perms, "rw-s");
+  assert_string_equal(mb.perms, "rw-s");
+  /* the server holds one map, so one reference on the descriptor, for each */
+  if (!WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc0 + 2, 2000))
+    fail_msg("two mappings of memory type 1: descriptor retain count %d, expected %d", OSObject_getRetainCount(g_rw),
+             rc0 + 2);
+  /* one memory: a write through either is seen through the other, and by the driver */
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " %zu %x", b.addr, len, FILL_RW), "1");
+  assert_string_equal(kid_cmd(k, "fill %" PRIx64 " 64 c5", a.addr + PS), "ok");
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " 64 c5", b.addr + PS), "1");
+  assert_string_equal(kid_cmd(k, "fill %" PRIx64 " 32 d6", b.addr + 3 * PS + 7), "ok");
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " 32 d6", a.addr + 3 * PS + 7), "1");
+  assert_true(dkt_all_bytes(rw + PS, 64, 0xc5));
+  assert_true(dkt_all_bytes(rw + 3 * PS + 7, 32, 0xd6));
+
+  /* the first given back: gone, the second untouched and still the same memory */
+  assert_int_equal(kid_int(k, "unmap %" PRIx64, a.addr), kIOReturnSuccess);
+  assert_int_equal(kid_maps(k, a.addr).dmakit, 0);
+  assert_int_equal(atoi(kid_cmd(k, "find %" PRIx64, a.addr)), 0);
+  assert_int_equal(kid_int(k, "unmap %" PRIx64, a.addr), kIOReturnNotFound);
+  if (!WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc0 + 1, 2000))
+    fail_msg("one mapping given back: descriptor retain count %d, expected %d", OSObject_getRetainCount(g_rw), rc0 + 1);
+  uint64_t idb2 = 0;
+  assert_int_equal(sscanf(kid_cmd(k, "find %" PRIx64, b.addr + 1), "%d %" SCNu64, &found, &idb2), 2);
+  assert_int_equal(found, 1);
+  assert_int_equal(idb2, idb);
+  mb = kid_maps(k, b.addr);
+  assert_int_equal(mb.dmakit, 1);
+  assert_string_equal(mb.perms, "rw-s");
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " 64 c5", b.addr + PS), "1");
+  assert_string_equal(kid_cmd(k, "fill %" PRIx64 " 16 e7", b.addr), "ok");
+  assert_true(dkt_all_bytes(rw, 16, 0xe7));
+  memset(rw + 2 * PS, 0x18, 40);
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " 40 18", b.addr + 2 * PS), "1");
+
+  /* the second given back: the descriptor's count is back where it started */
+  assert_int_equal(kid_int(k, "unmap %" PRIx64, b.addr), kIOReturnSuccess);
+  assert_int_equal(kid_maps(k, b.addr).dmakit, 0);
+  assert_int_equal(kid_int(k, "unmap %" PRIx64, b.addr), kIOReturnNotFound);
+  if (!WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc0, 2000))
+    fail_msg("both mappings given back: descriptor retain count %d, expected %d", OSObject_getRetainCount(g_rw), rc0);
+  assert_true(dk_task_is_connected(task));
+  task_rel(task);
+  kid_finish(k);
+  assert_objects_back();
+}
+
 /* ---- createMappingInTask into a client ------------------------------------------------------- */
 static void test_push_mapping_into_client(void **state)
 {
@@ -1629,6 +1735,100 @@ static void test_push_mapping_into_client(void **state)
   /* none of the refused ones reached the client */
   assert_int_equal(kid_next(k, 50).code, kIOReturnTimeout);
   assert_true(WAIT_UNTIL(OSObject_getRetainCount(b) == 1, 2000));
+  rel(b);
+  task_rel(task);
+  kid_finish(k);
+  assert_objects_back();
+}
+
+/* Guard bits: a client chooses where it maps, so there are no guard pages to ask for there.
+ * Refused (kIOReturnUnsupported) before anything is sent: the client's mappings stay as they
+ * were, with or without a compatible mapping already there, and the client stays usable. */
+static void test_push_guard_bits_refused(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  task_t task = kid_connect(k);
+  size_t len = 2 * PS;
+  IOBufferMemoryDescriptor *b = own(shared_buffer(len, 0x4c));
+  IOMemoryDescriptor_setTag(MD(b), 0x6a7d);
+  static const IOOptionBits guards[] = { kIOMapGuardedSmall, kIOMapGuardedLarge, kIOMapGuardedMask };
+  static const IOOptionBits extra[] = { 0, kIOMapReadOnly };
+  int rc_b = OSObject_getRetainCount(b);
+  IOMemoryMap *plain = NULL;
+  uint64_t plain_addr = 0;
+
+  for (int round = 0; round < 2; round++) {
+    /* round 1: a plain mapping of the whole buffer is in the client, which a guarded request
+     * may not share either (its options differ) */
+    int dk0 = kid_int(k, "dkmaps");
+    kevents e0 = kid_wait_events(k, 0, 0, 0, 0);
+    for (size_t g = 0; g < sizeof guards / sizeof guards[0]; g++)
+      for (size_t x = 0; x < sizeof extra / sizeof extra[0]; x++)
+        for (int whole = 0; whole < 2; whole++) {
+          IOOptionBits o = kIOMapAnywhere | guards[g] | extra[x];
+          dk_clear_failure();
+          IOMemoryMap *m = whole ? IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, o, 0, 0)
+                                 : IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, o, PS, PS);
+          if (m) {
+            own(m);
+            fail_msg("round %d: createMappingInTask(options 0x%x, %s) into a client gave a map at 0x%" PRIx64, round, o,
+                     whole ? "whole" : "second page", (uint64_t)IOMemoryMap_getAddress(m));
+          }
+          if (dk_last_failure()->code != kIOReturnUnsupported)
+            fail_msg("round %d: guarded options 0x%x into a client: %s, not kIOReturnUnsupported", round, o,
+                     dkt_failure_text());
+          assert_int_equal(OSObject_getRetainCount(b), rc_b);
+        }
+    /* nothing reached the client */
+    assert_int_equal(kid_next(k, 50).code, kIOReturnTimeout);
+    kevents e1 = kid_wait_events(k, 0, 0, 0, 0);
+    assert_int_equal(e1.mapped, e0.mapped);
+    assert_int_equal(e1.unmapped, e0.unmapped);
+    assert_int_equal(e1.gone, 0);
+    assert_int_equal(kid_int(k, "dkmaps"), dk0);
+    assert_true(dk_task_is_connected(task));
+    assert_string_equal(kid_cmd(k, "connected"), "1");
+    if (round == 0) {
+      assert_int_equal(dk0, 0);
+      plain = own(IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, kIOMapAnywhere, 0, 0));
+      if (!plain) fail_msg("a plain push after refused guarded ones: %s", dkt_failure_text());
+      kmap p = kid_next(k, 5000);
+      assert_int_equal(p.code, kIOReturnSuccess);
+      assert_int_equal(p.addr, IOMemoryMap_getAddress(plain));
+      assert_int_equal(p.len, len);
+      assert_int_equal(p.tag, 0x6a7d);
+      assert_int_equal(p.writable, 1);
+      plain_addr = p.addr;
+      rc_b = OSObject_getRetainCount(b);
+    } else {
+      assert_int_equal(dk0, 1);
+    }
+  }
+  /* the plain mapping is intact and the client is served as before */
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " %zu 4c", plain_addr, len), "1");
+  assert_string_equal(kid_cmd(k, "fill %" PRIx64 " 8 9d", plain_addr + PS), "ok");
+  assert_true(dkt_all_bytes((unsigned char *)IOBufferMemoryDescriptor_getBytesNoCopy(b) + PS, 8, 0x9d));
+  kmap q = kid_mapmem(k, TYPE_RO, 0);
+  assert_int_equal(q.code, kIOReturnSuccess);
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " %zu %x", q.addr, 2 * PS, FILL_RO), "1");
+  assert_int_equal(kid_int(k, "unmap %" PRIx64, q.addr), kIOReturnSuccess);
+  IOMemoryMap *ro = own(IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, kIOMapAnywhere | kIOMapReadOnly, PS, PS));
+  if (!ro) fail_msg("a read-only push after refused guarded ones: %s", dkt_failure_text());
+  kmap r = kid_next(k, 5000);
+  assert_int_equal(r.code, kIOReturnSuccess);
+  assert_int_equal(r.addr, IOMemoryMap_getAddress(ro));
+  assert_int_equal(r.writable, 0);
+  assert_int_equal(kid_int(k, "dkmaps"), 2);
+  rel(ro);
+  assert_int_equal(kid_wait_events(k, 0, 1, 0, 5000).unmapped, 1);
+  assert_int_equal(IOMemoryMap_getAddress(plain), plain_addr);
+  rel(plain);
+  assert_int_equal(kid_wait_events(k, 0, 2, 0, 5000).unmapped, 2);
+  assert_int_equal(kid_int(k, "dkmaps"), 0);
+  assert_int_equal(OSObject_getRetainCount(b), 1);
   rel(b);
   task_rel(task);
   kid_finish(k);
@@ -1773,6 +1973,79 @@ static void test_buffer_in_client_task(void **state)
   free(pat);
   free(got);
   /* releasing the buffer unmaps it in the client */
+  rel(b);
+  kevents e = kid_wait_events(k, 0, 1, 0, 5000);
+  assert_int_equal(e.unmapped, 1);
+  assert_int_equal(e.last_unmapped, va);
+  assert_int_equal(kid_maps(k, va).dmakit, 0);
+  task_rel(task);
+  kid_finish(k);
+  assert_objects_back();
+}
+
+/* A buffer in a read-only client's task: mapped there read-only (the kernel refuses the
+ * client's writes), while the driver, whose buffer it is, still writes it. */
+static void test_buffer_in_readonly_client_task(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  atomic_store(&g_read_pid, k->pid);
+  task_t task = kid_connect(k);
+  dk_access acc = DK_ACCESS_NONE;
+  dk_peer peer;
+  assert_true(dk_task_get_peer(task, &peer, &acc));
+  assert_int_equal(acc, DK_ACCESS_READ);
+
+  size_t len = 8192;
+  IOBufferMemoryDescriptor *b = own(IOBufferMemoryDescriptor_inTaskWithOptions(
+      task, kIOMemoryPageable | kIOMemoryKernelUserShared | kIODirectionInOut, len, 0));
+  if (!b) fail_msg("a buffer in a read-only client's task: %s", dkt_failure_text());
+  uint64_t va = (uint64_t)(uintptr_t)IOBufferMemoryDescriptor_getBytesNoCopy(b);
+  assert_int_not_equal(va, 0);
+  kmap m = kid_next(k, 5000);
+  assert_int_equal(m.code, kIOReturnSuccess);
+  assert_int_equal(m.addr, va);
+  assert_int_equal(m.len, len);
+  assert_int_equal(m.pushed, 1);
+  if (m.writable) fail_msg("a buffer in a read-only client's task arrived writable there");
+  int found = 0, writable = 1;
+  uint64_t fid = 0, faddr = 0, flen = 0;
+  assert_int_equal(sscanf(kid_cmd(k, "find %" PRIx64, va + len - 1), "%d %" SCNu64 " %" SCNx64 " %" SCNu64 " %d", &found,
+                          &fid, &faddr, &flen, &writable), 5);
+  assert_int_equal(found, 1);
+  assert_int_equal(fid, m.id);
+  assert_int_equal(faddr, va);
+  assert_int_equal(writable, 0);
+  kmaps mi = kid_maps(k, va);
+  assert_int_equal(mi.dmakit, 1);
+  assert_string_equal(mi.perms, "r--s");
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " %zu 0", va, len), "1");   /* zeroed */
+  /* the kernel refuses the client's writes, on every page */
+  assert_kid_write_faults(k, va);
+  assert_kid_write_faults(k, va + len - 1);
+
+  /* the driver writes it (once prepared: pageable memory) and the client reads what it wrote */
+  unsigned char *pat = malloc(len), *got = malloc(len);
+  assert_non_null(pat);
+  assert_non_null(got);
+  pattern(pat, len, 13);
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(b), kIODirectionNone), kIOReturnSuccess);
+  IOByteCount wrote = IOMemoryDescriptor_writeBytes(MD(b), 0, pat, len);
+  if (wrote != len)
+    fail_msg("writeBytes into a read-only client's buffer: %llu of %zu bytes: %s", (unsigned long long)wrote, len,
+             dkt_failure_text());
+  assert_int_equal(kid_sum(k, va, len), fnv(pat, len));
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " 1 %x", va + 4097, pat[4097]), "1");
+  /* the grandchildren's writes changed nothing */
+  assert_int_equal(IOMemoryDescriptor_readBytes(MD(b), 0, got, len), len);
+  assert_memory_equal(got, pat, len);
+  assert_kid_write_faults(k, va + PS / 2);
+  assert_int_equal(kid_sum(k, va, len), fnv(pat, len));
+  assert_int_equal(IOMemoryDescriptor_complete(MD(b), kIODirectionNone), kIOReturnSuccess);
+  free(pat);
+  free(got);
   rel(b);
   kevents e = kid_wait_events(k, 0, 1, 0, 5000);
   assert_int_equal(e.unmapped, 1);
@@ -2679,10 +2952,13 @@ int main(int argc, char **argv)
       T(test_default_policy_refuses_other_uid),
       T(test_policy_admit_and_max_clients),
       T(test_map_memory_for_type),
+      T(test_map_memory_twice_distinct),
       T(test_push_mapping_into_client),
+      T(test_push_guard_bits_refused),
       T(test_pool_buffer_cannot_be_shared),
       T(test_readonly_client),
       T(test_buffer_in_client_task),
+      T(test_buffer_in_readonly_client_task),
       T(test_readonly_enforced_by_kernel),
       T(test_readonly_enforced_as_other_uid),
       T(test_readwrite_client_descriptor),
