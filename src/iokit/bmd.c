@@ -315,22 +315,34 @@ static _Thread_local plan_key tl_plan_key;
 static _Thread_local dk_plan tl_plan;
 static _Thread_local bool tl_plan_valid;
 
+/* A plan copied word by word: GCC turns a struct copy or memcpy of this size from thread-
+ * local storage into `rep movs`, whose start-up cost was the largest single item of the
+ * create path. */
+static inline void plan_copy(dk_plan *dst, const dk_plan *src)
+{
+  _Static_assert(sizeof(dk_plan) % 8 == 0, "dk_plan is copied in 8-byte words");
+  unsigned char *d = (unsigned char *)dst;
+  const unsigned char *s = (const unsigned char *)src;
+  for (size_t i = 0; i < sizeof(dk_plan); i += 8) {
+    uint64_t w;
+    __builtin_memcpy(&w, s + i, 8);
+    __builtin_memcpy(d + i, &w, 8);
+  }
+}
+
 static bool plan_memo(dk_plan *out, dk_task_kind tk, bool mapped, IOOptionBits options, uint64_t capacity,
                       uint64_t alignment, uint64_t mask, uint64_t page)
 {
-  plan_key k;
-  memset(&k, 0, sizeof k);              /* padding too: the key is compared as bytes */
-  k.task = tk;
-  k.mapped = mapped;
-  k.options = options;
-  k.capacity = capacity;
-  k.alignment = alignment;
-  k.mask = mask;
-  k.page = page;
-  if (tl_plan_valid && !memcmp(&k, &tl_plan_key, sizeof k)) {
-    *out = tl_plan;
+  /* compared field by field: a byte compare of a key just built from narrow stores stalls on
+   * store forwarding, which cost more than the whole comparison */
+  const plan_key *o = &tl_plan_key;
+  if (tl_plan_valid && o->capacity == capacity && o->options == options && o->mask == mask &&
+      o->alignment == alignment && o->task == tk && o->mapped == mapped && o->page == page) {
+    plan_copy(out, &tl_plan);
     return true;
   }
+  plan_key k = { .task = tk, .mapped = mapped, .options = options, .capacity = capacity,
+                 .alignment = alignment, .mask = mask, .page = page };
   dk_constraint_kind kind;
   char why[200];
   IOReturn rc = dk__plan(out, tk, options, capacity, alignment, mask, page, mapped, &kind, why, sizeof why);
@@ -339,7 +351,7 @@ static bool plan_memo(dk_plan *out, dk_task_kind tk, bool mapped, IOOptionBits o
     return false;
   }
   tl_plan_key = k;
-  tl_plan = *out;
+  plan_copy(&tl_plan, out);
   tl_plan_valid = true;
   return true;
 }
@@ -458,7 +470,8 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   if (p->pageable && valign > caps->page_size) valign = caps->page_size;
   if (!allocate(b, &c, p->alloc_size, p->capacity, valign, !p->pageable)) return false;
   if (!p->pageable) {
-    md->wire_count = 1;          /* auto-prepared (§2 step 17) */
+    /* auto-prepared (§2 step 17); nobody else sees the object yet: no fence needed */
+    atomic_store_explicit(&md->wire_count, 1, memory_order_relaxed);
     if ((p->flags & kIOMemoryDirectionMask & kIODirectionOutIn) == kIODirectionOut)
       md->flags |= kIOMemoryPreparedReadOnly;
   }
