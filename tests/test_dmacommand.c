@@ -16,6 +16,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "iokit/dmacommand.h"
 #include "mapper/mapper_impl.h"
@@ -1301,6 +1303,72 @@ static void test_unprivileged_physical(void **state) {
   assert_int_equal(dk__objects_live(), live);
 }
 
+/* complete() gives the command's IOVA mapping back before it frees the bounce buffer: a
+ * mapping is found by virtual address, so a buffer created at the freed address in between
+ * (another thread, here inside the bounce's munmap) must get a mapping of its own, not share
+ * one that still points at the freed pages. */
+static _Thread_local bool tl_slow_munmap;
+static volatile int g_phase;
+static int slow_munmap(void *a, size_t l)
+{
+  int r = munmap(a, l);
+  if (tl_slow_munmap && l <= 16384) {
+    g_phase = 1;
+    while (g_phase != 2) usleep(1000);
+  }
+  return r;
+}
+static IOMapper *g_order_mapper;
+static unsigned g_order_uses;
+static void *order_other(void *arg)
+{
+  (void)arg;
+  while (g_phase != 1) usleep(100);
+  IOBufferMemoryDescriptor *n = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 4096, 4096);
+  if (n && n->md.iova_use) {
+    pthread_mutex_lock(&g_order_mapper->lock);
+    g_order_uses = n->md.iova_use->region->uses;
+    pthread_mutex_unlock(&g_order_mapper->lock);
+  }
+  g_phase = 2;
+  return n;
+}
+static void test_complete_unmaps_before_freeing_bounce(void **state)
+{
+  (void)state;
+  long pool = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);             /* 4K bounce pages: their address can come back */
+  const uint64_t ranges[1][2] = { { 0x100000, (1ull << 39) - 1 } };
+  g_order_mapper = dk__mapper_create_soft(ranges, 1, 0);
+  dk_mapper_set_system(g_order_mapper);
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 8192, 4096);
+  IODMACommand *c = IODMACommand_withSpecification(IODMACommand_OutputHost64, 0, 0, kIODMAMapOptionMapped, 0, 64, NULL, NULL);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_int_equal(IODMACommand_setMemoryDescriptor(c, (IOMemoryDescriptor *)b, false), kIOReturnSuccess);
+  assert_int_equal(IODMACommand_prepare(c, 1, 4095, true, true), kIOReturnSuccess);   /* misaligned: bounce */
+  assert_true(dk_dmacommand_is_double_buffered(c));
+  g_phase = 0;
+  g_order_uses = 0;
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, order_other, NULL), 0);
+  dk__prim.munmap = slow_munmap;
+  tl_slow_munmap = true;
+  IODMACommand_complete(c, true, true);
+  tl_slow_munmap = false;
+  dk__prim.munmap = dk__prim_default.munmap;
+  void *n;
+  pthread_join(t, &n);
+  OSObject_release(n);
+  OSObject_release(c);
+  OSObject_release(b);
+  dk_mapper_set_system(NULL);
+  unsigned leaks = dk_mapper_close(g_order_mapper, NULL, 0);
+  dk_option_set(DK_OPTION_POOL, pool);
+  assert_int_equal(leaks, 0);
+  assert_int_equal(g_order_uses, 1);             /* its own mapping, not the freed bounce's */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_withSpecification_arguments),
@@ -1330,6 +1398,7 @@ int main(void) {
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_unprivileged_physical),
       cmocka_unit_test(test_faults_mapped),
+      cmocka_unit_test(test_complete_unmaps_before_freeing_bounce),
       DKT_TEST_4K(faults_physical),
       DKT_TEST_POOL(faults_physical),
   };

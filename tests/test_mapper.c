@@ -1064,6 +1064,55 @@ static void constraints_segments_and_low(void **state)
              (unsigned long long)c.low, (unsigned long long)c.high);
 }
 
+/* An aperture that holds no whole page gives no space (its start rounded up must not wrap
+ * round to 0); one that starts in page 0 loses only page 0. */
+static void iova_aperture_edges(void **state)
+{
+  (void)state;
+  dk_iova_space *s = &g_sp;
+  const uint64_t r[2][2] = { { UINT64_MAX - 0xffe, UINT64_MAX }, { 0x10, 0x3fff } };
+  assert_true(dk__iova_init(s, r, 2, 4096));
+  assert_int_equal(s->n, 1);
+  assert_int_equal(s->free[0].addr, 4096);
+  assert_int_equal(s->free[0].len, 3 * 4096);
+  uint64_t x = 0;
+  assert_false(dk__iova_alloc(s, 4096, 4096, 0xfff, 0, &x));   /* nothing at or below page 0 */
+}
+
+/* Under a mapper: a boundary below the page size is kept when the address does not cross it
+ * (an IOVA's offset in its page is the address's), and a range longer than the boundary with a
+ * segment limit starts on a line whatever the pool handed out before. */
+static void subpage_boundary_and_segments(void **state)
+{
+  (void)state;
+  DKT_REQUIRE_ROOT();
+  IOMapper *m = rec_mapper(0);
+  dk_mapper_set_system(m);
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.boundary = 2048;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 1024, &c);
+  if (!b) fail_msg("boundary 2 KiB, 1 KiB: %s", dkt_failure_text());
+  IOByteCount l = 0;
+  uint64_t bus = IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &l, 0);
+  assert_int_equal(bus / 2048, (bus + 1023) / 2048);
+  OSObject_release(b);
+  for (uint64_t first = 0; first <= 64 * KiB; first += 16 * KiB) {
+    IOBufferMemoryDescriptor *f = first ? IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, first, 4096) : NULL;
+    c = DK_CONSTRAINTS_NONE;
+    c.boundary = 64 * KiB;
+    c.max_segments = 2;
+    b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 96 * KiB, &c);
+    if (!b) fail_msg("96 KiB in two 64 KiB-bounded segments after %llu KiB: %s", (unsigned long long)(first / KiB),
+                     dkt_failure_text());
+    bus = IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &l, 0);
+    assert_int_equal(bus % (64 * KiB), 0);
+    OSObject_release(b);
+    OSObject_release(f);
+  }
+  dk_mapper_set_system(NULL);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
+}
+
 /* Freeing whole ranges never needs memory: with every heap allocation failing, a hundred
  * isolated ranges still go back and the space is whole again. */
 static void iova_free_needs_no_memory(void **state)
@@ -1813,6 +1862,8 @@ int main(void)
     cmocka_unit_test_teardown(iova_free_outside_apertures, teardown_space),
     cmocka_unit_test_teardown(iova_top_of_space, teardown_space),
     cmocka_unit_test_teardown(iova_free_needs_no_memory, teardown_space),
+    cmocka_unit_test_teardown(iova_aperture_edges, teardown_space),
+    cmocka_unit_test_setup_teardown(subpage_boundary_and_segments, setup_on, teardown),
     cmocka_unit_test_setup_teardown(constraints_segments_and_low, setup_on, teardown),
     cmocka_unit_test(iova_against_model),
     TANY(table_rules),

@@ -55,6 +55,8 @@ DK_API IOReturn dk_mapper_get_info(IOMapper *mapper, dk_mapper_info *info);
 /* The mapper buffers are created with from now on (XNU's IOMapper::gSystem). NULL: none, bus
  * addresses are physical. Buffers keep the mapper they were created with. */
 DK_API void dk_mapper_set_system(IOMapper *mapper);
+/* The system mapper now, not retained: valid only while it stays the system mapper (or the
+ * caller holds its own reference, the one dk_mapper_open_vfio gave). */
 DK_API IOMapper *dk_mapper_get_system(void);
 /* Give up this reference. The debug tracker reports what is still mapped: the count is
  * returned (0 = clean), and each leaked range is written into `report` (may be NULL). The

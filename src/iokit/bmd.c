@@ -458,6 +458,9 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
     md->iova_spec.low = extra->low;
     md->iova_spec.boundary = extra->boundary;
     uint64_t a = dk__next_pow2(extra->alignment ? extra->alignment : 1);
+    /* a range longer than the boundary makes fewest segments when it starts on a line */
+    if (extra->boundary && extra->max_segments && p->capacity > extra->boundary && a < extra->boundary)
+      a = extra->boundary;
     if (a > 1) md->iova_spec.alignment = a;
     c.low = c.high = c.boundary = c.max_segment_size = 0;
     c.max_segments = 0;

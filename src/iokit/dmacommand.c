@@ -485,13 +485,13 @@ static IOReturn do_complete(IODMACommand *c, bool invalidate, bool sync)
   if (--c->active) return kIOReturnSuccess;
   IOReturn rc = kIOReturnSuccess;
   if (is_noncoherent(c) && invalidate) cache_op(c, kIOMemoryIncoherentIOFlush);
-  if (c->bounce) {
-    if (sync && should_copy(c, true)) rc = bounce_copy(c, true);
-    drop_bounce(c);
-  }
+  if (c->bounce && sync && should_copy(c, true)) rc = bounce_copy(c, true);
+  /* the IOVA mapping goes before the bounce's memory: a mapping is found by virtual address,
+   * and a buffer created meanwhile at the freed address must not share it */
   if (c->iova_use) dk__mapper_unmap(c->mapper, c->iova_use);
   c->iova_use = NULL;
   c->iova = 0;
+  if (c->bounce) drop_bounce(c);
   return rc;
 }
 

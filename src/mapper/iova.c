@@ -27,9 +27,10 @@ bool dk__iova_init(dk_iova_space *s, const uint64_t (*ranges)[2], size_t nranges
   if (!reserve(s, nranges ? nranges : 1)) return false;
   for (size_t i = 0; i < nranges; i++) {
     uint64_t a = ranges[i][0], b = ranges[i][1];
+    if (a > UINT64_MAX - page) continue;              /* no whole page starts in it */
+    a = (a + page - 1) & ~(page - 1);
     if (a < page) a = page;                           /* IOVA 0 reads as "no address" */
     if (b > UINT64_MAX - page) b = UINT64_MAX - page; /* so no exclusive end wraps to 0 */
-    a = (a + page - 1) & ~(page - 1);
     if (b < a || b - a + 1 < page) continue;
     uint64_t len = ((b - a + 1) & ~(page - 1));
     /* insert sorted (apertures come sorted from the kernel; be safe) */

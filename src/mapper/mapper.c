@@ -128,8 +128,14 @@ static dk_iova_region *new_region(IOMapper *m, uint64_t va, uint64_t len, uint64
   uint64_t off = va - start, rlen = end - start;
   uint64_t align = s->alignment > 1 ? s->alignment : 1;
   if (off & (align - 1)) return NULL;              /* the IOVA of va could never be aligned */
-  uint64_t boundary = s->boundary && rlen <= s->boundary ? s->boundary : 0;
-  if (s->boundary && !boundary && len <= s->boundary) return NULL;   /* try a finer granule */
+  uint64_t boundary = 0;
+  if (s->boundary && s->boundary <= granule) {
+    /* below the granule an IOVA's offset is the address's: the address alone decides */
+    if (len <= s->boundary && va / s->boundary != (va + len - 1) / s->boundary) return NULL;
+  } else if (s->boundary) {
+    boundary = rlen <= s->boundary ? s->boundary : 0;
+    if (!boundary && len <= s->boundary) return NULL;   /* try a finer granule */
+  }
   uint64_t iova;
   if (!dk__iova_alloc_window(&m->space, rlen, pow2_at_least(granule, align), s->low, s->limit, boundary, &iova)) {
     if (errno == ENOMEM) *err = ENOMEM;          /* not "no room": no memory to record it */
@@ -202,8 +208,9 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
       return dk__fail(kIOReturnVMError, DK_CONSTRAINT_RESOURCE, "the IOMMU refused a mapping of 0x%llx bytes: %s",
                       (unsigned long long)len, strerror(err));
     return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_MASK,
-                    "no free IOVA range of 0x%llx bytes at or below 0x%llx (alignment 0x%llx, boundary 0x%llx)",
-                    (unsigned long long)len, (unsigned long long)spec->limit,
+                    "no free IOVA range of 0x%llx bytes in [0x%llx, 0x%llx] (alignment 0x%llx, boundary 0x%llx)",
+                    (unsigned long long)len, (unsigned long long)spec->low,
+                    (unsigned long long)(spec->limit ? spec->limit : UINT64_MAX),
                     (unsigned long long)spec->alignment, (unsigned long long)spec->boundary);
   }
   r->uses++;
@@ -237,8 +244,10 @@ void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
   if (--r->uses == 0) {
     for (dk_iova_region **rp = &m->regions; *rp; rp = &(*rp)->next)
       if (*rp == r) { *rp = r->next; break; }
-    m->ops->unmap(m, r->iova, r->len);
-    if (!dk__iova_free(&m->space, r->iova, r->len)) m->info.double_unmaps++;
+    /* an IOVA the kernel would not unmap stays allocated: handing it out again would fail
+     * (or alias) in the IOMMU */
+    if (m->ops->unmap(m, r->iova, r->len) == 0 && !dk__iova_free(&m->space, r->iova, r->len))
+      m->info.double_unmaps++;
     m->info.mappings_live--;
     m->info.bytes_mapped -= r->len;
     dk__free(r);

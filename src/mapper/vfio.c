@@ -66,6 +66,7 @@ static IOReturn read_info(int container, uint64_t (*ranges)[2], size_t *nranges,
   *pgsizes = (probe.flags & VFIO_IOMMU_INFO_PGSIZES) ? probe.iova_pgsizes : 0;
   *nranges = 0;
   *avail = 0;
+  bool have_avail = false;
   size_t size = probe.argsz > sizeof probe ? probe.argsz : sizeof probe;
   struct vfio_iommu_type1_info *info = dk__calloc(1, size);
   if (!info) return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the IOMMU information");
@@ -78,7 +79,8 @@ static IOReturn read_info(int container, uint64_t (*ranges)[2], size_t *nranges,
     uint32_t off = info->cap_offset;
     for (int guard = 0; off && off + sizeof(struct vfio_info_cap_header) <= size && guard < 64; guard++) {
       struct vfio_info_cap_header *h = (void *)((char *)info + off);
-      if (h->id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
+      if (h->id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE &&
+          off + sizeof(struct vfio_iommu_type1_info_cap_iova_range) <= size) {
         struct vfio_iommu_type1_info_cap_iova_range *c = (void *)h;
         for (uint32_t i = 0; i < c->nr_iovas && *nranges < 8; i++) {
           if ((char *)&c->iova_ranges[i + 1] > (char *)info + size) break;
@@ -86,8 +88,10 @@ static IOReturn read_info(int container, uint64_t (*ranges)[2], size_t *nranges,
           ranges[*nranges][1] = c->iova_ranges[i].end;
           (*nranges)++;
         }
-      } else if (h->id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
+      } else if (h->id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL &&
+                 off + sizeof(struct vfio_iommu_type1_info_dma_avail) <= size) {
         *avail = ((struct vfio_iommu_type1_info_dma_avail *)(void *)h)->avail;
+        have_avail = true;
       }
       if (h->next <= off) break;
       off = h->next;
@@ -99,7 +103,7 @@ static IOReturn read_info(int container, uint64_t (*ranges)[2], size_t *nranges,
     ranges[0][1] = (1ull << 39) - 1;
     *nranges = 1;
   }
-  if (*avail == 0) *avail = 65535;      /* the type1 default of dma_entry_limit */
+  if (!have_avail) *avail = 65535;      /* an older kernel: the type1 default of dma_entry_limit */
   return kIOReturnSuccess;
 }
 
