@@ -402,10 +402,8 @@ static bool map_into_task(IOMemoryDescriptor *md, task_t task, uint64_t capacity
     .kind = DK_SHARE_BUFFER,
   };
   uint64_t id, address;
-  if (dk__share_map(task, &r, &id, &address) != kIOReturnSuccess) return false;
-  md->user_id = id;
-  if (address) __atomic_store_n(&md->user_address, address, __ATOMIC_RELEASE);
-  return true;
+  /* user_id and user_address are stored by the sharing hooks */
+  return dk__share_map(task, &r, &id, &address) == kIOReturnSuccess;
 }
 
 /* initWithPhysicalMask with the public entry's failure bookkeeping already done. */

@@ -94,6 +94,7 @@ struct IOMemoryMap {
   task_t              task;        /* retained when a client */
   mach_vm_address_t   address;     /* 0 after unmap; atomic (a client's side can revoke it) */
   uint64_t            share_id;    /* the mapping in a client task, 0 when none */
+  bool                server_owned;/* made for a client's request: the server's, never shared */
   mach_vm_size_t      length;
   mach_vm_size_t      offset;
   IOOptionBits        options;

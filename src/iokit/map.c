@@ -58,6 +58,7 @@ static bool compatible(const IOMemoryMap *m, task_t task, mach_vm_address_t at, 
                        mach_vm_size_t offset, mach_vm_size_t length)
 {
   if (!dk__map_address(m) || m->task != task) return false;             /* unmapped, other task */
+  if (m->server_owned) return false;                                     /* a client's own request */
   if (m->super && !dk__map_address(m->super)) return false;             /* its view went away */
   if ((m->options ^ options) & (kIOMapReadOnly | kIOMapGuardedMask)) return false;
   uint32_t want = options & kIOMapCacheMask;
@@ -132,10 +133,9 @@ static bool map_into_client(IOMemoryMap *m, IOMemoryDescriptor *md, task_t task,
     .kind = DK_SHARE_MAP,
   };
   uint64_t id, address;
-  if (dk__share_map(task, &r, &id, &address) != kIOReturnSuccess) return false;
-  m->share_id = id;
-  __atomic_store_n(&m->address, address, __ATOMIC_RELEASE);   /* 0 until a pending answer */
-  return true;
+  /* the id, and the address once the client answered, are stored by the sharing hooks under
+   * the connection's lock (a revoke cannot be overtaken by a late store) */
+  return dk__share_map(task, &r, &id, &address) == kIOReturnSuccess;
 }
 
 static void set_add(IOMemoryMap *m)

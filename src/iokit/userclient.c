@@ -4,6 +4,20 @@
  * that the server lets go of a mapping it held for a client. */
 #include "iokit/internal.h"
 
+static void published(void *obj, dk_share_kind kind, uint64_t id)
+{
+  if (kind == DK_SHARE_BUFFER) {
+    ((IOMemoryDescriptor *)obj)->user_id = id;
+    return;
+  }
+  IOMemoryMap *m = obj;
+  m->share_id = id;
+  if (kind == DK_SHARE_MAP_OWNED) {
+    OSObject_retain(m);                  /* the entry's reference, given back by drop() */
+    m->server_owned = true;
+  }
+}
+
 static void set_address(void *obj, dk_share_kind kind, uint64_t address)
 {
   if (kind == DK_SHARE_BUFFER) {
@@ -20,10 +34,8 @@ static void drop(void *obj, dk_share_kind kind)
   OSObject_release(obj);
 }
 
-#define CLIENT_MAP_OPTIONS (kIOMapReadOnly | kIOMapCacheMask | kIOMapPrefault)
-
-static void *map_for_type(const dk_server_policy *policy, task_t client, uint32_t type, IOOptionBits options,
-                          uint32_t seq)
+static IOReturn map_for_type(const dk_server_policy *policy, task_t client, uint32_t type, IOOptionBits options,
+                             uint32_t seq)
 {
   IOOptionBits opts = 0;
   IOMemoryDescriptor *given = NULL;
@@ -31,14 +43,13 @@ static void *map_for_type(const dk_server_policy *policy, task_t client, uint32_
   dk__enter("clientMemoryForType");
   if (rc != kIOReturnSuccess) {
     OSObject_release(given);
-    dk__fail(rc, DK_CONSTRAINT_PEER, "the driver refused memory type %u (%s)", type, dk_ioreturn_name(rc));
-    return NULL;
+    return dk__fail(rc, DK_CONSTRAINT_PEER, "the driver refused memory type %u (%s)", type, dk_ioreturn_name(rc));
   }
   IOMemoryDescriptor *md = dk__md(given);
   if (!md) {
-    dk__fail(kIOReturnInternalError, DK_CONSTRAINT_ARGUMENT,
-             "the driver's memory_for_type gave no descriptor for memory type %u", type);
-    return NULL;
+    OSObject_release(given);             /* whatever it was, it was handed over retained */
+    return dk__fail(kIOReturnInternalError, DK_CONSTRAINT_ARGUMENT,
+                    "the driver's memory_for_type gave no descriptor for memory type %u", type);
   }
   /* a fresh mapping per request (each is the client's to give back), read-only when either
    * side asks for it */
@@ -49,12 +60,12 @@ static void *map_for_type(const dk_server_policy *policy, task_t client, uint32_
   IOMemoryMap *m = dk__create_mapping(md, client, 0, o, 0, 0);
   dk__share_reply_end();
   OSObject_release(md);
-  if (m && !m->share_id) {             /* cannot happen with kIOMapUnique; never leave it waiting */
-    OSObject_release(m);
-    dk__fail(kIOReturnInternalError, DK_CONSTRAINT_STATE, "memory type %u was not mapped into the client", type);
-    return NULL;
-  }
-  return m;
+  if (!m) return dk_last_failure()->code ? dk_last_failure()->code : kIOReturnError;
+  bool sent = m->server_owned;           /* the entry holds its own reference now */
+  OSObject_release(m);
+  if (!sent)                             /* cannot happen with kIOMapUnique; never leave it waiting */
+    return dk__fail(kIOReturnInternalError, DK_CONSTRAINT_STATE, "memory type %u was not mapped into the client", type);
+  return kIOReturnSuccess;
 }
 
-const dk_share_hooks dk__share_hooks = { set_address, drop, map_for_type };
+const dk_share_hooks dk__share_hooks = { published, set_address, drop, map_for_type };

@@ -9,6 +9,7 @@
 #include "prim/prim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@ struct dk_client {
   pthread_cond_t    cond;       /* a waiter was answered, a mapping arrived, the driver left */
   bool              connected;
   bool              closing;
+  bool              free_on_exit;  /* closed from its own thread (a callback): the thread frees */
   dk_access         access;
   size_t            page;
   uint32_t          seq;
@@ -64,6 +66,28 @@ static int send_plain(int fd, dk_msg *m)
     if (errno != EINTR) return -1;
   }
   return -1;
+}
+
+/* Send within the deadline: a driver that stops reading does not hold the caller past its
+ * timeout. 0, or -1 with errno (ETIMEDOUT when there was no room in time). */
+static int send_until(int fd, dk_msg *m, int timeout_ms)
+{
+  struct iovec iov = { m, m->hdr.size };
+  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+  struct timespec until = dk__share_deadline(timeout_ms);
+  for (;;) {
+    ssize_t n = dk__sendmsg(fd, &mh, MSG_DONTWAIT);
+    if (n == (ssize_t)m->hdr.size) return 0;
+    if (n >= 0) { errno = EMSGSIZE; return -1; }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = (long)(until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+    if (left <= 0) { errno = ETIMEDOUT; return -1; }
+    struct pollfd pf = { .fd = fd, .events = POLLOUT };
+    (void)dk__poll(&pf, 1, (int)left);
+  }
 }
 
 /* One record from the driver, with at most one descriptor. Returns bytes (0: closed), or -1. */
@@ -140,6 +164,9 @@ static void on_map(dk_client *c, const dk_msg *m, int fd)
   ack.u.map_ack.address = cm->m.address;
   ack.u.map_ack.code = kIOReturnSuccess;
   dk_client_mapping copy = cm->m;
+  /* the answer goes before the mapping is listed: an UNMAP_REQ for it (once the application
+   * sees it) then always follows the answer on the socket */
+  (void)send_plain(c->fd, &ack);
   pthread_mutex_lock(&c->lock);
   cm->next = c->maps;
   c->maps = cm;
@@ -152,7 +179,6 @@ static void on_map(dk_client *c, const dk_msg *m, int fd)
   }
   pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
-  (void)send_plain(c->fd, &ack);
   if (!w && c->opts.mapped) c->opts.mapped(c->opts.ctx, &copy);
 }
 
@@ -194,6 +220,8 @@ static void on_result(dk_client *c, const dk_msg *m)
   pthread_mutex_unlock(&c->lock);
 }
 
+static void client_free(dk_client *c);
+
 static void *client_main(void *arg)
 {
   dk_client *c = arg;
@@ -226,6 +254,10 @@ static void *client_main(void *arg)
   pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
   if (!closing && c->opts.driver_gone) c->opts.driver_gone(c->opts.ctx);
+  pthread_mutex_lock(&c->lock);
+  bool self_free = c->free_on_exit;
+  pthread_mutex_unlock(&c->lock);
+  if (self_free) client_free(c);                     /* dk_client_close ran on this thread */
   return NULL;
 }
 
@@ -258,7 +290,7 @@ IOReturn dk_client_connect(const char *path, const dk_client_options *options, d
   pthread_mutex_init(&c->lock, NULL);
   dk__share_cond_init(&c->cond);
   IOReturn rc;
-  c->fd = dk__socket(AF_UNIX, SOCK_SEQPACKET, 0);
+  c->fd = dk__socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0);
   if (c->fd < 0) {
     rc = dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "socket: %s", strerror(errno));
     pthread_cond_destroy(&c->cond);
@@ -266,9 +298,29 @@ IOReturn dk_client_connect(const char *path, const dk_client_options *options, d
     dk__free(c);
     return rc;
   }
-  if (dk__connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    rc = dk__fail(errno == ENOENT || errno == ECONNREFUSED ? kIOReturnNotFound : kIOReturnIPCError,
-                  DK_CONSTRAINT_CONNECTION, "no driver listens on %s: %s", path, strerror(errno));
+  /* non-blocking: a driver whose backlog is full (stuck, or hostile) answers EAGAIN, and the
+   * attempt is repeated until the deadline instead of blocking for ever */
+  struct timespec until = dk__share_deadline(c->timeout_ms);
+  for (;;) {
+    if (dk__connect(c->fd, (struct sockaddr *)&sa, sizeof sa) == 0) break;
+    int e = errno;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    bool late = now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec);
+    if ((e == EAGAIN || e == EINTR) && !late) {
+      struct timespec t = { 0, 5 * 1000000L };
+      nanosleep(&t, NULL);
+      continue;
+    }
+    rc = e == EAGAIN ? dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
+                                "the driver on %s accepted no connection within %d ms", path, c->timeout_ms)
+                     : dk__fail(e == ENOENT || e == ECONNREFUSED ? kIOReturnNotFound : kIOReturnIPCError,
+                                DK_CONSTRAINT_CONNECTION, "no driver listens on %s: %s", path, strerror(e));
+    goto fail;
+  }
+  int fl = dk__fcntl(c->fd, F_GETFL, 0);              /* the library's thread reads blocking */
+  if (fl < 0 || dk__fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    rc = dk__fail(kIOReturnIPCError, DK_CONSTRAINT_CONNECTION, "fcntl: %s", strerror(errno));
     goto fail;
   }
   /* the driver's first word: WELCOME, or a refusal */
@@ -333,8 +385,16 @@ static IOReturn request(dk_client *c, dk_msg *m, waiter *w)
   c->waiters = w;
   pthread_mutex_unlock(&c->lock);
   IOReturn rc = kIOReturnSuccess;
-  if (send_plain(c->fd, m) != 0)
-    rc = dk__fail(kIOReturnIPCError, DK_CONSTRAINT_CONNECTION, "sending to the driver failed: %s", strerror(errno));
+  if (send_until(c->fd, m, c->timeout_ms) != 0) {
+    int e = errno;
+    if (e == EPIPE || e == ECONNRESET || e == ENOTCONN)          /* the driver is gone */
+      rc = dk__fail(kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION, "the driver is gone: %s", strerror(e));
+    else if (e == ETIMEDOUT)
+      rc = dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
+                    "the driver took no request within %d ms", c->timeout_ms);
+    else
+      rc = dk__fail(kIOReturnIPCError, DK_CONSTRAINT_CONNECTION, "sending to the driver failed: %s", strerror(e));
+  }
   struct timespec until = dk__share_deadline(c->timeout_ms);
   pthread_mutex_lock(&c->lock);
   while (rc == kIOReturnSuccess && !w->done && c->connected)
@@ -468,10 +528,17 @@ void dk_client_close(dk_client *client)
 {
   dk_client *c = live(client);
   if (!c) return;
+  bool own_thread = pthread_equal(pthread_self(), c->thread);
   pthread_mutex_lock(&c->lock);
   c->closing = true;
+  c->free_on_exit = own_thread;
   pthread_mutex_unlock(&c->lock);
   (void)dk__shutdown(c->fd, SHUT_RDWR);     /* the thread's read returns 0 */
+  if (own_thread) {
+    /* called from a callback: the thread frees everything once the callback returns */
+    pthread_detach(pthread_self());
+    return;
+  }
   dk__thread_join(c->thread);
   client_free(c);
 }

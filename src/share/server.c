@@ -34,6 +34,7 @@ typedef struct entry {
   dk_share_kind kind;
   entry_state   state;
   bool          waited;       /* a thread waits for the answer (else set_address fills it) */
+  bool          given_back;   /* the client gave it back before the waiting thread woke */
   IOReturn      code;         /* the client's failure, when FAILED */
   uint64_t      address;
 } entry;
@@ -48,6 +49,9 @@ typedef struct dk_conn {
   pthread_mutex_t  lock;
   pthread_cond_t   cond;        /* an entry changed state, or the connection died */
   bool             dead;        /* no more traffic; entries were revoked */
+  unsigned         nentries;    /* mappings the client holds or is being sent (capped) */
+  unsigned         npending;    /* of which not yet answered */
+  pthread_mutex_t  send_lock;   /* orders this connection's MAP and UNMAP messages */
   bool             finalized;   /* the server let go of it */
   uint64_t         next_id;
   entry           *entries;
@@ -67,10 +71,18 @@ struct dk_server {
   unsigned         count;       /* connected */
   task_t           queue[64];   /* admitted, not yet returned by dk_server_accept (retained) */
   unsigned         queued;
+  unsigned         accepting;   /* threads inside dk_server_accept */
+  pthread_cond_t   idle;        /* the last of them left (destroy waits for it) */
   char             path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
 #define g_hooks dk__share_hooks
+
+/* What one client may hold: mappings (answered or not) and mappings not yet answered. A
+ * client that asks for more is refused (kIOReturnNoResources), so a hostile one cannot make
+ * the driver keep unbounded records or descriptors in flight. */
+#define CONN_MAX_ENTRIES 4096u
+#define CONN_MAX_PENDING 64u
 
 /* The server thread, and the request it is answering (DK_SHARE_MAP_OWNED, reply seq). */
 static _Thread_local dk_server *tl_server;
@@ -112,6 +124,7 @@ void dk__task_release(task_t task)
   dk__close(c->fd);
   pthread_cond_destroy(&c->cond);
   pthread_mutex_destroy(&c->lock);
+  pthread_mutex_destroy(&c->send_lock);
   c->task.magic = 0;
   dk__free(c);
 }
@@ -166,6 +179,27 @@ static int send_msg(int fd, const dk_msg *m, int pass_fd)
   return -1;
 }
 
+/* Send, waiting up to `timeout_ms` for room when the client's socket is full (a slow client
+ * is not a dead one). 0, or -1 with errno: ETIMEDOUT when it never made room. */
+static int send_wait(int fd, const dk_msg *m, int pass_fd, int timeout_ms)
+{
+  struct timespec until = dk__share_deadline(timeout_ms);
+  for (;;) {
+    if (send_msg(fd, m, pass_fd) == 0) return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = (long)(until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+    if (left <= 0) { errno = ETIMEDOUT; return -1; }
+    struct pollfd pf = { .fd = fd, .events = POLLOUT };
+    (void)dk__poll(&pf, 1, (int)(left < 100 ? left : 100));
+  }
+}
+
+/* A send error as IOReturn: the client's fault (gone, or not reading), or the driver's own
+ * (descriptors in flight over its limit, no buffers), which must not cut the client off. */
+static bool client_fault(int err) { return err == ETIMEDOUT || err == EPIPE || err == ECONNRESET || err == ENOTCONN; }
+
 static void send_result(int fd, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
   __attribute__((format(printf, 5, 6)));
 static void send_result(int fd, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
@@ -208,14 +242,15 @@ static void conn_kill(dk_conn *c, IOReturn code, const char *why)
   c->dead = true;
   entry *list = c->entries;
   c->entries = NULL;
+  c->nentries = c->npending = 0;
   for (entry *e = list; e; e = e->next)
     if (g_hooks.set_address) g_hooks.set_address(e->obj, e->kind, 0);
   pthread_cond_broadcast(&c->cond);
   if (why) send_bye(c->fd, code, why);
   (void)dk__shutdown(c->fd, SHUT_RDWR);
-  dk_server *server = c->server;
+  /* woken under the lock: reap() clears c->server under it before the server is freed */
+  if (c->server) wake_server(c->server);
   pthread_mutex_unlock(&c->lock);
-  if (server) wake_server(server);
   while (list) {
     entry *e = list;
     list = e->next;
@@ -253,7 +288,9 @@ static int outgoing_fd(int memfd, bool writable, bool *close_after)
   int want = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
   int seals = dk__fcntl(memfd, F_GET_SEALS, 0);
   if (seals < 0 || (seals & want) != want) {
-    if (dk__fcntl(memfd, F_ADD_SEALS, want) != 0) {
+    /* another thread sharing the same buffer may have sealed it (F_SEAL_SEAL then refuses) */
+    if (dk__fcntl(memfd, F_ADD_SEALS, want) != 0 &&
+        !(errno == EPERM && (seals = dk__fcntl(memfd, F_GET_SEALS, 0)) >= 0 && (seals & want) == want)) {
       dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_RESOURCE,
                "the buffer's memfd cannot be sealed against resizing (%s); it is not shared", strerror(errno));
       return -1;
@@ -293,59 +330,87 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     dk__free(e);
     return dk_last_failure()->code;
   }
+  uint32_t seq = 0, reply_type = 0;
+  IOReturn rc = kIOReturnSuccess;
+  dk_msg m;
+  /* 1. publish the entry (before the message: the answer may come at once) */
   pthread_mutex_lock(&c->lock);
   bool on_server = tl_server && tl_server == c->server;
   int timeout = timeout_of(c->server);
-  pthread_mutex_unlock(&c->lock);
-  uint32_t seq = on_server ? tl_reply_seq : 0;
-  tl_reply_seq = 0;                                    /* one answer per request */
-  uint32_t reply_type = tl_reply_type;
-  e->obj = r->obj;
-  e->kind = seq ? DK_SHARE_MAP_OWNED : r->kind;
-  e->state = ENTRY_PENDING;
-  e->waited = !on_server;
-
-  dk_msg m;
-  dk__proto_init(&m, DK_MSG_MAP, seq);
-  m.u.map.file_offset = r->file_offset;
-  m.u.map.span = r->span;
-  m.u.map.in_page = r->in_page;
-  m.u.map.length = r->length;
-  m.u.map.writable = r->writable;
-  m.u.map.populate = r->populate;
-  m.u.map.tag = r->tag;
-  m.u.map.type = seq ? reply_type : 0;
-
-  IOReturn rc = kIOReturnSuccess;
-  pthread_mutex_lock(&c->lock);
+  if (on_server) {
+    seq = tl_reply_seq;
+    reply_type = tl_reply_type;
+    tl_reply_seq = 0;                                  /* one answer per request */
+  }
   if (c->dead) {
     rc = dk__fail(kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION, "client %s is gone", c->name);
+  } else if (c->nentries >= CONN_MAX_ENTRIES || c->npending >= CONN_MAX_PENDING) {
+    rc = dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
+                  "client %s holds %u mappings (%u unanswered); at most %u (%u unanswered)", c->name, c->nentries,
+                  c->npending, CONN_MAX_ENTRIES, CONN_MAX_PENDING);
   } else {
+    e->obj = r->obj;
+    e->kind = seq ? DK_SHARE_MAP_OWNED : r->kind;
+    e->state = ENTRY_PENDING;
+    e->waited = !on_server;
     e->id = ++c->next_id;
+    e->next = c->entries;
+    c->entries = e;
+    c->nentries++;
+    c->npending++;
+    /* the object learns its id now, and a server-owned map its own reference (it must
+     * outlive a disconnect that drops the entry while the server still builds it) */
+    if (g_hooks.published) g_hooks.published(e->obj, e->kind, e->id);
+    dk__proto_init(&m, DK_MSG_MAP, seq);
     m.u.map.id = e->id;
-    if (send_msg(c->fd, &m, fd) != 0) {
-      rc = dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
-                    "sending the mapping to client %s failed: %s", c->name, strerror(errno));
-    } else {
-      e->next = c->entries;
-      c->entries = e;
-    }
+    m.u.map.file_offset = r->file_offset;
+    m.u.map.span = r->span;
+    m.u.map.in_page = r->in_page;
+    m.u.map.length = r->length;
+    m.u.map.writable = r->writable;
+    m.u.map.populate = r->populate;
+    m.u.map.tag = r->tag;
+    m.u.map.type = seq ? reply_type : 0;
   }
-  uint64_t id = e->id;
+  pthread_mutex_unlock(&c->lock);
   if (rc != kIOReturnSuccess) {
-    pthread_mutex_unlock(&c->lock);
     dk__free(e);
     if (close_after) dk__close(fd);
-    if (rc == kIOReturnNotResponding) conn_kill(c, rc, "the client does not read its socket");
     return rc;
   }
+  uint64_t id = e->id;
+  /* 2. the message, in order with this connection's other MAP/UNMAPs */
+  pthread_mutex_lock(&c->send_lock);
+  int sent = send_wait(c->fd, &m, fd, on_server ? 0 : timeout);
+  int err = errno;
+  pthread_mutex_unlock(&c->send_lock);
   if (close_after) dk__close(fd);
-  *id_out = id;
-  if (!e->waited) {
+  if (sent != 0) {
+    entry *gone = NULL;
+    pthread_mutex_lock(&c->lock);
+    entry **link = NULL;
+    if (!c->dead && find_entry(c, id, &link) && link) {
+      gone = *link;
+      *link = gone->next;
+      c->nentries--;
+      c->npending--;
+      if (g_hooks.set_address) g_hooks.set_address(gone->obj, gone->kind, 0);
+    }
     pthread_mutex_unlock(&c->lock);
-    return kIOReturnSuccess;                           /* the answer fills the address */
+    if (gone && gone->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(gone->obj, gone->kind);
+    dk__free(gone);
+    if (client_fault(err)) {
+      conn_kill(c, kIOReturnNotResponding, err == ETIMEDOUT ? "the client does not read its socket" : NULL);
+      return dk__fail(err == ETIMEDOUT ? kIOReturnNotResponding : kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION,
+                      "sending the mapping to client %s failed: %s", c->name, strerror(err));
+    }
+    return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
+                    "sending the mapping to client %s failed on this side: %s", c->name, strerror(err));
   }
-  /* wait for the client's answer; the entry may be freed meanwhile (revoked): look it up */
+  *id_out = id;
+  if (on_server) return kIOReturnSuccess;              /* the answer fills the address */
+  /* 3. wait for the client's answer; the entry may be freed meanwhile (revoked): look it up */
+  pthread_mutex_lock(&c->lock);
   struct timespec until = dk__share_deadline(timeout);
   entry *w;
   for (;;) {
@@ -372,13 +437,28 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     IOReturn code = w->code;
     entry **link = NULL;
     if (find_entry(c, id, &link) && link) *link = w->next;
+    c->nentries--;
     pthread_mutex_unlock(&c->lock);
     dk__free(w);
     *id_out = 0;
-    return dk__fail(code ? code : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
-                    "client %s could not map the buffer (%s)", c->name, dk_ioreturn_name(code));
+    /* the client's word is not the driver's error code: only what a mapping can fail with */
+    if (code != kIOReturnNoMemory && code != kIOReturnNoResources) code = kIOReturnVMError;
+    return dk__fail(code, DK_CONSTRAINT_RESOURCE, "client %s could not map the buffer (%s)", c->name,
+                    dk_ioreturn_name(code));
+  }
+  w->waited = false;                                   /* answered: from now on an ordinary entry */
+  if (w->given_back) {
+    /* the client mapped it and gave it back already: a map into it that reads 0 */
+    entry **link = NULL;
+    if (find_entry(c, id, &link) && link) *link = w->next;
+    c->nentries--;
+    pthread_mutex_unlock(&c->lock);
+    dk__free(w);
+    return kIOReturnSuccess;
   }
   *address = w->address;
+  /* stored under the lock: a revoke that follows sets 0 after it, never before */
+  if (g_hooks.set_address) g_hooks.set_address(w->obj, w->kind, w->address);
   pthread_mutex_unlock(&c->lock);
   return kIOReturnSuccess;
 }
@@ -390,17 +470,27 @@ void dk__share_unmap(task_t task, uint64_t id)
   pthread_mutex_lock(&c->lock);
   entry **link = NULL;
   entry *e = find_entry(c, id, &link);
+  bool tell = false;
+  int timeout = timeout_of(c->server);
   if (e) {
     *link = e->next;
-    if (!c->dead) {
-      dk_msg m;
-      dk__proto_init(&m, DK_MSG_UNMAP, 0);
-      m.u.id.id = id;
-      (void)send_msg(c->fd, &m, -1);
-    }
+    c->nentries--;
+    if (e->state == ENTRY_PENDING) c->npending--;
+    tell = !c->dead;
   }
   pthread_mutex_unlock(&c->lock);
   dk__free(e);
+  if (!tell) return;
+  dk_msg m;
+  dk__proto_init(&m, DK_MSG_UNMAP, 0);
+  m.u.id.id = id;
+  pthread_mutex_lock(&c->send_lock);
+  int sent = send_wait(c->fd, &m, -1, tl_server == c->server ? 0 : timeout);
+  int err = errno;
+  pthread_mutex_unlock(&c->send_lock);
+  /* a client that takes no UNMAP keeps a mapping the driver let go: it is cut off */
+  if (sent != 0 && client_fault(err))
+    conn_kill(c, kIOReturnNotResponding, err == ETIMEDOUT ? "the client does not read its socket" : NULL);
 }
 
 /* ---- the server thread: requests ------------------------------------------------------------ */
@@ -427,8 +517,9 @@ static void handle_map_req(dk_server *s, dk_conn *c, const dk_msg *m)
     return;
   }
   dk__enter("clientMemoryForType");
-  void *map = g_hooks.map_for_type ? g_hooks.map_for_type(&s->policy, &c->task, m->u.map_req.type, opts, seq) : NULL;
-  if (!map) {
+  IOReturn rc = g_hooks.map_for_type ? g_hooks.map_for_type(&s->policy, &c->task, m->u.map_req.type, opts, seq)
+                                     : kIOReturnUnsupported;
+  if (rc != kIOReturnSuccess) {
     /* the hook or the mapping said why; the MAP message would have been the answer */
     const dk_failure *f = dk_last_failure();
     send_result(c->fd, seq, f->code ? f->code : kIOReturnError, f->constraint, "memory type %u: %s",
@@ -443,8 +534,19 @@ static void handle_unmap_req(dk_conn *c, const dk_msg *m)
   pthread_mutex_lock(&c->lock);
   entry **link = NULL;
   entry *e = find_entry(c, id, &link);
+  if (e && e->waited && !e->given_back) {
+    /* mapped and given back before the driver's thread saw the answer: it finds the entry,
+     * learns the mapping is gone, and removes it */
+    e->given_back = true;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    send_result(c->fd, m->hdr.seq, kIOReturnSuccess, DK_CONSTRAINT_NONE, "unmapped");
+    return;
+  }
   if (e) {
     *link = e->next;
+    c->nentries--;
+    if (e->state == ENTRY_PENDING) c->npending--;
     if (g_hooks.set_address && e->kind != DK_SHARE_BUFFER) g_hooks.set_address(e->obj, e->kind, 0);
   }
   pthread_mutex_unlock(&c->lock);
@@ -467,6 +569,7 @@ static void handle_map_ack(dk_conn *c, const dk_msg *m)
   entry *e = find_entry(c, a->id, &link);
   bool ok = e && e->state == ENTRY_PENDING;
   if (ok) {
+    c->npending--;
     if (a->code == kIOReturnSuccess) {
       e->state = ENTRY_MAPPED;
       e->address = a->address;
@@ -480,6 +583,7 @@ static void handle_map_ack(dk_conn *c, const dk_msg *m)
   entry *failed = NULL;
   if (ok && !e->waited && e->state == ENTRY_FAILED) {   /* nobody waits: forget it here */
     *link = e->next;
+    c->nentries--;
     failed = e;
   }
   pthread_mutex_unlock(&c->lock);
@@ -586,6 +690,7 @@ static void admit_one(dk_server *s, int fd)
   c->peer = peer;
   c->access = access;
   pthread_mutex_init(&c->lock, NULL);
+  pthread_mutex_init(&c->send_lock, NULL);
   dk__share_cond_init(&c->cond);
   dk_msg m;
   dk__proto_init(&m, DK_MSG_WELCOME, 0);
@@ -700,7 +805,15 @@ static void *server_main(void *arg)
     if (pf[1].revents & POLLIN) {
       for (int i = 0; i < 16; i++) {
         int fd = dk__accept(s->listen_fd);
-        if (fd < 0) break;
+        if (fd < 0) {
+          /* out of descriptors or memory: the connection stays queued and the socket readable,
+           * so back off instead of spinning */
+          if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            struct timespec t = { 0, 50 * 1000000L };
+            nanosleep(&t, NULL);
+          }
+          break;
+        }
         admit_one(s, fd);
       }
     }
@@ -734,6 +847,7 @@ IOReturn dk_server_create(const char *path, const dk_server_policy *policy, dk_s
   s->wake[0] = s->wake[1] = -1;
   pthread_mutex_init(&s->lock, NULL);
   dk__share_cond_init(&s->accepted);
+  dk__share_cond_init(&s->idle);
   IOReturn rc;
   /* a stale socket file (its driver died) is replaced; a live one, or anything else, is not */
   struct stat st;
@@ -789,6 +903,7 @@ fail:
   if (s->wake[0] >= 0) { dk__close(s->wake[0]); dk__close(s->wake[1]); }
   if (s->listen_fd >= 0) dk__close(s->listen_fd);
   pthread_cond_destroy(&s->accepted);
+  pthread_cond_destroy(&s->idle);
   pthread_mutex_destroy(&s->lock);
   dk__free(s);
   return rc;
@@ -801,20 +916,25 @@ IOReturn dk_server_accept(dk_server *s, int timeout_ms, task_t *client)
   if (!s || !client) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "a server and an out pointer are needed");
   struct timespec until = dk__share_deadline(timeout_ms < 0 ? 0 : timeout_ms);
   pthread_mutex_lock(&s->lock);
-  while (!s->queued) {
+  s->accepting++;
+  while (!s->queued && !s->stopping) {
     int r = timeout_ms < 0 ? pthread_cond_wait(&s->accepted, &s->lock)
                            : pthread_cond_timedwait(&s->accepted, &s->lock, &until);
     if (r == ETIMEDOUT) break;
   }
-  if (!s->queued) {
-    pthread_mutex_unlock(&s->lock);
-    return dk__fail(kIOReturnTimeout, DK_CONSTRAINT_CONNECTION, "no client connected within %d ms", timeout_ms);
+  IOReturn rc = kIOReturnSuccess;
+  if (s->stopping) {
+    rc = dk__fail(kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION, "the server is being destroyed");
+  } else if (!s->queued) {
+    rc = dk__fail(kIOReturnTimeout, DK_CONSTRAINT_CONNECTION, "no client connected within %d ms", timeout_ms);
+  } else {
+    *client = s->queue[0];
+    memmove(s->queue, s->queue + 1, (s->queued - 1) * sizeof s->queue[0]);
+    s->queued--;
   }
-  *client = s->queue[0];
-  memmove(s->queue, s->queue + 1, (s->queued - 1) * sizeof s->queue[0]);
-  s->queued--;
+  if (--s->accepting == 0) pthread_cond_broadcast(&s->idle);
   pthread_mutex_unlock(&s->lock);
-  return kIOReturnSuccess;
+  return rc;
 }
 
 unsigned dk_server_client_count(dk_server *s)
@@ -831,6 +951,8 @@ void dk_server_destroy(dk_server *s)
   if (!s) return;
   pthread_mutex_lock(&s->lock);
   s->stopping = true;
+  pthread_cond_broadcast(&s->accepted);         /* threads in dk_server_accept return */
+  while (s->accepting) pthread_cond_wait(&s->idle, &s->lock);
   pthread_mutex_unlock(&s->lock);
   wake_server(s);
   dk__thread_join(s->thread);
@@ -846,6 +968,7 @@ void dk_server_destroy(dk_server *s)
   dk__close(s->wake[0]);
   dk__close(s->wake[1]);
   pthread_cond_destroy(&s->accepted);
+  pthread_cond_destroy(&s->idle);
   pthread_mutex_destroy(&s->lock);
   dk__free(s);
 }

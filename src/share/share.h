@@ -33,12 +33,17 @@ typedef enum dk_share_kind {
 } dk_share_kind;
 
 typedef struct dk_share_hooks {
+  /* Under the connection's lock, when the entry is published: the object learns its id; a
+   * DK_SHARE_MAP_OWNED map takes the server's own reference (dropped by `drop`) and is marked
+   * as the server's, so that no other request shares it. An atomic store or two, no locks. */
+  void (*published)(void *obj, dk_share_kind kind, uint64_t id);
   void (*set_address)(void *obj, dk_share_kind kind, uint64_t address);
   void (*drop)(void *obj, dk_share_kind kind);
-  /* IOUserClient::clientMemoryForType and the mapping of it: returns the new map (the
-   * server's reference) or NULL with the failure recorded. Called on the server thread. */
-  void *(*map_for_type)(const dk_server_policy *policy, task_t client, uint32_t type, IOOptionBits options,
-                        uint32_t seq);
+  /* IOUserClient::clientMemoryForType and the mapping of it, on the server thread: success
+   * when the MAP went out (the server holds the map through its entry), else the failure
+   * recorded. */
+  IOReturn (*map_for_type)(const dk_server_policy *policy, task_t client, uint32_t type, IOOptionBits options,
+                           uint32_t seq);
 } dk_share_hooks;
 /* Supplied by the iokit layer (src/iokit/userclient.c): sharing calls up only through it. */
 extern const dk_share_hooks dk__share_hooks;
