@@ -75,7 +75,8 @@ typedef struct dk_server_policy {
  * thread accepts clients and serves their requests. */
 DK_API IOReturn dk_server_create(const char *path, const dk_server_policy *policy, dk_server **out);
 /* The next client that connected and was admitted, waiting up to timeout_ms (-1: for ever).
- * The task comes retained: dk_task_release it. kIOReturnTimeout when none came. */
+ * The task comes retained: dk_task_release it. kIOReturnTimeout when none came;
+ * kIOReturnNotAttached when dk_server_destroy was called meanwhile. */
 DK_API IOReturn dk_server_accept(dk_server *server, int timeout_ms, task_t *client);
 /* Disconnect every client (they are told; their mappings stay valid in them), stop the
  * thread, remove the socket file, free the server. Tasks still referenced stay valid (dead). */
@@ -143,7 +144,9 @@ DK_API IOReturn dk_client_next_mapping(dk_client *client, int timeout_ms, dk_cli
 DK_API bool dk_client_find_mapping(dk_client *client, mach_vm_address_t address, dk_client_mapping *mapping);
 /* Still connected to a live driver. */
 DK_API bool dk_client_is_connected(dk_client *client);
-/* Disconnect, unmap every mapping this connection made, free everything. */
+/* Disconnect, unmap every mapping this connection made, free everything. It may be called from
+ * the connection's own callbacks (the library's thread then frees it when the callback
+ * returns); the handle is invalid once it returns either way. */
 DK_API void dk_client_close(dk_client *client);
 
 #ifdef __cplusplus
