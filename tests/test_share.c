@@ -42,6 +42,18 @@
  *    UNMAP_REQ of ids never granted or granted to another client, refused with a RESULT while
  *    other clients are served;
  *  - every descriptor either side opens is close-on-exec;
+ *  - regressions from the sharing review, made deterministic with dk__prim hooks where they are
+ *    races: a client's map request racing dk_task_disconnect (no use of freed memory, the
+ *    server's map released once, the disconnect does not wait for the server's send);
+ *    dk_server_destroy wakes dk_server_accept(-1) (kIOReturnNotAttached); a push of memory the
+ *    client asked for is a new mapping, and giving the request back leaves the driver's map; a
+ *    burst of 2000 releases reaches a slow client (no UNMAP lost); a client that gives each
+ *    push back at once never fails the push; a flooding client is capped (64 unanswered, 4096
+ *    held: kIOReturnNoResources, bounded objects and records, others served);
+ *    dk_client_close from the `mapped` and `driver_gone` callbacks; dk_client_connect to a
+ *    full backlog and dk_client_map_memory to a driver that reads nothing return within their
+ *    timeout (kIOReturnNotResponding); seals added by another thread meanwhile; accept(2)
+ *    failures back off;
  *  - a bounded stress (DK_SHARE_STRESS_MS, default 2000): 16 client processes mapping and
  *    unmapping, 4 of them killed, the driver pushing buffers and creating buffers in them;
  *    contents checked on both sides, no leaks at the end.
@@ -61,6 +73,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -328,14 +341,79 @@ static IOBufferMemoryDescriptor *k_bufs[8];
 static IOMemoryMap *k_maps[8];
 static int k_nbufs;
 
-static void k_on_mapped(void *ctx, const dk_client_mapping *m) { (void)ctx; (void)m; atomic_fetch_add(&k_mapped, 1); }
+/* A callback may close the client ("closein"): the connection, published for the library's
+ * thread, and whether (and where) that happened. */
+enum { K_CLOSE_NONE, K_CLOSE_IN_MAPPED, K_CLOSE_IN_GONE };
+static _Atomic int k_close_in, k_closed, k_closer_tid;
+static _Atomic(dk_client *) k_self;
+static _Atomic int k_slow_unmap_ms;   /* the next `unmapped` callback sleeps this long, once */
+
+static void k_close_from(int where)
+{
+  if (atomic_load(&k_close_in) != where) return;
+  dk_client *c = atomic_exchange(&k_self, NULL);
+  if (!c) return;
+  atomic_store(&k_closer_tid, (int)gettid());
+  dk_client_close(c);          /* on the library's own thread */
+  atomic_store(&k_closed, 1);  /* it returned */
+}
+
+static void k_on_mapped(void *ctx, const dk_client_mapping *m)
+{
+  (void)ctx;
+  (void)m;
+  atomic_fetch_add(&k_mapped, 1);
+  k_close_from(K_CLOSE_IN_MAPPED);
+}
 static void k_on_unmapped(void *ctx, const dk_client_mapping *m)
 {
   (void)ctx;
+  int slow = atomic_exchange(&k_slow_unmap_ms, 0);
+  if (slow > 0) usleep((useconds_t)slow * 1000u);   /* a slow consumer: the library reads nothing meanwhile */
   atomic_store(&k_last_unmapped, (uint64_t)m->address);
   atomic_fetch_add(&k_unmapped, 1);
 }
-static void k_on_gone(void *ctx) { (void)ctx; atomic_fetch_add(&k_gone, 1); }
+static void k_on_gone(void *ctx)
+{
+  (void)ctx;
+  atomic_fetch_add(&k_gone, 1);
+  k_close_from(K_CLOSE_IN_GONE);
+}
+
+/* "ackdelay": the library's MAP_ACKs leave late (the library thread descheduled between
+ * mapping a buffer and answering), for the first k_ack_delays of them. */
+static _Atomic int k_ack_delays;
+static int k_ack_delay_us;
+static ssize_t k_sendmsg_late_ack(int fd, const struct msghdr *mh, int flags)
+{
+  const dk_msg *m = mh->msg_iov[0].iov_base;
+  if (mh->msg_iov[0].iov_len >= sizeof(dk_msg_hdr) && m->hdr.type == DK_MSG_MAP_ACK &&
+      atomic_fetch_sub(&k_ack_delays, 1) > 0)
+    usleep((useconds_t)k_ack_delay_us);
+  return dk__prim_default.sendmsg(fd, mh, flags);
+}
+
+/* A field of /proc/self/status in kB ("VmSize"), -1 if none. */
+static long long k_status_kb(const char *field)
+{
+  FILE *f = fopen("/proc/self/status", "re");
+  if (!f) return -1;
+  char line[256];
+  long long v = -1;
+  size_t n = strlen(field);
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, field, n) && line[n] == ':') {
+      v = strtoll(line + n + 1, NULL, 10);
+      break;
+    }
+  fclose(f);
+  return v;
+}
+
+/* Raw client: request numbers, and the MAPs it was sent and has not answered. */
+static uint32_t k_rseq = 1000;
+static uint64_t k_unanswered[256];
+static int k_nunanswered;
 
 static k_slot *k_slot_for(uint64_t id, bool create)
 {
@@ -487,7 +565,10 @@ static bool kid_do(char *cmd, char *out, size_t cap)
     dk_client_options o = { k_on_mapped, k_on_unmapped, k_on_gone, NULL, 0 };
     dk_client *c = NULL;
     IOReturn r = dk_client_connect(path, &o, &c);
-    if (r == kIOReturnSuccess) k_client = c;
+    if (r == kIOReturnSuccess) {
+      k_client = c;
+      atomic_store(&k_self, c);
+    }
     snprintf(out, cap, "%d %d %s", r, r == kIOReturnSuccess ? (int)dk_client_is_connected(c) : 0,
              r == kIOReturnSuccess ? "" : dk_last_failure()->text);
   } else if (!strcmp(op, "next")) {
@@ -557,9 +638,67 @@ static bool kid_do(char *cmd, char *out, size_t cap)
   } else if (!strcmp(op, "connected")) {
     snprintf(out, cap, "%d", (int)dk_client_is_connected(k_client));
   } else if (!strcmp(op, "close")) {
+    atomic_store(&k_self, NULL);
     dk_client_close(k_client);
     k_client = NULL;
     snprintf(out, cap, "ok");
+  } else if (!strcmp(op, "closein")) {   /* mapped | gone: that callback closes the client */
+    char where[16] = "";
+    sscanf(a, "%15s", where);
+    atomic_store(&k_closed, 0);
+    atomic_store(&k_close_in, !strcmp(where, "mapped") ? K_CLOSE_IN_MAPPED : !strcmp(where, "gone") ? K_CLOSE_IN_GONE
+                                                                                                   : K_CLOSE_NONE);
+    snprintf(out, cap, "ok");
+  } else if (!strcmp(op, "waitclosed")) {   /* 1 once a callback's dk_client_close returned */
+    sscanf(a, "%d", &t);
+    bool closed = WAIT_UNTIL(atomic_load(&k_closed) != 0, t);
+    if (closed) k_client = NULL;            /* freed by its own thread */
+    snprintf(out, cap, "%d", (int)closed);
+  } else if (!strcmp(op, "slowunmap")) {
+    sscanf(a, "%d", &t);
+    atomic_store(&k_slow_unmap_ms, t);
+    snprintf(out, cap, "ok");
+  } else if (!strcmp(op, "ackdelay")) {     /* N US, before "connect" (single-threaded then) */
+    sscanf(a, "%d %d", &t, &z);
+    k_ack_delay_us = z;
+    atomic_store(&k_ack_delays, t);
+    dk__prim.sendmsg = k_sendmsg_late_ack;
+    snprintf(out, cap, "ok");
+  } else if (!strcmp(op, "consume")) {      /* N MS: give each pushed mapping back as soon as it is listed */
+    sscanf(a, "%d %d", &t, &z);
+    int got = 0, ok = 0, notfound = 0, other = 0, last = 0;
+    uint64_t end = now_ms() + (uint64_t)z;
+    for (uint64_t now; got < t && (now = now_ms()) < end;) {
+      dk_client_mapping m;
+      IOReturn r = dk_client_next_mapping(k_client, (int)(end - now), &m);
+      if (r == kIOReturnTimeout) continue;
+      if (r != kIOReturnSuccess) { last = r; break; }
+      got++;
+      r = dk_client_unmap_memory(k_client, m.address);
+      if (r == kIOReturnSuccess) ok++;
+      else if (r == kIOReturnNotFound) notfound++;
+      else { other++; last = r; }
+    }
+    snprintf(out, cap, "consumed %d ok %d notfound %d other %d last %d", got, ok, notfound, other, last);
+  } else if (!strcmp(op, "waitcloser")) {   /* MS: 1 once the thread that closed from a callback ended */
+    sscanf(a, "%d", &t);
+    char tp[64];
+    snprintf(tp, sizeof tp, "/proc/self/task/%d", atomic_load(&k_closer_tid));
+    snprintf(out, cap, "%d", (int)(atomic_load(&k_closer_tid) > 0 && WAIT_UNTIL(access(tp, F_OK) != 0, t)));
+  } else if (!strcmp(op, "waitfds")) {      /* N MS: until N descriptors are open */
+    sscanf(a, "%d %d", &z, &t);
+    (void)WAIT_UNTIL(dkt_fd_count() == z, t);
+    snprintf(out, cap, "%d", dkt_fd_count());
+  } else if (!strcmp(op, "vmkb")) {
+    snprintf(out, cap, "%lld", k_status_kb("VmSize"));
+  } else if (!strcmp(op, "stackkb")) {      /* a new thread's stack */
+    pthread_attr_t at;
+    size_t ss = 0;
+    if (pthread_getattr_default_np(&at) == 0) {
+      pthread_attr_getstacksize(&at, &ss);
+      pthread_attr_destroy(&at);
+    }
+    snprintf(out, cap, "%zu", ss / 1024);
   } else if (!strcmp(op, "fds")) {
     snprintf(out, cap, "%d", dkt_fd_count());
   } else if (!strcmp(op, "nocloexec")) {
@@ -623,6 +762,49 @@ static bool kid_do(char *cmd, char *out, size_t cap)
     k_slot *s = k_slot_for(x, false);
     if (!s || s->addr == 0) snprintf(out, cap, "noslot");
     else snprintf(out, cap, "%" PRIx64, fnv((const void *)(uintptr_t)s->addr, (size_t)s->m.length));
+  } else if (!strcmp(op, "rflood")) {   /* N type ack: N MAP_REQs, each answer read before the next */
+    /* a MAP is answered (at a made-up address: nothing is mapped) when `ack`, else remembered */
+    sscanf(a, "%d %u %d", &t, &u, &z);
+    int maps = 0, nores = 0, other = 0, eof = 0, badseq = 0, other_code = 0;
+    for (int i = 0; i < t; i++) {
+      dk_msg m;
+      size_t n = msg_init(&m, DK_MSG_MAP_REQ, ++k_rseq);
+      m.u.map_req.type = u;
+      raw_rec r;
+      if (raw_send(k_raw, &m, n, -1) != 0 || raw_recv(k_raw, REPLY_MS, &r) != 1) { eof = 1; break; }
+      if (r.fd >= 0) close(r.fd);
+      if (r.u.m.hdr.seq != k_rseq) badseq++;
+      if (r.u.m.hdr.type == DK_MSG_MAP) {
+        maps++;
+        if (z) {
+          dk_msg ack;
+          size_t an = msg_init(&ack, DK_MSG_MAP_ACK, 0);
+          ack.u.map_ack.id = r.u.m.u.map.id;
+          ack.u.map_ack.address = 0x100000000ull + (uint64_t)i * PS;
+          if (raw_send(k_raw, &ack, an, -1) != 0) { eof = 1; break; }
+        } else if (k_nunanswered < (int)(sizeof k_unanswered / sizeof k_unanswered[0])) {
+          k_unanswered[k_nunanswered++] = r.u.m.u.map.id;
+        }
+      } else if (r.u.m.hdr.type == DK_MSG_RESULT && r.u.m.u.result.code == (int32_t)kIOReturnNoResources) {
+        nores++;
+      } else {
+        other++;
+        other_code = r.u.m.hdr.type == DK_MSG_RESULT ? r.u.m.u.result.code : -(int)r.u.m.hdr.type;
+      }
+    }
+    snprintf(out, cap, "maps %d nores %d other %d eof %d badseq %d code %d", maps, nores, other, eof, badseq,
+             other_code);
+  } else if (!strcmp(op, "rackall")) {   /* answer every MAP rflood left unanswered */
+    int sent = 0;
+    for (int i = 0; i < k_nunanswered; i++) {
+      dk_msg ack;
+      size_t an = msg_init(&ack, DK_MSG_MAP_ACK, 0);
+      ack.u.map_ack.id = k_unanswered[i];
+      ack.u.map_ack.address = 0x200000000ull + (uint64_t)i * PS;
+      if (raw_send(k_raw, &ack, an, -1) == 0) sent++;
+    }
+    k_nunanswered = 0;
+    snprintf(out, cap, "%d", sent);
   } else if (!strcmp(op, "rclose")) {
     if (k_raw >= 0) close(k_raw);
     k_raw = -1;
@@ -663,6 +845,8 @@ static bool kid_do(char *cmd, char *out, size_t cap)
 
 static void kid_cleanup(void)
 {
+  atomic_store(&k_close_in, K_CLOSE_NONE);
+  if (atomic_load(&k_closed)) k_client = NULL;   /* a callback closed it */
   if (k_client) dk_client_close(k_client);
   k_client = NULL;
   for (int i = 0; i < k_nbufs; i++) {
@@ -1065,6 +1249,36 @@ static void task_rel(task_t t)
   dk_task_release(t);
 }
 
+/* An in-process client (this process both driver and client), pushed maps held in bulk, and
+ * descriptors of hand-made sockets: teardown lets go of them too. */
+static dk_client *g_client;
+static IOMemoryMap *g_many[2048];
+static int g_nmany;
+static int g_sockets[80];
+static int g_nsockets;
+
+static void release_many(void)
+{
+  for (int i = 0; i < g_nmany; i++) OSSafeReleaseNULL(g_many[i]);
+  g_nmany = 0;
+}
+
+static int keep_socket(int fd)
+{
+  if (fd >= 0 && g_nsockets < (int)(sizeof g_sockets / sizeof g_sockets[0])) g_sockets[g_nsockets++] = fd;
+  return fd;
+}
+
+static void close_socket(int fd)
+{
+  for (int i = 0; fd >= 0 && i < g_nsockets; i++)
+    if (g_sockets[i] == fd) {
+      g_sockets[i] = g_sockets[--g_nsockets];
+      break;
+    }
+  if (fd >= 0) close(fd);
+}
+
 static void release_owned(void)
 {
   /* maps before the descriptors they hold, then the tasks */
@@ -1268,11 +1482,19 @@ static int teardown(void **state)
       kid_reap(&g_kids[i]);
     }
   g_nkids = 0;
+  if (g_client) dk_client_close(g_client);
+  g_client = NULL;
+  release_many();
   release_owned();
   stop_server();
+  while (g_nsockets > 0) close_socket(g_sockets[0]);
+  dk__prim = dk__prim_default;   /* a test's hooks (set before its server, taken out after) */
   OSSafeReleaseNULL(g_rw);
   OSSafeReleaseNULL(g_ro);
   unlink(g_path);
+  char extra[128];
+  snprintf(extra, sizeof extra, "%s/other.sock", g_dir);
+  unlink(extra);
   rmdir(g_dir);
   return 0;
 }
@@ -2760,6 +2982,696 @@ static void test_descriptors_close_on_exec(void **state)
   assert_objects_back();
 }
 
+/* ---- regressions from the sharing review ----------------------------------------------------------
+ * Each of these failed before the review's fixes; races are made deterministic with dk__prim
+ * hooks (installed before the server starts, taken out after it stopped, so that its thread
+ * reads the table only while it is stable). */
+
+/* A sibling path for a hand-made socket in this test's directory. */
+static const char *other_path(void)
+{
+  static char p[128];
+  snprintf(p, sizeof p, "%s/other.sock", g_dir);
+  return p;
+}
+
+/* A listening SOCK_SEQPACKET socket on other_path() that nobody serves. */
+static int listen_other(int backlog)
+{
+  int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  assert_true(l >= 0);
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", other_path());
+  unlink(sa.sun_path);
+  assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(l, backlog), 0);
+  return keep_socket(l);
+}
+
+/* The state letter of thread `tid` of this process ('S': sleeping), '?' if unknown. */
+static char thread_state(pid_t tid)
+{
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+  FILE *f = fopen(path, "re");
+  if (!f) return '?';
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')');
+  return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/* 1. A client's map request racing dk_task_disconnect: the server thread goes on with the map
+ * it made for the request after the disconnect dropped the connection's records. The hook sends
+ * the server's answer (the MAP), then has another thread disconnect the client and waits until
+ * that is over: the disconnect runs to its end while the server thread is still inside
+ * dk__share_map, every time. Nothing may touch freed memory (the ASan build proves it), the map
+ * is released once, and the disconnect must not wait for the server's send. */
+static _Atomic int h1_armed, h1_fired, h1_killed, h1_blocked;
+static task_t h1_task;
+static sem_t h1_go;
+
+static ssize_t h1_sendmsg(int fd, const struct msghdr *mh, int flags)
+{
+  ssize_t n = dk__prim_default.sendmsg(fd, mh, flags);
+  const dk_msg *m = mh->msg_iov[0].iov_base;
+  if (mh->msg_iov[0].iov_len >= sizeof(dk_msg_hdr) && m->hdr.type == DK_MSG_MAP && m->hdr.seq != 0 &&
+      atomic_exchange(&h1_armed, 0)) {
+    atomic_store(&h1_fired, 1);
+    sem_post(&h1_go);
+    if (!WAIT_UNTIL(atomic_load(&h1_killed) != 0, 1500)) atomic_store(&h1_blocked, 1);
+  }
+  return n;
+}
+
+static void *h1_killer(void *arg)
+{
+  (void)arg;
+  while (sem_wait(&h1_go) != 0 && errno == EINTR) {}
+  dk_task_disconnect(h1_task);
+  atomic_store(&h1_killed, 1);
+  return NULL;
+}
+
+static void test_map_request_racing_disconnect(void **state)
+{
+  (void)state;
+  atomic_store(&h1_armed, 0);
+  atomic_store(&h1_fired, 0);
+  atomic_store(&h1_killed, 0);
+  atomic_store(&h1_blocked, 0);
+  assert_int_equal(sem_init(&h1_go, 0, 0), 0);
+  dk__prim.sendmsg = h1_sendmsg;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  dk_client_options o = { .timeout_ms = 5000 };
+  if (dk_client_connect(g_path, &o, &g_client) != kIOReturnSuccess) fail_msg("connect: %s", dkt_failure_text());
+  task_t task = NULL;
+  assert_int_equal(dk_server_accept(g_srv, REPLY_MS, &task), kIOReturnSuccess);
+  own_task(task);
+  h1_task = task;
+  int rc_rw = OSObject_getRetainCount(g_rw);
+  long objs = dk__objects_live();
+  pthread_t killer;
+  assert_int_equal(pthread_create(&killer, NULL, h1_killer, NULL), 0);
+  atomic_store(&h1_armed, 1);
+  mach_vm_address_t a = 0;
+  mach_vm_size_t l = 0;
+  IOReturn r = dk_client_map_memory(g_client, TYPE_RW, 0, &a, &l);
+  if (!atomic_load(&h1_fired)) sem_post(&h1_go);   /* let the killer go in any case */
+  pthread_join(killer, NULL);
+  sem_destroy(&h1_go);
+  assert_true(atomic_load(&h1_fired));
+  if (atomic_load(&h1_blocked))
+    fail_msg("dk_task_disconnect could not finish while the server thread sent its answer to a map request "
+             "(it waited for the connection for 1.5 s)");
+  if (r != kIOReturnSuccess && r != kIOReturnNotAttached)
+    fail_msg("map_memory across a disconnect: %s (%s)", dk_ioreturn_name(r), dkt_failure_text());
+  assert_false(dk_task_is_connected(task));
+  /* the server's map for the request was released, once: the descriptor holds what it held
+   * before, and no object is left */
+  assert_true(WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc_rw, 2000));
+  assert_true(WAIT_UNTIL(dk__objects_live() == objs, 2000));
+  if (r == kIOReturnSuccess) {   /* what the client got is the memory */
+    assert_int_equal(l, 4 * PS);
+    assert_true(dkt_all_bytes((const void *)(uintptr_t)a, (size_t)l, FILL_RW));
+  }
+  dk_client_close(g_client);
+  g_client = NULL;
+  task_rel(task);
+  stop_server();
+  dk__prim.sendmsg = dk__prim_default.sendmsg;
+  assert_objects_back();
+}
+
+/* 2. dk_server_destroy while another thread waits in dk_server_accept(-1): that thread returns
+ * kIOReturnNotAttached and the destroy returns (before, it freed the server under the waiter, or
+ * hung destroying a condition variable with a waiter). */
+static dk_server *a2_srv;
+static _Atomic int a2_tid, a2_done, a2_rc, a2_destroyed;
+
+static void *a2_acceptor(void *arg)
+{
+  (void)arg;
+  atomic_store(&a2_tid, (int)gettid());
+  task_t t = NULL;
+  IOReturn r = dk_server_accept(a2_srv, -1, &t);
+  if (t) dk_task_release(t);
+  atomic_store(&a2_rc, r);
+  atomic_store(&a2_done, 1);
+  return NULL;
+}
+
+static void *a2_destroyer(void *arg)
+{
+  (void)arg;
+  dk_server_destroy(a2_srv);
+  atomic_store(&a2_destroyed, 1);
+  return NULL;
+}
+
+static void test_destroy_wakes_accept(void **state)
+{
+  (void)state;
+  atomic_store(&a2_tid, 0);
+  atomic_store(&a2_done, 0);
+  atomic_store(&a2_rc, 0);
+  atomic_store(&a2_destroyed, 0);
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  a2_srv = g_srv;
+  pthread_t at, dt;
+  assert_int_equal(pthread_create(&at, NULL, a2_acceptor, NULL), 0);
+  /* waiting inside dk_server_accept: asleep on its condition variable */
+  assert_true(WAIT_UNTIL(atomic_load(&a2_tid) != 0 && thread_state((pid_t)atomic_load(&a2_tid)) == 'S', 5000));
+  usleep(50 * 1000);
+  assert_false(atomic_load(&a2_done));
+  g_srv = NULL;   /* destroyed by the other thread */
+  uint64_t t0 = now_ms();
+  assert_int_equal(pthread_create(&dt, NULL, a2_destroyer, NULL), 0);
+  bool destroyed = WAIT_UNTIL(atomic_load(&a2_destroyed) != 0, 3000);
+  uint64_t took = now_ms() - t0;
+  bool back = WAIT_UNTIL(atomic_load(&a2_done) != 0, destroyed ? 2000 : 0);
+  if (destroyed) pthread_join(dt, NULL);
+  else pthread_detach(dt);   /* stuck for good: leave it */
+  if (back) pthread_join(at, NULL);
+  else pthread_detach(at);
+  if (!destroyed) fail_msg("dk_server_destroy did not return within 3 s while a thread waited in dk_server_accept(-1)");
+  if (!back) fail_msg("dk_server_accept(-1) did not return when the server was destroyed");
+  printf("NOTE: destroy with a waiting accept took %llu ms\n", (unsigned long long)took);
+  assert_int_equal(atomic_load(&a2_rc), kIOReturnNotAttached);
+  struct stat st;
+  assert_int_not_equal(stat(g_path, &st), 0);
+  assert_objects_back();
+}
+
+/* 3. A driver push of memory the client asked for (dk_client_map_memory) is a mapping of its
+ * own: the server's map for the request is never shared (it was, and then nothing reached the
+ * client and the client's unmap zeroed the driver's map). */
+static void test_push_after_request_is_new_mapping(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  task_t task = kid_connect(k);
+  int rc_rw = OSObject_getRetainCount(g_rw);
+  kmap mm = kid_mapmem(k, TYPE_RW, 0);
+  assert_int_equal(mm.code, kIOReturnSuccess);
+  assert_true(WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc_rw + 1, 2000));   /* the server's map */
+  IOMemoryMap *map = own(IOMemoryDescriptor_createMappingInTask(MD(g_rw), task, 0, kIOMapAnywhere, 0, 0));
+  if (!map) fail_msg("push: %s", dkt_failure_text());
+  uint64_t addr = IOMemoryMap_getAddress(map);
+  assert_int_not_equal(addr, 0);
+  if (addr == mm.addr) fail_msg("the push returned the server's map for the client's own request (0x%" PRIx64 ")", addr);
+  assert_int_equal(OSObject_getRetainCount(g_rw), rc_rw + 2);
+  kmap pushed = kid_next(k, 2000);
+  if (pushed.code != kIOReturnSuccess) fail_msg("the push never reached the client: %s", dk_ioreturn_name(pushed.code));
+  assert_true(pushed.pushed);
+  assert_int_equal(pushed.addr, addr);
+  assert_int_equal(pushed.len, 4 * PS);
+  /* the client gives its request back: the driver's map is untouched */
+  assert_int_equal(kid_int(k, "unmap %" PRIx64, mm.addr), kIOReturnSuccess);
+  assert_int_equal(kid_maps(k, mm.addr).dmakit, 0);
+  assert_true(WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc_rw + 1, 2000));
+  usleep(20 * 1000);
+  assert_int_equal(IOMemoryMap_getAddress(map), addr);
+  assert_true(dk_task_is_connected(task));
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " %zu %x", addr, 4 * PS, FILL_RW), "1");
+  /* and the driver's release takes its own mapping back */
+  rel(map);
+  kevents e = kid_wait_events(k, 1, 1, 0, 5000);
+  assert_int_equal(e.unmapped, 1);
+  assert_int_equal(e.last_unmapped, addr);
+  assert_int_equal(kid_maps(k, addr).dmakit, 0);
+  assert_int_equal(OSObject_getRetainCount(g_rw), rc_rw);
+  task_rel(task);
+  kid_finish(k);
+  assert_objects_back();
+}
+
+#define BURST 2000
+
+/* 4. Releasing many pushed maps at once while the client's library is slow: every UNMAP reaches
+ * it (they were sent without waiting, and what did not fit in the socket was lost: the client
+ * kept mappings the driver had let go). */
+static void test_unmap_burst_reaches_slow_client(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  task_t task = kid_connect(k);
+  IOBufferMemoryDescriptor *b = own(shared_buffer(PS, 0x4d));
+  uint64_t t0 = now_ms();
+  for (int i = 0; i < BURST; i++) {
+    g_many[i] = IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, kIOMapAnywhere | kIOMapUnique, 0, PS);
+    if (!g_many[i]) fail_msg("push %d: %s", i, dkt_failure_text());
+    g_nmany = i + 1;
+  }
+  uint64_t t1 = now_ms();
+  assert_int_equal(kid_wait_events(k, BURST, 0, 0, 5000).mapped, BURST);
+  assert_int_equal(kid_int(k, "dkmaps"), BURST);
+  /* the client's first `unmapped` callback takes 500 ms: its socket fills meanwhile */
+  assert_string_equal(kid_cmd(k, "slowunmap 500"), "ok");
+  uint64_t t2 = now_ms();
+  release_many();
+  uint64_t t3 = now_ms();
+  kevents e = kid_wait_events(k, BURST, BURST, 0, 3000);
+  printf("NOTE: %d pushes in %llu ms, released in %llu ms; the client saw %d unmaps\n", BURST,
+         (unsigned long long)(t1 - t0), (unsigned long long)(t3 - t2), e.unmapped);
+  if (e.unmapped != BURST) fail_msg("the client saw %d of %d UNMAPs", e.unmapped, BURST);
+  assert_int_equal(kid_int(k, "dkmaps"), 0);
+  assert_true(dk_task_is_connected(task));   /* slow is not dead */
+  assert_int_equal(OSObject_getRetainCount(b), 1);
+  rel(b);
+  task_rel(task);
+  kid_finish(k);
+  assert_objects_back();
+}
+
+/* 5. A client that gives each pushed mapping back as soon as dk_client_next_mapping returns it
+ * never makes the push fail. The client's first MAP_ACKs are held back 5 ms (the library
+ * thread descheduled between mapping and answering): the mapping used to be listed before the
+ * answer left, the UNMAP_REQ overtook it, and createMappingInTask failed with
+ * kIOReturnNotAttached (after the whole timeout, 1 s here) while the client was connected. */
+static void test_unmap_at_once_never_fails_push(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  pol.timeout_ms = 1000;
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  assert_string_equal(kid_cmd(k, "ackdelay 4 5000"), "ok");
+  task_t task = kid_connect(k);
+  IOBufferMemoryDescriptor *b = own(shared_buffer(PS, 0x5e));
+  kid_send(k, "consume %d 20000", BURST);
+  int failed = 0;
+  IOReturn first = kIOReturnSuccess;
+  char why[256] = "";
+  uint64_t t0 = now_ms();
+  for (int i = 0; i < BURST; i++) {
+    IOMemoryMap *m = IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, kIOMapAnywhere | kIOMapUnique, 0, PS);
+    if (!m) {
+      if (!failed++) {
+        first = dk_last_failure()->code;
+        snprintf(why, sizeof why, "%s", dkt_failure_text());
+      }
+      continue;
+    }
+    g_many[g_nmany++] = m;
+  }
+  uint64_t took = now_ms() - t0;
+  const char *r = kid_reply(k);
+  int got = -1, ok = -1, notfound = -1, other = -1, last = 0;
+  if (sscanf(r, "consumed %d ok %d notfound %d other %d last %d", &got, &ok, &notfound, &other, &last) != 5)
+    fail_msg("consume: '%s'", r);
+  printf("NOTE: %d pushes given back at once in %llu ms: %d failed; the client: %s\n", BURST, (unsigned long long)took,
+         failed, r);
+  if (failed) fail_msg("%d of %d pushes failed (first: %s: %s)", failed, BURST, dk_ioreturn_name(first), why);
+  assert_int_equal(got, BURST);
+  assert_int_equal(ok, BURST);
+  assert_true(dk_task_is_connected(task));
+  assert_int_equal(kid_int(k, "dkmaps"), 0);
+  /* given back: the driver's maps are unmapped there, their release sends nothing */
+  for (int i = 0; i < g_nmany; i++) assert_int_equal(IOMemoryMap_getAddress(g_many[i]), 0);
+  release_many();
+  assert_int_equal(OSObject_getRetainCount(b), 1);
+  assert_int_equal(kid_wait_events(k, 0, 0, 0, 0).unmapped, 0);
+  rel(b);
+  task_rel(task);
+  kid_finish(k);
+  assert_objects_back();
+}
+
+/* 6. A raw client that sends map requests and never answers the MAPs is capped: 64 unanswered,
+ * 4096 held. Beyond that it gets kIOReturnNoResources; the driver keeps no more objects or
+ * records for it, keeps it connected, and serves other clients. */
+typedef struct flood { int maps, nores, other, eof, badseq, code; } flood;
+static flood kid_flood(kid *k, int n, uint32_t type, int ack)
+{
+  flood f;
+  memset(&f, 0, sizeof f);
+  const char *r = kid_cmd(k, "rflood %d %u %d", n, type, ack);
+  if (sscanf(r, "maps %d nores %d other %d eof %d badseq %d code %d", &f.maps, &f.nores, &f.other, &f.eof, &f.badseq,
+             &f.code) != 6)
+    fail_msg("rflood: '%s'", r);
+  return f;
+}
+
+static void test_flooding_client_capped(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *good = kid_spawn("kid");
+  task_t tg = kid_connect(good);
+  kid *k = kid_spawn("kid");
+  task_t task = raw_kid_connect(k, NULL);
+  int rc_rw = OSObject_getRetainCount(g_rw);
+  long objs = dk__objects_live();
+
+  /* unanswered: the first 64 are sent, the rest refused */
+  flood f = kid_flood(k, 100, TYPE_RW, 0);
+  if (f.maps != 64) fail_msg("100 unanswered requests: %d MAPs (the cap is 64), %d refused", f.maps, f.nores);
+  assert_int_equal(f.nores, 36);
+  assert_int_equal(f.other + f.eof + f.badseq, 0);
+  assert_int_equal(dk__objects_live() - objs, 64);
+  assert_int_equal(OSObject_getRetainCount(g_rw), rc_rw + 64);
+  dk__thread_caches_flush();
+  long heap = dk__prim_counters().heap_blocks;
+  f = kid_flood(k, 300, TYPE_RW, 0);
+  assert_int_equal(f.maps, 0);
+  assert_int_equal(f.nores, 300);
+  assert_int_equal(f.other + f.eof + f.badseq, 0);
+  assert_int_equal(dk__objects_live() - objs, 64);
+  dk__thread_caches_flush();
+  long grew = dk__prim_counters().heap_blocks - heap;
+  printf("NOTE: 300 requests past the cap: %ld more heap blocks in the driver\n", grew);
+  if (grew > 8) fail_msg("300 refused requests left %ld heap blocks in the driver", grew);
+  assert_true(dk_task_is_connected(task));
+  /* the other client is served meanwhile */
+  kmap gm = kid_mapmem(good, TYPE_RW, 0);
+  assert_int_equal(gm.code, kIOReturnSuccess);
+  assert_string_equal(kid_cmd(good, "check %" PRIx64 " %zu %x", gm.addr, 4 * PS, FILL_RW), "1");
+  assert_int_equal(kid_int(good, "unmap %" PRIx64, gm.addr), kIOReturnSuccess);
+
+  /* answered, they count as held: 4096 at most */
+  assert_int_equal(kid_int(k, "rackall"), 64);
+  f = kid_flood(k, 4100, TYPE_RW, 1);
+  if (f.maps != 4096 - 64) fail_msg("answered requests: %d more MAPs, %d refused (the cap is 4096 held)", f.maps, f.nores);
+  assert_int_equal(f.nores, 4100 - (4096 - 64));
+  assert_int_equal(f.other + f.eof + f.badseq, 0);
+  assert_int_equal(dk__objects_live() - objs, 4096);
+  assert_int_equal(OSObject_getRetainCount(g_rw), rc_rw + 4096);
+  assert_true(dk_task_is_connected(task));
+  gm = kid_mapmem(good, TYPE_RO, 0);
+  assert_int_equal(gm.code, kIOReturnSuccess);
+  assert_int_equal(kid_int(good, "unmap %" PRIx64, gm.addr), kIOReturnSuccess);
+
+  /* when it goes, everything it held goes */
+  assert_string_equal(kid_cmd(k, "rclose"), "ok");
+  assert_true(WAIT_UNTIL(!dk_task_is_connected(task), 5000));
+  assert_true(WAIT_UNTIL(OSObject_getRetainCount(g_rw) == rc_rw, 5000));
+  assert_true(WAIT_UNTIL(dk__objects_live() == objs, 5000));
+  task_rel(task);
+  task_rel(tg);
+  kid_finish(k);
+  kid_finish(good);
+  assert_objects_back();
+}
+
+/* 7. dk_client_close from the client's own `mapped` or `driver_gone` callback returns, and the
+ * library's thread frees everything when the callback is over: descriptors and mappings, and
+ * the thread itself (it used to join itself, free the connection and go on using it; a thread
+ * nobody joins or detaches keeps its stack, so six connections in a row would grow by five). */
+static void test_client_close_from_callbacks(void **state)
+{
+  (void)state;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  IOBufferMemoryDescriptor *b = own(shared_buffer(PS, 0x3c));
+  kid *k = kid_spawn("kid");
+  int fds0 = kid_int(k, "fds");
+  long long stack_kb = strtoll(kid_cmd(k, "stackkb"), NULL, 10), vm1 = 0;
+  assert_true(stack_kb > 0);
+  for (int i = 0; i < 6; i++) {
+    bool in_mapped = i % 2 == 0;
+    assert_string_equal(kid_cmd(k, "closein %s", in_mapped ? "mapped" : "gone"), "ok");
+    task_t task = kid_connect(k);
+    if (in_mapped) {
+      /* the client answers before its callback closes it: mapped, or already gone */
+      IOMemoryMap *map = IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, kIOMapAnywhere, 0, PS);
+      if (!map && dk_last_failure()->code != kIOReturnNotAttached) fail_msg("push: %s", dkt_failure_text());
+      OSSafeReleaseNULL(map);
+    } else {
+      dk_task_disconnect(task);
+    }
+    if (strcmp(kid_cmd(k, "waitclosed 5000"), "1"))
+      fail_msg("dk_client_close in the %s callback did not return", in_mapped ? "mapped" : "driver_gone");
+    assert_string_equal(kid_cmd(k, "waitcloser 5000"), "1");   /* the library's thread ended */
+    assert_int_equal(kid_int(k, "waitfds %d 5000", fds0), fds0);
+    assert_int_equal(kid_int(k, "dkmaps"), 0);
+    assert_true(WAIT_UNTIL(!dk_task_is_connected(task), 5000));
+    task_rel(task);
+    if (i == 0) vm1 = strtoll(kid_cmd(k, "vmkb"), NULL, 10);
+  }
+  long long grew = strtoll(kid_cmd(k, "vmkb"), NULL, 10) - vm1;
+  printf("NOTE: five more close-in-callback connections: the client's address space grew %lld KiB (a thread stack is %lld KiB)\n",
+         grew, stack_kb);
+  if (grew >= stack_kb) fail_msg("the client grew by %lld KiB: library threads were left unjoined", grew);
+  assert_int_equal(kid_wait_events(k, 0, 0, 0, 0).gone, 3);
+  kid_finish(k);   /* a clean exit: no sanitizer report, nothing leaked */
+  assert_int_equal(OSObject_getRetainCount(b), 1);
+  rel(b);
+  assert_objects_back();
+}
+
+/* 8. dk_client_connect to a listener that never accepts, its backlog full, returns
+ * kIOReturnNotResponding within about timeout_ms (connect(2) used to block for ever). */
+static _Atomic int c8_done, c8_rc;
+static _Atomic long c8_took;
+
+static void *c8_connect(void *arg)
+{
+  (void)arg;
+  dk_client_options o = { .timeout_ms = 300 };
+  dk_client *c = NULL;
+  uint64_t t0 = now_ms();
+  IOReturn r = dk_client_connect(other_path(), &o, &c);
+  atomic_store(&c8_took, (long)(now_ms() - t0));
+  if (c) dk_client_close(c);
+  atomic_store(&c8_rc, r);
+  atomic_store(&c8_done, 1);
+  return NULL;
+}
+
+static void test_connect_to_full_backlog_times_out(void **state)
+{
+  (void)state;
+  atomic_store(&c8_done, 0);
+  int fds0 = dkt_fd_count();
+  int l = listen_other(1);
+  int filled = 0;
+  for (int i = 0; i < 64; i++) {
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(s >= 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", other_path());
+    if (connect(s, (struct sockaddr *)&sa, sizeof sa) != 0) {
+      assert_int_equal(errno, EAGAIN);
+      close(s);
+      break;
+    }
+    keep_socket(s);
+    filled++;
+  }
+  assert_true(filled >= 1 && filled < 64);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, c8_connect, NULL), 0);
+  bool back = WAIT_UNTIL(atomic_load(&c8_done) != 0, 3000);
+  while (g_nsockets > 0) close_socket(g_sockets[0]);   /* the listener goes: a blocked connect fails */
+  (void)l;
+  bool later = back || WAIT_UNTIL(atomic_load(&c8_done) != 0, 3000);
+  if (later) pthread_join(t, NULL);
+  else pthread_detach(t);
+  unlink(other_path());
+  if (!back) fail_msg("dk_client_connect (timeout_ms 300) to a listener that never accepts did not return in 3 s");
+  printf("NOTE: connect to a full backlog (%d queued): %s after %ld ms\n", filled, dk_ioreturn_name(atomic_load(&c8_rc)),
+         atomic_load(&c8_took));
+  assert_int_equal(atomic_load(&c8_rc), kIOReturnNotResponding);
+  assert_true(atomic_load(&c8_took) >= 250);
+  assert_true(atomic_load(&c8_took) < 2000);
+  assert_int_equal(dkt_fd_count(), fds0);
+}
+
+/* 9. dk_client_map_memory to a driver that stopped reading returns within about timeout_ms.
+ * The driver here is a raw listener: it accepts, sends a valid WELCOME, then pushes MAPs until
+ * the client stops taking them (its library thread blocked sending MAP_ACKs nobody reads: the
+ * client's socket is full), and reads nothing ever. The request used to block in sendmsg. */
+static _Atomic int d9_fd = -1, d9_sent, d9_done, m9_done, m9_rc;
+static _Atomic long m9_took;
+
+static void *d9_driver(void *arg)
+{
+  int l = (int)(intptr_t)arg;
+  int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+  atomic_store(&d9_fd, s);
+  if (s >= 0) {
+    dk_msg m;
+    size_t n = msg_init(&m, DK_MSG_WELCOME, 0);
+    m.u.welcome.access = DK_ACCESS_READ_WRITE;
+    m.u.welcome.page_size = (uint32_t)PS;
+    m.u.welcome.client_id = 9;
+    int sent = 0;
+    int mfd = memfd_create("deaf-driver", MFD_CLOEXEC);
+    if (raw_send(s, &m, n, -1) == 0 && mfd >= 0 && ftruncate(mfd, (off_t)PS) == 0) {
+      for (uint64_t id = 1; id <= 5000; id++) {
+        n = msg_init(&m, DK_MSG_MAP, 0);
+        m.u.map.id = id;
+        m.u.map.span = PS;
+        m.u.map.length = PS;
+        m.u.map.writable = 1;
+        struct iovec iov = { &m, n };
+        union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } cb;
+        memset(&cb, 0, sizeof cb);
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof cb.b };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &mfd, sizeof mfd);
+        ssize_t w = sendmsg(s, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w == (ssize_t)n) { sent++; continue; }
+        if (w >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) break;
+        struct pollfd p = { s, POLLOUT, 0 };
+        if (poll(&p, 1, 200) <= 0) break;   /* the client takes nothing more */
+        id--;
+      }
+    }
+    if (mfd >= 0) close(mfd);
+    atomic_store(&d9_sent, sent);
+  }
+  atomic_store(&d9_done, 1);
+  return NULL;
+}
+
+static void *m9_map(void *arg)
+{
+  (void)arg;
+  mach_vm_address_t a = 0;
+  mach_vm_size_t len = 0;
+  uint64_t t0 = now_ms();
+  IOReturn r = dk_client_map_memory(g_client, TYPE_RW, 0, &a, &len);
+  atomic_store(&m9_took, (long)(now_ms() - t0));
+  atomic_store(&m9_rc, r);
+  atomic_store(&m9_done, 1);
+  return NULL;
+}
+
+static void test_map_memory_to_deaf_driver_times_out(void **state)
+{
+  (void)state;
+  atomic_store(&d9_fd, -1);
+  atomic_store(&d9_sent, 0);
+  atomic_store(&d9_done, 0);
+  atomic_store(&m9_done, 0);
+  int fds0 = dkt_fd_count();
+  int l = listen_other(4);
+  pthread_t dt, mt;
+  assert_int_equal(pthread_create(&dt, NULL, d9_driver, (void *)(intptr_t)l), 0);
+  dk_client_options o = { .timeout_ms = 300 };
+  IOReturn r = dk_client_connect(other_path(), &o, &g_client);
+  if (r != kIOReturnSuccess) {
+    close_socket(l);   /* the driver thread's accept returns */
+    pthread_join(dt, NULL);
+    fail_msg("connect to the raw driver: %s", dkt_failure_text());
+  }
+  assert_true(WAIT_UNTIL(atomic_load(&d9_done) != 0, 10000));
+  pthread_join(dt, NULL);
+  keep_socket(atomic_load(&d9_fd));
+  assert_true(atomic_load(&d9_sent) > 0);
+  assert_int_equal(pthread_create(&mt, NULL, m9_map, NULL), 0);
+  bool back = WAIT_UNTIL(atomic_load(&m9_done) != 0, 3000);
+  close_socket(atomic_load(&d9_fd));   /* the driver goes: a blocked send fails now */
+  bool later = back || WAIT_UNTIL(atomic_load(&m9_done) != 0, 3000);
+  if (later) pthread_join(mt, NULL);
+  else pthread_detach(mt);
+  if (later) {
+    dk_client_close(g_client);
+    g_client = NULL;
+  }
+  close_socket(l);
+  unlink(other_path());
+  if (!back) fail_msg("dk_client_map_memory (timeout_ms 300) to a driver that reads nothing did not return in 3 s");
+  printf("NOTE: the raw driver pushed %d MAPs; map_memory to it: %s after %ld ms\n", atomic_load(&d9_sent),
+         dk_ioreturn_name(atomic_load(&m9_rc)), atomic_load(&m9_took));
+  assert_int_equal(atomic_load(&m9_rc), kIOReturnNotResponding);
+  assert_true(atomic_load(&m9_took) >= 250);
+  assert_true(atomic_load(&m9_took) < 2000);
+  assert_true(WAIT_UNTIL(dkt_fd_count() == fds0, 2000));
+}
+
+/* A buffer shared by two threads at once: the other one may seal its memfd between this one's
+ * look at the seals and its own F_ADD_SEALS, which then fails (F_SEAL_SEAL). The hook plays the
+ * other thread. The push used to fail with kIOReturnNotPermitted. */
+static _Atomic int s10_armed;
+static int s10_fcntl(int fd, int cmd, int arg)
+{
+  if (cmd == F_ADD_SEALS && atomic_exchange(&s10_armed, 0))
+    (void)dk__prim_default.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  return dk__prim_default.fcntl(fd, cmd, arg);
+}
+
+static void test_push_with_seals_added_meanwhile(void **state)
+{
+  (void)state;
+  dk__prim.fcntl = s10_fcntl;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  kid *k = kid_spawn("kid");
+  task_t task = kid_connect(k);
+  IOBufferMemoryDescriptor *b = own(shared_buffer(PS, 0x6f));   /* fresh: not sealed yet */
+  atomic_store(&s10_armed, 1);
+  IOMemoryMap *map = own(IOMemoryDescriptor_createMappingInTask(MD(b), task, 0, kIOMapAnywhere, 0, PS));
+  assert_false(atomic_load(&s10_armed));   /* the seals were added under it */
+  if (!map) fail_msg("push of a buffer sealed meanwhile: %s", dkt_failure_text());
+  kmap pushed = kid_next(k, 5000);
+  assert_int_equal(pushed.code, kIOReturnSuccess);
+  assert_string_equal(kid_cmd(k, "check %" PRIx64 " %zu 6f", pushed.addr, PS), "1");
+  rel(map);
+  rel(b);
+  task_rel(task);
+  kid_finish(k);
+  stop_server();
+  dk__prim.fcntl = dk__prim_default.fcntl;
+  assert_objects_back();
+}
+
+/* accept(2) failing (out of descriptors): the connection stays queued and the socket readable;
+ * the server thread backs off instead of spinning, and admits the client once it can. */
+static _Atomic int s11_fail;
+static _Atomic long s11_calls;
+static int s11_accept4(int fd, struct sockaddr *a, unsigned *l, int f)
+{
+  if (atomic_load(&s11_fail)) {
+    atomic_fetch_add(&s11_calls, 1);
+    errno = EMFILE;
+    return -1;
+  }
+  return dk__prim_default.accept4(fd, a, l, f);
+}
+
+static void test_accept_failure_backs_off(void **state)
+{
+  (void)state;
+  atomic_store(&s11_calls, 0);
+  atomic_store(&s11_fail, 1);
+  dk__prim.accept4 = s11_accept4;
+  dk_server_policy pol = full_policy();
+  start_server(&pol);
+  int s = keep_socket(raw_connect(g_path));   /* queued: the listener stays readable */
+  assert_true(s >= 0);
+  usleep(500 * 1000);
+  long calls = atomic_load(&s11_calls);
+  atomic_store(&s11_fail, 0);
+  printf("NOTE: accept failing for 500 ms was tried %ld times\n", calls);
+  task_t t = NULL;
+  assert_int_equal(dk_server_accept(g_srv, REPLY_MS, &t), kIOReturnSuccess);   /* admitted once it can be */
+  own_task(t);
+  raw_rec r;
+  assert_int_equal(raw_recv(s, REPLY_MS, &r), 1);
+  assert_int_equal(r.u.m.hdr.type, DK_MSG_WELCOME);
+  close_socket(s);
+  task_rel(t);
+  stop_server();
+  dk__prim.accept4 = dk__prim_default.accept4;
+  if (calls > 50) fail_msg("the server thread tried a failing accept %ld times in 500 ms", calls);
+  assert_true(calls >= 1);
+  assert_objects_back();
+}
+
 /* ---- stress ---------------------------------------------------------------------------------------- */
 #define STRESS_KIDS  16
 #define STRESS_KILLS 4
@@ -2969,8 +3881,22 @@ int main(int argc, char **argv)
       T(test_driver_killed_client_keeps_mappings),
       T(test_bad_input_refused_others_served),
       T(test_descriptors_close_on_exec),
+      T(test_map_request_racing_disconnect),
+      T(test_destroy_wakes_accept),
+      T(test_push_after_request_is_new_mapping),
+      T(test_unmap_burst_reaches_slow_client),
+      T(test_unmap_at_once_never_fails_push),
+      T(test_flooding_client_capped),
+      T(test_client_close_from_callbacks),
+      T(test_connect_to_full_backlog_times_out),
+      T(test_map_memory_to_deaf_driver_times_out),
+      T(test_push_with_seals_added_meanwhile),
+      T(test_accept_failure_backs_off),
       T(test_stress_many_clients),
   };
 #undef T
+  /* DK_SHARE_ONLY=pattern runs only the tests whose names match (cmocka's filter) */
+  const char *only = getenv("DK_SHARE_ONLY");
+  if (only && *only) cmocka_set_test_filter(only);
   return cmocka_run_group_tests_name("share", tests, group_setup, NULL);
 }

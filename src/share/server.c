@@ -51,7 +51,6 @@ typedef struct dk_conn {
   bool             dead;        /* no more traffic; entries were revoked */
   unsigned         nentries;    /* mappings the client holds or is being sent (capped) */
   unsigned         npending;    /* of which not yet answered */
-  pthread_mutex_t  send_lock;   /* orders this connection's MAP and UNMAP messages */
   bool             finalized;   /* the server let go of it */
   uint64_t         next_id;
   entry           *entries;
@@ -124,7 +123,6 @@ void dk__task_release(task_t task)
   dk__close(c->fd);
   pthread_cond_destroy(&c->cond);
   pthread_mutex_destroy(&c->lock);
-  pthread_mutex_destroy(&c->send_lock);
   c->task.magic = 0;
   dk__free(c);
 }
@@ -379,11 +377,12 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     return rc;
   }
   uint64_t id = e->id;
-  /* 2. the message, in order with this connection's other MAP/UNMAPs */
-  pthread_mutex_lock(&c->send_lock);
+  /* 2. the message. No lock is held while it waits for room: the server thread must go on
+   * serving everyone else. Messages need no other order: an UNMAP of this id can only follow
+   * this send (the map is not the caller's to release until it returns), and one record is
+   * one sendmsg. */
   int sent = send_wait(c->fd, &m, fd, on_server ? 0 : timeout);
   int err = errno;
-  pthread_mutex_unlock(&c->send_lock);
   if (close_after) dk__close(fd);
   if (sent != 0) {
     entry *gone = NULL;
@@ -472,6 +471,7 @@ void dk__share_unmap(task_t task, uint64_t id)
   entry *e = find_entry(c, id, &link);
   bool tell = false;
   int timeout = timeout_of(c->server);
+  bool on_server = tl_server && tl_server == c->server;
   if (e) {
     *link = e->next;
     c->nentries--;
@@ -484,10 +484,8 @@ void dk__share_unmap(task_t task, uint64_t id)
   dk_msg m;
   dk__proto_init(&m, DK_MSG_UNMAP, 0);
   m.u.id.id = id;
-  pthread_mutex_lock(&c->send_lock);
-  int sent = send_wait(c->fd, &m, -1, tl_server == c->server ? 0 : timeout);
+  int sent = send_wait(c->fd, &m, -1, on_server ? 0 : timeout);
   int err = errno;
-  pthread_mutex_unlock(&c->send_lock);
   /* a client that takes no UNMAP keeps a mapping the driver let go: it is cut off */
   if (sent != 0 && client_fault(err))
     conn_kill(c, kIOReturnNotResponding, err == ETIMEDOUT ? "the client does not read its socket" : NULL);
@@ -690,7 +688,6 @@ static void admit_one(dk_server *s, int fd)
   c->peer = peer;
   c->access = access;
   pthread_mutex_init(&c->lock, NULL);
-  pthread_mutex_init(&c->send_lock, NULL);
   dk__share_cond_init(&c->cond);
   dk_msg m;
   dk__proto_init(&m, DK_MSG_WELCOME, 0);
