@@ -3001,7 +3001,7 @@ static int listen_other(int backlog)
   int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   assert_true(l >= 0);
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", other_path());
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%.*s", (int)sizeof sa.sun_path - 1, other_path());
   unlink(sa.sun_path);
   assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
   assert_int_equal(listen(l, backlog), 0);
@@ -3458,7 +3458,7 @@ static void test_connect_to_full_backlog_times_out(void **state)
     int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     assert_true(s >= 0);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", other_path());
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%.*s", (int)sizeof sa.sun_path - 1, other_path());
     if (connect(s, (struct sockaddr *)&sa, sizeof sa) != 0) {
       assert_int_equal(errno, EAGAIN);
       close(s);

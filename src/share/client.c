@@ -55,41 +55,6 @@ struct dk_client {
   char              gone_reason[DK_PROTO_TEXT];
 };
 
-static int send_plain(int fd, dk_msg *m)
-{
-  struct iovec iov = { m, m->hdr.size };
-  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-  for (int i = 0; i < DK_EINTR_RETRIES; i++) {
-    ssize_t n = dk__sendmsg(fd, &mh, 0);
-    if (n == (ssize_t)m->hdr.size) return 0;
-    if (n >= 0) { errno = EMSGSIZE; return -1; }
-    if (errno != EINTR) return -1;
-  }
-  return -1;
-}
-
-/* Send within the deadline: a driver that stops reading does not hold the caller past its
- * timeout. 0, or -1 with errno (ETIMEDOUT when there was no room in time). */
-static int send_until(int fd, dk_msg *m, int timeout_ms)
-{
-  struct iovec iov = { m, m->hdr.size };
-  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-  struct timespec until = dk__share_deadline(timeout_ms);
-  for (;;) {
-    ssize_t n = dk__sendmsg(fd, &mh, MSG_DONTWAIT);
-    if (n == (ssize_t)m->hdr.size) return 0;
-    if (n >= 0) { errno = EMSGSIZE; return -1; }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long left = (long)(until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
-    if (left <= 0) { errno = ETIMEDOUT; return -1; }
-    struct pollfd pf = { .fd = fd, .events = POLLOUT };
-    (void)dk__poll(&pf, 1, (int)left);
-  }
-}
-
 /* One record from the driver, with at most one descriptor. Returns bytes (0: closed), or -1. */
 static ssize_t recv_record(int fd, void *buf, size_t cap, int *pass_fd, int *nfds, int *flags)
 {
@@ -139,7 +104,7 @@ static void on_map(dk_client *c, const dk_msg *m, int fd)
   if (!cm) {
     if (base != MAP_FAILED) dk__munmap(base, (size_t)p->span);
     ack.u.map_ack.code = base == MAP_FAILED ? kIOReturnVMError : kIOReturnNoMemory;
-    (void)send_plain(c->fd, &ack);
+    (void)dk__share_send(c->fd, &ack, -1, c->timeout_ms);
     pthread_mutex_lock(&c->lock);
     waiter *w = m->hdr.seq ? find_waiter(c, m->hdr.seq) : NULL;
     if (w) {
@@ -166,7 +131,7 @@ static void on_map(dk_client *c, const dk_msg *m, int fd)
   dk_client_mapping copy = cm->m;
   /* the answer goes before the mapping is listed: an UNMAP_REQ for it (once the application
    * sees it) then always follows the answer on the socket */
-  (void)send_plain(c->fd, &ack);
+  (void)dk__share_send(c->fd, &ack, -1, c->timeout_ms);
   pthread_mutex_lock(&c->lock);
   cm->next = c->maps;
   c->maps = cm;
@@ -385,7 +350,7 @@ static IOReturn request(dk_client *c, dk_msg *m, waiter *w)
   c->waiters = w;
   pthread_mutex_unlock(&c->lock);
   IOReturn rc = kIOReturnSuccess;
-  if (send_until(c->fd, m, c->timeout_ms) != 0) {
+  if (dk__share_send(c->fd, m, -1, c->timeout_ms) != 0) {
     int e = errno;
     if (e == EPIPE || e == ECONNRESET || e == ENOTCONN)          /* the driver is gone */
       rc = dk__fail(kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION, "the driver is gone: %s", strerror(e));

@@ -151,49 +151,6 @@ bool dk_task_is_connected(task_t task)
 
 /* ---- messages ------------------------------------------------------------------------------- */
 
-/* Send one message (and at most one descriptor) without blocking: a client that does not
- * read its socket is not allowed to stall the driver. 0, or -1 with errno. */
-static int send_msg(int fd, const dk_msg *m, int pass_fd)
-{
-  struct iovec iov = { (void *)(uintptr_t)m, m->hdr.size };
-  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
-  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-  if (pass_fd >= 0) {
-    memset(&ctl, 0, sizeof ctl);
-    mh.msg_control = ctl.buf;
-    mh.msg_controllen = sizeof ctl.buf;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-  }
-  for (int i = 0; i < DK_EINTR_RETRIES; i++) {
-    ssize_t n = dk__sendmsg(fd, &mh, MSG_DONTWAIT);
-    if (n == (ssize_t)m->hdr.size) return 0;
-    if (n >= 0) { errno = EMSGSIZE; return -1; }
-    if (errno != EINTR) return -1;
-  }
-  return -1;
-}
-
-/* Send, waiting up to `timeout_ms` for room when the client's socket is full (a slow client
- * is not a dead one). 0, or -1 with errno: ETIMEDOUT when it never made room. */
-static int send_wait(int fd, const dk_msg *m, int pass_fd, int timeout_ms)
-{
-  struct timespec until = dk__share_deadline(timeout_ms);
-  for (;;) {
-    if (send_msg(fd, m, pass_fd) == 0) return 0;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long left = (long)(until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
-    if (left <= 0) { errno = ETIMEDOUT; return -1; }
-    struct pollfd pf = { .fd = fd, .events = POLLOUT };
-    (void)dk__poll(&pf, 1, (int)(left < 100 ? left : 100));
-  }
-}
-
 /* A send error as IOReturn: the client's fault (gone, or not reading), or the driver's own
  * (descriptors in flight over its limit, no buffers), which must not cut the client off. */
 static bool client_fault(int err) { return err == ETIMEDOUT || err == EPIPE || err == ECONNRESET || err == ENOTCONN; }
@@ -210,7 +167,7 @@ static void send_result(int fd, uint32_t seq, IOReturn code, dk_constraint_kind 
   va_start(ap, fmt);
   vsnprintf(m.u.result.text, sizeof m.u.result.text, fmt, ap);
   va_end(ap);
-  (void)send_msg(fd, &m, -1);   /* best effort: a client that cannot take it is cut off elsewhere */
+  (void)dk__share_send(fd, &m, -1, 0);   /* best effort: a client that cannot take it is cut off elsewhere */
 }
 
 static void send_bye(int fd, IOReturn code, const char *text)
@@ -219,7 +176,7 @@ static void send_bye(int fd, IOReturn code, const char *text)
   dk__proto_init(&m, DK_MSG_BYE, 0);
   m.u.bye.code = code;
   snprintf(m.u.bye.text, sizeof m.u.bye.text, "%s", text);
-  (void)send_msg(fd, &m, -1);
+  (void)dk__share_send(fd, &m, -1, 0);
 }
 
 static void wake_server(dk_server *s)
@@ -381,7 +338,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
    * serving everyone else. Messages need no other order: an UNMAP of this id can only follow
    * this send (the map is not the caller's to release until it returns), and one record is
    * one sendmsg. */
-  int sent = send_wait(c->fd, &m, fd, on_server ? 0 : timeout);
+  int sent = dk__share_send(c->fd, &m, fd, on_server ? 0 : timeout);
   int err = errno;
   if (close_after) dk__close(fd);
   if (sent != 0) {
@@ -484,7 +441,7 @@ void dk__share_unmap(task_t task, uint64_t id)
   dk_msg m;
   dk__proto_init(&m, DK_MSG_UNMAP, 0);
   m.u.id.id = id;
-  int sent = send_wait(c->fd, &m, -1, on_server ? 0 : timeout);
+  int sent = dk__share_send(c->fd, &m, -1, on_server ? 0 : timeout);
   int err = errno;
   /* a client that takes no UNMAP keeps a mapping the driver let go: it is cut off */
   if (sent != 0 && client_fault(err))
@@ -694,7 +651,7 @@ static void admit_one(dk_server *s, int fd)
   m.u.welcome.access = (uint32_t)access;
   m.u.welcome.page_size = dk__caps()->page_size;
   m.u.welcome.client_id = (uint64_t)cr.pid;
-  if (send_msg(fd, &m, -1) != 0) {
+  if (dk__share_send(fd, &m, -1, 0) != 0) {
     c->server = NULL;
     atomic_store(&c->refs, 1);
     dk__task_release(&c->task);

@@ -85,5 +85,10 @@ void dk__share_unmap(task_t task, uint64_t id);
 IOReturn dk__share_sockaddr(const char *path, struct sockaddr_un *sa);
 void dk__share_cond_init(pthread_cond_t *cond);
 struct timespec dk__share_deadline(int ms);
+/* Send one record (and at most one descriptor, -1 for none) without blocking, waiting up to
+ * timeout_ms for room when the other side's socket is full (0: not at all). 0, or -1 with
+ * errno (ETIMEDOUT: no room in time). */
+struct dk_msg;
+int dk__share_send(int fd, const struct dk_msg *m, int pass_fd, int timeout_ms);
 
 #endif

@@ -1,6 +1,12 @@
 /* src/share/util.c: what both ends of a connection need alike: the socket address from a
- * path (checked), condition variables on the monotonic clock, and deadlines on it. */
+ * path (checked), condition variables on the monotonic clock, deadlines on it, and sending one
+ * record (with at most one descriptor) within a deadline. */
+#include "share/proto.h"
 #include "share/share.h"
+#include "prim/prim.h"
+
+#include <errno.h>
+#include <poll.h>
 
 #include <string.h>
 #include <sys/socket.h>
@@ -35,4 +41,44 @@ struct timespec dk__share_deadline(int ms)
   t.tv_nsec += (long)(ms % 1000) * 1000000L;
   if (t.tv_nsec >= 1000000000L) { t.tv_sec++; t.tv_nsec -= 1000000000L; }
   return t;
+}
+
+/* One record, without blocking. 0, or -1 with errno. */
+static int send_once(int fd, const dk_msg *m, int pass_fd)
+{
+  struct iovec iov = { (void *)(uintptr_t)m, m->hdr.size };
+  union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+  if (pass_fd >= 0) {
+    memset(&ctl, 0, sizeof ctl);
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof ctl.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+  }
+  for (int i = 0; i < DK_EINTR_RETRIES; i++) {
+    ssize_t n = dk__sendmsg(fd, &mh, MSG_DONTWAIT);
+    if (n == (ssize_t)m->hdr.size) return 0;
+    if (n >= 0) { errno = EMSGSIZE; return -1; }
+    if (errno != EINTR) return -1;
+  }
+  return -1;
+}
+
+int dk__share_send(int fd, const dk_msg *m, int pass_fd, int timeout_ms)
+{
+  struct timespec until = dk__share_deadline(timeout_ms > 0 ? timeout_ms : 0);
+  for (;;) {
+    if (send_once(fd, m, pass_fd) == 0) return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = (long)(until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+    if (left <= 0) { errno = ETIMEDOUT; return -1; }
+    struct pollfd pf = { .fd = fd, .events = POLLOUT };
+    (void)dk__poll(&pf, 1, (int)(left < 100 ? left : 100));
+  }
 }
