@@ -14,6 +14,7 @@
 #include <endian.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1308,7 +1309,7 @@ static void test_unprivileged_physical(void **state) {
  * (another thread, here inside the bounce's munmap) must get a mapping of its own, not share
  * one that still points at the freed pages. */
 static _Thread_local bool tl_slow_munmap;
-static volatile int g_phase;
+static _Atomic int g_phase;
 static int slow_munmap(void *a, size_t l)
 {
   int r = munmap(a, l);
