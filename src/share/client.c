@@ -55,33 +55,6 @@ struct dk_client {
   char              gone_reason[DK_PROTO_TEXT];
 };
 
-/* One record from the driver, with at most one descriptor. Returns bytes (0: closed), or -1. */
-static ssize_t recv_record(int fd, void *buf, size_t cap, int *pass_fd, int *nfds, int *flags)
-{
-  union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int) * 4)]; } ctl;
-  struct iovec iov = { buf, cap };
-  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b };
-  *pass_fd = -1;
-  *nfds = 0;
-  ssize_t n;
-  do n = dk__recvmsg(fd, &mh, 0); while (n < 0 && errno == EINTR);
-  if (n < 0) return -1;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    dk__prim_count_received(k);
-    for (int i = 0; i < k; i++) {
-      int f;
-      memcpy(&f, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof f);
-      if (*pass_fd < 0) *pass_fd = f;
-      else dk__close(f);
-    }
-    *nfds += k;
-  }
-  *flags = mh.msg_flags;
-  return n;
-}
-
 static waiter *find_waiter(dk_client *c, uint32_t seq)
 {
   for (waiter *w = c->waiters; w; w = w->next)
@@ -195,7 +168,7 @@ static void *client_main(void *arg)
     dk_msg m;
     char buf[sizeof m + 1];
     int fd, nfds, flags;
-    ssize_t n = recv_record(c->fd, buf, sizeof buf, &fd, &nfds, &flags);
+    ssize_t n = dk__share_recv(c->fd, buf, sizeof buf, 0, &fd, &nfds, &flags);
     if (n <= 0) break;                                 /* driver gone, or we are closing */
     char why[160];
     if ((flags & (MSG_TRUNC | MSG_CTRUNC)) ||
@@ -300,7 +273,7 @@ IOReturn dk_client_connect(const char *path, const dk_client_options *options, d
   dk_msg m;
   char buf[sizeof m + 1], why[160];
   int fd, nfds, flags;
-  ssize_t n = recv_record(c->fd, buf, sizeof buf, &fd, &nfds, &flags);
+  ssize_t n = dk__share_recv(c->fd, buf, sizeof buf, 0, &fd, &nfds, &flags);
   if (fd >= 0) dk__close(fd);
   if (n <= 0) {
     rc = dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_PEER, "the driver on %s closed the connection at once", path);

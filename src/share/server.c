@@ -557,31 +557,17 @@ static bool serve_conn(dk_server *s, dk_conn *c)
   for (int rounds = 0; rounds < 64; rounds++) {
     dk_msg m;
     char extra[sizeof m + 1];
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * 8)]; } ctl;
-    struct iovec iov = { extra, sizeof extra };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
-    ssize_t n = dk__recvmsg(c->fd, &mh, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
+    int nfds, mflags;
+    ssize_t n = dk__share_recv(c->fd, extra, sizeof extra, MSG_DONTWAIT, NULL, &nfds, &mflags);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
     if (n <= 0) return false;                                  /* closed, reset, or killed */
-    int nfds = 0;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-      if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-      int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-      dk__prim_count_received(k);
-      for (int i = 0; i < k; i++) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof fd);
-        dk__close(fd);                                         /* clients never send descriptors */
-      }
-      nfds += k;
-    }
+    /* clients never send descriptors: any that came were closed, and the gate refuses them */
     char why[160];
     uint32_t seq = 0;
     if (n >= (ssize_t)sizeof m.hdr) memcpy(&seq, extra + offsetof(dk_msg_hdr, seq), sizeof seq);
-    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+    if ((mflags & (MSG_TRUNC | MSG_CTRUNC)) ||
         dk__proto_check(extra, (size_t)n, nfds, DK_PROTO_TO_DRIVER, dk__caps()->page_size, why, sizeof why) != 0) {
-      if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) snprintf(why, sizeof why, "the record or its descriptors were truncated");
+      if (mflags & (MSG_TRUNC | MSG_CTRUNC)) snprintf(why, sizeof why, "the record or its descriptors were truncated");
       send_result(c->fd, seq, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "message refused: %s", why);
       continue;
     }

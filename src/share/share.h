@@ -14,6 +14,7 @@
 #include <dmakit/share.h>
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <time.h>
 
 struct sockaddr_un;
@@ -90,5 +91,9 @@ struct timespec dk__share_deadline(int ms);
  * errno (ETIMEDOUT: no room in time). */
 struct dk_msg;
 int dk__share_send(int fd, const struct dk_msg *m, int pass_fd, int timeout_ms);
+/* Receive one record (EINTR retried) into buf: the first descriptor that came with it in
+ * *keep_fd (-1 if none; with keep_fd NULL every one is closed), the others closed, how many
+ * came in *nfds, the message flags (MSG_TRUNC, MSG_CTRUNC) in *flags. Bytes, or -1 with errno. */
+ssize_t dk__share_recv(int fd, void *buf, size_t cap, int msg_flags, int *keep_fd, int *nfds, int *flags);
 
 #endif

@@ -1,6 +1,6 @@
 /* src/share/util.c: what both ends of a connection need alike: the socket address from a
- * path (checked), condition variables on the monotonic clock, deadlines on it, and sending one
- * record (with at most one descriptor) within a deadline. */
+ * path (checked), condition variables on the monotonic clock, deadlines on it, sending one
+ * record (with at most one descriptor) within a deadline, and receiving one. */
 #include "share/proto.h"
 #include "share/share.h"
 #include "prim/prim.h"
@@ -81,4 +81,31 @@ int dk__share_send(int fd, const dk_msg *m, int pass_fd, int timeout_ms)
     struct pollfd pf = { .fd = fd, .events = POLLOUT };
     (void)dk__poll(&pf, 1, (int)(left < 100 ? left : 100));
   }
+}
+
+ssize_t dk__share_recv(int fd, void *buf, size_t cap, int msg_flags, int *keep_fd, int *nfds, int *flags)
+{
+  union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int) * 8)]; } ctl;
+  struct iovec iov = { buf, cap };
+  struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b };
+  if (keep_fd) *keep_fd = -1;
+  *nfds = 0;
+  *flags = 0;
+  ssize_t n;
+  do n = dk__recvmsg(fd, &mh, msg_flags); while (n < 0 && errno == EINTR);
+  if (n < 0) return -1;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    dk__prim_count_received(k);                  /* every descriptor is the library's to close */
+    for (int i = 0; i < k; i++) {
+      int f;
+      memcpy(&f, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof f);
+      if (keep_fd && *keep_fd < 0) *keep_fd = f;
+      else dk__close(f);
+    }
+    *nfds += k;
+  }
+  *flags = mh.msg_flags;
+  return n;
 }
