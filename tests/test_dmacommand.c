@@ -32,13 +32,6 @@ static int group_setup(void **state) {
   return PS == 0 ? -1 : 0;
 }
 
-/* Physical addresses are refused when frames cannot be pinned (test_pinning covers that). */
-static void require_physical(void) {
-  DKT_REQUIRE_ROOT();
-  const dk_caps *caps = dk_capabilities();
-  if (caps->pin_method == DK_PIN_NONE && dk_option_get(DK_OPTION_REQUIRE_PIN))
-    DKT_SKIP("pin_method NONE: physical addresses are refused (%s)", caps->pin_detail);
-}
 
 #define OK(expr)                                                                           \
   do {                                                                                     \
@@ -832,7 +825,7 @@ static void test_copies_follow_direction(void **state) {
 
 static void segments_are_physical_runs(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   long live = dk__objects_live();
   size_t len = 64 * PS;
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
@@ -865,7 +858,7 @@ DKT_POOL_VARIANTS(segments_are_physical_runs)
  * next segment starts aligned (XNU: "alignment next address"). */
 static void test_split_keeps_alignment(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   if (!dkt_pool_usable()) DKT_SKIP("needs the hugepage pool for a physically contiguous buffer");
   long live = dk__objects_live();
   size_t len = 64 * 1024;
@@ -906,7 +899,7 @@ static void test_split_keeps_alignment(void **state) {
 /* A misaligned start without a mapper is bounced to an aligned buffer. */
 static void test_physical_misaligned_start_bounces(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   long live = dk__objects_live();
   size_t len = 8 * PS;
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
@@ -943,7 +936,7 @@ static void test_physical_misaligned_start_bounces(void **state) {
  * search low memory. Its segments are checked against pagemap and the data goes both ways. */
 static void test_bounce_round_trip(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   if (!dkt_pool_usable()) DKT_SKIP("needs the hugepage pool for bounce memory below the buffer");
   long live = dk__objects_live();
   size_t len = 16 * PS + 123;
@@ -1012,7 +1005,7 @@ static void test_bounce_round_trip(void **state) {
 /* IterateOnly never double-buffers: segments the device cannot reach make gen fail. */
 static void test_iterate_only_does_not_bounce(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   long live = dk__objects_live();
   size_t len = 8 * PS;
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
@@ -1042,7 +1035,7 @@ static void test_iterate_only_does_not_bounce(void **state) {
  * above 4 GiB: the range is bounced below it, or prepare says why it cannot be. */
 static void test_32bit_device(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   long live = dk__objects_live();
   size_t len = 4 * PS;
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
@@ -1084,7 +1077,7 @@ static void test_32bit_device(void **state) {
 /* A bounce buffer the device can reach cannot be had: kIOReturnMessageTooLarge, with why. */
 static void test_impossible_bounce(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   long live = dk__objects_live();
   unsigned shift = dk_capabilities()->page_shift;
   size_t len = 64 * 1024;
@@ -1273,7 +1266,7 @@ static void test_faults_mapped(void **state) {
 
 static void faults_physical(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   g_fault_buffer = new_buffer(4 * PS, kIODirectionInOut);
   g_fault_physical = true;
   fault_sweeps(dkt_pool_on() ? "physical command, bounce from the pool" : "physical command, bounce of 4K pages");

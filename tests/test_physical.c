@@ -25,15 +25,6 @@ static int group_setup(void **state) {
   return PS == 0 ? -1 : 0;
 }
 
-/* Physical addresses are refused when frames cannot be pinned (test_pinning covers that). */
-static void require_physical(void) {
-  DKT_REQUIRE_ROOT();
-  const dk_caps *caps = dk_capabilities();
-  assert_true(caps->pagemap_frames);   /* root, and our own reader sees frames */
-  if (caps->pin_method == DK_PIN_NONE && dk_option_get(DK_OPTION_REQUIRE_PIN))
-    DKT_SKIP("pin_method NONE: physical addresses are refused (%s); see test_pinning",
-             caps->pin_detail);
-}
 
 
 /* ---- the walk -------------------------------------------------------------------------- */
@@ -182,7 +173,7 @@ static const size_t *test_sizes(size_t *count) {
 
 static void test_segments_match_pagemap_withOptions(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   size_t ns;
   const size_t *sizes = test_sizes(&ns);
   for (size_t s = 0; s < ns; s++) {
@@ -203,7 +194,7 @@ static void test_segments_match_pagemap_withOptions(void **state) {
 
 static void test_segments_match_pagemap_other_factories(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   size_t ns;
   const size_t *sizes = test_sizes(&ns);
   for (size_t s = 0; s < ns; s++) {
@@ -268,7 +259,7 @@ static void test_segments_match_pagemap_other_factories(void **state) {
 /* Two descriptors alive at once never share a frame byte range. */
 static void test_live_buffers_do_not_overlap_physically(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   enum { N = 64 };
   IOBufferMemoryDescriptor *b[N];
   uint64_t lo[N], hi[N];
@@ -345,7 +336,7 @@ static void check_mask_limit(uint64_t limit, bool may_refuse);
 
 static void test_mask_above_observed_frames_succeeds(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const dk_caps *caps = dk_capabilities();
   uint64_t lowest, highest_end;
   probe_layout(&lowest, &highest_end);
@@ -412,7 +403,7 @@ static void check_mask_limit(uint64_t limit, bool may_refuse) {
 
 static void test_mask_below_lowest_frame_fails(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   uint64_t lowest, highest_end;
   probe_layout(&lowest, &highest_end);
   /* the largest 2^n - 1 below the lowest frame we were given */
@@ -490,7 +481,7 @@ static void test_mask_below_lowest_frame_fails(void **state) {
 /* ---- alignment and contiguity ---------------------------------------------------------- */
 static void test_alignment_up_to_page(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const vm_offset_t aligns[] = { 2, 16, 64, 256, 1024, PS / 2, PS };
   const size_t sizes[] = { 1, 100, PS, 3 * PS + 17 };
   for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
@@ -516,7 +507,7 @@ static void test_alignment_up_to_page(void **state) {
 
 static void test_contiguous_one_page(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const IODirection dirs[] = { kIODirectionIn, kIODirectionOut, kIODirectionInOut };
   for (size_t d = 0; d < 3; d++) {
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCapacity(PS, dirs[d], true);
@@ -576,7 +567,7 @@ static void check_contiguous_or_refused(IOBufferMemoryDescriptor *b, size_t size
 
 static void test_contiguity_and_alignment_above_page(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   check_contiguous_or_refused(IOBufferMemoryDescriptor_withCapacity(2 * PS, kIODirectionInOut, true),
                               2 * PS, 2 * PS, "withCapacity(2 pages, contiguous)");
   check_contiguous_or_refused(IOBufferMemoryDescriptor_withCapacity(1 * MiB, kIODirectionInOut, true),
@@ -604,7 +595,7 @@ static void test_contiguity_and_alignment_above_page(void **state) {
 /* ---- NULL task ------------------------------------------------------------------------ */
 static void test_null_task_wired_buffer(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const size_t sizes[] = { 100, PS, 3 * PS + 17, 1 * MiB };
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
     IOBufferMemoryDescriptor *b =
@@ -651,7 +642,7 @@ static void check_unprepared(IOMemoryDescriptor *md, const char *what) {
 
 static void test_pageable_needs_prepare(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const size_t size = 1 * MiB + 100;
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(
       kernel_task, kIOMemoryPageable | kIODirectionInOut, size, 1);
@@ -688,7 +679,7 @@ static void test_pageable_needs_prepare(void **state) {
 
 static void test_null_task_pageable(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const size_t size = 3 * PS + 17;
   IOBufferMemoryDescriptor *b =
       IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIOMemoryPageable | kIODirectionInOut, size, 1);
@@ -712,7 +703,7 @@ static void test_null_task_pageable(void **state) {
 /* ---- IOMemoryMap_getPhysicalSegment ---------------------------------------------------- */
 static void test_map_physical_segment_forwards_with_offset(void **state) {
   (void)state;
-  require_physical();
+  dkt_require_physical();
   const size_t size = 6 * PS + 100;
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, size, 1);
   assert_non_null(b);

@@ -286,6 +286,15 @@ void dkt_assert_child_ok(int status) {
 /* ---- pool variants ------------------------------------------------------------------------ */
 static long pool_saved = -1;
 
+void dkt_require_physical(void)
+{
+  DKT_REQUIRE_ROOT();
+  const dk_caps *caps = dk_capabilities();
+  assert_true(caps->pagemap_frames);   /* root, and our own reader sees frames */
+  if (caps->pin_method == DK_PIN_NONE && dk_option_get(DK_OPTION_REQUIRE_PIN))
+    DKT_SKIP("pin_method NONE: physical addresses are refused (%s); see test_pinning", caps->pin_detail);
+}
+
 bool dkt_pool_usable(void) { return dk_capabilities()->pool_usable; }
 bool dkt_pool_on(void) { return dkt_pool_usable() && dk_option_get(DK_OPTION_POOL) != 0; }
 

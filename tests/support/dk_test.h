@@ -93,6 +93,10 @@ bool dkt_all_bytes(const void *p, size_t len, unsigned char c);
  * The only dmakit calls in tests/support: DK_OPTION_POOL for one test. As root with hugetlb
  * (dk_capabilities()->pool_usable) and the option on, every wired buffer comes from the
  * hugepage pool; with it off, from 4K pages. */
+/* Skip (with the reason) unless physical addresses can be handed out here: root with frame
+ * numbers visible, and frames pinned (or the pin requirement waived). test_pinning covers
+ * the refusal itself. */
+void dkt_require_physical(void);
 bool dkt_pool_usable(void);   /* dk_capabilities()->pool_usable */
 bool dkt_pool_on(void);       /* usable and DK_OPTION_POOL on */
 /* cmocka setup/teardown: DK_OPTION_POOL 0 (or 1) for one test, the old value back after. */
