@@ -37,16 +37,6 @@ static uint64_t now_ms(void)
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Nothing to do: spin briefly, then sleep a little. */
-static void backoff(unsigned *idle)
-{
-  if (++*idle < 64) {
-    sched_yield();
-  } else {
-    struct timespec ts = { 0, 50 * 1000 };
-    nanosleep(&ts, NULL);
-  }
-}
 
 /* A kIOMemoryKernelUserShared buffer in this process, zeroed, tagged for the client. */
 static IOBufferMemoryDescriptor *shared_buffer(IOOptionBits direction, size_t bytes, uint32_t tag)

@@ -40,15 +40,6 @@ static void sleep_ms(long ms)
   nanosleep(&ts, NULL);
 }
 
-static void backoff(unsigned *idle)
-{
-  if (++*idle < 64) {
-    sched_yield();
-  } else {
-    struct timespec ts = { 0, 50 * 1000 };
-    nanosleep(&ts, NULL);
-  }
-}
 
 /* The driver may still be starting: retry until its socket answers. */
 static dk_client *connect_driver(const char *path)

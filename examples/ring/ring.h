@@ -9,9 +9,11 @@
 #ifndef DK_EXAMPLE_RING_H
 #define DK_EXAMPLE_RING_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define RING_TAG        0x52494e47u   /* "RING": IOMemoryDescriptor_setTag, seen by the client */
 #define STATUS_TAG      0x53544154u   /* "STAT" */
@@ -90,6 +92,17 @@ static inline uint32_t ring_payload(uint32_t seq, uint8_t *out)
     out[i] = (uint8_t)x;
   }
   return len;
+}
+
+/* Nothing to do: spin briefly, then sleep a little (both sides poll the rings). */
+static inline void backoff(unsigned *idle)
+{
+  if (++*idle < 64) {
+    sched_yield();
+  } else {
+    struct timespec ts = { 0, 50 * 1000 };
+    nanosleep(&ts, NULL);
+  }
 }
 
 #endif
