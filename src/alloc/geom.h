@@ -14,6 +14,12 @@ typedef struct dk_run { uint64_t addr, len; } dk_run;
  * boundary smaller than the alignment is fine, a capacity that cannot fit one boundary
  * window while contiguous is caught by dk__runs_check. */
 bool dk__constraints_valid(const dk_constraints *c, char *why, size_t cap);
+/* The same test without the reason (the create path's check; the reason only on failure). */
+static inline bool dk__constraints_ok(const dk_constraints *c)
+{
+  return (c->alignment <= 1 || dk__is_pow2(c->alignment)) && (!c->boundary || dk__is_pow2(c->boundary)) &&
+         (!c->high || c->low <= c->high);
+}
 
 /* Segments the run list makes when split at every multiple of c->boundary and at
  * c->max_segment_size. */

@@ -683,9 +683,14 @@ IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size)
   return ok ? kIOReturnSuccess : dk__failure_code();
 }
 
+static void (*_Atomic g_trim_hook)(void);
+void dk__pool_set_trim_hook(void (*fn)(void)) { atomic_store(&g_trim_hook, fn); }
+
 IOReturn dk_pool_trim(void)
 {
   dk__enter("dk_pool_trim");
+  void (*hook)(void) = atomic_load(&g_trim_hook);
+  if (hook) hook();                       /* this thread's ready descriptors give their slots back */
   magazines_flush(NULL);                  /* this thread's cached slots; other threads' stay */
   pthread_mutex_lock(&g_lock);
   /* empty slabs go back to their regions first */

@@ -10,7 +10,10 @@
 #define DK_POOL_H
 
 #include "alloc/geom.h"
+#include "base/counters.h"
 #include "phys/huge.h"
+
+#include <string.h>
 
 typedef struct dk_region dk_region;
 typedef struct dk_slab dk_slab;
@@ -38,6 +41,24 @@ bool dk__pool_usable(void);
 /* Count a request met by another provider, or a failure, in the statistics. */
 void dk__pool_note_4k(uint64_t bytes, int delta);
 void dk__pool_note_failure(dk_constraint_kind kind);
+/* A slab block kept by its released descriptor for the next identical request (iokit's ready
+ * descriptors): zeroed now and counted free; counted used again when handed out (unpark) or
+ * before it is freed for good. */
+static inline void dk__pool_park(dk_block *b)
+{
+  /* every free byte is zero; the smallest slots with stores the compiler inlines */
+  if (b->len == 64) memset(b->va, 0, 64);
+  else if (b->len == 128) memset(b->va, 0, 128);
+  else memset(b->va, 0, (size_t)b->len);
+  dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
+}
+static inline void dk__pool_unpark(dk_tctr *t, const dk_block *b, bool request)
+{
+  if (request) dk__ctr_bump(t, DK_CTR_REQUESTS_SLAB, 1);
+  dk__ctr_bump(t, DK_CTR_BYTES_POOL_USED, (int64_t)b->len);
+}
+/* Called by dk_pool_trim first, to give back what the caller's thread keeps above the pool. */
+void dk__pool_set_trim_hook(void (*fn)(void));
 /* Return this thread's cached slab slots to their slabs. */
 void dk__pool_magazines_flush(void);
 /* Internal consistency of the heap (free lists sorted, coalesced, within their regions,

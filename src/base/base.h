@@ -5,10 +5,17 @@
 #define DK_BASE_H
 
 #include <dmakit/dmakit.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
-/* Start of a public call: clear the failure record and name the call. */
-void dk__enter(const char *function);
+/* Start of a public call: clear the failure record and name the call (base/failure.c). */
+extern _Thread_local const char *dk__tl_function;
+extern _Thread_local int dk__tl_set;
+static inline void dk__enter(const char *function)
+{
+  dk__tl_function = function;
+  dk__tl_set = 0;
+}
 /* Record a failure; the first one since dk__enter wins (the deepest layer knows most).
  * Returns `code` for tail calls. */
 IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
@@ -21,6 +28,14 @@ IOReturn dk__failure_code(void);
 
 /* The current value of a dk_option (base/options.c). */
 long dk__option(dk_option o);
+/* A number that changes whenever something that decides how a buffer is built changes (an
+ * option, the system mapper): what was built under an older number is not reused. */
+extern _Atomic uint64_t dk__config_gen_v;
+static inline uint64_t dk__config_gen(void)
+{
+  return atomic_load_explicit(&dk__config_gen_v, memory_order_acquire);
+}
+void dk__config_bump(void);
 
 static inline int dk__is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
 /* Smallest power of two >= x (x >= 1); 0 if it does not fit in 64 bits. */

@@ -23,12 +23,18 @@ typedef struct dk_tctr {
 extern _Thread_local dk_tctr dk__tl_ctr;
 void dk__ctr_register(void);
 
-static inline void dk__ctr_add(dk_ctr c, int64_t d)
+/* This thread's block, registered on first use; then dk__ctr_bump for several counters. */
+static inline dk_tctr *dk__ctr_self(void)
 {
   if (__builtin_expect(!dk__tl_ctr.registered, 0)) dk__ctr_register();
-  int64_t v = atomic_load_explicit(&dk__tl_ctr.v[c], memory_order_relaxed);
-  atomic_store_explicit(&dk__tl_ctr.v[c], v + d, memory_order_relaxed);
+  return &dk__tl_ctr;
 }
+static inline void dk__ctr_bump(dk_tctr *t, dk_ctr c, int64_t d)
+{
+  int64_t v = atomic_load_explicit(&t->v[c], memory_order_relaxed);
+  atomic_store_explicit(&t->v[c], v + d, memory_order_relaxed);
+}
+static inline void dk__ctr_add(dk_ctr c, int64_t d) { dk__ctr_bump(dk__ctr_self(), c, d); }
 
 int64_t dk__ctr_sum(dk_ctr c);
 

@@ -8,14 +8,10 @@
 #include <string.h>
 
 static _Thread_local dk_failure tl_failure;
-static _Thread_local const char *tl_function;
-static _Thread_local int tl_set;
-
-void dk__enter(const char *function)
-{
-  tl_function = function;
-  tl_set = 0;
-}
+_Thread_local const char *dk__tl_function;
+_Thread_local int dk__tl_set;
+#define tl_function dk__tl_function
+#define tl_set dk__tl_set
 
 IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
 {

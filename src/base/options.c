@@ -22,6 +22,9 @@ static const option_desc g_desc[DK_OPTION__COUNT] = {
 static _Atomic long g_value[DK_OPTION__COUNT];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Atomic int g_loaded;
+_Atomic uint64_t dk__config_gen_v;
+
+void dk__config_bump(void) { atomic_fetch_add_explicit(&dk__config_gen_v, 1, memory_order_acq_rel); }
 
 static void load(void)
 {
@@ -48,6 +51,7 @@ void dk_option_set(dk_option o, long value)
 {
   pthread_once(&g_once, load);
   if ((unsigned)o < DK_OPTION__COUNT) atomic_store(&g_value[o], value);
+  dk__config_bump();
 }
 
 const char *dk_option_name(dk_option o)

@@ -10,7 +10,7 @@
 #include <string.h>
 
 static void bmd_free(OSObject *o);
-const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free };
+const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free, false };
 
 static IOBufferMemoryDescriptor *as_bmd(const void *p) { return dk__object_cast(p, &dk__bmd_class); }
 
@@ -28,8 +28,6 @@ static void objs_flush(void *unused)
   while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
 }
 static void obj_key_init(void) { pthread_key_create(&g_obj_key, objs_flush); }
-
-void dk__objects_cache_flush(void) { objs_flush(NULL); }
 
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
@@ -51,9 +49,132 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_alloc(void)
   return bmd_new();
 }
 
+/* ---- ready descriptors: released small pool buffers kept built ------------------------ *
+ * A driver asks for the same kind of buffer again and again. A released descriptor whose
+ * memory is a pool slab slot, in kernel_task or no task, without a mapper, mapping or
+ * outstanding prepare, is kept built by its thread (at most READY_MAX of them, so at most
+ * READY_MAX x 4 KiB): its memory is zeroed at release exactly as a freed slot is, and the next
+ * request equal in every argument gets it back with its plan, its slot and its verified
+ * frames (pinned: they are still the frames), as a slab allocator keeps constructed objects.
+ * Anything that changes how a buffer is built (an option, the system mapper) bumps
+ * dk__config_gen and what was kept is freed; dk_pool_trim and the thread's exit free it too. */
+#define READY_MAX 32
+static _Thread_local IOBufferMemoryDescriptor *tl_ready[READY_MAX];
+static _Thread_local int tl_nready;
+static _Thread_local uint64_t tl_ready_gen;
+static _Thread_local bool tl_ready_keyed;
+static pthread_key_t g_ready_key;
+static pthread_once_t g_ready_once = PTHREAD_ONCE_INIT;
+
+/* Free a kept descriptor for good: its slot counted used again, then the ordinary teardown. */
+static void ready_destroy(IOBufferMemoryDescriptor *b)
+{
+  dk__pool_unpark(dk__ctr_self(), &b->md.block, false);
+  dk__md_teardown(&b->md);
+  pthread_mutex_destroy(&b->md.lock);
+  dk__free(b);
+}
+
+static void ready_flush(void *unused)
+{
+  (void)unused;
+  if (!tl_nready) return;
+  while (tl_nready > 0) ready_destroy(tl_ready[--tl_nready]);
+  dk__pool_magazines_flush();   /* at thread exit the magazines' own flush may already have run */
+}
+static void ready_flush_hook(void) { ready_flush(NULL); }
+static void ready_key_init(void)
+{
+  pthread_key_create(&g_ready_key, ready_flush);
+  dk__pool_set_trim_hook(ready_flush_hook);
+}
+
+static bool constraints_equal(const dk_constraints *a, const dk_constraints *b)
+{
+  return a->high == b->high && a->alignment == b->alignment && a->low == b->low &&
+         a->boundary == b->boundary && a->max_segment_size == b->max_segment_size &&
+         a->max_segments == b->max_segments && a->contiguous == b->contiguous && a->numa_node == b->numa_node;
+}
+
+/* A kept descriptor built for exactly this request, revived; NULL if none. */
+static inline __attribute__((always_inline)) IOBufferMemoryDescriptor *ready_take(task_t task, IOOptionBits options, uint64_t capacity,
+                                            uint64_t alignment, uint64_t mask, const dk_constraints *extra)
+{
+  if (!tl_nready) return NULL;
+  if (__builtin_expect(tl_ready_gen != dk__config_gen(), 0)) {
+    ready_flush(NULL);
+    return NULL;
+  }
+  for (int i = tl_nready; i-- > 0;) {          /* newest first: warm in the cache */
+    IOBufferMemoryDescriptor *b = tl_ready[i];
+    const dk_ready_key *k = &b->key;
+    if (k->capacity != capacity || k->options != options || k->task != task || k->mask != mask ||
+        k->alignment != alignment || k->extra != (extra != NULL) || (extra && !constraints_equal(&k->c, extra)))
+      continue;
+    tl_ready[i] = tl_ready[--tl_nready];
+    IOMemoryDescriptor *md = &b->md;
+    md->obj.cls = &dk__bmd_class;
+    atomic_init(&md->obj.refcount, 1);
+    md->flags = b->init_flags;
+    md->tag = 0;
+    md->length = b->plan.capacity;
+    atomic_store_explicit(&md->wire_count, 1, memory_order_relaxed);   /* auto-prepared */
+    dk_tctr *t = dk__ctr_self();
+    dk__ctr_bump(t, DK_CTR_OBJECTS_LIVE, 1);
+    dk__pool_unpark(t, &md->block, true);
+    return b;
+  }
+  return NULL;
+}
+
+/* Remember the request b was built for, if b may be kept built when released. */
+static void ready_key_set(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits options, uint64_t capacity,
+                          uint64_t alignment, uint64_t mask, const dk_constraints *extra)
+{
+  const IOMemoryDescriptor *md = &b->md;
+  if (!md->pooled || !md->block.slab || md->mapper || md->pageable || (task && task != kernel_task)) return;
+  b->key = (dk_ready_key){ .capacity = capacity, .alignment = alignment, .mask = mask, .task = task,
+                           .options = options, .extra = extra != NULL,
+                           .c = extra ? *extra : DK_CONSTRAINTS_NONE, .gen = dk__config_gen() };
+  b->init_flags = md->flags;
+  b->keyed = true;
+}
+
+/* Keep b built if it is as init left it (but for what a caller may change and revival resets:
+ * length, direction, tag); false to free it. */
+static bool ready_park(IOBufferMemoryDescriptor *b)
+{
+  IOMemoryDescriptor *md = &b->md;
+  if (!b->keyed || tl_nready >= READY_MAX || md->maps || md->mapper || md->user_id ||
+      atomic_load_explicit(&md->wire_count, memory_order_relaxed) != 1)
+    return false;
+  uint64_t gen = dk__config_gen();
+  if (b->key.gen != gen) return false;
+  if (tl_ready_gen != gen) {
+    ready_flush(NULL);
+    tl_ready_gen = gen;
+  }
+  if (!tl_ready_keyed) {
+    pthread_once(&g_ready_once, ready_key_init);
+    pthread_setspecific(g_ready_key, (void *)1);   /* so the thread's exit frees them */
+    tl_ready_keyed = true;
+  }
+  dk__pool_park(&md->block);      /* zeroed: freed memory never shows its contents */
+  md->obj.cls = NULL;             /* a stale pointer to it is no longer a descriptor */
+  tl_ready[tl_nready++] = b;
+  return true;
+}
+
+void dk__objects_cache_flush(void)
+{
+  ready_flush(NULL);
+  objs_flush(NULL);
+}
+
 static void bmd_free(OSObject *o)
 {
   IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)o;
+  if (ready_park(b)) return;
   dk__md_teardown(&b->md);      /* completes every prepare, unwires, frees the memory */
   pthread_mutex_destroy(&b->md.lock);
   b->md.obj.cls = NULL;          /* a stale pointer to it is no longer a descriptor */
@@ -500,12 +621,11 @@ bool IOBufferMemoryDescriptor_initWithPhysicalMask(IOBufferMemoryDescriptor *sel
   return ok;
 }
 
-/* alloc + init, releasing the half-built object on failure (as IOKit's factories do). */
-static IOBufferMemoryDescriptor *create(const char *fn, task_t task, IOOptionBits options,
-                                        uint64_t capacity, uint64_t alignment, uint64_t mask,
-                                        const dk_constraints *extra)
+/* A descriptor built from scratch. */
+static __attribute__((noinline)) IOBufferMemoryDescriptor *build(const char *fn, task_t task, IOOptionBits options,
+                                                                 uint64_t capacity, uint64_t alignment, uint64_t mask,
+                                                                 const dk_constraints *extra)
 {
-  dk__enter(fn);
   IOBufferMemoryDescriptor *b = bmd_new();
   if (!b) return NULL;
   if (!init_buffer(b, task, options, capacity, alignment, mask, extra)) {
@@ -513,8 +633,21 @@ static IOBufferMemoryDescriptor *create(const char *fn, task_t task, IOOptionBit
     OSObject_release(b);
     return NULL;
   }
+  ready_key_set(b, task, options, capacity, alignment, mask, extra);
   dk__enter(fn);       /* success: a provider that was tried and passed over is not a failure */
   return b;
+}
+
+/* alloc + init, releasing the half-built object on failure (as IOKit's factories do). Inlined
+ * into each factory, so a request met by a ready descriptor costs one call. */
+static inline __attribute__((always_inline)) IOBufferMemoryDescriptor *create(const char *fn, task_t task, IOOptionBits options,
+                                        uint64_t capacity, uint64_t alignment, uint64_t mask,
+                                        const dk_constraints *extra)
+{
+  dk__enter(fn);
+  IOBufferMemoryDescriptor *b = ready_take(task, options, capacity, alignment, mask, extra);
+  if (b) return b;
+  return build(fn, task, options, capacity, alignment, mask, extra);
 }
 
 IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithOptions(task_t inTask, IOOptionBits options,
@@ -602,7 +735,7 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(task_t 
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "constraints are NULL");
     return NULL;
   }
-  if (!dk__constraints_valid(c, why, sizeof why)) {
+  if (!dk__constraints_ok(c) && !dk__constraints_valid(c, why, sizeof why)) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "%s", why);
     return NULL;
   }

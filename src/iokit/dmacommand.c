@@ -41,7 +41,7 @@ struct IODMACommand {
 };
 
 static void dmacommand_free(OSObject *o);
-const dk_class dk__dmacommand_class = { 0x1b3d0003u, "IODMACommand", dmacommand_free };
+const dk_class dk__dmacommand_class = { 0x1b3d0003u, "IODMACommand", dmacommand_free, false };
 
 static IODMACommand *as_cmd(const void *p) { return dk__object_cast(p, &dk__dmacommand_class); }
 

@@ -8,6 +8,7 @@
 
 #include "alloc/pool.h"
 #include "base/base.h"
+#include "base/counters.h"
 #include "iokit/plan.h"
 #include "phys/phys.h"
 #include "mapper/mapper.h"
@@ -22,6 +23,10 @@ typedef struct dk_class {
   uint32_t    magic;
   const char *name;
   void      (*free)(OSObject *self);
+  /* Objects of the class can be found without a reference and revived (dk__object_try_retain):
+   * then the last release must be an atomic decrement. Otherwise a count of 1 seen by the
+   * holder means nobody else can touch the count, and the release needs no atomic RMW. */
+  bool        revivable;
 } dk_class;
 
 struct OSObject {
@@ -33,7 +38,12 @@ struct OSObject {
 extern const dk_class dk__bmd_class;
 extern const dk_class dk__map_class;
 
-void dk__object_init(OSObject *o, const dk_class *cls);
+static inline void dk__object_init(OSObject *o, const dk_class *cls)
+{
+  o->cls = cls;
+  atomic_init(&o->refcount, 1);
+  dk__ctr_add(DK_CTR_OBJECTS_LIVE, 1);
+}
 /* Retain unless the count already reached 0 (an object being freed); true if retained. */
 bool dk__object_try_retain(OSObject *o);
 /* `p` as an object of class `cls`, or NULL (wrong type, NULL, freed). */
@@ -76,6 +86,17 @@ struct IOMemoryDescriptor {
   uint64_t        iova_len;     /* bytes the IOVA range covers: the capacity */
 };
 
+/* The request a small pool buffer was built for: a released one is kept built, its memory
+ * zeroed, and handed to the next request equal in every field (bmd.c, ready descriptors). */
+typedef struct dk_ready_key {
+  uint64_t       capacity, alignment, mask;
+  task_t         task;
+  IOOptionBits   options;
+  bool           extra;          /* inTaskWithConstraints: c holds the caller's constraints */
+  dk_constraints c;
+  uint64_t       gen;            /* dk__config_gen() when it was built */
+} dk_ready_key;
+
 struct IOBufferMemoryDescriptor {
   IOMemoryDescriptor md;
   bool               initialized;
@@ -83,6 +104,9 @@ struct IOBufferMemoryDescriptor {
   uint64_t           physical_limit;  /* the RAM limit in force (plan.limit below ram_top) */
   uint32_t           purgeable_state;
   dk_provider        provider;
+  bool               keyed;           /* `key` is set: it may be kept built when released */
+  uint32_t           init_flags;      /* md.flags as init left them */
+  dk_ready_key       key;
 };
 
 struct IOMemoryMap {

@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 
 static void map_free(OSObject *o);
-const dk_class dk__map_class = { 0x1b3d0002u, "IOMemoryMap", map_free };
+const dk_class dk__map_class = { 0x1b3d0002u, "IOMemoryMap", map_free, true };
 
 static IOMemoryMap *as_map(const void *p) { return dk__object_cast(p, &dk__map_class); }
 

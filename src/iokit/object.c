@@ -17,13 +17,6 @@ dk_task_kind dk__task_kind(task_t t)
 
 long dk__objects_live(void) { return (long)dk__ctr_sum(DK_CTR_OBJECTS_LIVE); }
 
-void dk__object_init(OSObject *o, const dk_class *cls)
-{
-  o->cls = cls;
-  atomic_init(&o->refcount, 1);
-  dk__ctr_add(DK_CTR_OBJECTS_LIVE, 1);
-}
-
 void *dk__object_cast(const void *p, const dk_class *cls)
 {
   const OSObject *o = p;
@@ -59,11 +52,17 @@ void OSObject_release(void *object)
 {
   OSObject *o = any_object(object);
   if (!o) return;
-  if (atomic_fetch_sub_explicit(&o->refcount, 1, memory_order_release) == 1) {
+  /* The caller's reference is the only one: no other thread holds one to retain or release
+   * with, and nothing revives the object, so the count is ours alone. The acquire load
+   * orders the other owners' last writes (their releasing decrements) before the free. */
+  if (!o->cls->revivable && atomic_load_explicit(&o->refcount, memory_order_acquire) == 1)
+    atomic_store_explicit(&o->refcount, 0, memory_order_relaxed);
+  else if (atomic_fetch_sub_explicit(&o->refcount, 1, memory_order_release) == 1)
     atomic_thread_fence(memory_order_acquire);
-    dk__ctr_add(DK_CTR_OBJECTS_LIVE, -1);
-    o->cls->free(o);
-  }
+  else
+    return;
+  dk__ctr_add(DK_CTR_OBJECTS_LIVE, -1);
+  o->cls->free(o);
 }
 
 int OSObject_getRetainCount(const void *object)

@@ -89,6 +89,7 @@ void dk_mapper_set_system(IOMapper *mapper)
   pthread_mutex_lock(&g_system_lock);
   IOMapper *old = atomic_exchange(&g_system, mapper);
   pthread_mutex_unlock(&g_system_lock);
+  dk__config_bump();            /* buffers built without this mapper are not handed out again */
   dk__mapper_release(old);
 }
 

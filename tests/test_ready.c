@@ -1,0 +1,371 @@
+/* tests/test_ready.c: ready descriptors, the create fast path. A released small pool buffer
+ * is kept built by its thread and handed to the next request equal in every argument: these
+ * tests prove that the buffer handed back is zero, meets its constraints through this test's
+ * own pagemap read, has the state of a fresh one, and that nothing else ever gets it (another
+ * size, alignment, window, direction, task, entry point, an option or system mapper changed
+ * since). Trim and thread exit give its memory back. Needs root (frames) and hugetlb. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dmakit/dmakit.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc/pool.h"
+#include "mapper/mapper_impl.h"
+#include "dk_test.h"
+
+#define MD(b) ((IOMemoryDescriptor *)(void *)(b))
+
+static void require_pool(void)
+{
+  DKT_REQUIRE_ROOT();
+  if (!dk_capabilities()->pool_usable) DKT_SKIP("no hugetlb support: the pool cannot run here");
+  dk_option_set(DK_OPTION_POOL, 1);
+}
+
+static void validate(void)
+{
+  char why[256];
+  if (dk__pool_validate(true, why, sizeof why) != 0) fail_msg("pool inconsistent: %s", why);
+}
+
+static IOBufferMemoryDescriptor *make(uint64_t len, uint64_t align, uint64_t high, IOOptionBits options)
+{
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.alignment = align;
+  c.high = high;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, options, len, &c);
+  if (!b) fail_msg("inTaskWithConstraints(%llu, align %llu, high 0x%llx): %s", (unsigned long long)len,
+                   (unsigned long long)align, (unsigned long long)high, dkt_failure_text());
+  return b;
+}
+
+static uint8_t *bytes(IOBufferMemoryDescriptor *b) { return IOBufferMemoryDescriptor_getBytesNoCopy(b); }
+
+/* The frames behind the buffer, read here: one run, the alignment, under `high`, and the
+ * descriptor's own physical address agrees. */
+static void prove(IOBufferMemoryDescriptor *b, uint64_t len, uint64_t align, uint64_t high)
+{
+  uint8_t *va = bytes(b);
+  assert_non_null(va);
+  size_t n = 0;
+  uint64_t *pfn = dkt_read_frames_alloc(va, len, &n);
+  assert_non_null(pfn);
+  size_t ps = dkt_page_size();
+  uint64_t start = pfn[0] * ps + ((uintptr_t)va % ps);
+  for (size_t i = 1; i < n; i++) assert_int_equal(pfn[i], pfn[0] + i);
+  free(pfn);
+  if (align > 1) {
+    assert_int_equal(start % align, 0);
+    assert_int_equal((uintptr_t)va % align, 0);
+  }
+  if (high) assert_true(start + len - 1 <= high);
+  IOByteCount seg = 0;
+  assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, &seg, kIOMemoryMapperNone), start);
+  assert_int_equal(seg, len);
+}
+
+static dk_provider provider(IOBufferMemoryDescriptor *b)
+{
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  return info.provider;
+}
+
+/* The layout decides a mask that every pool slab frame meets: the top of RAM. */
+static uint64_t ram_mask(void)
+{
+  uint64_t top = dk_capabilities()->ram_top, m = 1;
+  while (m < top) m <<= 1;
+  return m - 1;
+}
+
+/* A written, released buffer comes back to the same request: the same memory, zero, still
+ * meeting its constraints; every size class up to the largest slot. */
+static void ready_same_request_gets_it_back_zeroed(void **state)
+{
+  (void)state;
+  require_pool();
+  uint64_t mask = ram_mask();
+  const uint64_t lens[] = { 1, 64, 100, 256, 1000, 2048, 4096 };
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    uint64_t align = lens[i] >= 4096 ? 4096 : 64;
+    IOBufferMemoryDescriptor *a = make(lens[i], align, mask, kIODirectionInOut);
+    assert_int_equal(provider(a), DK_PROVIDER_POOL_SLAB);
+    uint8_t *va = bytes(a);
+    addr64_t pa = IOMemoryDescriptor_getPhysicalSegment(MD(a), 0, NULL, kIOMemoryMapperNone);
+    memset(va, 0xA7, lens[i]);
+    OSObject_release(a);
+    IOBufferMemoryDescriptor *b = make(lens[i], align, mask, kIODirectionInOut);
+    assert_ptr_equal(bytes(b), va);                     /* kept built: the same slot */
+    assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, NULL, kIOMemoryMapperNone), pa);
+    assert_true(dkt_all_bytes(bytes(b), lens[i], 0));   /* and zero */
+    prove(b, lens[i], align, mask);
+    OSObject_release(b);
+  }
+  validate();
+  dk_pool_trim();
+}
+
+/* What a caller may change on a buffer does not survive its release. */
+static void ready_state_is_fresh(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *a = make(512, 64, 0, kIODirectionInOut | kIOMemoryThreadSafe);
+  uint8_t *va = bytes(a);
+  IOBufferMemoryDescriptor_setLength(a, 10);
+  IOMemoryDescriptor_setDirection(MD(a), kIODirectionOut);
+  IOMemoryDescriptor_setTag(MD(a), 7);
+  OSObject_retain(a);
+  OSObject_release(a);
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(a), kIODirectionNone), kIOReturnSuccess);
+  assert_int_equal(IOMemoryDescriptor_complete(MD(a), kIODirectionNone), kIOReturnSuccess);
+  OSObject_release(a);
+  /* released and kept: the old handle is no descriptor any more */
+  assert_int_equal(IOMemoryDescriptor_getLength(MD(a)), 0);
+  assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(a));
+  IOBufferMemoryDescriptor *b = make(512, 64, 0, kIODirectionInOut | kIOMemoryThreadSafe);
+  assert_ptr_equal(bytes(b), va);
+  assert_int_equal(IOMemoryDescriptor_getLength(MD(b)), 512);
+  assert_int_equal(IOBufferMemoryDescriptor_getCapacity(b), 512);
+  assert_int_equal(IOMemoryDescriptor_getDirection(MD(b)), kIODirectionInOut);
+  assert_int_equal(IOMemoryDescriptor_getTag(MD(b)), 0);
+  assert_int_equal(OSObject_getRetainCount(b), 1);
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_int_equal(info.prepare_count, 1);             /* auto-prepared, nothing more */
+  assert_true(info.wired);
+  /* a direction-Out buffer is prepared read-only, and stays so when it comes back */
+  IOBufferMemoryDescriptor *o = make(64, 64, 0, kIODirectionOut);
+  uint32_t flags_before = IOMemoryDescriptor_getFlags(MD(o));
+  OSObject_release(o);
+  o = make(64, 64, 0, kIODirectionOut);
+  assert_int_equal(IOMemoryDescriptor_getFlags(MD(o)), flags_before);
+  OSObject_release(o);
+  OSObject_release(b);
+  dk_pool_trim();
+}
+
+/* Only an identical request gets a kept descriptor: each differing request below is met
+ * elsewhere (and proven), and the kept one is still there for the original request after. */
+static void ready_only_identical_requests(void **state)
+{
+  (void)state;
+  require_pool();
+  uint64_t mask = ram_mask();
+  struct { uint64_t len, align, high; IOOptionBits options; int entry; } other[] = {
+    { 60, 64, 0, kIODirectionInOut, 0 },               /* capacity */
+    { 64, 128, 0, kIODirectionInOut, 0 },              /* alignment */
+    { 64, 64, mask, kIODirectionInOut, 0 },            /* window */
+    { 64, 64, 0, kIODirectionOut, 0 },                 /* direction */
+    { 64, 64, 0, kIODirectionInOut | kIOMemoryThreadSafe, 0 },
+    { 64, 64, 0, kIODirectionInOut, 1 },               /* no task */
+    { 64, 64, 0, kIODirectionInOut, 2 },               /* inTaskWithOptions */
+  };
+  dk_pool_trim();
+  for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+    IOBufferMemoryDescriptor *a = make(64, 64, 0, kIODirectionInOut);
+    uint8_t *kept = bytes(a);
+    OSObject_release(a);
+    IOBufferMemoryDescriptor *b;
+    if (other[i].entry == 1) {
+      dk_constraints c = DK_CONSTRAINTS_NONE;
+      c.alignment = 64;
+      b = IOBufferMemoryDescriptor_inTaskWithConstraints(NULL, kIODirectionInOut, 64, &c);
+      assert_non_null(b);
+      assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(b));   /* mapped nowhere */
+      assert_ptr_not_equal(b, a);
+    } else if (other[i].entry == 2) {
+      b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 64, 64);
+      assert_non_null(b);
+      assert_ptr_not_equal(bytes(b), kept);
+      assert_true(dkt_all_bytes(bytes(b), 64, 0));
+    } else {
+      b = make(other[i].len, other[i].align, other[i].high, other[i].options);
+      assert_ptr_not_equal(bytes(b), kept);
+      assert_int_equal(IOMemoryDescriptor_getLength(MD(b)), other[i].len);
+      assert_int_equal(IOMemoryDescriptor_getDirection(MD(b)), other[i].options & kIODirectionOutIn);
+      prove(b, other[i].len, other[i].align, other[i].high);
+    }
+    IOBufferMemoryDescriptor *again = make(64, 64, 0, kIODirectionInOut);
+    assert_ptr_equal(bytes(again), kept);
+    OSObject_release(again);
+    OSObject_release(b);
+  }
+  validate();
+  dk_pool_trim();
+}
+
+/* A buffer with a prepare outstanding, or with a mapping, is freed the ordinary way; what
+ * comes next is zero and in a fresh state either way. */
+static void ready_busy_buffers_are_not_kept(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *a = make(256, 64, 0, kIODirectionInOut);
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(a), kIODirectionNone), kIOReturnSuccess);
+  memset(bytes(a), 0x5A, 256);
+  OSObject_release(a);                                  /* teardown completes the prepare */
+  IOBufferMemoryDescriptor *b = make(256, 64, 0, kIODirectionInOut);
+  assert_true(dkt_all_bytes(bytes(b), 256, 0));
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_int_equal(info.prepare_count, 1);
+  IOMemoryMap *m = IOMemoryDescriptor_map(MD(b), kIOMapAnywhere);
+  assert_non_null(m);
+  uint8_t *view = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(m);
+  memset(view, 0x3C, 256);
+  OSObject_release(b);                                  /* the map still holds it */
+  assert_int_equal(view[0], 0x3C);
+  OSObject_release(m);                                  /* now it goes */
+  IOBufferMemoryDescriptor *c = make(256, 64, 0, kIODirectionInOut);
+  assert_true(dkt_all_bytes(bytes(c), 256, 0));
+  OSObject_release(c);
+  validate();
+  dk_pool_trim();
+}
+
+/* An option changed after a buffer was kept decides the next request: with the pool turned
+ * off, the same request gets 4K pages, not the kept slot. */
+static void ready_option_change_is_seen(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *a = make(128, 64, 0, kIODirectionInOut);
+  assert_int_equal(provider(a), DK_PROVIDER_POOL_SLAB);
+  OSObject_release(a);
+  dk_option_set(DK_OPTION_POOL, 0);
+  IOBufferMemoryDescriptor *b = make(128, 64, 0, kIODirectionInOut);
+  assert_int_equal(provider(b), DK_PROVIDER_MEMFD_4K);
+  OSObject_release(b);
+  dk_option_set(DK_OPTION_POOL, 1);
+  b = make(128, 64, 0, kIODirectionInOut);
+  assert_int_equal(provider(b), DK_PROVIDER_POOL_SLAB);
+  OSObject_release(b);
+  dk_pool_trim();
+}
+
+/* A system mapper set after a buffer was kept: the next buffer has its IOVA range. */
+static void ready_system_mapper_is_seen(void **state)
+{
+  (void)state;
+  require_pool();
+  static const uint64_t ranges[1][2] = { { 0x100000, (1ull << 39) - 1 } };
+  IOBufferMemoryDescriptor *a = make(64, 64, 0, kIODirectionInOut);
+  OSObject_release(a);
+  IOMapper *m = dk__mapper_create_soft(ranges, 1, 0);
+  assert_non_null(m);
+  dk_mapper_set_system(m);
+  IOBufferMemoryDescriptor *b = make(64, 64, 0, kIODirectionInOut);
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_ptr_equal(info.mapper, m);
+  assert_true(info.iova != 0);
+  assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(MD(b), 0, NULL, 0), info.iova);
+  OSObject_release(b);
+  b = make(64, 64, 0, kIODirectionInOut);                /* never kept under a mapper */
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_ptr_equal(info.mapper, m);
+  assert_true(info.iova != 0);
+  OSObject_release(b);
+  dk_mapper_set_system(NULL);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);       /* no mapping left behind */
+  b = make(64, 64, 0, kIODirectionInOut);
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_null(info.mapper);
+  OSObject_release(b);
+  dk_pool_trim();
+}
+
+/* What is kept counts as free memory, and trim gives it back to the kernel. */
+static void ready_counts_free_and_trim_gives_it_back(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_trim();
+  dk_pool_stats st0, st;
+  assert_int_equal(dk_pool_get_stats(&st0), kIOReturnSuccess);
+  for (int k = 0; k < 7; k++) {
+    IOBufferMemoryDescriptor *a = make(64u << k, 64, 0, kIODirectionInOut);
+    OSObject_release(a);
+  }
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_used, st0.bytes_pool_used);
+  assert_int_equal(st.requests_slab - st0.requests_slab, 7);
+  IOBufferMemoryDescriptor *a = make(64, 64, 0, kIODirectionInOut);   /* met by a kept one */
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_used, st0.bytes_pool_used + 64);
+  assert_int_equal(st.requests_slab - st0.requests_slab, 8);
+  OSObject_release(a);
+  dk_pool_trim();
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
+  validate();
+}
+
+/* Buffers created on one thread and released on others; threads exit with buffers kept: the
+ * pool ends with nothing in use, and every buffer any thread got was zero. */
+enum { THREADS = 4, ROUNDS = 3000 };
+static _Atomic int g_dirty;
+static IOBufferMemoryDescriptor *_Atomic g_handoff[THREADS];
+
+static void *worker(void *arg)
+{
+  int id = (int)(intptr_t)arg;
+  for (int r = 0; r < ROUNDS; r++) {
+    uint64_t len = 64u << (r % 4);
+    IOBufferMemoryDescriptor *b = make(len, 64, 0, kIODirectionInOut);
+    if (!dkt_all_bytes(bytes(b), len, 0)) atomic_store(&g_dirty, 1);
+    memset(bytes(b), 0xEE, len);
+    /* hand it to the next thread, take what the previous one left */
+    IOBufferMemoryDescriptor *got = atomic_exchange(&g_handoff[(id + 1) % THREADS], b);
+    if (got) OSObject_release(got);
+  }
+  return NULL;
+}
+
+static void ready_threads_hand_off_and_exit(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_trim();
+  dk_pool_stats st0, st;
+  assert_int_equal(dk_pool_get_stats(&st0), kIOReturnSuccess);
+  pthread_t t[THREADS];
+  for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i), 0);
+  for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < THREADS; i++) {
+    IOBufferMemoryDescriptor *b = atomic_exchange(&g_handoff[i], NULL);
+    if (b) OSObject_release(b);
+  }
+  assert_int_equal(atomic_load(&g_dirty), 0);
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_used, st0.bytes_pool_used);
+  validate();
+  dk_pool_trim();                                        /* the exited threads kept nothing */
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(ready_same_request_gets_it_back_zeroed),
+    cmocka_unit_test(ready_state_is_fresh),
+    cmocka_unit_test(ready_only_identical_requests),
+    cmocka_unit_test(ready_busy_buffers_are_not_kept),
+    cmocka_unit_test(ready_option_change_is_seen),
+    cmocka_unit_test(ready_system_mapper_is_seen),
+    cmocka_unit_test(ready_counts_free_and_trim_gives_it_back),
+    cmocka_unit_test(ready_threads_hand_off_and_exit),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
