@@ -355,6 +355,42 @@ static void ready_threads_hand_off_and_exit(void **state)
   assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
 }
 
+/* A buffer released by an application's thread-exit destructor that runs after dmakit's own
+ * (its key made later): it is kept again, and freed in the next round of destructors. */
+static pthread_key_t g_app_key;
+
+static void app_destructor(void *b) { OSObject_release(b); }
+
+static void *exiting_worker(void *unused)
+{
+  (void)unused;
+  IOBufferMemoryDescriptor *b = make(256, 64, 0, kIODirectionInOut);
+  OSObject_release(make(256, 64, 0, kIODirectionInOut));   /* dmakit's keys are set for this thread */
+  pthread_setspecific(g_app_key, b);
+  return NULL;
+}
+
+static void ready_release_in_late_destructor(void **state)
+{
+  (void)state;
+  require_pool();
+  OSObject_release(make(256, 64, 0, kIODirectionInOut));   /* dmakit's keys exist before the app's */
+  dk_pool_trim();
+  dk_pool_stats st0, st;
+  assert_int_equal(dk_pool_get_stats(&st0), kIOReturnSuccess);
+  assert_int_equal(pthread_key_create(&g_app_key, app_destructor), 0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, exiting_worker, NULL), 0);
+  pthread_join(t, NULL);
+  pthread_key_delete(g_app_key);
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_used, st0.bytes_pool_used);
+  dk_pool_trim();
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);   /* nothing stayed in the dead thread */
+  validate();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -366,6 +402,7 @@ int main(void)
     cmocka_unit_test(ready_system_mapper_is_seen),
     cmocka_unit_test(ready_counts_free_and_trim_gives_it_back),
     cmocka_unit_test(ready_threads_hand_off_and_exit),
+    cmocka_unit_test(ready_release_in_late_destructor),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

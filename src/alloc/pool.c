@@ -506,7 +506,14 @@ static void magazines_flush(void *unused)
   }
   pthread_mutex_unlock(&g_lock);
 }
-static void mag_key_init(void) { pthread_key_create(&g_mag_key, magazines_flush); }
+/* At thread exit: a slot freed by a later destructor goes to the magazine again, which must
+ * register again for the next round of destructors. */
+static void magazines_thread_exit(void *unused)
+{
+  tl_mag_keyed = false;
+  magazines_flush(unused);
+}
+static void mag_key_init(void) { pthread_key_create(&g_mag_key, magazines_thread_exit); }
 
 void dk__pool_magazines_flush(void) { magazines_flush(NULL); }
 

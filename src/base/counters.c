@@ -16,10 +16,15 @@ static void retire(void *block)
 {
   dk_tctr *t = block;
   pthread_mutex_lock(&g_lock);
-  for (int i = 0; i < DK_CTR__COUNT; i++)
+  for (int i = 0; i < DK_CTR__COUNT; i++) {
     g_retired[i] += atomic_load_explicit(&t->v[i], memory_order_relaxed);
+    atomic_store_explicit(&t->v[i], 0, memory_order_relaxed);
+  }
   for (dk_tctr **pp = &g_blocks; *pp; pp = &(*pp)->next)
     if (*pp == t) { *pp = t->next; break; }
+  /* a later thread-exit destructor that counts (a release) registers the block again, and
+   * the next round of destructors retires it again */
+  t->registered = 0;
   pthread_mutex_unlock(&g_lock);
 }
 

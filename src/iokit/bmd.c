@@ -27,7 +27,12 @@ static void objs_flush(void *unused)
   (void)unused;
   while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
 }
-static void obj_key_init(void) { pthread_key_create(&g_obj_key, objs_flush); }
+static void objs_thread_exit(void *unused)
+{
+  tl_objs_keyed = false;      /* a later destructor's release registers again */
+  objs_flush(unused);
+}
+static void obj_key_init(void) { pthread_key_create(&g_obj_key, objs_thread_exit); }
 
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
@@ -83,9 +88,16 @@ static void ready_flush(void *unused)
   dk__pool_magazines_flush();   /* at thread exit the magazines' own flush may already have run */
 }
 static void ready_flush_hook(void) { ready_flush(NULL); }
+/* At thread exit: a release from a later destructor keeps its descriptor again and must
+ * register again for the next round of destructors. */
+static void ready_thread_exit(void *unused)
+{
+  tl_ready_keyed = false;
+  ready_flush(unused);
+}
 static void ready_key_init(void)
 {
-  pthread_key_create(&g_ready_key, ready_flush);
+  pthread_key_create(&g_ready_key, ready_thread_exit);
   dk__pool_set_trim_hook(ready_flush_hook);
 }
 
