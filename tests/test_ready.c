@@ -18,7 +18,9 @@
 #include <string.h>
 
 #include "alloc/pool.h"
+#include "iokit/internal.h"
 #include "mapper/mapper_impl.h"
+#include "prim/prim.h"
 #include "dk_test.h"
 
 #define MD(b) ((IOMemoryDescriptor *)(void *)(b))
@@ -143,12 +145,20 @@ static void ready_state_is_fresh(void **state)
   assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
   assert_int_equal(info.prepare_count, 1);             /* auto-prepared, nothing more */
   assert_true(info.wired);
-  /* a direction-Out buffer is prepared read-only, and stays so when it comes back */
+  /* a direction-Out buffer is prepared read-only, and comes back with the flags it was built
+   * with, whatever prepare/complete did to them meanwhile */
   IOBufferMemoryDescriptor *o = make(64, 64, 0, kIODirectionOut);
-  uint32_t flags_before = IOMemoryDescriptor_getFlags(MD(o));
+  uint8_t *ova = bytes(o);
+  uint64_t flags_before = IOMemoryDescriptor_getFlags(MD(o));
+  assert_int_equal(IOMemoryDescriptor_complete(MD(o), kIODirectionNone), kIOReturnSuccess);
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(o), kIODirectionIn), kIOReturnSuccess);
+  IOMemoryDescriptor_setDirection(MD(o), kIODirectionIn);
   OSObject_release(o);
   o = make(64, 64, 0, kIODirectionOut);
+  assert_ptr_equal(bytes(o), ova);                      /* kept, and revived */
   assert_int_equal(IOMemoryDescriptor_getFlags(MD(o)), flags_before);
+  assert_int_equal(IOMemoryDescriptor_getDirection(MD(o)), kIODirectionOut);
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(o), kIODirectionIn), kIOReturnNotWritable);
   OSObject_release(o);
   OSObject_release(b);
   dk_pool_trim();
@@ -219,6 +229,14 @@ static void ready_busy_buffers_are_not_kept(void **state)
   dk_buffer_info info;
   assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
   assert_int_equal(info.prepare_count, 1);
+  /* completed down to no prepare at all: not as init left it either */
+  assert_int_equal(IOMemoryDescriptor_complete(MD(b), kIODirectionNone), kIOReturnSuccess);
+  memset(bytes(b), 0x6B, 256);
+  OSObject_release(b);
+  b = make(256, 64, 0, kIODirectionInOut);
+  assert_true(dkt_all_bytes(bytes(b), 256, 0));
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_int_equal(info.prepare_count, 1);
   IOMemoryMap *m = IOMemoryDescriptor_map(MD(b), kIOMapAnywhere);
   assert_non_null(m);
   uint8_t *view = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(m);
@@ -275,6 +293,16 @@ static void ready_system_mapper_is_seen(void **state)
   assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
   assert_ptr_equal(info.mapper, m);
   assert_true(info.iova != 0);
+  OSObject_release(b);
+  /* kIOMemoryMapperNone: no mapper on the buffer, so it is kept, and comes back physical */
+  b = make(64, 64, 0, kIODirectionInOut | kIOMemoryMapperNone);
+  uint8_t *va = bytes(b);
+  OSObject_release(b);
+  b = make(64, 64, 0, kIODirectionInOut | kIOMemoryMapperNone);
+  assert_ptr_equal(bytes(b), va);
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_null(info.mapper);
+  prove(b, 64, 64, 0);
   OSObject_release(b);
   dk_mapper_set_system(NULL);
   assert_int_equal(dk_mapper_close(m, NULL, 0), 0);       /* no mapping left behind */
@@ -339,6 +367,7 @@ static void ready_threads_hand_off_and_exit(void **state)
   dk_pool_trim();
   dk_pool_stats st0, st;
   assert_int_equal(dk_pool_get_stats(&st0), kIOReturnSuccess);
+  long objects0 = dk__objects_live(), heap0 = dk__prim_counters().heap_blocks;
   pthread_t t[THREADS];
   for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i), 0);
   for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
@@ -353,6 +382,8 @@ static void ready_threads_hand_off_and_exit(void **state)
   dk_pool_trim();                                        /* the exited threads kept nothing */
   assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
   assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
+  assert_int_equal(dk__objects_live(), objects0);
+  assert_int_equal(dk__prim_counters().heap_blocks, heap0);   /* descriptors, slab records: all freed */
 }
 
 /* A buffer released by an application's thread-exit destructor that runs after dmakit's own

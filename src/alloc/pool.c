@@ -698,6 +698,7 @@ IOReturn dk_pool_trim(void)
   dk__enter("dk_pool_trim");
   void (*hook)(void) = atomic_load(&g_trim_hook);
   if (hook) hook();                       /* this thread's ready descriptors give their slots back */
+  dk__config_bump();                      /* other threads' drop theirs at their next call */
   magazines_flush(NULL);                  /* this thread's cached slots; other threads' stay */
   pthread_mutex_lock(&g_lock);
   /* empty slabs go back to their regions first */

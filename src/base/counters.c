@@ -1,44 +1,60 @@
-/* src/base/counters.c: registration and summing of the per-thread counter blocks. */
+/* src/base/counters.c: registration and summing of the per-thread counter blocks. A block is
+ * heap memory that is never freed: when its thread exits its counts are folded into the
+ * retired totals and the block is left linked, zeroed and free for the next new thread. A
+ * count made after the thread's last destructor round (an application's own destructor that
+ * releases a buffer late) stays in a block nobody frees, so it is still summed, never lost
+ * and never read from a dead thread's memory. */
 #include "base/counters.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 
-_Thread_local dk_tctr dk__tl_ctr;
+_Thread_local dk_tctr *dk__tl_ctr __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static dk_tctr *g_blocks;
+static dk_tctr *g_blocks;                 /* every block ever made */
 static int64_t g_retired[DK_CTR__COUNT];
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static _Thread_local dk_tctr tl_spare;     /* when no block can be had: counted, never summed */
 
-/* A thread exits: fold its counts into the retired totals and unlink its block. */
+/* A thread exits: fold its counts into the retired totals and free its block for reuse. A
+ * later count by this thread (a later destructor) takes a block again. */
 static void retire(void *block)
 {
   dk_tctr *t = block;
+  dk__tl_ctr = NULL;
+  if (t == &tl_spare) return;
   pthread_mutex_lock(&g_lock);
   for (int i = 0; i < DK_CTR__COUNT; i++) {
     g_retired[i] += atomic_load_explicit(&t->v[i], memory_order_relaxed);
     atomic_store_explicit(&t->v[i], 0, memory_order_relaxed);
   }
-  for (dk_tctr **pp = &g_blocks; *pp; pp = &(*pp)->next)
-    if (*pp == t) { *pp = t->next; break; }
-  /* a later thread-exit destructor that counts (a release) registers the block again, and
-   * the next round of destructors retires it again */
-  t->registered = 0;
+  t->in_use = 0;
   pthread_mutex_unlock(&g_lock);
 }
 
 static void key_init(void) { pthread_key_create(&g_key, retire); }
 
-void dk__ctr_register(void)
+dk_tctr *dk__ctr_register(void)
 {
   pthread_once(&g_once, key_init);
   pthread_mutex_lock(&g_lock);
-  dk__tl_ctr.next = g_blocks;
-  g_blocks = &dk__tl_ctr;
-  dk__tl_ctr.registered = 1;
+  dk_tctr *t = g_blocks;
+  while (t && t->in_use) t = t->next;
+  if (!t && (t = calloc(1, sizeof *t))) {  /* plain calloc: lives as long as the process, */
+    t->next = g_blocks;                     /* outside the heap accounting */
+    g_blocks = t;
+  }
+  if (!t) {
+    pthread_mutex_unlock(&g_lock);
+    return dk__tl_ctr = &tl_spare;          /* no memory for 48 bytes: these counts are lost */
+  }
+  t->in_use = 1;
   pthread_mutex_unlock(&g_lock);
-  pthread_setspecific(g_key, &dk__tl_ctr);
+  dk__tl_ctr = t;
+  pthread_setspecific(g_key, t);
+  return t;
 }
 
 int64_t dk__ctr_sum(dk_ctr c)

@@ -5,6 +5,7 @@
 #define DK_COUNTERS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum dk_ctr {
@@ -17,17 +18,17 @@ typedef enum dk_ctr {
 typedef struct dk_tctr {
   _Atomic int64_t v[DK_CTR__COUNT];
   struct dk_tctr *next;
-  int registered;
+  int in_use;                 /* a live thread owns it (changed under the registry lock) */
 } dk_tctr;
 
-extern _Thread_local dk_tctr dk__tl_ctr;
-void dk__ctr_register(void);
+extern _Thread_local dk_tctr *dk__tl_ctr __attribute__((tls_model("initial-exec")));   /* 8 bytes of static TLS */
+dk_tctr *dk__ctr_register(void);
 
-/* This thread's block, registered on first use; then dk__ctr_bump for several counters. */
+/* This thread's block, taken on first use; then dk__ctr_bump for several counters. */
 static inline dk_tctr *dk__ctr_self(void)
 {
-  if (__builtin_expect(!dk__tl_ctr.registered, 0)) dk__ctr_register();
-  return &dk__tl_ctr;
+  dk_tctr *t = dk__tl_ctr;
+  return __builtin_expect(t != NULL, 1) ? t : dk__ctr_register();
 }
 static inline void dk__ctr_bump(dk_tctr *t, dk_ctr c, int64_t d)
 {

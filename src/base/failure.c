@@ -8,8 +8,8 @@
 #include <string.h>
 
 static _Thread_local dk_failure tl_failure;
-_Thread_local const char *dk__tl_function;
-_Thread_local int dk__tl_set;
+_Thread_local const char *dk__tl_function DK_TLS_IE;
+_Thread_local int dk__tl_set DK_TLS_IE;
 #define tl_function dk__tl_function
 #define tl_set dk__tl_set
 

@@ -68,6 +68,9 @@ static _Thread_local IOBufferMemoryDescriptor *tl_ready[READY_MAX];
 static _Thread_local int tl_nready;
 static _Thread_local uint64_t tl_ready_gen;
 static _Thread_local bool tl_ready_keyed;
+/* Only a thread that builds buffers keeps them: one that only releases what others made (a
+ * consumer) would hold slots nobody asks it for. */
+static _Thread_local bool tl_ready_creator;
 static pthread_key_t g_ready_key;
 static pthread_once_t g_ready_once = PTHREAD_ONCE_INIT;
 
@@ -140,14 +143,14 @@ static inline __attribute__((always_inline)) IOBufferMemoryDescriptor *ready_tak
 }
 
 /* Remember the request b was built for, if b may be kept built when released. */
-static void ready_key_set(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits options, uint64_t capacity,
-                          uint64_t alignment, uint64_t mask, const dk_constraints *extra)
+static void ready_key_set(IOBufferMemoryDescriptor *b, uint64_t gen, task_t task, IOOptionBits options,
+                          uint64_t capacity, uint64_t alignment, uint64_t mask, const dk_constraints *extra)
 {
   const IOMemoryDescriptor *md = &b->md;
   if (!md->pooled || !md->block.slab || md->mapper || md->pageable || (task && task != kernel_task)) return;
   b->key = (dk_ready_key){ .capacity = capacity, .alignment = alignment, .mask = mask, .task = task,
                            .options = options, .extra = extra != NULL,
-                           .c = extra ? *extra : DK_CONSTRAINTS_NONE, .gen = dk__config_gen() };
+                           .c = extra ? *extra : DK_CONSTRAINTS_NONE, .gen = gen };
   b->init_flags = md->flags;
   b->keyed = true;
 }
@@ -157,7 +160,7 @@ static void ready_key_set(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits
 static bool ready_park(IOBufferMemoryDescriptor *b)
 {
   IOMemoryDescriptor *md = &b->md;
-  if (!b->keyed || tl_nready >= READY_MAX || md->maps || md->mapper || md->user_id ||
+  if (!b->keyed || !tl_ready_creator || md->maps || md->mapper || md->user_id ||
       atomic_load_explicit(&md->wire_count, memory_order_relaxed) != 1)
     return false;
   uint64_t gen = dk__config_gen();
@@ -166,6 +169,7 @@ static bool ready_park(IOBufferMemoryDescriptor *b)
     ready_flush(NULL);
     tl_ready_gen = gen;
   }
+  if (tl_nready >= READY_MAX) return false;
   if (!tl_ready_keyed) {
     pthread_once(&g_ready_once, ready_key_init);
     pthread_setspecific(g_ready_key, (void *)1);   /* so the thread's exit frees them */
@@ -638,6 +642,10 @@ static __attribute__((noinline)) IOBufferMemoryDescriptor *build(const char *fn,
                                                                  uint64_t capacity, uint64_t alignment, uint64_t mask,
                                                                  const dk_constraints *extra)
 {
+  /* the generation before anything is read: a change made while this buffer is built makes
+   * it stale at once */
+  uint64_t gen = dk__config_gen();
+  tl_ready_creator = true;
   IOBufferMemoryDescriptor *b = bmd_new();
   if (!b) return NULL;
   if (!init_buffer(b, task, options, capacity, alignment, mask, extra)) {
@@ -645,7 +653,7 @@ static __attribute__((noinline)) IOBufferMemoryDescriptor *build(const char *fn,
     OSObject_release(b);
     return NULL;
   }
-  ready_key_set(b, task, options, capacity, alignment, mask, extra);
+  ready_key_set(b, gen, task, options, capacity, alignment, mask, extra);
   dk__enter(fn);       /* success: a provider that was tried and passed over is not a failure */
   return b;
 }

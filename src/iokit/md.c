@@ -150,16 +150,26 @@ uint64_t IOMemoryDescriptor_getFlags(IOMemoryDescriptor *p)
 
 /* ---- physical segments -------------------------------------------------------------- */
 
+static __attribute__((noinline)) addr64_t physical_segment(IOMemoryDescriptor *p, IOByteCount offset,
+                                                             IOByteCount *length, IOOptionBits options);
+
 addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCount offset,
                                                IOByteCount *length, IOOptionBits options)
 {
-  /* fast path: pinned pool memory is one contiguous range whose frames never change */
+  /* fast path (a leaf: the rest is out of line): pinned pool memory is one contiguous range
+   * whose frames never change */
   IOMemoryDescriptor *fast = dk__md(p);
   if (__builtin_expect(fast && fast->phys_fixed && offset < fast->length, 1)) {
     dk__enter("getPhysicalSegment");
     if (length) *length = fast->length - offset;
     return fast->block.pa + offset;
   }
+  return physical_segment(p, offset, length, options);
+}
+
+static addr64_t physical_segment(IOMemoryDescriptor *p, IOByteCount offset, IOByteCount *length,
+                                 IOOptionBits options)
+{
   if (length) *length = 0;
   IOMemoryDescriptor *md = enter_md("getPhysicalSegment", p);
   if (!md) return 0;
