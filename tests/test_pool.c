@@ -253,6 +253,49 @@ static void pool_freed_memory_is_zero(void **state)
   dk_pool_trim();
 }
 
+/* Large ranges are zeroed with streaming stores (pool.c, zero_range): odd lengths and a start
+ * that is not on a cache line (a sub-range of a contiguous run) are zero too, head, body and
+ * tail, and nothing around them is touched. */
+static void pool_large_freed_memory_is_zero(void **state)
+{
+  (void)state;
+  require_pool();
+  const uint64_t lens[] = { 32 * MiB, 40 * MiB + 4096 + 100 };
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    IOBufferMemoryDescriptor *b = constrained(lens[i], 4096, 0, 0, true);
+    assert_non_null(b);
+    uint8_t *p = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+    assert_true(dkt_all_bytes(p, lens[i], 0));
+    memset(p, 0x5C, lens[i]);
+    OSObject_release(b);
+    validate(true);
+    b = constrained(lens[i], 4096, 0, 0, true);
+    assert_non_null(b);
+    assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), lens[i], 0));
+    OSObject_release(b);
+  }
+  /* no alignment and odd lengths: the pool places a buffer at the top of a free extent, so
+   * the first starts off a cache line, and the second, placed just below it, also ends off one
+   * (head, body and tail all used); zeroing one leaves its neighbour's bytes alone */
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.contiguous = true;
+  const uint64_t la = 33 * MiB + 3, lb = 34 * MiB + 5;
+  IOBufferMemoryDescriptor *a = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, la, &c);
+  IOBufferMemoryDescriptor *nb = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, lb, &c);
+  assert_non_null(a);
+  assert_non_null(nb);
+  uint8_t *pa_ = IOBufferMemoryDescriptor_getBytesNoCopy(a), *pb = IOBufferMemoryDescriptor_getBytesNoCopy(nb);
+  assert_int_not_equal((uintptr_t)pa_ % 64, 0);
+  memset(pa_, 0x77, la);
+  memset(pb, 0x66, lb);
+  OSObject_release(nb);
+  assert_true(dkt_all_bytes(pa_, la, 0x77));
+  validate(true);
+  OSObject_release(a);
+  validate(true);
+  dk_pool_trim();
+}
+
 static void pool_stats_add_up(void **state)
 {
   (void)state;
@@ -469,6 +512,7 @@ int main(void)
     cmocka_unit_test(pool_gigabyte_alignment), cmocka_unit_test(pool_boundaries),
     cmocka_unit_test(pool_masks_from_layout),  cmocka_unit_test(pool_small_buffers_packed),
     cmocka_unit_test(pool_freed_memory_is_zero), cmocka_unit_test(pool_stats_add_up),
+    cmocka_unit_test(pool_large_freed_memory_is_zero),
     cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_map_granularity),
     cmocka_unit_test(pool_reclaims_dead_reservations),
     cmocka_unit_test(pool_trim_gives_everything_back),
