@@ -18,21 +18,26 @@ static IOBufferMemoryDescriptor *as_bmd(const void *p) { return dk__object_cast(
 #define OBJ_CACHE 32
 static _Thread_local IOBufferMemoryDescriptor *tl_objs[OBJ_CACHE];
 static _Thread_local int tl_nobjs;
-static _Thread_local bool tl_objs_keyed;
-static pthread_key_t g_obj_key;
-static pthread_once_t g_obj_once = PTHREAD_ONCE_INIT;
 
-static void objs_flush(void *unused)
+static void objs_flush(void)
 {
-  (void)unused;
   while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
 }
-static void objs_thread_exit(void *unused)
+
+/* Both per-thread caches of this file (objects, ready descriptors) are emptied at thread exit
+ * through one key, set on the thread's first use of either. */
+static _Thread_local bool tl_caches_keyed;
+static pthread_key_t g_caches_key;
+static pthread_once_t g_caches_once = PTHREAD_ONCE_INIT;
+static void caches_thread_exit(void *unused);
+static void caches_key_init(void);
+static void caches_keyed(void)
 {
-  tl_objs_keyed = false;      /* a later destructor's release registers again */
-  objs_flush(unused);
+  if (tl_caches_keyed) return;
+  pthread_once(&g_caches_once, caches_key_init);
+  pthread_setspecific(g_caches_key, (void *)1);
+  tl_caches_keyed = true;
 }
-static void obj_key_init(void) { pthread_key_create(&g_obj_key, objs_thread_exit); }
 
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
@@ -61,18 +66,16 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_alloc(void)
  * READY_MAX x 4 KiB): its memory is zeroed at release exactly as a freed slot is, and the next
  * request equal in every argument gets it back with its plan, its slot and its verified
  * frames (pinned: they are still the frames), as a slab allocator keeps constructed objects.
- * Anything that changes how a buffer is built (an option, the system mapper) bumps
- * dk__config_gen and what was kept is freed; dk_pool_trim and the thread's exit free it too. */
+ * Anything that changes how a buffer is built (an option, the system mapper), and a trim, bump
+ * dk__config_gen and what was kept is freed at the thread's next call; dk_pool_trim frees the
+ * calling thread's at once, and the thread's exit its own. */
 #define READY_MAX 32
 static _Thread_local IOBufferMemoryDescriptor *tl_ready[READY_MAX];
 static _Thread_local int tl_nready;
 static _Thread_local uint64_t tl_ready_gen;
-static _Thread_local bool tl_ready_keyed;
 /* Only a thread that builds buffers keeps them: one that only releases what others made (a
  * consumer) would hold slots nobody asks it for. */
 static _Thread_local bool tl_ready_creator;
-static pthread_key_t g_ready_key;
-static pthread_once_t g_ready_once = PTHREAD_ONCE_INIT;
 
 /* Free a kept descriptor for good: its slot counted used again, then the ordinary teardown. */
 static void ready_destroy(IOBufferMemoryDescriptor *b)
@@ -83,25 +86,26 @@ static void ready_destroy(IOBufferMemoryDescriptor *b)
   dk__free(b);
 }
 
-static void ready_flush(void *unused)
+static void ready_flush(void)
 {
-  (void)unused;
   if (!tl_nready) return;
   while (tl_nready > 0) ready_destroy(tl_ready[--tl_nready]);
   dk__pool_magazines_flush();   /* at thread exit the magazines' own flush may already have run */
 }
-static void ready_flush_hook(void) { ready_flush(NULL); }
-/* At thread exit: a release from a later destructor keeps its descriptor again and must
- * register again for the next round of destructors. */
-static void ready_thread_exit(void *unused)
+
+/* At thread exit. A release from a later destructor fills a cache again and registers again
+ * for the next round of destructors. Kept descriptors free their objects directly. */
+static void caches_thread_exit(void *unused)
 {
-  tl_ready_keyed = false;
-  ready_flush(unused);
+  (void)unused;
+  tl_caches_keyed = false;
+  ready_flush();
+  objs_flush();
 }
-static void ready_key_init(void)
+static void caches_key_init(void)
 {
-  pthread_key_create(&g_ready_key, ready_thread_exit);
-  dk__pool_set_trim_hook(ready_flush_hook);
+  pthread_key_create(&g_caches_key, caches_thread_exit);
+  dk__pool_set_trim_hook(ready_flush);
 }
 
 static bool constraints_equal(const dk_constraints *a, const dk_constraints *b)
@@ -117,7 +121,7 @@ static inline __attribute__((always_inline)) IOBufferMemoryDescriptor *ready_tak
 {
   if (!tl_nready) return NULL;
   if (__builtin_expect(tl_ready_gen != dk__config_gen(), 0)) {
-    ready_flush(NULL);
+    ready_flush();
     return NULL;
   }
   for (int i = tl_nready; i-- > 0;) {          /* newest first: warm in the cache */
@@ -166,15 +170,11 @@ static bool ready_park(IOBufferMemoryDescriptor *b)
   uint64_t gen = dk__config_gen();
   if (b->key.gen != gen) return false;
   if (tl_ready_gen != gen) {
-    ready_flush(NULL);
+    ready_flush();
     tl_ready_gen = gen;
   }
   if (tl_nready >= READY_MAX) return false;
-  if (!tl_ready_keyed) {
-    pthread_once(&g_ready_once, ready_key_init);
-    pthread_setspecific(g_ready_key, (void *)1);   /* so the thread's exit frees them */
-    tl_ready_keyed = true;
-  }
+  caches_keyed();                  /* so the thread's exit frees them */
   dk__pool_park(&md->block);      /* zeroed: freed memory never shows its contents */
   md->obj.cls = NULL;             /* a stale pointer to it is no longer a descriptor */
   tl_ready[tl_nready++] = b;
@@ -183,8 +183,8 @@ static bool ready_park(IOBufferMemoryDescriptor *b)
 
 void dk__objects_cache_flush(void)
 {
-  ready_flush(NULL);
-  objs_flush(NULL);
+  ready_flush();
+  objs_flush();
 }
 
 static void bmd_free(OSObject *o)
@@ -195,11 +195,7 @@ static void bmd_free(OSObject *o)
   pthread_mutex_destroy(&b->md.lock);
   b->md.obj.cls = NULL;          /* a stale pointer to it is no longer a descriptor */
   if (tl_nobjs < OBJ_CACHE) {
-    if (!tl_objs_keyed) {
-      pthread_once(&g_obj_once, obj_key_init);
-      pthread_setspecific(g_obj_key, (void *)1);   /* so the thread's exit flushes the cache */
-      tl_objs_keyed = true;
-    }
+    caches_keyed();                /* so the thread's exit flushes the cache */
     tl_objs[tl_nobjs++] = b;
     return;
   }
