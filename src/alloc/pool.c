@@ -520,41 +520,40 @@ static void mag_key_init(void) { pthread_key_create(&g_mag_key, magazines_thread
 
 void dk__pool_magazines_flush(void) { magazines_flush(NULL); }
 
-/* Zero a freed range. Below ZERO_STREAM_MIN glibc's memset, which keeps the lines in cache and
- * is fastest while the range fits it; above, non-temporal stores, which skip reading every line
- * before writing it (glibc 2.36's memset has no such path). Measured on this machine kind with
- * 2 MiB pages (medians of 21 interleaved trials): at 16 MiB memset 18-22 GB/s, streaming 13-14;
- * at 32 MiB memset 10, streaming 14; at 64 MiB-1 GiB memset 8-9, streaming 19-21. The stores
- * are fenced before the range is free again. */
-#define ZERO_STREAM_MIN (32ull << 20)
-static void zero_range(uint8_t *p, size_t n)
+/* Zero a range of DK_POOL_ZERO_STREAM or more (pool.h, dk__pool_zero) with non-temporal
+ * stores, which skip reading every line before writing it (glibc 2.36's memset has no such
+ * path); below that size memset keeps the lines in cache and is faster. Measured on this
+ * machine kind with 2 MiB pages (medians of 21 interleaved trials): at 16 MiB memset 18-22 GB/s,
+ * streaming 13-14; at 32 MiB memset 10, streaming 14; at 64 MiB-1 GiB memset 8-9, streaming
+ * 19-21. Head and tail off a cache line by memset; the stores are fenced before the range is
+ * free again. */
+void dk__pool_zero_stream(uint8_t *p, size_t n)
 {
 #if defined(__x86_64__)
-  if (n >= ZERO_STREAM_MIN) {
-    size_t head = (size_t)(-(uintptr_t)p & 63);
-    memset(p, 0, head);
-    p += head;
-    n -= head;
-    size_t body = n & ~(size_t)63;
-    const __m128i z = _mm_setzero_si128();
-    for (size_t i = 0; i < body; i += 64) {
-      _mm_stream_si128((__m128i *)(void *)(p + i), z);
-      _mm_stream_si128((__m128i *)(void *)(p + i + 16), z);
-      _mm_stream_si128((__m128i *)(void *)(p + i + 32), z);
-      _mm_stream_si128((__m128i *)(void *)(p + i + 48), z);
-    }
-    _mm_sfence();
-    memset(p + body, 0, n - body);
-    return;
+  size_t head = (size_t)(-(uintptr_t)p & 63);
+  if (head > n) head = n;
+  memset(p, 0, head);
+  p += head;
+  n -= head;
+  size_t body = n & ~(size_t)63;
+  const __m128i z = _mm_setzero_si128();
+  for (size_t i = 0; i < body; i += 64) {
+    _mm_stream_si128((__m128i *)(void *)(p + i), z);
+    _mm_stream_si128((__m128i *)(void *)(p + i + 16), z);
+    _mm_stream_si128((__m128i *)(void *)(p + i + 32), z);
+    _mm_stream_si128((__m128i *)(void *)(p + i + 48), z);
   }
-#endif
+  _mm_sfence();
+  memset(p + body, 0, n - body);
+#else
   memset(p, 0, n);
+#endif
 }
 
 void dk__pool_free(dk_block *b)
 {
   if (!b->region) return;
-  zero_range(b->va, (size_t)b->len);       /* every free byte is zero */
+  dk__pool_zero(b->va, (size_t)b->len);    /* every free byte is zero */
   dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
   if (b->slab) {
     magazine *m = &tl_mag[class_of(b->len, 1)];

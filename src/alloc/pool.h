@@ -41,25 +41,36 @@ bool dk__pool_usable(void);
 /* Count a request met by another provider, or a failure, in the statistics. */
 void dk__pool_note_4k(uint64_t bytes, int delta);
 void dk__pool_note_failure(dk_constraint_kind kind);
-/* A slab block kept by its released descriptor for the next identical request (iokit's ready
- * descriptors): zeroed now and counted free; counted used again when handed out (unpark) or
- * before it is freed for good. */
-static inline void dk__pool_park(dk_block *b)
+/* Zero freed pool memory (every free byte of the pool is zero). Slab slots of up to 256 bytes
+ * (whole cache lines, naturally aligned) with plain vector stores: a constant-size memset there
+ * became `rep stos`, whose start-up cost more than the zeroing. Ranges of DK_POOL_ZERO_STREAM
+ * or more with streaming stores (pool.c), the rest with memset. */
+#define DK_POOL_ZERO_STREAM (32ull << 20)
+void dk__pool_zero_stream(uint8_t *p, size_t n);
+static inline void dk__pool_zero(uint8_t *p, size_t n)
 {
-  /* every free byte is zero; the smallest slots (naturally aligned) with plain vector stores:
-   * a constant-size memset here became `rep stos`, whose start-up cost more than the zeroing */
-  if (b->len <= 256) {
+  if (n <= 256 && !(n & 63) && !((uintptr_t)p & 15)) {
     typedef uint64_t v16 __attribute__((vector_size(16), may_alias));
-    v16 *q = (v16 *)(void *)b->va;
-    for (uint64_t i = 0; i < b->len / 16; i += 4) {
+    v16 *q = (v16 *)(void *)p;
+    for (size_t i = 0; i < n / 16; i += 4) {
       q[i] = (v16){ 0, 0 };
       q[i + 1] = (v16){ 0, 0 };
       q[i + 2] = (v16){ 0, 0 };
       q[i + 3] = (v16){ 0, 0 };
     }
+  } else if (n >= DK_POOL_ZERO_STREAM) {
+    dk__pool_zero_stream(p, n);
   } else {
-    memset(b->va, 0, (size_t)b->len);
+    memset(p, 0, n);
   }
+}
+
+/* A slab block kept by its released descriptor for the next identical request (iokit's ready
+ * descriptors): zeroed now and counted free; counted used again when handed out (unpark) or
+ * before it is freed for good. */
+static inline void dk__pool_park(dk_block *b)
+{
+  dk__pool_zero(b->va, (size_t)b->len);
   dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
 }
 static inline void dk__pool_unpark(dk_tctr *t, const dk_block *b, bool request)
