@@ -1,5 +1,7 @@
-/* src/alloc/pool.c: the hugepage pool's heap (see pool.h). */
-#include "alloc/pool.h"
+/* src/alloc/pool.c: the hugepage pool's heap (see pool.h): regions and their free extents,
+ * large blocks, growth and the low-memory search, trim, statistics. Small buffers go to
+ * slab.c, which takes its slabs from here. */
+#include "alloc/pool_impl.h"
 #include "base/counters.h"
 #include "prim/prim.h"
 
@@ -7,134 +9,171 @@
 #if defined(__x86_64__)
 #include <emmintrin.h>
 #endif
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#define SLAB_BYTES   (64u * 1024)
-#define SLAB_MIN     64u
-#define SLAB_MAX     4096u
-#define NCLASS       7                   /* 64 128 256 512 1024 2048 4096 */
-#define SLAB_WORDS   (SLAB_BYTES / SLAB_MIN / 64)
-
-typedef struct dk_extent {
-  uint64_t start, end;                   /* physical, [start, end) */
-  struct dk_extent *next;
-} dk_extent;
-
-typedef struct dk_chunk_node {
+struct dk_chunk_node {
   dk_hchunk             chunk;
   long                  raised;          /* kernel limit this chunk's growth raised, in pages */
+  dk_region            *regs;            /* one per run, an array */
   struct dk_chunk_node *next;
-} dk_chunk_node;
-
-struct dk_region {
-  dk_chunk_node *owner;
-  uint32_t       run;                    /* index in owner->chunk.runs */
-  uint8_t       *va;
-  uint64_t       pa, len;
-  dk_extent     *free;                   /* address-ordered, coalesced */
-  uint64_t       free_bytes;
-  dk_region     *next;                   /* regions by descending pa */
 };
 
-struct dk_slab {
-  dk_block  mem;                         /* the 64 KiB the slab occupies */
-  uint32_t  cls;                         /* slot size */
-  uint32_t  nslots, nfree;
-  uint64_t  bits[SLAB_WORDS];            /* 1 = slot in use */
-  dk_slab  *next;
-};
-
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static dk_region     *g_regions;
+pthread_mutex_t dk__pool_lock = PTHREAD_MUTEX_INITIALIZER;
+#define g_lock dk__pool_lock
+static dk_region     *g_regions;         /* by descending pa */
 static dk_chunk_node *g_chunks;
-static dk_slab       *g_slabs[NCLASS];
+static dk_xtree       g_free;            /* every free extent, by physical address */
+static dk_xnode      *g_nodes;           /* extent nodes kept for reuse */
 static dk_pool_stats  g_stats;
-
-/* Per-thread magazines of free slab slots (zeroed, still marked in their slab), so that
- * a small create/release pair takes no lock. */
-#define MAG 32
-typedef struct magazine { uint32_t n; dk_block b[MAG]; } magazine;
-static _Thread_local magazine tl_mag[NCLASS];
-static _Thread_local bool tl_mag_keyed;
-static pthread_key_t g_mag_key;
-static pthread_once_t g_mag_once = PTHREAD_ONCE_INIT;
-static void slot_release_locked(dk_block *b);
 static uint64_t       g_bytes_4k, g_requests_4k;
 
-/* ---- extents --------------------------------------------------------------------------- */
+/* ---- extent nodes -------------------------------------------------------------------- */
 
-/* Best placement in one region: the highest fitting address over its free extents. */
-static bool region_place(const dk_region *r, const dk_constraints *c, uint64_t len, uint64_t align, uint64_t *x,
-                         dk_extent **prev_out, dk_extent **ext_out)
+static dk_xnode *node_get(void)
 {
-  bool found = false;
-  dk_extent *prev = NULL;
-  for (dk_extent *e = r->free; e; prev = e, e = e->next) {
-    uint64_t at;
-    if (e->end - e->start < len) continue;
-    if (dk__place(c, align, e->start, e->end, len, &at) && (!found || at > *x)) {
-      *x = at;
-      *prev_out = prev;
-      *ext_out = e;
-      found = true;
-    }
+  dk_xnode *n = g_nodes;
+  if (n) {
+    g_nodes = n->r;
+    return n;
   }
-  return found;
+  return dk__malloc(sizeof *n);
 }
 
-/* Carve [x, x+len) out of extent e (whose predecessor is prev). */
-static bool carve(dk_region *r, dk_extent *prev, dk_extent *e, uint64_t x, uint64_t len)
+static void node_put(dk_xnode *n)
 {
-  uint64_t end = x + len;
-  if (x > e->start && end < e->end) {           /* split in two */
-    dk_extent *tail = dk__malloc(sizeof *tail);
-    if (!tail) return false;
-    tail->start = end;
-    tail->end = e->end;
-    tail->next = e->next;
-    e->end = x;
-    e->next = tail;
-  } else if (x > e->start) {
-    e->end = x;
-  } else if (end < e->end) {
-    e->start = end;
-  } else {                                       /* the whole extent */
-    if (prev) prev->next = e->next;
-    else r->free = e->next;
-    dk__free(e);
+  if (!n) return;
+  n->r = g_nodes;
+  g_nodes = n;
+}
+
+/* At least n nodes in the cache; false (failure recorded) if they cannot be had. */
+static bool nodes_ready(int n)
+{
+  dk_xnode *got[2];
+  int have = 0;
+  for (dk_xnode *x = g_nodes; x && have < n; x = x->r) have++;
+  int add = n - have;
+  for (int i = 0; i < add; i++) {
+    got[i] = dk__malloc(sizeof *got[i]);
+    if (!got[i]) {
+      while (i-- > 0) node_put(got[i]);
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
+      return false;
+    }
   }
-  r->free_bytes -= len;
+  for (int i = 0; i < add; i++) node_put(got[i]);
   return true;
 }
 
-/* Return [pa, pa+len) to the region's free list, coalescing. The memory is already zero. */
-static void give(dk_region *r, uint64_t pa, uint64_t len)
+/* ---- extents ----------------------------------------------------------------------------- */
+
+typedef struct place_arg {
+  const dk_constraints *c;
+  uint64_t len, align, x;
+} place_arg;
+
+static bool place_in(const dk_xnode *n, void *arg)
 {
-  dk_extent *prev = NULL, *e = r->free;
-  while (e && e->start < pa) { prev = e; e = e->next; }
-  bool join_prev = prev && prev->end == pa;
-  bool join_next = e && e->start == pa + len;
-  if (join_prev && join_next) {
-    prev->end = e->end;
-    prev->next = e->next;
-    dk__free(e);
-  } else if (join_prev) {
+  place_arg *a = arg;
+  return dk__place(a->c, a->align, n->start, n->end, a->len, &a->x);
+}
+
+/* The highest place for the request among the free extents: the extents long enough to hold
+ * it at any alignment are searched first (the first of them that the window admits fits),
+ * then any long enough. */
+static dk_xnode *find_place(const dk_constraints *c, uint64_t len, uint64_t align, uint64_t *x)
+{
+  place_arg a = { c, len, align, 0 };
+  uint64_t hi = c->high ? c->high : UINT64_MAX;
+  uint64_t slack = align > 1 ? align - 1 : 0;
+  dk_xnode *n = NULL;
+  if (len + slack >= len) n = dk__xtree_find_highest(&g_free, len + slack, c->low, hi, place_in, &a);
+  if (!n && slack) n = dk__xtree_find_highest(&g_free, len, c->low, hi, place_in, &a);
+  if (n) *x = a.x;
+  return n;
+}
+
+/* Carve [x, x+len) out of extent n; the block gets a node for its free. Needs two nodes in
+ * the cache (nodes_ready(2)); cannot fail. */
+static void carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
+{
+  dk_region *r = n->owner;
+  uint64_t end = x + len;
+  dk_xnode *spare = NULL;
+  if (x > n->start && end < n->end) {            /* split in two */
+    dk_xnode *tail = node_get();
+    tail->start = end;
+    tail->end = n->end;
+    tail->owner = r;
+    n->end = x;
+    dk__xtree_update(&g_free, n);
+    dk__xtree_insert(&g_free, tail);
+  } else if (x > n->start) {
+    n->end = x;
+    dk__xtree_update(&g_free, n);
+  } else if (end < n->end) {
+    n->start = end;
+    dk__xtree_update(&g_free, n);
+  } else {                                       /* the whole extent */
+    dk__xtree_remove(&g_free, n);
+    spare = n;
+  }
+  r->free_bytes -= len;
+  out->region = r;
+  out->slab = NULL;
+  out->spare = spare ? spare : node_get();
+  out->pa = x;
+  out->va = r->va + (x - r->pa);
+  out->len = len;
+}
+
+/* Return [pa, pa+len) to its region's free extents, coalescing; the memory is already zero.
+ * Uses only the block's own node: never allocates. */
+static void give(dk_block *b)
+{
+  dk_region *r = b->region;
+  uint64_t pa = b->pa, len = b->len;
+  dk_xnode *spare = b->spare;
+  dk_xnode *prev = dk__xtree_le(&g_free, pa);
+  dk_xnode *next = dk__xtree_ge(&g_free, pa + len);
+  if (prev && (prev->owner != r || prev->end != pa)) prev = NULL;
+  if (next && (next->owner != r || next->start != pa + len)) next = NULL;
+  if (prev && next) {
+    uint64_t e = next->end;
+    dk__xtree_remove(&g_free, next);
+    prev->end = e;
+    dk__xtree_update(&g_free, prev);
+    node_put(next);
+    node_put(spare);
+  } else if (prev) {
     prev->end += len;
-  } else if (join_next) {
-    e->start = pa;
+    dk__xtree_update(&g_free, prev);
+    node_put(spare);
+  } else if (next) {
+    next->start = pa;
+    dk__xtree_update(&g_free, next);
+    node_put(spare);
   } else {
-    dk_extent *n = dk__malloc(sizeof *n);
-    if (!n) return;            /* lost to the heap until trim: never handed out twice */
-    n->start = pa;
-    n->end = pa + len;
-    n->next = e;
-    if (prev) prev->next = n;
-    else r->free = n;
+    spare->start = pa;
+    spare->end = pa + len;
+    spare->owner = r;
+    dk__xtree_insert(&g_free, spare);
   }
   r->free_bytes += len;
+  b->spare = NULL;
+}
+
+void dk__pool_give_locked(dk_block *b) { give(b); }
+
+static bool try_place(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
+{
+  uint64_t x;
+  dk_xnode *n = find_place(c, len, align, &x);
+  if (!n) return false;
+  carve(n, x, len, out);
+  return true;
 }
 
 /* ---- growth ---------------------------------------------------------------------------- */
@@ -178,41 +217,39 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
     dk__free(node);
     return false;
   }
-  dk_region *regs = dk__calloc(node->chunk.nruns, sizeof *regs);
-  dk_extent *exts = NULL;
-  bool ok = regs != NULL;
-  for (uint32_t i = 0; ok && i < node->chunk.nruns; i++) {
-    dk_extent *e = dk__malloc(sizeof *e);
-    if (!e) { ok = false; break; }
-    e->next = exts;
-    exts = e;
-  }
-  if (!ok) {
-    while (exts) { dk_extent *nx = exts->next; dk__free(exts); exts = nx; }
-    dk__free(regs);
+  uint32_t nruns = node->chunk.nruns;
+  node->regs = dk__calloc(nruns, sizeof *node->regs);
+  dk_xnode **exts = node->regs ? dk__calloc(nruns, sizeof *exts) : NULL;
+  for (uint32_t i = 0; exts && i < nruns; i++)
+    if (!(exts[i] = node_get())) {
+      while (i-- > 0) node_put(exts[i]);
+      dk__free(exts);
+      exts = NULL;
+    }
+  if (!exts) {
+    dk__free(node->regs);
     dk__hchunk_destroy(&node->chunk);
     dk__huge_give_back(page, raised);
     dk__free(node);
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for region records");
     return false;
   }
-  for (uint32_t i = 0; i < node->chunk.nruns; i++) {
+  for (uint32_t i = 0; i < nruns; i++) {
     const dk_hrun *run = &node->chunk.runs[i];
-    dk_region *r = &regs[i];
-    dk_extent *e = exts;
-    exts = exts->next;
+    dk_region *r = &node->regs[i];
     r->owner = node;
     r->run = i;
     r->va = run->va;
     r->pa = run->pa;
     r->len = run->len;
-    e->start = run->pa;
-    e->end = run->pa + run->len;
-    e->next = NULL;
-    r->free = e;
     r->free_bytes = run->len;
+    exts[i]->start = run->pa;
+    exts[i]->end = run->pa + run->len;
+    exts[i]->owner = r;
+    dk__xtree_insert(&g_free, exts[i]);
     insert_region(r);
   }
+  dk__free(exts);
   node->next = g_chunks;
   g_chunks = node;
   if (page >= (1ull << 30)) g_stats.bytes_pool_1g += page * n;
@@ -222,19 +259,25 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
   return true;
 }
 
+static bool chunk_unused(const dk_chunk_node *node)
+{
+  for (uint32_t i = 0; i < node->chunk.nruns; i++)
+    if (node->regs[i].free_bytes != node->regs[i].len) return false;
+  return true;
+}
+
 /* Remove a chunk whose regions are all free; gives its pages back to the kernel. */
 static void drop_chunk(dk_chunk_node *node)
 {
-  dk_region *first = NULL;
-  for (dk_region **pp = &g_regions; *pp;) {
-    dk_region *r = *pp;
-    if (r->owner == node) {
-      *pp = r->next;
-      while (r->free) { dk_extent *nx = r->free->next; dk__free(r->free); r->free = nx; }
-      if (r->run == 0) first = r;
-    } else {
-      pp = &r->next;
+  for (uint32_t i = 0; i < node->chunk.nruns; i++) {
+    dk_region *r = &node->regs[i];
+    dk_xnode *e = dk__xtree_le(&g_free, r->pa);     /* a free region is one extent */
+    if (e && e->owner == r) {
+      dk__xtree_remove(&g_free, e);
+      node_put(e);
     }
+    for (dk_region **pp = &g_regions; *pp; pp = &(*pp)->next)
+      if (*pp == r) { *pp = r->next; break; }
   }
   for (dk_chunk_node **pp = &g_chunks; *pp; pp = &(*pp)->next)
     if (*pp == node) { *pp = node->next; break; }
@@ -243,15 +286,8 @@ static void drop_chunk(dk_chunk_node *node)
   else g_stats.bytes_pool_2m -= bytes;
   dk__hchunk_destroy(&node->chunk);
   dk__huge_give_back(page, node->raised);
-  dk__free(first);          /* the regions of a chunk are one array */
+  dk__free(node->regs);
   dk__free(node);
-}
-
-static bool chunk_unused(const dk_chunk_node *node)
-{
-  for (dk_region *r = g_regions; r; r = r->next)
-    if (r->owner == node && r->free_bytes != r->len) return false;
-  return true;
 }
 
 /* Give back every chunk of a finished search that holds nothing. */
@@ -273,31 +309,6 @@ static uint64_t now_ms(void)
   return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
-/* ---- allocation ------------------------------------------------------------------------ */
-
-static bool try_place(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
-{
-  for (dk_region *r = g_regions; r; r = r->next) {
-    if (r->free_bytes < len) continue;
-    if (c->high && r->pa > c->high) continue;
-    if (c->low && r->pa + r->len <= c->low) continue;
-    uint64_t x;
-    dk_extent *prev = NULL, *e = NULL;
-    if (!region_place(r, c, len, align, &x, &prev, &e)) continue;
-    if (!carve(r, prev, e, x, len)) {
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
-      return false;
-    }
-    out->region = r;
-    out->slab = NULL;
-    out->pa = x;
-    out->va = r->va + (x - r->pa);
-    out->len = len;
-    return true;
-  }
-  return false;
-}
-
 static uint64_t largest_run(void)
 {
   uint64_t best = 0;
@@ -312,7 +323,8 @@ static uint64_t lowest_held(void)
   return low;
 }
 
-/* Grow until the request fits, within bounds; records why not. Called with the lock held. */
+/* Grow until the request fits, within bounds; records why not. Called with the lock held and
+ * two nodes ready. */
 static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
   const uint64_t P2 = 1ull << 21, P1G = 1ull << 30;
@@ -340,7 +352,7 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
       uint32_t n = (uint32_t)((bytes + P2 - 1) / P2);
       if (!grow(P2, n, &node)) break;
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
-      if (try_place(c, len, align, out)) {
+      if (nodes_ready(2) && try_place(c, len, align, out)) {
         drop_unused(searched, nsearched);
         return true;
       }
@@ -364,7 +376,7 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
     dk_chunk_node *node;
     if (grow(P1G, n, &node)) {
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
-      if (try_place(c, len, align, out)) return true;
+      if (nodes_ready(2) && try_place(c, len, align, out)) return true;
       if (chunk_unused(node)) drop_chunk(node);
     }
   }
@@ -387,66 +399,10 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   return false;
 }
 
-/* ---- slabs ------------------------------------------------------------------------------ */
-
-static int class_of(uint64_t len, uint64_t align)
+bool dk__pool_carve_locked(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
-  uint64_t need = len > align ? len : align;
-  if (need > SLAB_MAX) return -1;
-  uint64_t size = SLAB_MIN;
-  int k = 0;
-  while (size < need) { size <<= 1; k++; }
-  return k;
-}
-
-static bool slab_fits(const dk_slab *s, const dk_constraints *c)
-{
-  if (c->high && s->mem.pa + SLAB_BYTES - 1 > c->high) return false;
-  if (c->low && s->mem.pa < c->low) return false;
-  return true;
-}
-
-static bool slab_take(dk_slab *s, dk_block *out)
-{
-  for (uint32_t w = 0; w < (s->nslots + 63) / 64; w++) {
-    uint64_t free_bits = ~s->bits[w];
-    if (w == s->nslots / 64 && s->nslots % 64) free_bits &= (1ull << (s->nslots % 64)) - 1;
-    if (!free_bits) continue;
-    uint32_t b = (uint32_t)__builtin_ctzll(free_bits);
-    s->bits[w] |= 1ull << b;
-    s->nfree--;
-    uint64_t off = (uint64_t)(w * 64 + b) * s->cls;
-    out->region = s->mem.region;
-    out->slab = s;
-    out->pa = s->mem.pa + off;
-    out->va = s->mem.va + off;
-    out->len = s->cls;
-    return true;
-  }
-  return false;
-}
-
-static bool slab_alloc(const dk_constraints *c, int k, dk_block *out)
-{
-  for (dk_slab *s = g_slabs[k]; s; s = s->next)
-    if (s->nfree && slab_fits(s, c) && slab_take(s, out)) return true;
-  /* a new slab: 64 KiB aligned, so no slot crosses a boundary of 64 KiB or more */
-  dk_slab *s = dk__calloc(1, sizeof *s);
-  if (!s) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a slab record");
-    return false;
-  }
-  dk_constraints sc = *c;
-  sc.boundary = 0;
-  if (!try_place(&sc, SLAB_BYTES, SLAB_BYTES, &s->mem) && !grow_for(&sc, SLAB_BYTES, SLAB_BYTES, &s->mem)) {
-    dk__free(s);
-    return false;
-  }
-  s->cls = SLAB_MIN << k;
-  s->nslots = s->nfree = SLAB_BYTES / s->cls;
-  s->next = g_slabs[k];
-  g_slabs[k] = s;
-  return slab_take(s, out);
+  if (!nodes_ready(2)) return false;
+  return try_place(c, len, align, out) || grow_for(c, len, align, out);
 }
 
 /* ---- public to the library ----------------------------------------------------------- */
@@ -465,60 +421,21 @@ bool dk__pool_alloc(const dk_constraints *c, uint64_t len, uint64_t align, dk_bl
              (unsigned long long)len, (unsigned long long)c->boundary);
     return false;
   }
-  bool ok;
-  int k = (c->boundary == 0 || c->boundary >= SLAB_BYTES) ? class_of(len, align) : -1;
+  int k = (c->boundary == 0 || c->boundary >= DK_SLAB_BYTES) ? dk__slab_class(len, align) : -1;
   if (k >= 0) {
-    magazine *m = &tl_mag[k];
-    for (uint32_t i = m->n; i-- > 0;) {          /* newest first: warm in the cache */
-      dk_block *b = &m->b[i];
-      if ((c->high && b->pa + b->len - 1 > c->high) || b->pa < c->low) continue;
-      *out = *b;
-      *b = m->b[--m->n];
-      dk__ctr_add(DK_CTR_REQUESTS_SLAB, 1);
-      dk__ctr_add(DK_CTR_BYTES_POOL_USED, (int64_t)out->len);
-      return true;
-    }
+    if (!dk__slab_alloc(c, k, out)) return false;
+    dk_tctr *t = dk__ctr_self();
+    dk__ctr_bump(t, DK_CTR_REQUESTS_SLAB, 1);
+    dk__ctr_bump(t, DK_CTR_BYTES_POOL_USED, (int64_t)out->len);
+    return true;
   }
   pthread_mutex_lock(&g_lock);
-  if (k >= 0) {
-    ok = slab_alloc(c, k, out);
-    if (ok) dk__ctr_add(DK_CTR_REQUESTS_SLAB, 1);
-  } else {
-    ok = try_place(c, len, align, out) || grow_for(c, len, align, out);
-    if (ok) g_stats.requests_pool++;
-  }
-  if (ok) dk__ctr_add(DK_CTR_BYTES_POOL_USED, (int64_t)out->len);
+  bool ok = dk__pool_carve_locked(c, len, align, out);
+  if (ok) g_stats.requests_pool++;
   pthread_mutex_unlock(&g_lock);
+  if (ok) dk__ctr_add(DK_CTR_BYTES_POOL_USED, (int64_t)out->len);
   return ok;
 }
-
-static void slot_release_locked(dk_block *b)
-{
-  dk_slab *s = b->slab;
-  uint32_t slot = (uint32_t)((b->pa - s->mem.pa) / s->cls);
-  s->bits[slot / 64] &= ~(1ull << (slot % 64));
-  s->nfree++;
-}
-
-static void magazines_flush(void *unused)
-{
-  (void)unused;
-  pthread_mutex_lock(&g_lock);
-  for (int k = 0; k < NCLASS; k++) {
-    while (tl_mag[k].n) slot_release_locked(&tl_mag[k].b[--tl_mag[k].n]);
-  }
-  pthread_mutex_unlock(&g_lock);
-}
-/* At thread exit: a slot freed by a later destructor goes to the magazine again, which must
- * register again for the next round of destructors. */
-static void magazines_thread_exit(void *unused)
-{
-  tl_mag_keyed = false;
-  magazines_flush(unused);
-}
-static void mag_key_init(void) { pthread_key_create(&g_mag_key, magazines_thread_exit); }
-
-void dk__pool_magazines_flush(void) { magazines_flush(NULL); }
 
 /* Zero a range of DK_POOL_ZERO_STREAM or more (pool.h, dk__pool_zero) with non-temporal
  * stores, which skip reading every line before writing it (glibc 2.36's memset has no such
@@ -556,24 +473,12 @@ void dk__pool_free(dk_block *b)
   dk__pool_zero(b->va, (size_t)b->len);    /* every free byte is zero */
   dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
   if (b->slab) {
-    magazine *m = &tl_mag[class_of(b->len, 1)];
-    if (m->n < MAG) {
-      if (!tl_mag_keyed) {
-        pthread_once(&g_mag_once, mag_key_init);
-        pthread_setspecific(g_mag_key, (void *)1);   /* the thread's exit flushes it */
-        tl_mag_keyed = true;
-      }
-      m->b[m->n++] = *b;
-      memset(b, 0, sizeof *b);
-      return;
-    }
-    pthread_mutex_lock(&g_lock);
-    slot_release_locked(b);
+    dk__slab_free(b);
   } else {
     pthread_mutex_lock(&g_lock);
-    give(b->region, b->pa, b->len);
+    give(b);
+    pthread_mutex_unlock(&g_lock);
   }
-  pthread_mutex_unlock(&g_lock);
   memset(b, 0, sizeof *b);
 }
 
@@ -601,60 +506,99 @@ void dk__pool_note_failure(dk_constraint_kind kind)
   pthread_mutex_unlock(&g_lock);
 }
 
+/* ---- validation --------------------------------------------------------------------------- */
+
+typedef struct validate_arg {
+  bool deep;
+  char *why;
+  size_t cap;
+  int rc;
+  const dk_xnode *last;
+} validate_arg;
+
+/* Every free byte of [start, end) is zero: word by word, then the last bytes alone (the
+ * bytes past its end belong to a buffer in use). */
+static uint64_t first_nonzero(const uint8_t *p, uint64_t len)
+{
+  uint64_t i = 0;
+  for (uint64_t w; i + 8 <= len; i += 8) {
+    memcpy(&w, p + i, 8);
+    if (w) break;
+  }
+  for (; i < len && !p[i]; i++) {}
+  return i;
+}
+
+static bool validate_extent(dk_xnode *e, void *arg)
+{
+  validate_arg *a = arg;
+  const dk_region *r = e->owner;
+  if (!r || e->start >= e->end || e->start < r->pa || e->end > r->pa + r->len) {
+    snprintf(a->why, a->cap, "free extent 0x%llx-0x%llx outside its region", (unsigned long long)e->start,
+             (unsigned long long)e->end);
+    a->rc = -1;
+    return false;
+  }
+  if (a->last && (a->last->end > e->start || (a->last->end == e->start && a->last->owner == r))) {
+    snprintf(a->why, a->cap, "free extents overlap or are not coalesced at 0x%llx", (unsigned long long)e->start);
+    a->rc = -1;
+    return false;
+  }
+  if (a->deep) {
+    uint64_t len = e->end - e->start, i = first_nonzero(r->va + (e->start - r->pa), len);
+    if (i < len) {
+      snprintf(a->why, a->cap, "free memory at 0x%llx is not zero", (unsigned long long)(e->start + i));
+      a->rc = -1;
+      return false;
+    }
+  }
+  a->last = e;
+  return true;
+}
+
+typedef struct sum_arg { const dk_region *r; uint64_t sum; } sum_arg;
+static bool sum_region(dk_xnode *e, void *arg)
+{
+  sum_arg *a = arg;
+  if (e->owner == a->r) a->sum += e->end - e->start;
+  return true;
+}
+
 int dk__pool_validate(bool deep, char *why, size_t cap)
 {
-  int rc = 0;
   pthread_mutex_lock(&g_lock);
-  uint64_t free_total = 0, held = 0;
-  for (dk_region *r = g_regions; r && !rc; r = r->next) {
-    uint64_t sum = 0, last_end = 0;
-    held += r->len;
-    if (r->next && r->next->pa >= r->pa) { snprintf(why, cap, "regions out of order"); rc = -1; break; }
-    for (dk_extent *e = r->free; e; e = e->next) {
-      if (e->start >= e->end || e->start < r->pa || e->end > r->pa + r->len) {
-        snprintf(why, cap, "free extent 0x%llx-0x%llx outside its region", (unsigned long long)e->start,
-                 (unsigned long long)e->end);
-        rc = -1;
-        break;
-      }
-      if (last_end && e->start <= last_end) {
-        snprintf(why, cap, "free extents unsorted or not coalesced at 0x%llx", (unsigned long long)e->start);
-        rc = -1;
-        break;
-      }
-      if (deep) {
-        /* word by word, then the last bytes alone: an extent may start and end anywhere, and
-         * the bytes past its end belong to a buffer in use */
-        const uint8_t *p = r->va + (e->start - r->pa);
-        uint64_t len = e->end - e->start, i = 0;
-        for (uint64_t w; i + 8 <= len; i += 8) {
-          memcpy(&w, p + i, 8);
-          if (w) break;
-        }
-        for (; i < len && !p[i]; i++) {}
-        if (i < len) {
-          snprintf(why, cap, "free memory at 0x%llx is not zero", (unsigned long long)(e->start + i));
-          rc = -1;
-        }
-      }
-      last_end = e->end;
-      sum += e->end - e->start;
-    }
-    if (!rc && sum != r->free_bytes) {
-      snprintf(why, cap, "region free bytes %llu, extents add to %llu", (unsigned long long)r->free_bytes,
-               (unsigned long long)sum);
-      rc = -1;
-    }
-    free_total += sum;
+  validate_arg a = { deep, why, cap, 0, NULL };
+  if (dk__xtree_check(&g_free) < 0) {
+    snprintf(why, cap, "the free-extent tree is malformed");
+    a.rc = -1;
   }
-  if (!rc && held != g_stats.bytes_pool_1g + g_stats.bytes_pool_2m) {
+  if (!a.rc) dk__xtree_walk(&g_free, validate_extent, &a);
+  uint64_t held = 0;
+  for (dk_region *r = g_regions; r && !a.rc; r = r->next) {
+    held += r->len;
+    if (r->next && r->next->pa >= r->pa) {
+      snprintf(why, cap, "regions out of order");
+      a.rc = -1;
+      break;
+    }
+    if (g_free.count < 4096) {       /* per-region sums walk the tree once each */
+      sum_arg s = { r, 0 };
+      dk__xtree_walk(&g_free, sum_region, &s);
+      if (s.sum != r->free_bytes) {
+        snprintf(why, cap, "region free bytes %llu, extents add to %llu", (unsigned long long)r->free_bytes,
+                 (unsigned long long)s.sum);
+        a.rc = -1;
+      }
+    }
+  }
+  if (!a.rc && held != g_stats.bytes_pool_1g + g_stats.bytes_pool_2m) {
     snprintf(why, cap, "regions hold %llu bytes, statistics say %llu", (unsigned long long)held,
              (unsigned long long)(g_stats.bytes_pool_1g + g_stats.bytes_pool_2m));
-    rc = -1;
+    a.rc = -1;
   }
-  (void)free_total;
+  if (!a.rc) a.rc = dk__slab_validate_locked(why, cap);
   pthread_mutex_unlock(&g_lock);
-  return rc;
+  return a.rc;
 }
 
 /* ---- public API ----------------------------------------------------------------------------- */
@@ -671,14 +615,13 @@ IOReturn dk_pool_get_stats(dk_pool_stats *st)
   st->version = 1;
   st->bytes_4k = g_bytes_4k;
   st->requests_4k = g_requests_4k;
-  uint64_t free_bytes = 0, largest = 0, runs = 0, longest = 0;
+  uint64_t free_bytes = 0, runs = 0, longest = 0;
   for (dk_region *r = g_regions; r; r = r->next) {
     runs++;
     if (r->len > longest) longest = r->len;
     free_bytes += r->free_bytes;
-    for (dk_extent *e = r->free; e; e = e->next)
-      if (e->end - e->start > largest) largest = e->end - e->start;
   }
+  uint64_t largest = g_free.root ? g_free.root->max_len : 0;
   st->bytes_pool_free = free_bytes;
   st->runs = runs;
   st->largest_run = longest;
@@ -738,24 +681,17 @@ IOReturn dk_pool_trim(void)
   void (*hook)(void) = atomic_load(&g_trim_hook);
   if (hook) hook();                       /* this thread's ready descriptors give their slots back */
   dk__config_bump();                      /* other threads' drop theirs at their next call */
-  magazines_flush(NULL);                  /* this thread's cached slots; other threads' stay */
+  dk__pool_thread_flush();                /* this thread's empty slabs; other threads' stay theirs */
   pthread_mutex_lock(&g_lock);
-  /* empty slabs go back to their regions first */
-  for (int k = 0; k < NCLASS; k++) {
-    for (dk_slab **pp = &g_slabs[k]; *pp;) {
-      dk_slab *s = *pp;
-      if (s->nfree == s->nslots) {
-        *pp = s->next;
-        give(s->mem.region, s->mem.pa, SLAB_BYTES);
-        dk__free(s);
-      } else {
-        pp = &s->next;
-      }
-    }
-  }
+  dk__slab_trim_locked();                 /* empty slabs of exited threads */
   for (dk_chunk_node *n = g_chunks, *next; n; n = next) {
     next = n->next;
     if (chunk_unused(n)) drop_chunk(n);
+  }
+  while (g_nodes) {                       /* nodes kept for reuse; live blocks keep their own */
+    dk_xnode *n = g_nodes;
+    g_nodes = n->r;
+    dk__free(n);
   }
   g_stats.trims++;
   pthread_mutex_unlock(&g_lock);

@@ -1,15 +1,17 @@
 /* src/alloc/pool.h: the hugepage pool's heap policy. Runs of physically contiguous hugepages
- * (src/phys/huge.c) are regions; each keeps an address-ordered, coalescing list of free
- * extents, and buffers are carved with dk__place (highest fitting address first, so low memory
- * stays for the masks that need it). Small buffers are packed into 64 KiB slabs of one size
- * class (64 B .. 4 KiB, naturally aligned). Freed memory is zeroed before it is free again, so
- * every free byte is zero. Growth asks for more hugepages (and searches for low frames when a
- * mask is below everything held); trim gives back whole chunks nobody uses. One mutex; the
- * allocation fast path makes no system call. */
+ * (src/phys/huge.c) are regions; their free extents live in one tree ordered by physical
+ * address that keeps the longest extent of every subtree (alloc/xtree.h), so the highest
+ * fitting place for a request under its limit is found in O(log n), highest first so that low
+ * memory stays for the masks that need it. Small buffers (64 B .. 4 KiB) are slots of 64 KiB
+ * slabs (alloc/slab.c) owned by the thread that made them. Freed memory is zeroed before it is
+ * free again, so every free byte is zero. Growth asks for more hugepages (and searches for low
+ * frames when a mask is below everything held); trim gives back whole chunks nobody uses.
+ * Frees never allocate: a block carries the extent node its free may need. */
 #ifndef DK_POOL_H
 #define DK_POOL_H
 
 #include "alloc/geom.h"
+#include "alloc/xtree.h"
 #include "base/counters.h"
 #include "phys/huge.h"
 
@@ -21,7 +23,8 @@ typedef struct dk_slab dk_slab;
 /* A buffer's memory from the pool: one physically contiguous range. */
 typedef struct dk_block {
   dk_region *region;
-  dk_slab   *slab;       /* non-NULL for a packed small buffer */
+  dk_slab   *slab;       /* non-NULL for a slot of a small-buffer slab */
+  dk_xnode  *spare;      /* a large block's free-list node for its free (frees never allocate) */
   uint8_t   *va;
   uint64_t   pa;
   uint64_t   len;        /* bytes reserved (the slot size for slab buffers) */
@@ -30,6 +33,7 @@ typedef struct dk_block {
 /* Allocate len bytes at alignment `align` (power of two) meeting c (window, boundary; the
  * block is always one contiguous run). false with the failure recorded. */
 bool dk__pool_alloc(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out);
+/* Free a block (zeroing it first); never allocates, on any thread. */
 void dk__pool_free(dk_block *b);
 /* Map the block's [off, off+len) again (whole hugepages; see dk__hchunk_map). */
 void *dk__pool_map(const dk_block *b, uint64_t off, uint64_t len, int prot, size_t guard, void *fixed,
@@ -80,10 +84,11 @@ static inline void dk__pool_unpark(dk_tctr *t, const dk_block *b, bool request)
 }
 /* Called by dk_pool_trim first, to give back what the caller's thread keeps above the pool. */
 void dk__pool_set_trim_hook(void (*fn)(void));
-/* Return this thread's cached slab slots to their slabs. */
-void dk__pool_magazines_flush(void);
-/* Internal consistency of the heap (free lists sorted, coalesced, within their regions,
- * zero-filled when checked deeply); 0 or -1 with why. */
+/* Give the calling thread's empty slabs back to the pool (tests: the next small buffer then
+ * needs a new slab, where faults are injected). */
+void dk__pool_thread_flush(void);
+/* Internal consistency of the heap (free extents ordered, coalesced, within their regions,
+ * zero-filled when checked deeply; the slabs the pool can see); 0 or -1 with why. */
 int  dk__pool_validate(bool deep, char *why, size_t cap);
 
 #endif

@@ -5,6 +5,7 @@
  * releases a buffer late) stays in a block nobody frees, so it is still summed, never lost
  * and never read from a dead thread's memory. */
 #include "base/counters.h"
+#include "base/tld.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,17 +15,15 @@ _Thread_local dk_tctr *dk__tl_ctr __attribute__((tls_model("initial-exec")));
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static dk_tctr *g_blocks;                 /* every block ever made */
 static int64_t g_retired[DK_CTR__COUNT];
-static pthread_key_t g_key;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Thread_local dk_tctr tl_spare;     /* when no block can be had: counted, never summed */
 
 /* A thread exits: fold its counts into the retired totals and free its block for reuse. A
  * later count by this thread (a later destructor) takes a block again. */
-static void retire(void *block)
+static void retire(void)
 {
-  dk_tctr *t = block;
+  dk_tctr *t = dk__tl_ctr;
   dk__tl_ctr = NULL;
-  if (t == &tl_spare) return;
+  if (!t || t == &tl_spare) return;
   pthread_mutex_lock(&g_lock);
   for (int i = 0; i < DK_CTR__COUNT; i++) {
     g_retired[i] += atomic_load_explicit(&t->v[i], memory_order_relaxed);
@@ -34,11 +33,8 @@ static void retire(void *block)
   pthread_mutex_unlock(&g_lock);
 }
 
-static void key_init(void) { pthread_key_create(&g_key, retire); }
-
 dk_tctr *dk__ctr_register(void)
 {
-  pthread_once(&g_once, key_init);
   pthread_mutex_lock(&g_lock);
   dk_tctr *t = g_blocks;
   while (t && t->in_use) t = t->next;
@@ -53,7 +49,7 @@ dk_tctr *dk__ctr_register(void)
   t->in_use = 1;
   pthread_mutex_unlock(&g_lock);
   dk__tl_ctr = t;
-  pthread_setspecific(g_key, t);
+  dk__tld_arm(DK_TLD_COUNTERS, retire);
   return t;
 }
 

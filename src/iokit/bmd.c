@@ -2,6 +2,7 @@
  * top of the plan, the memory request to a provider, the verification of every physical
  * promise through the frames before the buffer is returned, the buffer methods of §4, free. */
 #include "alloc/geom.h"
+#include "base/tld.h"
 #include "iokit/internal.h"
 #include "prim/prim.h"
 
@@ -24,21 +25,7 @@ static void objs_flush(void)
   while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
 }
 
-/* Both per-thread caches of this file (objects, ready descriptors) are emptied at thread exit
- * through one key, set on the thread's first use of either. */
-static _Thread_local bool tl_caches_keyed;
-static pthread_key_t g_caches_key;
-static pthread_once_t g_caches_once = PTHREAD_ONCE_INIT;
-static void caches_thread_exit(void *unused);
-static void caches_key_init(void);
-static void caches_keyed(void)
-{
-  if (tl_caches_keyed) return;
-  pthread_once(&g_caches_once, caches_key_init);
-  pthread_setspecific(g_caches_key, (void *)1);
-  tl_caches_keyed = true;
-}
-
+static void objs_thread_exit(void) { objs_flush(); }
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
   IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__malloc(sizeof *b);
@@ -88,24 +75,7 @@ static void ready_destroy(IOBufferMemoryDescriptor *b)
 
 static void ready_flush(void)
 {
-  if (!tl_nready) return;
   while (tl_nready > 0) ready_destroy(tl_ready[--tl_nready]);
-  dk__pool_magazines_flush();   /* at thread exit the magazines' own flush may already have run */
-}
-
-/* At thread exit. A release from a later destructor fills a cache again and registers again
- * for the next round of destructors. Kept descriptors free their objects directly. */
-static void caches_thread_exit(void *unused)
-{
-  (void)unused;
-  tl_caches_keyed = false;
-  ready_flush();
-  objs_flush();
-}
-static void caches_key_init(void)
-{
-  pthread_key_create(&g_caches_key, caches_thread_exit);
-  dk__pool_set_trim_hook(ready_flush);
 }
 
 static bool constraints_equal(const dk_constraints *a, const dk_constraints *b)
@@ -174,7 +144,10 @@ static bool ready_park(IOBufferMemoryDescriptor *b)
     tl_ready_gen = gen;
   }
   if (tl_nready >= READY_MAX) return false;
-  caches_keyed();                  /* so the thread's exit frees them */
+  if (!(dk__tl_armed & (1u << DK_TLD_READY))) {
+    dk__pool_set_trim_hook(ready_flush);    /* dk_pool_trim frees the calling thread's */
+    dk__tld_arm(DK_TLD_READY, ready_flush); /* the thread's exit frees them */
+  }
   dk__pool_park(&md->block);      /* zeroed: freed memory never shows its contents */
   md->obj.cls = NULL;             /* a stale pointer to it is no longer a descriptor */
   tl_ready[tl_nready++] = b;
@@ -195,7 +168,7 @@ static void bmd_free(OSObject *o)
   pthread_mutex_destroy(&b->md.lock);
   b->md.obj.cls = NULL;          /* a stale pointer to it is no longer a descriptor */
   if (tl_nobjs < OBJ_CACHE) {
-    caches_keyed();                /* so the thread's exit flushes the cache */
+    dk__tld_arm(DK_TLD_OBJECTS, objs_thread_exit);   /* so the thread's exit empties the cache */
     tl_objs[tl_nobjs++] = b;
     return;
   }

@@ -26,5 +26,5 @@ int dk__debug_validate(char *why, size_t cap)
 void dk__thread_caches_flush(void)
 {
   dk__objects_cache_flush();
-  dk__pool_magazines_flush();
+  dk__pool_thread_flush();
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -363,6 +364,16 @@ void *dk__calloc(size_t n, size_t size)
   if (fault(DK_PRIM_CALLOC)) return NULL;
   void *p = dk__prim.calloc(n, size);
   if (p) COUNT(c_heap, 1);
+  return p;
+}
+void *dk__alloc_persistent(size_t align, size_t n)
+{
+  if (fault(DK_PRIM_MALLOC)) return NULL;
+  if (n + align < n) { errno = ENOMEM; return NULL; }
+  uint8_t *raw = dk__prim.malloc(n + align);
+  if (!raw) return NULL;
+  uint8_t *p = raw + ((align - ((uintptr_t)raw & (align - 1))) & (align - 1));
+  memset(p, 0, n);
   return p;
 }
 void dk__free(void *p)

@@ -158,6 +158,10 @@ int     dk__thread_join(pthread_t t);
 void   *dk__malloc(size_t n);
 void   *dk__calloc(size_t n, size_t size);
 void    dk__free(void *p);
+/* Metadata that lives as long as the process and is reused rather than freed (slab records,
+ * slab heaps): through the fault injector like malloc, zeroed, aligned to `align` (a power of
+ * two), and not counted as a live heap block (nothing ever frees it). */
+void   *dk__alloc_persistent(size_t align, size_t n);
 
 /* Retries of a call interrupted by a signal before its EINTR is reported as a failure. */
 #define DK_EINTR_RETRIES 16

@@ -1,0 +1,490 @@
+/* src/alloc/slab.c: small buffers (64 B .. 4 KiB, naturally aligned) as slots of 64 KiB slabs
+ * carved from the pool. Each thread has a slab heap of its own (as mimalloc gives each thread
+ * its pages): the slabs it made, in queues by size class and by how high they lie (a band per
+ * bit of the slab's top address), so a request under a mask finds a slab with a free slot in
+ * O(1) without a lock. A slot freed by another thread goes back to its slab at once with one
+ * atomic OR on the slab's remote bitmap; the first such free also pushes the slab on its
+ * owner's lock-free stack, and the owner folds the remote bits in at its next allocation.
+ * When a thread exits, its slabs pass to the pool as orphans that other threads adopt.
+ * Slab records and heaps are never given back to the C heap (they are reused), so a late
+ * remote free never touches freed memory. Frees never allocate. */
+#include "alloc/pool_impl.h"
+#include "base/tld.h"
+#include "prim/prim.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+#define NBAND       49                   /* band = bit length of the slab's top address - 16 */
+#define NWORDS      (DK_SLAB_BYTES / DK_SLAB_MIN / 64)
+#define EMPTY_KEEP  1                    /* empty slabs a heap keeps per class */
+#define SCAN_LIMIT  8                    /* slabs looked at in one band before the next band */
+
+typedef struct dk_theap dk_theap;
+
+struct dk_slab {
+  /* the owner's side (or the pool lock's, for an orphan) */
+  dk_theap *_Atomic owner;               /* NULL: orphaned, kept by the pool */
+  dk_slab  *prev, *next;                 /* in a band queue, while it has a free slot */
+  dk_slab  *all_prev, *all_next;         /* in the owner's list of every slab it holds */
+  dk_block  mem;                         /* the 64 KiB */
+  uint32_t  cls;                         /* slot size */
+  uint16_t  k;                           /* size class */
+  uint16_t  nslots, nfree;
+  uint16_t  hint;                        /* the lowest bitmap word that may have a free slot */
+  uint8_t   band;
+  bool      queued;
+  uint64_t  used[NWORDS];                /* 1 = taken (a remote free not yet folded in counts) */
+  /* the other threads' side */
+  _Alignas(64) _Atomic uint64_t remote[NWORDS];
+  _Atomic int notified;                  /* 1 while the slab is on a heap's remote stack */
+  dk_slab  *rnext;                       /* on that stack */
+  dk_slab  *free_next;                   /* in the list of records for reuse */
+};
+
+typedef struct slabq {
+  uint64_t mask;                         /* bands with a slab */
+  dk_slab *head[NBAND];
+} slabq;
+
+struct dk_theap {
+  slabq             q[DK_NCLASS];
+  uint32_t          nempty[DK_NCLASS];
+  dk_slab          *all;
+  _Atomic(dk_slab *) remote;             /* slabs with slots freed by other threads */
+  bool              in_use;              /* a thread has it (pool lock) */
+  dk_theap         *next;                /* every heap made */
+};
+
+static _Thread_local dk_theap *tl_heap __attribute__((tls_model("initial-exec")));
+static dk_theap *g_heaps;                /* pool lock */
+static slabq     g_orphans[DK_NCLASS];   /* pool lock */
+static dk_slab  *g_orphan_all;           /* pool lock */
+static dk_slab  *g_records;              /* pool lock: records for reuse */
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+int dk__slab_class(uint64_t len, uint64_t align)
+{
+  uint64_t need = len > align ? len : align;
+  if (need > DK_SLAB_MAX) return -1;
+  if (need <= DK_SLAB_MIN) return 0;
+  return (int)(64 - __builtin_clzll(need - 1)) - 6;   /* 64 -> 0, 128 -> 1, ... 4096 -> 6 */
+}
+
+static unsigned band_of(uint64_t top)
+{
+  unsigned b = dk__bitlen(top);
+  b = b > 16 ? b - 16 : 0;
+  return b < NBAND ? b : NBAND - 1;
+}
+
+static uint64_t words_of(const dk_slab *s) { return (s->nslots + 63u) / 64u; }
+
+static uint64_t word_mask(const dk_slab *s, unsigned w)
+{
+  unsigned rest = s->nslots - w * 64;
+  return rest >= 64 ? ~0ull : (1ull << rest) - 1;
+}
+
+static void q_push(slabq *q, dk_slab *s)
+{
+  s->prev = NULL;
+  s->next = q->head[s->band];
+  if (s->next) s->next->prev = s;
+  q->head[s->band] = s;
+  q->mask |= 1ull << s->band;
+  s->queued = true;
+}
+
+static void q_remove(slabq *q, dk_slab *s)
+{
+  if (s->prev) s->prev->next = s->next;
+  else q->head[s->band] = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (!q->head[s->band]) q->mask &= ~(1ull << s->band);
+  s->prev = s->next = NULL;
+  s->queued = false;
+}
+
+/* A queued slab whose slots lie in c's window: the highest band first (low memory stays for
+ * the masks that need it). Bands wholly under the limit fit as they are; in the band the limit
+ * falls in, a few slabs are looked at. */
+static dk_slab *q_find(const slabq *q, const dk_constraints *c)
+{
+  uint64_t m = q->mask;
+  uint64_t hi = c->high ? c->high : UINT64_MAX;
+  if (c->high) {
+    unsigned hb = band_of(c->high);
+    m &= hb >= 63 ? ~0ull : (2ull << hb) - 1;
+  }
+  while (m) {
+    unsigned b = 63u - (unsigned)__builtin_clzll(m);
+    int scanned = 0;
+    for (dk_slab *s = q->head[b]; s && scanned < SCAN_LIMIT; s = s->next, scanned++)
+      if (s->mem.pa + DK_SLAB_BYTES - 1 <= hi && s->mem.pa >= c->low) return s;
+    m &= ~(1ull << b);
+  }
+  return NULL;
+}
+
+static void all_add(dk_slab **all, dk_slab *s)
+{
+  s->all_prev = NULL;
+  s->all_next = *all;
+  if (*all) (*all)->all_prev = s;
+  *all = s;
+}
+
+static void all_remove(dk_slab **all, dk_slab *s)
+{
+  if (s->all_prev) s->all_prev->all_next = s->all_next;
+  else *all = s->all_next;
+  if (s->all_next) s->all_next->all_prev = s->all_prev;
+  s->all_prev = s->all_next = NULL;
+}
+
+/* Fold the slots other threads freed into the bitmap; true if any were. */
+static bool collect(dk_slab *s)
+{
+  bool any = false;
+  for (unsigned w = 0; w < words_of(s); w++) {
+    if (!atomic_load_explicit(&s->remote[w], memory_order_relaxed)) continue;
+    uint64_t bits = atomic_exchange(&s->remote[w], 0);
+    s->used[w] &= ~bits;
+    s->nfree = (uint16_t)(s->nfree + __builtin_popcountll(bits));
+    if (w < s->hint) s->hint = (uint16_t)w;
+    any = true;
+  }
+  return any;
+}
+
+/* A record for a new slab: one given up earlier, or a new one. Pool lock held. */
+static dk_slab *record_get(void)
+{
+  dk_slab *s = g_records;
+  if (s) {
+    g_records = s->free_next;
+    return s;
+  }
+  s = dk__alloc_persistent(64, sizeof *s);
+  if (!s) dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a slab record");
+  return s;
+}
+
+/* Give an empty slab's 64 KiB back to the pool and keep its record for reuse. Pool lock held;
+ * the slab is in no queue and no heap's list. */
+static void release_locked(dk_slab *s)
+{
+  atomic_store(&s->owner, NULL);
+  dk__pool_give_locked(&s->mem);
+  s->free_next = g_records;
+  g_records = s;
+}
+
+/* ---- the heap of this thread ------------------------------------------------------------ */
+
+static void heap_thread_exit(void);
+static void drain(dk_theap *h);
+
+static dk_theap *heap_self(void)
+{
+  dk_theap *h = tl_heap;
+  if (__builtin_expect(h != NULL, 1)) return h;
+  pthread_mutex_lock(&dk__pool_lock);
+  for (h = g_heaps; h && h->in_use; h = h->next) {}
+  if (!h && (h = dk__alloc_persistent(64, sizeof *h))) {
+    h->next = g_heaps;
+    g_heaps = h;
+  }
+  if (h) h->in_use = true;
+  pthread_mutex_unlock(&dk__pool_lock);
+  if (!h) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for this thread's slab heap");
+    return NULL;
+  }
+  tl_heap = h;
+  dk__tld_arm(DK_TLD_HEAP, heap_thread_exit);
+  drain(h);                              /* what was pushed while nobody had it */
+  return h;
+}
+
+/* An empty slab beyond the few a heap keeps goes back to the pool. */
+static void became_empty(dk_theap *h, dk_slab *s)
+{
+  if (++h->nempty[s->k] <= EMPTY_KEEP) return;
+  h->nempty[s->k]--;
+  q_remove(&h->q[s->k], s);
+  all_remove(&h->all, s);
+  pthread_mutex_lock(&dk__pool_lock);
+  release_locked(s);
+  pthread_mutex_unlock(&dk__pool_lock);
+}
+
+/* After slots came back to s (owned by h): queue it again, count it empty. */
+static void slots_back(dk_theap *h, dk_slab *s, uint16_t before)
+{
+  if (!s->queued) q_push(&h->q[s->k], s);
+  if (s->nfree == s->nslots && before != s->nslots) became_empty(h, s);
+}
+
+/* Put a slab with remote frees where it belongs now. Pool lock not held. */
+static void push_remote(dk_theap *o, dk_slab *s)
+{
+  if (atomic_exchange(&s->notified, 1)) return;            /* already on a stack */
+  dk_slab *head = atomic_load_explicit(&o->remote, memory_order_relaxed);
+  do {
+    s->rnext = head;
+  } while (!atomic_compare_exchange_weak_explicit(&o->remote, &head, s, memory_order_release,
+                                                  memory_order_relaxed));
+}
+
+static void orphan_collect_locked(dk_slab *s)
+{
+  uint16_t before = s->nfree;
+  if (!collect(s)) return;
+  if (!s->queued) q_push(&g_orphans[s->k], s);
+  if (s->nfree == s->nslots && before != s->nslots) {
+    q_remove(&g_orphans[s->k], s);
+    all_remove(&g_orphan_all, s);
+    release_locked(s);
+  }
+}
+
+/* Take h's stack of slabs with remote frees (h is this thread's, or nobody's under the pool
+ * lock) and fold each in, or pass it on to its owner now. */
+static void drain_stack(dk_theap *h, bool locked)
+{
+  dk_slab *s = atomic_exchange_explicit(&h->remote, NULL, memory_order_acquire);
+  while (s) {
+    dk_slab *next = s->rnext;
+    atomic_store(&s->notified, 0);      /* before the bits are read: a later free pushes again */
+    dk_theap *o = atomic_load(&s->owner);
+    if (o == h && !locked) {
+      uint16_t before = s->nfree;
+      if (collect(s)) slots_back(h, s, before);
+    } else if (o) {
+      push_remote(o, s);                  /* it changed hands since it was pushed */
+    } else {
+      if (!locked) pthread_mutex_lock(&dk__pool_lock);
+      if (!atomic_load(&s->owner)) orphan_collect_locked(s);
+      else push_remote(atomic_load(&s->owner), s);
+      if (!locked) pthread_mutex_unlock(&dk__pool_lock);
+    }
+    s = next;
+  }
+}
+
+static void drain(dk_theap *h) { drain_stack(h, false); }
+
+/* The remote stacks of heaps no thread has (their slabs are orphans by now). */
+static void drain_unowned_locked(void)
+{
+  for (dk_theap *h = g_heaps; h; h = h->next)
+    if (!h->in_use && atomic_load_explicit(&h->remote, memory_order_relaxed)) drain_stack(h, true);
+}
+
+/* The thread exits: its slabs become orphans (empty ones go back to the pool). */
+static void heap_thread_exit(void)
+{
+  dk_theap *h = tl_heap;
+  if (!h) return;
+  drain(h);
+  pthread_mutex_lock(&dk__pool_lock);
+  while (h->all) {
+    dk_slab *s = h->all;
+    all_remove(&h->all, s);
+    if (s->queued) q_remove(&h->q[s->k], s);
+    atomic_store(&s->owner, NULL);
+    collect(s);
+    if (s->nfree == s->nslots) {
+      release_locked(s);
+    } else {
+      all_add(&g_orphan_all, s);
+      if (s->nfree) q_push(&g_orphans[s->k], s);
+    }
+  }
+  memset(h->q, 0, sizeof h->q);
+  memset(h->nempty, 0, sizeof h->nempty);
+  h->in_use = false;
+  pthread_mutex_unlock(&dk__pool_lock);
+  tl_heap = NULL;
+}
+
+/* ---- allocation and free ---------------------------------------------------------------- */
+
+static void take(dk_theap *h, dk_slab *s, dk_block *out)
+{
+  if (s->nfree == s->nslots) h->nempty[s->k]--;
+  for (unsigned w = s->hint;; w++) {
+    uint64_t free_bits = ~s->used[w] & word_mask(s, w);
+    if (!free_bits) continue;
+    unsigned b = (unsigned)__builtin_ctzll(free_bits);
+    s->used[w] |= 1ull << b;
+    s->hint = (uint16_t)w;
+    uint64_t off = (uint64_t)(w * 64 + b) * s->cls;
+    out->region = s->mem.region;
+    out->slab = s;
+    out->spare = NULL;
+    out->va = s->mem.va + off;
+    out->pa = s->mem.pa + off;
+    out->len = s->cls;
+    break;
+  }
+  if (--s->nfree == 0) q_remove(&h->q[s->k], s);
+}
+
+/* An orphan that fits, adopted by h, or a new slab; pool lock held. */
+static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
+{
+  drain_unowned_locked();
+  dk_slab *s = q_find(&g_orphans[k], c);
+  if (s) {
+    q_remove(&g_orphans[k], s);
+    all_remove(&g_orphan_all, s);
+    atomic_store(&s->owner, h);
+    collect(s);
+  } else {
+    s = record_get();
+    if (!s) return NULL;
+    dk_constraints sc = *c;
+    sc.boundary = 0;                     /* 64 KiB aligned: no slot crosses a line of 64 KiB or more */
+    if (!dk__pool_carve_locked(&sc, DK_SLAB_BYTES, DK_SLAB_BYTES, &s->mem)) {
+      s->free_next = g_records;
+      g_records = s;
+      return NULL;
+    }
+    s->cls = DK_SLAB_MIN << k;
+    s->k = (uint16_t)k;
+    s->nslots = s->nfree = (uint16_t)(DK_SLAB_BYTES / s->cls);
+    s->hint = 0;
+    s->band = (uint8_t)band_of(s->mem.pa + DK_SLAB_BYTES - 1);
+    s->queued = false;
+    memset(s->used, 0, sizeof s->used);
+    for (unsigned w = 0; w < NWORDS; w++) atomic_store_explicit(&s->remote[w], 0, memory_order_relaxed);
+    atomic_store(&s->notified, 0);
+    atomic_store(&s->owner, h);
+  }
+  all_add(&h->all, s);
+  if (s->nfree) {
+    q_push(&h->q[k], s);
+    if (s->nfree == s->nslots) h->nempty[k]++;
+  }
+  return s;
+}
+
+bool dk__slab_alloc(const dk_constraints *c, int k, dk_block *out)
+{
+  dk_theap *h = heap_self();
+  if (!h) return false;
+  if (atomic_load_explicit(&h->remote, memory_order_relaxed)) drain(h);
+  dk_slab *s = q_find(&h->q[k], c);
+  if (__builtin_expect(!s, 0)) {
+    pthread_mutex_lock(&dk__pool_lock);
+    s = adopt_or_new_locked(h, c, k);
+    pthread_mutex_unlock(&dk__pool_lock);
+    if (!s) return false;
+    if (!s->nfree) return dk__slab_alloc(c, k, out);   /* an adopted orphan with nothing free */
+  }
+  take(h, s, out);
+  return true;
+}
+
+void dk__slab_free(dk_block *b)
+{
+  dk_slab *s = b->slab;
+  unsigned slot = (unsigned)((b->pa - s->mem.pa) / s->cls), w = slot / 64;
+  uint64_t bit = 1ull << (slot % 64);
+  dk_theap *h = tl_heap;
+  for (;;) {
+    dk_theap *o = atomic_load_explicit(&s->owner, memory_order_acquire);
+    if (o && o == h) {                   /* ours: no atomic read-modify-write */
+      uint16_t before = s->nfree;
+      s->used[w] &= ~bit;
+      s->nfree++;
+      if (w < s->hint) s->hint = (uint16_t)w;
+      slots_back(h, s, before);
+      return;
+    }
+    if (o) {                             /* another thread's: its remote bitmap */
+      atomic_fetch_or(&s->remote[w], bit);
+      push_remote(o, s);
+      return;
+    }
+    pthread_mutex_lock(&dk__pool_lock);  /* an orphan: the pool's, under its lock */
+    if (!atomic_load(&s->owner)) {
+      uint16_t before = s->nfree;
+      s->used[w] &= ~bit;
+      s->nfree++;
+      if (w < s->hint) s->hint = (uint16_t)w;
+      if (!s->queued) q_push(&g_orphans[s->k], s);
+      if (s->nfree == s->nslots && before != s->nslots) {
+        q_remove(&g_orphans[s->k], s);
+        all_remove(&g_orphan_all, s);
+        release_locked(s);
+      }
+      pthread_mutex_unlock(&dk__pool_lock);
+      return;
+    }
+    pthread_mutex_unlock(&dk__pool_lock);    /* adopted meanwhile: try again */
+  }
+}
+
+void dk__pool_thread_flush(void)
+{
+  dk_theap *h = tl_heap;
+  if (!h) return;
+  drain(h);
+  pthread_mutex_lock(&dk__pool_lock);
+  for (dk_slab *s = h->all, *next; s; s = next) {
+    next = s->all_next;
+    if (s->nfree != s->nslots) continue;
+    if (s->queued) q_remove(&h->q[s->k], s);
+    all_remove(&h->all, s);
+    release_locked(s);
+  }
+  memset(h->nempty, 0, sizeof h->nempty);
+  pthread_mutex_unlock(&dk__pool_lock);
+}
+
+void dk__slab_trim_locked(void)
+{
+  drain_unowned_locked();
+  for (dk_slab *s = g_orphan_all, *next; s; s = next) {
+    next = s->all_next;
+    collect(s);
+    if (s->nfree != s->nslots) continue;
+    if (s->queued) q_remove(&g_orphans[s->k], s);
+    all_remove(&g_orphan_all, s);
+    release_locked(s);
+  }
+}
+
+/* The bitmap agrees with the count, and the queues hold exactly the slabs with a free slot. */
+static int check_slab(const dk_slab *s, char *why, size_t cap)
+{
+  unsigned used = 0;
+  for (unsigned w = 0; w < words_of(s); w++) used += (unsigned)__builtin_popcountll(s->used[w] & word_mask(s, w));
+  if (used + s->nfree != s->nslots) {
+    snprintf(why, cap, "slab at 0x%llx: %u slots taken and %u free of %u", (unsigned long long)s->mem.pa, used,
+             s->nfree, s->nslots);
+    return -1;
+  }
+  if (s->queued != (s->nfree > 0)) {
+    snprintf(why, cap, "slab at 0x%llx with %u free slots is %squeued", (unsigned long long)s->mem.pa, s->nfree,
+             s->queued ? "" : "not ");
+    return -1;
+  }
+  return 0;
+}
+
+int dk__slab_validate_locked(char *why, size_t cap)
+{
+  for (const dk_slab *s = g_orphan_all; s; s = s->all_next)
+    if (check_slab(s, why, cap) < 0) return -1;
+  const dk_theap *h = tl_heap;           /* the caller's own; other threads' are theirs alone */
+  if (h)
+    for (const dk_slab *s = h->all; s; s = s->all_next)
+      if (check_slab(s, why, cap) < 0) return -1;
+  return 0;
+}

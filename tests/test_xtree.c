@@ -1,0 +1,166 @@
+/* tests/test_xtree.c: the augmented range tree (src/alloc/xtree.c) against a brute-force model:
+ * random inserts, removals and in-place updates of disjoint ranges (the pool's free extents),
+ * every query compared with a scan of the model, the structure checked after every step; and
+ * overlapping ranges for the cover query (the mapper's mappings). Pure: no privileges. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc/xtree.h"
+
+#define N 600
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+typedef struct model { dk_xnode node[N]; bool in[N]; } model;
+
+/* Slot i owns the address window [i * 1000, i * 1000 + 1000): ranges never overlap. */
+static void random_range(int i, dk_xnode *n)
+{
+  uint64_t base = (uint64_t)i * 1000, a = rnd() % 900, len = 1 + rnd() % (1000 - a - 1);
+  n->start = base + a;
+  n->end = base + a + len;
+}
+
+static dk_xnode *brute_highest(model *m, uint64_t need, uint64_t lo, uint64_t hi, uint64_t odd_only)
+{
+  dk_xnode *best = NULL;
+  for (int i = 0; i < N; i++) {
+    dk_xnode *n = &m->node[i];
+    if (!m->in[i] || n->end - n->start < need || n->start > hi || n->end <= lo) continue;
+    if (odd_only && !(n->start & 1)) continue;
+    if (!best || n->start > best->start) best = n;
+  }
+  return best;
+}
+
+static bool accept_odd(const dk_xnode *n, void *arg)
+{
+  (void)arg;
+  return n->start & 1;
+}
+
+static void xtree_matches_model(void **state)
+{
+  (void)state;
+  static model m;
+  memset(&m, 0, sizeof m);
+  dk_xtree t = { 0 };
+  for (int step = 0; step < 20000; step++) {
+    int i = (int)(rnd() % N);
+    unsigned op = (unsigned)(rnd() % 3);
+    if (!m.in[i]) {
+      random_range(i, &m.node[i]);
+      dk__xtree_insert(&t, &m.node[i]);
+      m.in[i] = true;
+    } else if (op == 0) {
+      dk__xtree_remove(&t, &m.node[i]);
+      m.in[i] = false;
+    } else {                                   /* grow or shrink within its window */
+      dk_xnode *n = &m.node[i];
+      uint64_t base = (uint64_t)i * 1000;
+      uint64_t s = base + rnd() % 500, e = s + 1 + rnd() % (base + 1000 - s - 1);
+      n->start = s;
+      n->end = e;
+      dk__xtree_update(&t, n);
+    }
+    assert_int_equal(dk__xtree_check(&t), 0);
+    uint64_t need = 1 + rnd() % 700, lo = rnd() % (N * 1000), hi = lo + rnd() % (N * 1000);
+    dk_xnode *want = brute_highest(&m, need, lo, hi, 0);
+    assert_ptr_equal(dk__xtree_find_highest(&t, need, lo, hi, NULL, NULL), want);
+    want = brute_highest(&m, need, lo, hi, 1);
+    assert_ptr_equal(dk__xtree_find_highest(&t, need, lo, hi, accept_odd, NULL), want);
+    uint64_t x = rnd() % (N * 1000);
+    dk_xnode *le = NULL, *ge = NULL;
+    for (int k = 0; k < N; k++) {
+      if (!m.in[k]) continue;
+      if (m.node[k].start <= x && (!le || m.node[k].start > le->start)) le = &m.node[k];
+      if (m.node[k].start >= x && (!ge || m.node[k].start < ge->start)) ge = &m.node[k];
+    }
+    assert_ptr_equal(dk__xtree_le(&t, x), le);
+    assert_ptr_equal(dk__xtree_ge(&t, x), ge);
+  }
+}
+
+static void xtree_cover_with_overlaps(void **state)
+{
+  (void)state;
+  static dk_xnode nodes[N];
+  static bool in[N];
+  memset(in, 0, sizeof in);
+  dk_xtree t = { 0 };
+  for (int step = 0; step < 20000; step++) {
+    int i = (int)(rnd() % N);
+    if (!in[i]) {
+      nodes[i].start = rnd() % 100000;                 /* overlapping, some equal starts */
+      if (rnd() % 4 == 0) nodes[i].start &= ~1023ull;
+      nodes[i].end = nodes[i].start + 1 + rnd() % 5000;
+      dk__xtree_insert(&t, &nodes[i]);
+      in[i] = true;
+    } else {
+      dk__xtree_remove(&t, &nodes[i]);
+      in[i] = false;
+    }
+    assert_int_equal(dk__xtree_check(&t), 0);
+    uint64_t x = rnd() % 100000, len = 1 + rnd() % 3000;
+    dk_xnode *got = dk__xtree_find_cover(&t, x, len, NULL, NULL);
+    bool exists = false;
+    for (int k = 0; k < N; k++)
+      if (in[k] && nodes[k].start <= x && nodes[k].end >= x + len) exists = true;
+    if (!exists) {
+      assert_null(got);
+    } else {
+      assert_non_null(got);
+      assert_true(got->start <= x && got->end >= x + len);
+    }
+  }
+}
+
+static bool count_fn(dk_xnode *n, void *arg)
+{
+  uint64_t *c = arg;
+  static uint64_t last;
+  if (*c && n->start < last) return false;
+  last = n->start;
+  (*c)++;
+  return true;
+}
+
+static void xtree_walk_in_order(void **state)
+{
+  (void)state;
+  static dk_xnode nodes[1000];
+  dk_xtree t = { 0 };
+  for (int i = 0; i < 1000; i++) {
+    nodes[i].start = (uint64_t)((i * 7919) % 1000) * 10;
+    nodes[i].end = nodes[i].start + 5;
+    dk__xtree_insert(&t, &nodes[i]);
+  }
+  uint64_t c = 0;
+  dk__xtree_walk(&t, count_fn, &c);
+  assert_int_equal(c, 1000);
+  assert_int_equal(t.root->max_len, 5);
+  assert_int_equal(t.root->max_end, 9995);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(xtree_matches_model),
+    cmocka_unit_test(xtree_cover_with_overlaps),
+    cmocka_unit_test(xtree_walk_in_order),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
