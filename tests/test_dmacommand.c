@@ -1319,9 +1319,10 @@ static void *order_other(void *arg)
   (void)arg;
   while (g_phase != 1) usleep(100);
   IOBufferMemoryDescriptor *n = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 4096, 4096);
-  if (n && n->md.iova_use) {
+  dk_md_ext *x = n ? dk__md_ext_peek(&n->md) : NULL;
+  if (x && dk__mapping_live(&x->iova_use)) {
     pthread_mutex_lock(&g_order_mapper->lock);
-    g_order_uses = n->md.iova_use->region->uses;
+    g_order_uses = x->iova_use.region->uses;
     pthread_mutex_unlock(&g_order_mapper->lock);
   }
   g_phase = 2;

@@ -340,7 +340,7 @@ static void assert_mapper_clean(const char *what, unsigned long n, int forever)
   if (!g_mapper) return;
   dk_mapper_info i;
   if (dk_mapper_get_info(g_mapper, &i) != kIOReturnSuccess) fail_msg("%s: dk_mapper_get_info failed", what);
-  size_t extents = g_mapper->space.n;
+  size_t extents = (size_t)g_mapper->space.free.count;
   uint64_t used = g_mapper->space.used;
   int refs = atomic_load(&g_mapper->refs);
   if (i.mappings_live || i.buffers_mapped || i.bytes_mapped || i.double_unmaps || i.leaks_reported || used ||
@@ -506,6 +506,86 @@ static void faults_mapped_command(void **s)
   run_faults("IODMACommand (28- and 64-bit) with the soft mapper, autoPrepare/autoComplete", op_mapped_command);
 }
 
+/* ---- releasing never allocates --------------------------------------------------------- *
+ * Every release path with the C heap failing for ever: large pool blocks between live
+ * neighbours (each free needs a free-list node of its own), slab slots of several classes,
+ * 4K-page buffers, buffers mapped by the soft mapper in mappings of their own (the IOVA
+ * allocator's frees) and sharing one, IOMemoryMaps, an IODMACommand that remapped its range
+ * under its own limit. The releases must not even ask the heap (the injector counts every
+ * heap call it sees), and nothing may be lost: after them the pool gives every chunk back at
+ * trim, the IOVA space is whole and every counter is back at its baseline. */
+#define NFREE 48
+static void faults_frees_never_allocate(void **st)
+{
+  (void)st;
+  dk__thread_caches_flush();
+  dk_pool_trim();
+  snapshot base = snap();
+  long pool = dk_option_get(DK_OPTION_POOL);
+  IOBufferMemoryDescriptor *b[4 * NFREE];
+  IOMemoryMap *maps[NFREE];
+  IODMACommand *cmd[4];
+  size_t nb = 0, nm = 0, nc = 0;
+  const uint64_t P = dk_capabilities()->page_size;
+  /* wired buffers of the default provider (the pool as root): large and small */
+  for (int i = 0; i < NFREE; i++) {
+    uint64_t size = i % 3 == 0 ? 3 * P + 17 : i % 3 == 1 ? 64 : 4096;
+    b[nb] = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, size, i % 3 == 1 ? 64 : 1);
+    if (!b[nb]) fail_msg("buffer %d: %s", i, dk_last_failure()->text);
+    if (i % 4 == 0 && nm < NFREE) {
+      maps[nm] = IOMemoryDescriptor_createMappingInTask(MD(b[nb]), kernel_task, 0, kIOMapAnywhere | kIOMapUnique, 0, 0);
+      if (!maps[nm]) fail_msg("map %d: %s", i, dk_last_failure()->text);
+      nm++;
+    }
+    nb++;
+  }
+  /* 4K pages, each a mapping of its own under the soft system mapper, and pool buffers
+   * sharing one */
+  dk_mapper_set_system(g_mapper);
+  for (int i = 0; i < NFREE; i++) {
+    dk_option_set(DK_OPTION_POOL, i % 2 ? 0 : pool);
+    b[nb] = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, i % 2 ? 2 * P : 256,
+                                                            0xFFFFFFFFFFull);
+    if (!b[nb]) fail_msg("mapped buffer %d: %s", i, dk_last_failure()->text);
+    nb++;
+  }
+  dk_option_set(DK_OPTION_POOL, pool);
+  dk_mapper_set_system(NULL);
+  /* commands that map a range again under a 28-bit limit (the buffers' IOVAs lie near 2^40) */
+  for (size_t i = 0; i < 4; i++) {
+    cmd[nc] = IODMACommand_withSpecification(IODMACommand_OutputHost64, 28, 0, kIODMAMapOptionMapped, 0, 1,
+                                             g_mapper, NULL);
+    assert_non_null(cmd[nc]);
+    assert_int_equal(IODMACommand_setMemoryDescriptor(cmd[nc], MD(b[nb - 1 - i]), true), kIOReturnSuccess);
+    nc++;
+  }
+  dk_mapper_info before;
+  assert_int_equal(dk_mapper_get_info(g_mapper, &before), kIOReturnSuccess);
+  assert_true(before.mappings_live > 2);
+  /* now everything goes back with the heap failing: every other one first, so that frees land
+   * between live blocks */
+  dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_MALLOC) | DK_PRIM_BIT(DK_PRIM_CALLOC) | DK_PRIM_BIT(DK_PRIM_REALLOC), ENOMEM);
+  for (size_t i = 0; i < nc; i++) {
+    IODMACommand_clearMemoryDescriptor(cmd[i], true);
+    OSObject_release(cmd[i]);
+  }
+  for (size_t i = 0; i < nm; i++) OSObject_release(maps[i]);
+  for (size_t i = 0; i < nb; i += 2) OSObject_release(b[i]);
+  for (size_t i = 1; i < nb; i += 2) OSObject_release(b[i]);
+  unsigned long asked = dk__fault_calls_seen();
+  dk__fault_disarm();
+  if (asked) fail_msg("the releases asked the heap for memory %lu time(s)", asked);
+  dk__thread_caches_flush();
+  dk_pool_trim();
+  dk_pool_stats ps;
+  assert_int_equal(dk_pool_get_stats(&ps), kIOReturnSuccess);
+  assert_int_equal(ps.bytes_pool_used, 0);
+  assert_int_equal(ps.bytes_pool_2m + ps.bytes_pool_1g, 0);     /* no chunk held for ever */
+  snapshot now = snap();
+  assert_same(&base, &now, "releases with the heap failing", 0, 1);
+  assert_mapper_clean("releases with the heap failing", 0, 1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -517,6 +597,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(faults_mapped_wired, mapper_setup, mapper_teardown),
     cmocka_unit_test_setup_teardown(faults_mapped_pageable, mapper_setup, mapper_teardown),
     cmocka_unit_test_setup_teardown(faults_mapped_command, mapper_setup, mapper_teardown),
+    cmocka_unit_test_setup_teardown(faults_frees_never_allocate, mapper_setup, mapper_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,13 +48,22 @@ typedef struct space_copy {
   uint64_t total, used;
 } space_copy;
 
+/* The free extents in order (at most 64 of them in these tests), and how many there are. */
+static dk_run g_ext[4096];
+static size_t extents(const dk_iova_space *s)
+{
+  size_t n = dk__iova_extents(s, g_ext, 4096);
+  assert_true(n <= 4096);
+  return n;
+}
+
 static space_copy copy_of(const dk_iova_space *s)
 {
   space_copy c;
   memset(&c, 0, sizeof c);
-  assert_true(s->n <= 64);
-  memcpy(c.ext, s->free, s->n * sizeof *s->free);
-  c.n = s->n;
+  c.n = extents(s);
+  assert_true(c.n <= 64);
+  memcpy(c.ext, g_ext, c.n * sizeof *g_ext);
   c.total = s->total;
   c.used = s->used;
   return c;
@@ -62,25 +71,26 @@ static space_copy copy_of(const dk_iova_space *s)
 
 static void assert_unchanged(const dk_iova_space *s, const space_copy *c, const char *what)
 {
-  if (s->n != c->n || s->total != c->total || s->used != c->used ||
-      (s->n && memcmp(s->free, c->ext, s->n * sizeof *s->free) != 0))
-    fail_msg("%s changed the space: %zu extents (was %zu), used 0x%llx (was 0x%llx)", what, s->n, c->n,
+  size_t n = extents(s);
+  if (n != c->n || s->total != c->total || s->used != c->used || (n && memcmp(g_ext, c->ext, n * sizeof *g_ext) != 0))
+    fail_msg("%s changed the space: %zu extents (was %zu), used 0x%llx (was 0x%llx)", what, n, c->n,
              (unsigned long long)s->used, (unsigned long long)c->used);
 }
 
 /* The free extents are exactly ext[0..n). */
 static void assert_extents(const dk_iova_space *s, const uint64_t (*ext)[2], size_t n)
 {
-  if (s->n != n) {
-    for (size_t i = 0; i < s->n; i++)
-      print_message("  extent %zu: 0x%llx+0x%llx\n", i, (unsigned long long)s->free[i].addr,
-                    (unsigned long long)s->free[i].len);
-    fail_msg("%zu free extents, expected %zu", s->n, n);
+  size_t have = extents(s);
+  if (have != n) {
+    for (size_t i = 0; i < have; i++)
+      print_message("  extent %zu: 0x%llx+0x%llx\n", i, (unsigned long long)g_ext[i].addr,
+                    (unsigned long long)g_ext[i].len);
+    fail_msg("%zu free extents, expected %zu", have, n);
   }
   for (size_t i = 0; i < n; i++)
-    if (s->free[i].addr != ext[i][0] || s->free[i].len != ext[i][1])
-      fail_msg("extent %zu is 0x%llx+0x%llx, expected 0x%llx+0x%llx", i, (unsigned long long)s->free[i].addr,
-               (unsigned long long)s->free[i].len, (unsigned long long)ext[i][0], (unsigned long long)ext[i][1]);
+    if (g_ext[i].addr != ext[i][0] || g_ext[i].len != ext[i][1])
+      fail_msg("extent %zu is 0x%llx+0x%llx, expected 0x%llx+0x%llx", i, (unsigned long long)g_ext[i].addr,
+               (unsigned long long)g_ext[i].len, (unsigned long long)ext[i][0], (unsigned long long)ext[i][1]);
 }
 
 static uint64_t must_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t limit, uint64_t boundary)
@@ -124,7 +134,7 @@ static void iova_holes_and_page_zero(void **state)
   assert_int_equal(must_alloc(&s, 0x1000, P, 0, 0), 0x1000);    /* the lowest page there is */
   must_not_alloc(&s, 0x1000, 1, 0, 0);                          /* page 0 is never handed out */
   must_not_alloc(&s, 1, 1, 0, 0);
-  assert_int_equal(s.n, 0);
+  assert_int_equal(extents(&s), 0);
   assert_int_equal(s.used, 0x8000);
   dk__iova_fini(&s);
 
@@ -245,7 +255,7 @@ static void iova_free_coalescing(void **state)
   assert_true(dk__iova_init(&s, r, 1, P));
   for (int i = 15; i >= 0; i--) assert_int_equal(must_alloc(&s, P, P, 0, 0), 0x1000 + (uint64_t)i * P);
   must_not_alloc(&s, P, P, 0, 0);
-  assert_int_equal(s.n, 0);
+  assert_int_equal(extents(&s), 0);
   assert_int_equal(s.used, 16 * P);
 
   assert_true(dk__iova_free(&s, 0x5000, P));                       /* alone */
@@ -320,7 +330,7 @@ static void iova_free_outside_apertures(void **state)
   assert_true(dk__iova_init(s, r, 2, P));
   (void)must_alloc(s, 0x4000, P, 0, 0);
   (void)must_alloc(s, 0x4000, P, 0, 0);
-  assert_int_equal(s->n, 0);
+  assert_int_equal(extents(s), 0);
   space_copy c = copy_of(s);
   bool page0 = dk__iova_free(s, 0, P);
   bool hole = dk__iova_free(s, 0x8000, P);
@@ -329,7 +339,7 @@ static void iova_free_outside_apertures(void **state)
   if (page0 || hole || past || across)
     fail_msg("frees of never-allocated IOVAs were accepted: page 0 %d, hole %d, past the end %d, across a "
              "hole %d (used is now 0x%llx, was 0x%llx; %zu extents)",
-             page0, hole, past, across, (unsigned long long)s->used, (unsigned long long)c.used, s->n);
+             page0, hole, past, across, (unsigned long long)s->used, (unsigned long long)c.used, extents(s));
   assert_unchanged(s, &c, "frees outside the apertures");
 }
 
@@ -421,12 +431,13 @@ static void model_compare(const dk_iova_space *s, const model *m, uint64_t seed,
 {
   unsigned char fr[MN];
   memset(fr, 0, sizeof fr);
-  for (size_t i = 0; i < s->n; i++) {
-    const dk_run *e = &s->free[i];
+  size_t n = extents(s);
+  for (size_t i = 0; i < n; i++) {
+    const dk_run *e = &g_ext[i];
     if (!e->len || e->addr + e->len > MN)
       fail_msg("seed %llu op %d: extent %zu 0x%llx+0x%llx is empty or outside the space", (unsigned long long)seed, op,
                i, (unsigned long long)e->addr, (unsigned long long)e->len);
-    if (i && s->free[i - 1].addr + s->free[i - 1].len >= e->addr)
+    if (i && g_ext[i - 1].addr + g_ext[i - 1].len >= e->addr)
       fail_msg("seed %llu op %d: extents %zu and %zu are unsorted, overlapping or adjacent", (unsigned long long)seed,
                op, i - 1, i);
     memset(fr + e->addr, 1, e->len);
@@ -1072,9 +1083,9 @@ static void iova_aperture_edges(void **state)
   dk_iova_space *s = &g_sp;
   const uint64_t r[2][2] = { { UINT64_MAX - 0xffe, UINT64_MAX }, { 0x10, 0x3fff } };
   assert_true(dk__iova_init(s, r, 2, 4096));
-  assert_int_equal(s->n, 1);
-  assert_int_equal(s->free[0].addr, 4096);
-  assert_int_equal(s->free[0].len, 3 * 4096);
+  assert_int_equal(extents(s), 1);
+  assert_int_equal(g_ext[0].addr, 4096);
+  assert_int_equal(g_ext[0].len, 3 * 4096);
   uint64_t x = 0;
   assert_false(dk__iova_alloc(s, 4096, 4096, 0xfff, 0, &x));   /* nothing at or below page 0 */
 }
@@ -1130,7 +1141,7 @@ static void iova_free_needs_no_memory(void **state)
   dk__fault_disarm();
   assert_true(all);
   assert_int_equal(s->used, 0);
-  assert_int_equal(s->n, 1);
+  assert_int_equal(extents(s), 1);
 }
 
 /* A buffer of no task is mapped too (the device is the point of it). */
@@ -1219,6 +1230,15 @@ static void small_buffers_share(void **state)
 }
 DKT_POOL_VARIANTS(small_buffers_share)
 
+/* dk__mapper_map, reporting the IOVA (0 when it failed) as well. */
+static IOReturn map_use(IOMapper *m, const void *va, uint64_t len, uint64_t g, const dk_iova_spec *spec,
+                        uint64_t *iova, dk_mapping *u)
+{
+  IOReturn rc = dk__mapper_map(m, va, len, g, spec, u);
+  *iova = rc == kIOReturnSuccess ? u->iova : 0;
+  return rc;
+}
+
 /* The mapping table directly, with made-up addresses (nothing is programmed or touched). */
 static void table_rules(void **state)
 {
@@ -1227,10 +1247,10 @@ static void table_rules(void **state)
   IOMapper *m = rec_mapper(0);
   const dk_iova_spec none = { 0, 0, 0, 0 };
   uint64_t i1, i2, i3, i4, i5;
-  dk_mapping *u1, *u2, *u3, *u4, *u5;
+  dk_mapping u1 = { 0 }, u2 = { 0 }, u3 = { 0 }, u4 = { 0 }, u5 = { 0 };
   const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000200000ull;     /* 2 MiB aligned */
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base + 0x1000, 0x1000, G, &none, &i1, &u1), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + 0x1000, 0x1000, G, &none, &i1, &u1), kIOReturnSuccess);
   assert_int_equal(g_rec.maps, 1);
   assert_int_equal(g_rec.live[0].va, (uint64_t)(uintptr_t)base);           /* whole granules */
   assert_int_equal(g_rec.live[0].len, G);
@@ -1238,7 +1258,7 @@ static void table_rules(void **state)
   assert_int_equal(i1, g_rec.live[0].iova + 0x1000);
   assert_int_equal(i1 + 0x1000 - 1, (1ull << 39) - 1 - G + 0x2000);          /* highest first */
   /* inside the same granule: shared */
-  assert_int_equal(dk__mapper_map(m, base + 0x5040, 0x100, G, &none, &i2, &u2), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + 0x5040, 0x100, G, &none, &i2, &u2), kIOReturnSuccess);
   assert_int_equal(g_rec.maps, 1);
   assert_int_equal(i2, i1 - 0x1000 + 0x5040);
   dk_mapper_info mi = minfo(m);
@@ -1247,29 +1267,29 @@ static void table_rules(void **state)
   assert_int_equal(mi.bytes_mapped, G);
   /* the same range under a 32-bit limit: the existing IOVAs do not qualify, a new mapping below it */
   const dk_iova_spec s32 = { 0xffffffffull, 0, 0, 0 };
-  assert_int_equal(dk__mapper_map(m, base + 0x5040, 0x100, G, &s32, &i3, &u3), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + 0x5040, 0x100, G, &s32, &i3, &u3), kIOReturnSuccess);
   assert_int_equal(g_rec.maps, 2);
   assert_true(i3 + 0x100 - 1 <= 0xffffffffull);
   assert_int_equal(i3 % G, 0x5040);
   /* now a 32-bit request in that granule shares the second mapping */
-  assert_int_equal(dk__mapper_map(m, base + 0x9000, 0x1000, G, &s32, &i4, &u4), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + 0x9000, 0x1000, G, &s32, &i4, &u4), kIOReturnSuccess);
   assert_int_equal(g_rec.maps, 2);
   assert_int_equal(i4, i3 - 0x5040 + 0x9000);
   /* a range running past the granule: a new mapping of two granules */
-  assert_int_equal(dk__mapper_map(m, base + G - 0x1000, 0x2000, G, &none, &i5, &u5), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + G - 0x1000, 0x2000, G, &none, &i5, &u5), kIOReturnSuccess);
   assert_int_equal(g_rec.maps, 3);
   assert_int_equal(g_rec.live[2].len, 2 * G);
   assert_int_equal(g_rec.live[2].va, (uint64_t)(uintptr_t)base);
   assert_int_equal(minfo(m).mappings_live, 3);
   assert_int_equal(g_rec.overlaps, 0);
   /* uses go one at a time; the mapping with its last one */
-  dk__mapper_unmap(m, u1);
+  dk__mapper_unmap(m, &u1);
   assert_int_equal(g_rec.unmaps, 0);
-  dk__mapper_unmap(m, u2);
+  dk__mapper_unmap(m, &u2);
   assert_int_equal(g_rec.unmaps, 1);
-  dk__mapper_unmap(m, u3);
-  dk__mapper_unmap(m, u4);
-  dk__mapper_unmap(m, u5);
+  dk__mapper_unmap(m, &u3);
+  dk__mapper_unmap(m, &u4);
+  dk__mapper_unmap(m, &u5);
   assert_int_equal(g_rec.unmaps, 3);
   assert_int_equal(g_rec.bad_unmaps, 0);
   mi = minfo(m);
@@ -1281,44 +1301,44 @@ static void table_rules(void **state)
 
   /* alignment: a VA aligned in its granule gets a granule mapping (IOVA aligned to both)... */
   const dk_iova_spec a64k = { 0, 64 * KiB, 0, 0 };
-  assert_int_equal(dk__mapper_map(m, base + 0x40000, 0x3000, G, &a64k, &i1, &u1), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + 0x40000, 0x3000, G, &a64k, &i1, &u1), kIOReturnSuccess);
   assert_int_equal(i1 % (64 * KiB), 0);
   assert_int_equal(g_rec.live[g_rec.n - 1].len, G);
   /* ...one that is not (0x1000 into it) a page-granular mapping of its own, aligned */
-  assert_int_equal(dk__mapper_map(m, base + 0x1000, 0x1000, G, &a64k, &i2, &u2), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base + 0x1000, 0x1000, G, &a64k, &i2, &u2), kIOReturnSuccess);
   assert_int_equal(i2 % (64 * KiB), 0);
   assert_true(g_rec.live[g_rec.n - 1].len <= 64 * KiB);    /* page-granular */
   /* an alignment the VA's offset in its page can never give */
   const dk_iova_spec a128 = { 0, 128, 0, 0 };
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base + 0x40, 0x40, G, &a128, &i3, &u3), kIOReturnNoResources);
-  assert_null(u3);
+  assert_int_equal(map_use(m, base + 0x40, 0x40, G, &a128, &i3, &u3), kIOReturnNoResources);
+  assert_false(dk__mapping_live(&u3));
   assert_int_equal(i3, 0);
-  dk__mapper_unmap(m, u1);
-  dk__mapper_unmap(m, u2);
+  dk__mapper_unmap(m, &u1);
+  dk__mapper_unmap(m, &u2);
 
   /* a boundary: the range crosses no multiple of it in IOVA space */
   const dk_iova_spec b64k = { 0, 0, 64 * KiB, 0 };
   const uint8_t *cross = base + 0x10000 - 0x1000;     /* crosses a 64 KiB line in VA space */
-  assert_int_equal(dk__mapper_map(m, cross, 0x2000, G, &b64k, &i1, &u1), kIOReturnSuccess);
+  assert_int_equal(map_use(m, cross, 0x2000, G, &b64k, &i1, &u1), kIOReturnSuccess);
   if (i1 / (64 * KiB) != (i1 + 0x2000 - 1) / (64 * KiB))
     fail_msg("IOVA 0x%llx+0x2000 crosses a 64 KiB line", (unsigned long long)i1);
   /* a boundary below a page and a range crossing a page in VA: impossible */
   const dk_iova_spec b2k = { 0, 0, 2048, 0 };
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base + 0xff0, 0x20, G, &b2k, &i2, &u2), kIOReturnNoResources);
+  assert_int_equal(map_use(m, base + 0xff0, 0x20, G, &b2k, &i2, &u2), kIOReturnNoResources);
   /* a range longer than its boundary ignores it */
-  assert_int_equal(dk__mapper_map(m, cross, 0x3000, G, &b2k, &i2, &u2), kIOReturnSuccess);
-  dk__mapper_unmap(m, u1);
-  dk__mapper_unmap(m, u2);
+  assert_int_equal(map_use(m, cross, 0x3000, G, &b2k, &i2, &u2), kIOReturnSuccess);
+  dk__mapper_unmap(m, &u1);
+  dk__mapper_unmap(m, &u2);
 
   /* bad requests */
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base, 0, G, &none, &i1, &u1), kIOReturnBadArgument);
-  assert_null(u1);
+  assert_int_equal(map_use(m, base, 0, G, &none, &i1, &u1), kIOReturnBadArgument);
+  assert_false(dk__mapping_live(&u1));
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(dk_mapper_identity(), base, P, G, &none, &i1, &u1), kIOReturnUnsupported);
-  assert_null(u1);
+  assert_int_equal(map_use(dk_mapper_identity(), base, P, G, &none, &i1, &u1), kIOReturnUnsupported);
+  assert_false(dk__mapping_live(&u1));
   dk__mapper_unmap(dk_mapper_identity(), NULL);     /* nothing happens */
   dk__mapper_unmap(m, NULL);
   assert_int_equal(minfo(m).double_unmaps, 0);
@@ -1337,35 +1357,35 @@ static void table_exhaustion(void **state)
   IOMapper *m = dk__mapper_create_soft(r, 1, 0);
   assert_non_null(m);
   const dk_iova_spec none = { 0, 0, 0, 0 };
-  dk_mapping *u[9];
+  dk_mapping u[9] = { { 0 } };
   uint64_t iova[9];
   const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000000000ull;
   /* a 2 MiB granule does not fit: each falls back to whole pages */
   for (int i = 0; i < 8; i++) {
     dk_clear_failure();
-    if (dk__mapper_map(m, base + (uint64_t)i * 0x10000, P, 2 * MiB, &none, &iova[i], &u[i]) != kIOReturnSuccess)
+    if (map_use(m, base + (uint64_t)i * 0x10000, P, 2 * MiB, &none, &iova[i], &u[i]) != kIOReturnSuccess)
       fail_msg("page %d: %s", i, dkt_failure_text());
     assert_true(iova[i] >= 0x100000 && iova[i] <= 0x107000);
   }
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base + 0x100000, P, 2 * MiB, &none, &iova[8], &u[8]), kIOReturnNoResources);
+  assert_int_equal(map_use(m, base + 0x100000, P, 2 * MiB, &none, &iova[8], &u[8]), kIOReturnNoResources);
   assert_int_equal(dk_last_failure()->code, kIOReturnNoResources);
   assert_true(dkt_text_has(dk_last_failure()->text, "IOVA"));
   assert_int_equal(minfo(m).mappings_live, 8);
   uint64_t freed = iova[3];
-  dk__mapper_unmap(m, u[3]);
-  assert_int_equal(dk__mapper_map(m, base + 0x100000, P, 2 * MiB, &none, &iova[8], &u[8]), kIOReturnSuccess);
+  dk__mapper_unmap(m, &u[3]);
+  assert_int_equal(map_use(m, base + 0x100000, P, 2 * MiB, &none, &iova[8], &u[8]), kIOReturnSuccess);
   assert_int_equal(iova[8], freed);
-  u[3] = u[8];
-  for (int i = 0; i < 8; i++) dk__mapper_unmap(m, u[i]);
+  for (int i = 0; i < 9; i++)
+    if (i != 3) dk__mapper_unmap(m, &u[i]);
   dk_mapper_info mi = minfo(m);
   assert_int_equal(mi.mappings_live, 0);
   assert_int_equal(mi.double_unmaps, 0);
   assert_int_equal(mi.buffers_mapped, 0);
   /* all 8 pages free again, in one piece */
-  assert_int_equal(dk__mapper_map(m, base, 8 * P, P, &none, &iova[0], &u[0]), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base, 8 * P, P, &none, &iova[0], &u[0]), kIOReturnSuccess);
   assert_int_equal(iova[0], 0x100000);
-  dk__mapper_unmap(m, u[0]);
+  dk__mapper_unmap(m, &u[0]);
   assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
 }
 
@@ -1377,25 +1397,25 @@ static void table_backend_fails(void **state)
   const dk_iova_spec none = { 0, 0, 0, 0 };
   const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000000000ull;
   uint64_t iova = 1;
-  dk_mapping *u = (dk_mapping *)&iova;
+  dk_mapping u = { 0 };
   g_rec.fail_errno = EFAULT;
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base, 4096, 4096, &none, &iova, &u), kIOReturnVMError);
-  assert_null(u);
+  assert_int_equal(map_use(m, base, 4096, 4096, &none, &iova, &u), kIOReturnVMError);
+  assert_false(dk__mapping_live(&u));
   assert_int_equal(iova, 0);
   assert_true(dkt_text_has(dk_last_failure()->text, strerror(EFAULT)));
   g_rec.fail_errno = ENOMEM;
   dk_clear_failure();
-  assert_int_equal(dk__mapper_map(m, base, 4096, 4096, &none, &iova, &u), kIOReturnNoMemory);
+  assert_int_equal(map_use(m, base, 4096, 4096, &none, &iova, &u), kIOReturnNoMemory);
   g_rec.fail_errno = 0;
   dk_mapper_info mi = minfo(m);
   assert_int_equal(mi.mappings_live, 0);
   assert_int_equal(mi.bytes_mapped, 0);
   assert_int_equal(mi.buffers_mapped, 0);
   /* the IOVAs were given back: the next mapping gets the top of the space */
-  assert_int_equal(dk__mapper_map(m, base, 4096, 4096, &none, &iova, &u), kIOReturnSuccess);
+  assert_int_equal(map_use(m, base, 4096, 4096, &none, &iova, &u), kIOReturnSuccess);
   assert_int_equal(iova, (1ull << 39) - 4096);
-  dk__mapper_unmap(m, u);
+  dk__mapper_unmap(m, &u);
   /* the same through a buffer: creation fails with the kernel's reason, nothing leaks */
   dk_mapper_set_system(m);
   g_rec.fail_errno = EFAULT;
@@ -1482,9 +1502,9 @@ static void tracker_and_lifetime(void **state)
   dk_buffer_info bi1 = binfo(b1);
   assert_ptr_equal(bi1.mapper, m1);
   assert_true(bi1.iova != 0);
-  /* an unmap of a use that is not live (a made-up handle: never dereferenced) */
-  int local = 0;
-  dk__mapper_unmap(m1, (dk_mapping *)(void *)&local);
+  /* an unmap of a use that is not live (one never mapped, or given back already) */
+  dk_mapping local = { 0 };
+  dk__mapper_unmap(m1, &local);
   dk_mapper_info mi = minfo(m1);
   assert_int_equal(mi.double_unmaps, 1);
   assert_int_equal(mi.buffers_mapped, 1);      /* the real use is untouched */

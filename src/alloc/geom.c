@@ -50,6 +50,46 @@ uint64_t dk__segments_count(const dk_constraints *c, const dk_run *runs, size_t 
   return total;
 }
 
+dk_constraint_kind dk__segment_check(const dk_constraints *c, uint64_t addr, uint64_t len, bool first, char *why,
+                                     size_t cap)
+{
+  uint64_t last = addr + len - 1;
+  if (len && last < addr) {
+    if (why) snprintf(why, cap, "the range 0x%llx+0x%llx wraps past the top of the address space",
+                      (unsigned long long)addr, (unsigned long long)len);
+    return DK_CONSTRAINT_MASK;
+  }
+  if (addr < c->low) {
+    if (why) snprintf(why, cap, "memory at 0x%llx is below the window's low end 0x%llx", (unsigned long long)addr,
+                      (unsigned long long)c->low);
+    return DK_CONSTRAINT_MASK;
+  }
+  if (c->high && last > c->high) {
+    if (why) snprintf(why, cap, "memory up to 0x%llx lies above the limit 0x%llx", (unsigned long long)last,
+                      (unsigned long long)c->high);
+    return DK_CONSTRAINT_MASK;
+  }
+  if (first && c->alignment > 1 && (addr & (c->alignment - 1))) {
+    if (why) snprintf(why, cap, "the start 0x%llx is not aligned to 0x%llx", (unsigned long long)addr,
+                      (unsigned long long)c->alignment);
+    return DK_CONSTRAINT_ALIGNMENT;
+  }
+  if (c->boundary && len <= c->boundary && (addr & ~(c->boundary - 1)) != (last & ~(c->boundary - 1))) {
+    if (why) snprintf(why, cap, "0x%llx+0x%llx crosses a 0x%llx boundary", (unsigned long long)addr,
+                      (unsigned long long)len, (unsigned long long)c->boundary);
+    return DK_CONSTRAINT_BOUNDARY;
+  }
+  return DK_CONSTRAINT_NONE;
+}
+
+dk_constraint_kind dk__pages_can_keep(const dk_constraints *c, uint64_t size, uint64_t page)
+{
+  if (c->alignment > page) return DK_CONSTRAINT_ALIGNMENT;
+  if (c->contiguous && size > page) return DK_CONSTRAINT_CONTIGUITY;
+  if (c->boundary && c->boundary < page && size > c->boundary) return DK_CONSTRAINT_BOUNDARY;
+  return DK_CONSTRAINT_NONE;
+}
+
 dk_constraint_kind dk__runs_check(const dk_constraints *c, const dk_run *runs, size_t n,
                                   char *why, size_t cap)
 {
@@ -57,23 +97,13 @@ dk_constraint_kind dk__runs_check(const dk_constraints *c, const dk_run *runs, s
     snprintf(why, cap, "no physical memory");
     return DK_CONSTRAINT_RESOURCE;
   }
+  /* the window for every run, the alignment for the first (boundaries come below, on the
+   * contiguous run or through the segment count) */
+  dk_constraints w = *c;
+  w.boundary = 0;
   for (size_t i = 0; i < n; i++) {
-    uint64_t last = runs[i].addr + runs[i].len - 1;
-    if (runs[i].addr < c->low) {
-      snprintf(why, cap, "frame at 0x%llx is below the window's low end 0x%llx",
-               (unsigned long long)runs[i].addr, (unsigned long long)c->low);
-      return DK_CONSTRAINT_MASK;
-    }
-    if (c->high && last > c->high) {
-      snprintf(why, cap, "memory up to 0x%llx lies above the limit 0x%llx",
-               (unsigned long long)last, (unsigned long long)c->high);
-      return DK_CONSTRAINT_MASK;
-    }
-  }
-  if (c->alignment > 1 && (runs[0].addr & (c->alignment - 1))) {
-    snprintf(why, cap, "physical start 0x%llx is not aligned to 0x%llx",
-             (unsigned long long)runs[0].addr, (unsigned long long)c->alignment);
-    return DK_CONSTRAINT_ALIGNMENT;
+    dk_constraint_kind k = dk__segment_check(&w, runs[i].addr, runs[i].len, i == 0, why, cap);
+    if (k != DK_CONSTRAINT_NONE) return k;
   }
   if (c->contiguous && n > 1) {
     snprintf(why, cap, "memory is in %zu physical runs, contiguity needs one", n);

@@ -21,6 +21,24 @@ static inline bool dk__constraints_ok(const dk_constraints *c)
          (!c->high || c->low <= c->high);
 }
 
+/* The one predicate: may a device be given [addr, addr+len) as a segment under c? It lies in
+ * [c->low, c->high] (no wrap), starts at a multiple of c->alignment when it is the `first`
+ * segment, and crosses no multiple of c->boundary when it is no longer than one (a longer one
+ * is cut at the lines by whoever makes segments). DK_CONSTRAINT_NONE, or the rule broken with
+ * a sentence in why (may be NULL). Used by the pool's verification, the mapper's choice of a
+ * mapping to share and IODMACommand's decision to bounce. */
+dk_constraint_kind dk__segment_check(const dk_constraints *c, uint64_t addr, uint64_t len, bool first, char *why,
+                                     size_t cap);
+static inline bool dk__segment_ok(const dk_constraints *c, uint64_t addr, uint64_t len, bool first)
+{
+  return dk__segment_check(c, addr, len, first, NULL, 0) == DK_CONSTRAINT_NONE;
+}
+
+/* What 4K pages (any frames, each page-aligned) can promise for a buffer of `size` bytes:
+ * alignment up to a page, contiguity and boundaries up to a page. DK_CONSTRAINT_NONE, or the
+ * constraint they cannot keep. */
+dk_constraint_kind dk__pages_can_keep(const dk_constraints *c, uint64_t size, uint64_t page);
+
 /* Segments the run list makes when split at every multiple of c->boundary and at
  * c->max_segment_size. */
 uint64_t dk__segments_count(const dk_constraints *c, const dk_run *runs, size_t n);

@@ -80,17 +80,14 @@ static bool place_in(const dk_xnode *n, void *arg)
   return dk__place(a->c, a->align, n->start, n->end, a->len, &a->x);
 }
 
-/* The highest place for the request among the free extents: the extents long enough to hold
- * it at any alignment are searched first (the first of them that the window admits fits),
- * then any long enough. */
+/* The highest place for the request among the free extents: extents are disjoint, so the
+ * highest-starting one that can hold it holds the highest place. Subtrees with no extent long
+ * enough are skipped: O(log n) unless alignment or a boundary turns many long-enough extents
+ * away. */
 static dk_xnode *find_place(const dk_constraints *c, uint64_t len, uint64_t align, uint64_t *x)
 {
   place_arg a = { c, len, align, 0 };
-  uint64_t hi = c->high ? c->high : UINT64_MAX;
-  uint64_t slack = align > 1 ? align - 1 : 0;
-  dk_xnode *n = NULL;
-  if (len + slack >= len) n = dk__xtree_find_highest(&g_free, len + slack, c->low, hi, place_in, &a);
-  if (!n && slack) n = dk__xtree_find_highest(&g_free, len, c->low, hi, place_in, &a);
+  dk_xnode *n = dk__xtree_find_highest(&g_free, len, c->low, c->high ? c->high : UINT64_MAX, place_in, &a);
   if (n) *x = a.x;
   return n;
 }

@@ -361,8 +361,9 @@ static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
     s->band = (uint8_t)band_of(s->mem.pa + DK_SLAB_BYTES - 1);
     s->queued = false;
     memset(s->used, 0, sizeof s->used);
-    for (unsigned w = 0; w < NWORDS; w++) atomic_store_explicit(&s->remote[w], 0, memory_order_relaxed);
-    atomic_store(&s->notified, 0);
+    /* the remote bitmap is clear (the slab was empty when it was given up) and `notified` is
+     * left as it is: a free that was on its way when the slab was given up may still push the
+     * record on its old owner's stack, and whoever drains that stack passes it on */
     atomic_store(&s->owner, h);
   }
   all_add(&h->all, s);

@@ -23,6 +23,21 @@ static inline void dk__enter(const char *function)
  * Returns `code` for tail calls. */
 IOReturn dk__fail(IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The internal error convention, in one place. A function that can fail returns bool (or a
+ * pointer, NULL on failure) and records why with dk__fail where the failure is understood
+ * best, in words and with the IOReturn the public call returns; its callers pass the failure
+ * up without recording again (the first record since dk__enter wins). Only src/prim, and the
+ * few helpers directly on top of it that stay pure (pagemap reads, pins, mappings of a file,
+ * the IOVA allocator), keep the system's convention: -1 or NULL with errno; whoever calls them
+ * records the failure, with dk__fail_errno when an errno is all there is (its IOReturn from
+ * the one table in base/ioreturn.c). Public calls return IOReturn, or NULL/0/false as IOKit's
+ * signatures do, and dk_last_failure() says why. */
+
+/* The IOReturn an errno stands for (base/ioreturn.c), and a failure recorded from one:
+ * "<what>: <strerror(e)>". */
+IOReturn dk__ioreturn_from_errno(int e);
+IOReturn dk__fail_errno(int e, dk_constraint_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Keep the recorded reason, report it as `code` from `function` (an outer call such as
  * DriverKit's Create built on an inner public call). */
 void dk__fail_recode(const char *function, IOReturn code);

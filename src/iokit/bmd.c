@@ -1,6 +1,7 @@
 /* src/iokit/bmd.c: IOBufferMemoryDescriptor: the factories of REFERENCE.md §3, init (§2) on
- * top of the plan, the memory request to a provider, the verification of every physical
- * promise through the frames before the buffer is returned, the buffer methods of §4, free. */
+ * top of the plan, the request to the memory layer (src/mem: which provider, and the
+ * verification of every physical promise through the frames, happen there), the buffer
+ * methods of §4, free; and the per-thread caches that keep malloc off the create path. */
 #include "alloc/geom.h"
 #include "base/tld.h"
 #include "iokit/internal.h"
@@ -25,7 +26,6 @@ static void objs_flush(void)
   while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
 }
 
-static void objs_thread_exit(void) { objs_flush(); }
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
   IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__malloc(sizeof *b);
@@ -35,8 +35,6 @@ static IOBufferMemoryDescriptor *bmd_new(void)
   }
   memset(b, 0, sizeof *b);
   dk__object_init(&b->md.obj, &dk__bmd_class);
-  b->md.backing = DK_BACKING_INIT;
-  b->md.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   return b;
 }
 
@@ -46,14 +44,53 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_alloc(void)
   return bmd_new();
 }
 
+/* ---- interned constraints ----------------------------------------------------------------- *
+ * A buffer made by inTaskWithConstraints remembers its constraints for the ready descriptors
+ * below: one copy per distinct set, kept for the life of the process (drivers use a handful);
+ * past DK_INTERN_MAX sets, buffers are simply not kept built. */
+#define DK_INTERN_MAX 1024
+typedef struct interned { dk_constraints c; struct interned *next; } interned;
+static interned *_Atomic g_interned;
+static _Atomic int g_ninterned;
+static pthread_mutex_t g_intern_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local const dk_constraints *tl_last_interned;
+
+static bool constraints_equal(const dk_constraints *a, const dk_constraints *b)
+{
+  return a->high == b->high && a->alignment == b->alignment && a->low == b->low &&
+         a->boundary == b->boundary && a->max_segment_size == b->max_segment_size &&
+         a->max_segments == b->max_segments && a->contiguous == b->contiguous && a->numa_node == b->numa_node;
+}
+
+static const dk_constraints *intern(const dk_constraints *c)
+{
+  const dk_constraints *last = tl_last_interned;
+  if (last && constraints_equal(last, c)) return last;
+  for (interned *i = atomic_load_explicit(&g_interned, memory_order_acquire); i; i = i->next)
+    if (constraints_equal(&i->c, c)) return tl_last_interned = &i->c;
+  if (atomic_load_explicit(&g_ninterned, memory_order_relaxed) >= DK_INTERN_MAX) return NULL;
+  pthread_mutex_lock(&g_intern_lock);
+  interned *i;
+  for (i = atomic_load_explicit(&g_interned, memory_order_acquire); i; i = i->next)
+    if (constraints_equal(&i->c, c)) break;
+  if (!i && (i = dk__alloc_persistent(8, sizeof *i))) {
+    i->c = *c;
+    i->next = atomic_load_explicit(&g_interned, memory_order_relaxed);
+    atomic_store_explicit(&g_interned, i, memory_order_release);
+    atomic_fetch_add_explicit(&g_ninterned, 1, memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&g_intern_lock);
+  return i ? (tl_last_interned = &i->c) : NULL;
+}
+
 /* ---- ready descriptors: released small pool buffers kept built ------------------------ *
  * A driver asks for the same kind of buffer again and again. A released descriptor whose
  * memory is a pool slab slot, in kernel_task or no task, without a mapper, mapping or
  * outstanding prepare, is kept built by its thread (at most READY_MAX of them, so at most
  * READY_MAX x 4 KiB): its memory is zeroed at release exactly as a freed slot is, and the next
- * request equal in every argument gets it back with its plan, its slot and its verified
- * frames (pinned: they are still the frames), as a slab allocator keeps constructed objects.
- * Anything that changes how a buffer is built (an option, the system mapper), and a trim, bump
+ * request equal in every argument gets it back with its slot and its verified frames (pinned:
+ * they are still the frames), as a slab allocator keeps constructed objects. Anything that
+ * changes how a buffer is built (an option, the system mapper), and a trim, bump
  * dk__config_gen and what was kept is freed at the thread's next call; dk_pool_trim frees the
  * calling thread's at once, and the thread's exit its own. */
 #define READY_MAX 32
@@ -67,22 +104,14 @@ static _Thread_local bool tl_ready_creator;
 /* Free a kept descriptor for good: its slot counted used again, then the ordinary teardown. */
 static void ready_destroy(IOBufferMemoryDescriptor *b)
 {
-  dk__pool_unpark(dk__ctr_self(), &b->md.block, false);
+  dk__pool_unpark(dk__ctr_self(), &b->md.mem.u.pool, false);
   dk__md_teardown(&b->md);
-  pthread_mutex_destroy(&b->md.lock);
   dk__free(b);
 }
 
 static void ready_flush(void)
 {
   while (tl_nready > 0) ready_destroy(tl_ready[--tl_nready]);
-}
-
-static bool constraints_equal(const dk_constraints *a, const dk_constraints *b)
-{
-  return a->high == b->high && a->alignment == b->alignment && a->low == b->low &&
-         a->boundary == b->boundary && a->max_segment_size == b->max_segment_size &&
-         a->max_segments == b->max_segments && a->contiguous == b->contiguous && a->numa_node == b->numa_node;
 }
 
 /* A kept descriptor built for exactly this request, revived; NULL if none. */
@@ -96,9 +125,8 @@ static inline __attribute__((always_inline)) IOBufferMemoryDescriptor *ready_tak
   }
   for (int i = tl_nready; i-- > 0;) {          /* newest first: warm in the cache */
     IOBufferMemoryDescriptor *b = tl_ready[i];
-    const dk_ready_key *k = &b->key;
-    if (k->capacity != capacity || k->options != options || k->task != task || k->mask != mask ||
-        k->alignment != alignment || k->extra != (extra != NULL) || (extra && !constraints_equal(&k->c, extra)))
+    if (b->capacity != capacity || b->options != options || b->md.task != task || b->mask != mask ||
+        b->alignment != alignment || (b->extra != extra && (!b->extra || !extra || !constraints_equal(b->extra, extra))))
       continue;
     tl_ready[i] = tl_ready[--tl_nready];
     IOMemoryDescriptor *md = &b->md;
@@ -106,25 +134,25 @@ static inline __attribute__((always_inline)) IOBufferMemoryDescriptor *ready_tak
     atomic_init(&md->obj.refcount, 1);
     md->flags = b->init_flags;
     md->tag = 0;
-    md->length = b->plan.capacity;
+    md->length = b->capacity;
     atomic_store_explicit(&md->wire_count, 1, memory_order_relaxed);   /* auto-prepared */
     dk_tctr *t = dk__ctr_self();
     dk__ctr_bump(t, DK_CTR_OBJECTS_LIVE, 1);
-    dk__pool_unpark(t, &md->block, true);
+    dk__pool_unpark(t, &md->mem.u.pool, true);
     return b;
   }
   return NULL;
 }
 
-/* Remember the request b was built for, if b may be kept built when released. */
-static void ready_key_set(IOBufferMemoryDescriptor *b, uint64_t gen, task_t task, IOOptionBits options,
-                          uint64_t capacity, uint64_t alignment, uint64_t mask, const dk_constraints *extra)
+/* Whether b may be kept built when released: a slab slot in this process (or no task), no
+ * mapper, wired; constraints interned. */
+static void ready_key_set(IOBufferMemoryDescriptor *b)
 {
   const IOMemoryDescriptor *md = &b->md;
-  if (!md->pooled || !md->block.slab || md->mapper || md->pageable || (task && task != kernel_task)) return;
-  b->key = (dk_ready_key){ .capacity = capacity, .alignment = alignment, .mask = mask, .task = task,
-                           .options = options, .extra = extra != NULL,
-                           .c = extra ? *extra : DK_CONSTRAINTS_NONE, .gen = gen };
+  if (md->mem.kind != DK_PROVIDER_POOL_SLAB || md->has_mapper || md->pageable ||
+      (md->task && md->task != kernel_task) || dk__md_ext_peek(md))
+    return;
+  if (b->extra && !(b->extra = intern(b->extra))) return;   /* too many distinct sets */
   b->init_flags = md->flags;
   b->keyed = true;
 }
@@ -134,11 +162,11 @@ static void ready_key_set(IOBufferMemoryDescriptor *b, uint64_t gen, task_t task
 static bool ready_park(IOBufferMemoryDescriptor *b)
 {
   IOMemoryDescriptor *md = &b->md;
-  if (!b->keyed || !tl_ready_creator || md->maps || md->mapper || md->user_id ||
+  if (!b->keyed || !tl_ready_creator || dk__md_ext_peek(md) ||
       atomic_load_explicit(&md->wire_count, memory_order_relaxed) != 1)
     return false;
   uint64_t gen = dk__config_gen();
-  if (b->key.gen != gen) return false;
+  if (b->gen != gen) return false;
   if (tl_ready_gen != gen) {
     ready_flush();
     tl_ready_gen = gen;
@@ -148,8 +176,8 @@ static bool ready_park(IOBufferMemoryDescriptor *b)
     dk__pool_set_trim_hook(ready_flush);    /* dk_pool_trim frees the calling thread's */
     dk__tld_arm(DK_TLD_READY, ready_flush); /* the thread's exit frees them */
   }
-  dk__pool_park(&md->block);      /* zeroed: freed memory never shows its contents */
-  md->obj.cls = NULL;             /* a stale pointer to it is no longer a descriptor */
+  dk__pool_park(&md->mem.u.pool);  /* zeroed: freed memory never shows its contents */
+  md->obj.cls = NULL;              /* a stale pointer to it is no longer a descriptor */
   tl_ready[tl_nready++] = b;
   return true;
 }
@@ -165,195 +193,16 @@ static void bmd_free(OSObject *o)
   IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)o;
   if (ready_park(b)) return;
   dk__md_teardown(&b->md);      /* completes every prepare, unwires, frees the memory */
-  pthread_mutex_destroy(&b->md.lock);
   b->md.obj.cls = NULL;          /* a stale pointer to it is no longer a descriptor */
   if (tl_nobjs < OBJ_CACHE) {
-    dk__tld_arm(DK_TLD_OBJECTS, objs_thread_exit);   /* so the thread's exit empties the cache */
+    dk__tld_arm(DK_TLD_OBJECTS, objs_flush);   /* so the thread's exit empties the cache */
     tl_objs[tl_nobjs++] = b;
     return;
   }
   dk__free(b);
 }
 
-/* ---- the physical side -------------------------------------------------------------- */
-
-/* The buffer's physical runs, merged; *n runs written to a caller array of at most `max`. */
-static size_t buffer_runs(IOMemoryDescriptor *md, uint64_t len, dk_run *runs, size_t max)
-{
-  size_t n = 0, off = (size_t)(md->buffer - md->backing.base);
-  uint64_t done = 0;
-  while (done < len && n < max) {
-    size_t run;
-    uint64_t pa = dk__backing_phys(&md->backing, off + done, &run);
-    if (run > len - done) run = (size_t)(len - done);
-    runs[n++] = (dk_run){ pa, run };
-    done += run;
-  }
-  return n;
-}
-
-/* Check the constraints the caller was promised against the frames; a failure is recorded. */
-static bool verify(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t len)
-{
-  IOMemoryDescriptor *md = &b->md;
-  size_t pages = md->backing.size >> md->backing.shift;
-  dk_run *runs = dk__calloc(pages, sizeof *runs);
-  if (!runs) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory to verify %zu pages", pages);
-    return false;
-  }
-  size_t n = buffer_runs(md, len, runs, pages);
-  char why[200];
-  dk_constraint_kind k = dk__runs_check(c, runs, n, why, sizeof why);
-  uint64_t lowest = UINT64_MAX;
-  for (size_t i = 0; i < n; i++)
-    if (runs[i].addr < lowest) lowest = runs[i].addr;
-  dk__free(runs);
-  if (k == DK_CONSTRAINT_NONE) return true;
-  if (k == DK_CONSTRAINT_MASK)
-    dk__fail(kIOReturnNoMemory, k,
-             "physical mask 0x%llx cannot be met by 4K pages: %s; the lowest frame handed out "
-             "was 0x%llx (the kernel gives user space its high frames first)",
-             (unsigned long long)c->high, why, (unsigned long long)lowest);
-  else
-    dk__fail(kIOReturnNoMemory, k, "4K pages do not meet the constraint: %s", why);
-  return false;
-}
-
-/* Why the pool did not serve a request that 4K pages cannot. */
-static const char *pool_why(void)
-{
-  const dk_caps *caps = dk__caps();
-  if (!caps->pagemap_frames) return "needs root (frame numbers in /proc/self/pagemap)";
-  if (!caps->hugepage_size_count) return "needs hugetlb support in the kernel";
-  if (!dk__option(DK_OPTION_POOL)) return "is turned off (DMAKIT_POOL=0)";
-  return "could not meet it either";
-}
-
-/* What the 4K provider can promise before it tries: one page is contiguous, alignment up to
- * a page. Anything more needs the hugepage pool; with `report`, why not is recorded. */
-static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page, bool report)
-{
-  if (c->alignment > page) {
-    if (report)
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT,
-               "physical alignment 0x%llx is above the page size 0x%llx: 4K pages cannot promise "
-               "it, and the hugepage pool %s", (unsigned long long)c->alignment, (unsigned long long)page,
-               pool_why());
-    return false;
-  }
-  if (c->contiguous && size > page) {
-    if (report)
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
-               "%llu physically contiguous bytes are more than one 4K page can promise, and the "
-               "hugepage pool %s", (unsigned long long)size, pool_why());
-    return false;
-  }
-  if (c->boundary && c->boundary < page && size > c->boundary) {
-    if (report)
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_BOUNDARY,
-               "boundary 0x%llx is below the page size and the buffer is larger than it",
-               (unsigned long long)c->boundary);
-    return false;
-  }
-  return true;
-}
-
-/* Whether the frames must be read to keep the promise. A buffer of at most one page starts
- * on a page and so is contiguous and page-aligned by construction. */
-static bool has_physical_promise(const dk_constraints *c, uint64_t size, uint64_t page)
-{
-  return c->high || c->low || c->alignment > page || c->boundary || (c->contiguous && size > page) ||
-         c->max_segments || c->max_segment_size;
-}
-
-/* Check the pool block against c, through the frames the pool read from pagemap when it took
- * the hugepages (they are pinned, so they are still the frames). */
-static bool verify_block(const dk_block *blk, const dk_constraints *c, uint64_t len)
-{
-  dk_run run = { blk->pa, len };
-  char why[200];
-  dk_constraint_kind k = dk__runs_check(c, &run, 1, why, sizeof why);
-  if (k == DK_CONSTRAINT_NONE) return true;
-  dk__fail(kIOReturnInternalError, k, "the pool returned memory that breaks a constraint: %s", why);
-  return false;
-}
-
-/* Memory from the hugepage pool; false with the failure recorded. */
-static bool allocate_pool(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size, uint64_t len,
-                          uint64_t valign)
-{
-  IOMemoryDescriptor *md = &b->md;
-  uint64_t align = valign > c->alignment ? valign : c->alignment;
-  if (!dk__pool_alloc(c, size, align ? align : 1, &md->block)) return false;
-  if (!verify_block(&md->block, c, len)) {
-    dk__pool_free(&md->block);
-    return false;
-  }
-  md->pooled = true;
-  /* wired and pinned for life; with a mapper physical queries are the exception */
-  md->phys_fixed = dk__caps()->pin_method == DK_PIN_IO_URING && !md->mapper;
-  md->buffer = md->block.va;
-  b->provider = md->block.slab ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
-  return true;
-}
-
-/* Memory from 4K pages: one memfd, wired and verified when asked. */
-static bool allocate_4k(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size, uint64_t len,
-                        uint64_t valign, bool wire, bool physical)
-{
-  const dk_caps *caps = dk__caps();
-  IOMemoryDescriptor *md = &b->md;
-  uint64_t page = caps->page_size, bytes;
-  if (physical && !provider_can(c, size, page, true)) return false;
-  if (physical && !caps->pagemap_frames) {
-    dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
-             "a physical constraint (limit 0x%llx) cannot be verified: frame numbers in "
-             "/proc/self/pagemap need root (CAP_SYS_ADMIN)", (unsigned long long)c->high);
-    return false;
-  }
-  if (physical && !dk__pins_ok()) return false;
-  if (!dk__round_up(size, page, &bytes) || bytes > SIZE_MAX / 2) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ARGUMENT, "capacity 0x%llx is too large",
-             (unsigned long long)size);
-    return false;
-  }
-  if (!dk__backing_create(&md->backing, (size_t)bytes, (size_t)valign)) return false;
-  md->buffer = md->backing.base;
-  b->provider = DK_PROVIDER_MEMFD_4K;
-  if (wire) {
-    if (!dk__backing_wire(&md->backing)) goto fail;
-    if (physical && !verify(b, c, len)) goto fail;
-  }
-  dk__pool_note_4k(bytes, +1);
-  return true;
-fail:
-  dk__backing_destroy(&md->backing);
-  md->buffer = NULL;
-  b->provider = DK_PROVIDER_NONE;
-  return false;
-}
-
-/* Route a request: pageable memory is 4K pages; wired memory comes from the hugepage pool
- * where it is usable (root), falling back to 4K pages for what they can promise. */
-static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_t size, uint64_t len,
-                     uint64_t valign, bool wire)
-{
-  uint64_t page = dk__caps()->page_size;
-  bool physical = has_physical_promise(c, size, page);
-  /* Buffers meant to be mapped into other tasks (kIOMemoryKernelUserShared, DriverKit's
-   * buffers) keep page-granular mappings: 4K pages, unless only the pool can meet them. */
-  bool shared = (b->plan.options & kIOMemorySharingTypeMask) != 0;
-  bool fits_4k = !physical || provider_can(c, size, page, false);
-  if (shared && fits_4k) return allocate_4k(b, c, size, len, valign, wire, physical);
-  if (wire && dk__pool_usable()) {
-    if (allocate_pool(b, c, size, len, valign)) return true;
-    /* what 4K pages can promise they may still give (a mask they happen to meet); the
-     * pool's reason stays the one reported if they cannot */
-    return fits_4k && allocate_4k(b, c, size, len, valign, wire, physical);
-  }
-  return allocate_4k(b, c, size, len, valign, wire, physical);
-}
+/* ---- init (§2) ------------------------------------------------------------------------ */
 
 /* Constraints no memory can meet, refused before anything is allocated: a contiguous buffer
  * longer than its boundary, or more segments than allowed however the memory is laid out
@@ -481,12 +330,13 @@ static bool iova_verified(const IOMemoryDescriptor *md, const dk_constraints *c,
   dk_constraints ic = *c;
   ic.contiguous = false;               /* one IOVA range: contiguous by construction */
   ic.numa_node = -1;
-  dk_run run = { md->iova, len };
+  uint64_t iova = dk__md_ext_peek(md)->iova_use.iova;
+  dk_run run = { iova, len };
   char why[200];
   dk_constraint_kind k = dk__runs_check(&ic, &run, 1, why, sizeof why);
   if (k == DK_CONSTRAINT_NONE) return true;
   dk__fail(kIOReturnNoMemory, k, "the IOVA range 0x%llx+0x%llx cannot keep the promise: %s",
-           (unsigned long long)md->iova, (unsigned long long)len, why);
+           (unsigned long long)iova, (unsigned long long)len, why);
   return false;
 }
 
@@ -496,11 +346,14 @@ static bool map_into_task(IOMemoryDescriptor *md, task_t task, uint64_t capacity
 {
   dk_access access = DK_ACCESS_NONE;
   dk_task_get_peer(task, NULL, &access);
+  uint64_t file_off, span, in_page;
+  int fd = dk__mem_share(&md->mem, 0, capacity, &file_off, &span, &in_page);
+  if (fd < 0) return false;
   dk_share_req r = {
-    .memfd = md->backing.fd,
-    .file_offset = (uint64_t)(md->buffer - md->backing.base),
-    .span = md->backing.size,
-    .in_page = 0,
+    .memfd = fd,
+    .file_offset = file_off,
+    .span = span,
+    .in_page = in_page,
     .length = capacity,
     .writable = access == DK_ACCESS_READ_WRITE,
     .tag = md->tag,
@@ -529,15 +382,25 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
              "unknown task: kernel_task (this process), NULL and connected clients are the tasks here");
     return false;
   }
+  IOMemoryDescriptor *md = &b->md;
   /* §2 step 5: the system mapper, unless kIOMemoryMapperNone */
   IOMapper *mapper = (options & kIOMemoryMapperNone) || !dk__mapper_system_set() ? NULL : dk__mapper_system_retain();
   if (mapper && !dk__mapper_translates(mapper)) {
     dk__mapper_release(mapper);
     mapper = NULL;
   }
-  b->md.mapper = mapper;                /* released with the descriptor, even on failure */
-  if (!plan_memo(&b->plan, tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size)) return false;
-  const dk_plan *p = &b->plan;
+  dk_md_ext *x = NULL;
+  if (mapper) {
+    if (!(x = dk__md_ext(md))) {
+      dk__mapper_release(mapper);
+      return false;
+    }
+    x->mapper = mapper;                 /* released with the descriptor, even on failure */
+    md->has_mapper = true;
+  }
+  dk_plan plan;
+  if (!plan_memo(&plan, tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size)) return false;
+  const dk_plan *p = &plan;
   if (!strict_cache_ok(p->cache_mode)) return false;
   if (!p->pageable && dk__next_pow2(p->alignment ? p->alignment : 1) == 0) {
     /* XNU's physical allocator could not satisfy an alignment mask this wide either */
@@ -545,29 +408,36 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
              (unsigned long long)p->alignment);
     return false;
   }
-
-  IOMemoryDescriptor *md = &b->md;
+  b->options = options;
+  b->capacity = p->capacity;
+  b->alignment = alignment;
+  b->mask = mask;
+  b->extra = extra;
+  b->purgeable = p->purgeable;
   md->flags = p->flags;
   md->thread_safe = (p->flags & kIOMemoryThreadSafe) != 0;
+  if ((md->thread_safe || tk == DK_TASK_OTHER || p->purgeable) && !(x = dk__md_ext(md))) return false;
   md->task = task;
   if (tk == DK_TASK_OTHER) dk__task_retain(task);   /* a client's task lives as long as its buffers */
   md->pageable = p->pageable;
   dk_constraints c = extra ? *extra : plan_constraints(p, caps->ram_top, caps->page_size);
-  md->iova_spec = iova_spec_of(p);
-  if (mapper && extra) {
-    /* with a mapper the device sees IOVAs: the window, the alignment, the boundary and the
-     * segment limits bind them (checked on the IOVA range once it is mapped); the RAM keeps
-     * only alignment and contiguity */
-    md->iova_spec.limit = extra->high;
-    md->iova_spec.low = extra->low;
-    md->iova_spec.boundary = extra->boundary;
-    uint64_t a = dk__next_pow2(extra->alignment ? extra->alignment : 1);
-    /* a range longer than the boundary makes fewest segments when it starts on a line */
-    if (extra->boundary && extra->max_segments && p->capacity > extra->boundary && a < extra->boundary)
-      a = extra->boundary;
-    if (a > 1) md->iova_spec.alignment = a;
-    c.low = c.high = c.boundary = c.max_segment_size = 0;
-    c.max_segments = 0;
+  if (mapper) {
+    x->iova_spec = iova_spec_of(p);
+    if (extra) {
+      /* with a mapper the device sees IOVAs: the window, the alignment, the boundary and the
+       * segment limits bind them (checked on the IOVA range once it is mapped); the RAM keeps
+       * only alignment and contiguity */
+      x->iova_spec.limit = extra->high;
+      x->iova_spec.low = extra->low;
+      x->iova_spec.boundary = extra->boundary;
+      uint64_t a = dk__next_pow2(extra->alignment ? extra->alignment : 1);
+      /* a range longer than the boundary makes fewest segments when it starts on a line */
+      if (extra->boundary && extra->max_segments && p->capacity > extra->boundary && a < extra->boundary)
+        a = extra->boundary;
+      if (a > 1) x->iova_spec.alignment = a;
+      c.low = c.high = c.boundary = c.max_segment_size = 0;
+      c.max_segments = 0;
+    }
   }
   if (c.high && caps->ram_top && c.high >= caps->ram_top - 1) c.high = 0;  /* above all RAM */
   if (!p->pageable && !satisfiable(&c, p->capacity)) return false;
@@ -575,20 +445,28 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   b->physical_limit = c.high;
   uint64_t valign = dk__next_pow2(p->alignment ? p->alignment : 1);
   if (p->pageable && valign > caps->page_size) valign = caps->page_size;
-  if (!allocate(b, &c, p->alloc_size, p->capacity, valign, !p->pageable)) return false;
+  /* memory for other tasks (kIOMemoryKernelUserShared, DriverKit's buffers) keeps
+   * page-granular mappings: the memory layer gives it pages of its own where it can */
+  dk_mem_req rq = { .size = p->alloc_size, .len = p->capacity, .valign = valign, .c = &c,
+                    .wire = !p->pageable, .shared = (options & kIOMemorySharingTypeMask) != 0 };
+  if (!dk__mem_alloc(&md->mem, &rq)) return false;
+  md->buffer = md->mem.va;
+  md->phys_fixed = (md->mem.flags & DK_MEM_FRAMES_FIXED) && !mapper;
   if (!p->pageable) {
     /* auto-prepared (§2 step 17); nobody else sees the object yet: no fence needed */
     atomic_store_explicit(&md->wire_count, 1, memory_order_relaxed);
     if ((p->flags & kIOMemoryDirectionMask & kIODirectionOutIn) == kIODirectionOut)
       md->flags |= kIOMemoryPreparedReadOnly;
   }
-  if (p->purgeable) b->purgeable_state = kIOMemoryPurgeableNonVolatile;
+  if (p->purgeable) x->purgeable_state = kIOMemoryPurgeableNonVolatile;
   md->length = p->capacity;
   if (tk == DK_TASK_OTHER && !map_into_task(md, task, p->capacity)) return false;
-  md->iova_len = p->capacity;
-  if (mapper && !p->pageable) {
-    if (dk__md_iova_map(md) != kIOReturnSuccess) return false;
-    if (extra && !iova_verified(md, extra, p->capacity)) return false;
+  if (mapper) {
+    x->iova_len = p->capacity;
+    if (!p->pageable) {
+      if (dk__md_iova_map(md) != kIOReturnSuccess) return false;
+      if (extra && !iova_verified(md, extra, p->capacity)) return false;
+    }
   }
   b->initialized = true;
   return true;
@@ -622,7 +500,8 @@ static __attribute__((noinline)) IOBufferMemoryDescriptor *build(const char *fn,
     OSObject_release(b);
     return NULL;
   }
-  ready_key_set(b, gen, task, options, capacity, alignment, mask, extra);
+  b->gen = gen;
+  ready_key_set(b);
   dk__enter(fn);       /* success: a provider that was tried and passed over is not a failure */
   return b;
 }
@@ -746,7 +625,8 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_inTaskWithConstraints(task_t 
 static uint8_t *task_bytes(const IOBufferMemoryDescriptor *b)
 {
   if (b->md.task == kernel_task) return b->md.buffer;
-  return (uint8_t *)(uintptr_t)__atomic_load_n(&b->md.user_address, __ATOMIC_ACQUIRE);
+  const dk_md_ext *x = dk__md_ext_peek(&b->md);      /* a client task's buffer always has one */
+  return x ? (uint8_t *)(uintptr_t)__atomic_load_n(&x->user_address, __ATOMIC_ACQUIRE) : NULL;
 }
 
 void *IOBufferMemoryDescriptor_getBytesNoCopy(IOBufferMemoryDescriptor *self)
@@ -770,13 +650,13 @@ void *IOBufferMemoryDescriptor_getBytesNoCopyRange(IOBufferMemoryDescriptor *sel
 vm_size_t IOBufferMemoryDescriptor_getCapacity(IOBufferMemoryDescriptor *self)
 {
   IOBufferMemoryDescriptor *b = as_bmd(self);
-  return b && b->initialized ? (vm_size_t)b->plan.capacity : 0;
+  return b && b->initialized ? (vm_size_t)b->capacity : 0;
 }
 
 void IOBufferMemoryDescriptor_setLength(IOBufferMemoryDescriptor *self, vm_size_t length)
 {
   IOBufferMemoryDescriptor *b = as_bmd(self);
-  if (!b || !b->initialized || length > b->plan.capacity) return;   /* XNU: silently nothing */
+  if (!b || !b->initialized || length > b->capacity) return;   /* XNU: silently nothing */
   b->md.length = length;
 }
 
@@ -785,7 +665,7 @@ bool IOBufferMemoryDescriptor_appendBytes(IOBufferMemoryDescriptor *self, const 
 {
   IOBufferMemoryDescriptor *b = as_bmd(self);
   if (!b || !b->initialized) return false;
-  uint64_t room = b->plan.capacity - b->md.length;
+  uint64_t room = b->capacity - b->md.length;
   uint64_t n = withLength < room ? withLength : room;     /* silent truncation */
   uint8_t *at = b->md.buffer + b->md.length;
   b->md.length += n;
@@ -805,22 +685,31 @@ IOReturn dk_buffer_get_info(IOBufferMemoryDescriptor *buffer, dk_buffer_info *in
   IOBufferMemoryDescriptor *b = as_bmd(buffer);
   if (!b || !b->initialized || !info)
     return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an initialized buffer");
+  /* §2 again from the arguments the buffer was made with: a pure function, the same plan */
+  const IOMemoryDescriptor *md = &b->md;
+  dk_plan p;
+  dk_constraint_kind kind;
+  char why[200];
+  IOReturn rc = dk__plan(&p, dk__task_kind(md->task), b->options, b->capacity, b->alignment, b->mask,
+                         dk__caps()->page_size, md->has_mapper, &kind, why, sizeof why);
+  if (rc != kIOReturnSuccess) return dk__fail(kIOReturnInternalError, kind, "the buffer's plan: %s", why);
   memset(info, 0, sizeof *info);
-  info->options = b->plan.options;
-  info->alignment = b->plan.alignment;
-  info->allocation_size = b->plan.alloc_size;
+  info->options = p.options;
+  info->alignment = p.alignment;
+  info->allocation_size = p.alloc_size;
   info->physical_limit = b->physical_limit;
-  info->numAddressBits = b->plan.num_address_bits;
-  info->contiguous = b->plan.contig;
-  info->pageable = b->plan.pageable;
-  info->wired = b->md.pooled || b->md.backing.wired;
-  info->pinned = b->md.pooled ? dk__caps()->pin_method != DK_PIN_NONE : b->md.backing.pinned;
-  info->prepare_count = b->md.wire_count;
-  info->cache_mode = b->plan.cache_mode;
-  info->task = b->md.task;
-  info->provider = b->provider;
-  info->mapper = b->md.mapper;
-  info->iova = b->md.iova_use ? b->md.iova : 0;
+  info->numAddressBits = p.num_address_bits;
+  info->contiguous = p.contig;
+  info->pageable = p.pageable;
+  info->wired = (md->mem.flags & DK_MEM_WIRED) != 0;
+  info->pinned = (md->mem.flags & DK_MEM_PINNED) != 0;
+  info->prepare_count = md->wire_count;
+  info->cache_mode = p.cache_mode;
+  info->task = md->task;
+  info->provider = (dk_provider)md->mem.kind;
+  const dk_md_ext *x = dk__md_ext_peek(md);
+  info->mapper = x ? x->mapper : NULL;
+  info->iova = x && dk__mapping_live(&x->iova_use) ? x->iova_use.iova : 0;
   return kIOReturnSuccess;
 }
 

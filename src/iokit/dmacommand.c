@@ -36,8 +36,7 @@ struct IODMACommand {
   bool     force_double_buffer; /* kIODMACommandForceDoubleBuffer waiting for a first prepare */
   uint64_t source_align_mask;   /* for the first segment (only the in-page bits with a mapper) */
   IOBufferMemoryDescriptor *bounce;
-  uint64_t    iova;             /* with a mapper: the I/O address of the range's first byte */
-  dk_mapping *iova_use;
+  dk_mapping iova_use;          /* with a mapper: the range's IOVA use (iova: its first byte) */
 };
 
 static void dmacommand_free(OSObject *o);
@@ -263,8 +262,8 @@ static IOReturn phys_run(IOMemoryDescriptor *md, uint64_t off, uint64_t *addr, u
 static IOReturn segment_at(IODMACommand *c, uint64_t off, uint64_t *addr, uint64_t *len)
 {
   uint64_t end = c->prep_offset + c->prep_length, rel = off - c->prep_offset, a = 0, run = 0;
-  if (c->iova_use) {
-    a = c->iova + rel;
+  if (dk__mapping_live(&c->iova_use)) {
+    a = c->iova_use.iova + rel;
     run = end - off;
   } else {
     IOReturn rc = c->bounce ? phys_run(&c->bounce->md, rel, &a, &run) : phys_run(c->md, off, &a, &run);
@@ -292,17 +291,16 @@ static IOReturn walk_check(IODMACommand *c, bool *reachable, char *why, size_t c
     uint64_t a, l;
     IOReturn rc = segment_at(c, off, &a, &l);
     if (rc != kIOReturnSuccess) return rc;
-    uint64_t mask = i ? c->align_mask : c->source_align_mask;
-    if (a & mask) {
-      snprintf(why, cap, "segment %u at bus address 0x%llx is not aligned to 0x%llx", i, (unsigned long long)a,
-               (unsigned long long)mask + 1);
-      *reachable = false;
-      return kIOReturnSuccess;
-    }
-    if (a + l - 1 > c->max_phys) {
-      snprintf(why, cap, "bytes 0x%llx-0x%llx of the range lie at physical 0x%llx-0x%llx, above the device's limit 0x%llx",
-               (unsigned long long)(off - c->prep_offset), (unsigned long long)(off - c->prep_offset + l - 1),
-               (unsigned long long)a, (unsigned long long)(a + l - 1), (unsigned long long)c->max_phys);
+    /* the device's limit for every segment, its alignment (the source's for the first) */
+    dk_constraints dc = DK_CONSTRAINTS_NONE;
+    dc.high = c->max_phys == UINT64_MAX ? 0 : c->max_phys;
+    dc.alignment = (i ? c->align_mask : c->source_align_mask) + 1;
+    char segwhy[160];
+    dk_constraint_kind k = dk__segment_check(&dc, a, l, true, segwhy, sizeof segwhy);
+    if (k != DK_CONSTRAINT_NONE) {
+      snprintf(why, cap, "bytes 0x%llx-0x%llx of the range (segment %u, bus address 0x%llx) do not suit the device: %s",
+               (unsigned long long)(off - c->prep_offset), (unsigned long long)(off - c->prep_offset + l - 1), i,
+               (unsigned long long)a, segwhy);
       *reachable = false;
       return kIOReturnSuccess;
     }
@@ -405,9 +403,9 @@ static IOReturn map_range(IODMACommand *c)
 {
   IOMemoryDescriptor *src = c->bounce ? &c->bounce->md : c->md;
   uint64_t off = c->bounce ? 0 : c->prep_offset;
-  uint64_t granule = src->pooled ? dk__pool_page(&src->block) : dk__caps()->page_size;
   dk_iova_spec spec = { c->max_phys == UINT64_MAX ? 0 : c->max_phys, c->align_mask ? c->align_mask + 1 : 0, 0, 0 };
-  return dk__mapper_map(c->mapper, src->buffer + off, c->prep_length, granule, &spec, &c->iova, &c->iova_use);
+  return dk__mapper_map(c->mapper, src->buffer + off, c->prep_length, dk__mem_granule(&src->mem), &spec,
+                        &c->iova_use);
 }
 
 /* ---- prepare / complete (XNU IODMACommand::prepare, complete, walkAll) --------------------- */
@@ -488,9 +486,7 @@ static IOReturn do_complete(IODMACommand *c, bool invalidate, bool sync)
   if (c->bounce && sync && should_copy(c, true)) rc = bounce_copy(c, true);
   /* the IOVA mapping goes before the bounce's memory: a mapping is found by virtual address,
    * and a buffer created meanwhile at the freed address must not share it */
-  if (c->iova_use) dk__mapper_unmap(c->mapper, c->iova_use);
-  c->iova_use = NULL;
-  c->iova = 0;
+  if (dk__mapping_live(&c->iova_use)) dk__mapper_unmap(c->mapper, &c->iova_use);
   if (c->bounce) drop_bounce(c);
   return rc;
 }

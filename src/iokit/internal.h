@@ -10,6 +10,7 @@
 #include "base/base.h"
 #include "base/counters.h"
 #include "iokit/plan.h"
+#include "mem/mem.h"
 #include "phys/phys.h"
 #include "mapper/mapper.h"
 #include "share/share.h"
@@ -60,53 +61,70 @@ long dk__objects_live(void);
 int dk__debug_validate(char *why, size_t cap);
 
 /* ---- descriptors ------------------------------------------------------------------ */
-struct IOMemoryDescriptor {
-  OSObject        obj;
-  uint32_t        flags;        /* _flags (REFERENCE.md §1.4) */
-  uint32_t        tag;
-  IOByteCount     length;
-  task_t          task;         /* kernel_task, NULL (mapped nowhere) or a client (retained) */
-  uint64_t        user_address; /* in a client task: the buffer's address there (getBytesNoCopy) */
-  uint64_t        user_id;      /* in a client task: that mapping's id */
-  _Atomic uint32_t wire_count;  /* counted prepare()s; changed under `lock` with ThreadSafe */
-  pthread_mutex_t lock;         /* kIOMemoryThreadSafe methods; always for the map set */
-  IOMemoryMap    *maps;         /* the shareable mapping set; maps unlink themselves */
-  dk_backing      backing;      /* 4K provider: the memfd (fd -1 when pooled) */
-  dk_block        block;        /* pool provider: the range (region NULL when not pooled) */
-  bool            pooled;
-  uint8_t        *buffer;       /* the buffer in the internal mapping */
-  bool            pageable;     /* wired only while wire_count > 0 */
-  bool            thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
-  bool            phys_fixed;   /* pool memory whose frames are pinned: physical queries need
-                                   no state check (set once at init) */
+/* What a descriptor needs only from its creation on, and only sometimes: the lock of a
+ * kIOMemoryThreadSafe buffer, the mapper and the IOVA range, its place in a client task, the
+ * purgeable state. Allocated at init when one of them applies (dk__md_ext), freed with the
+ * descriptor, so a plain small buffer carries none of it. */
+typedef struct dk_md_ext {
+  pthread_mutex_t lock;
   IOMapper       *mapper;       /* retained; a translating mapper (VFIO), else NULL */
-  uint64_t        iova;         /* the buffer's first byte in the mapper's space, while mapped */
-  dk_mapping     *iova_use;     /* NULL while not mapped */
+  dk_mapping      iova_use;     /* the buffer's IOVA range while mapped (iova_use.region set) */
   dk_iova_spec    iova_spec;    /* what §2 promised for the IOVA (numAddressBits, alignment) */
   uint64_t        iova_len;     /* bytes the IOVA range covers: the capacity */
+  uint64_t        user_address; /* in a client task: the buffer's address there (getBytesNoCopy) */
+  uint64_t        user_id;      /* in a client task: that mapping's id */
+  uint32_t        purgeable_state;
+} dk_md_ext;
+
+struct IOMemoryDescriptor {
+  OSObject         obj;
+  uint32_t         flags;        /* _flags (REFERENCE.md §1.4) */
+  uint32_t         tag;
+  _Atomic uint32_t wire_count;   /* counted prepare()s; changed under the lock with ThreadSafe */
+  bool             pageable;     /* wired only while wire_count > 0 */
+  bool             thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
+  bool             phys_fixed;   /* frames pinned for life and no mapper: physical queries need
+                                    no state check (set once at init) */
+  bool             has_mapper;   /* ext->mapper is set (fixed at init) */
+  IOByteCount      length;
+  task_t           task;         /* kernel_task, NULL (mapped nowhere) or a client (retained) */
+  uint8_t         *buffer;       /* the memory in this process (mem.va) */
+  dk_md_ext *_Atomic ext;
+  IOMemoryMap     *maps;         /* the shareable mapping set (under dk__md_set_lock); maps
+                                    unlink themselves */
+  dk_mem           mem;          /* where the memory comes from (src/mem) */
 };
 
-/* The request a small pool buffer was built for: a released one is kept built, its memory
- * zeroed, and handed to the next request equal in every field (bmd.c, ready descriptors). */
-typedef struct dk_ready_key {
-  uint64_t       capacity, alignment, mask;
-  task_t         task;
-  IOOptionBits   options;
-  bool           extra;          /* inTaskWithConstraints: c holds the caller's constraints */
-  dk_constraints c;
-  uint64_t       gen;            /* dk__config_gen() when it was built */
-} dk_ready_key;
+/* The lock of a descriptor's set of mappings: one of a fixed table, by address (map.c), so a
+ * descriptor that is never mapped pays nothing for it. Never held with another. */
+pthread_mutex_t *dk__md_set_lock(const IOMemoryDescriptor *md);
+/* The descriptor's ext, allocated on first need; NULL with the failure recorded. */
+dk_md_ext *dk__md_ext(IOMemoryDescriptor *md);
+static inline dk_md_ext *dk__md_ext_peek(const IOMemoryDescriptor *md)
+{
+  return atomic_load_explicit(&((IOMemoryDescriptor *)(uintptr_t)md)->ext, memory_order_acquire);
+}
+static inline IOMapper *dk__md_mapper(const IOMemoryDescriptor *md)
+{
+  return md->has_mapper ? dk__md_ext_peek(md)->mapper : NULL;
+}
 
+/* The request a buffer was built for (§2's arguments): what revives a kept buffer (bmd.c,
+ * ready descriptors) and what its plan is recomputed from. Constraints are interned: one
+ * pointer per distinct set. */
 struct IOBufferMemoryDescriptor {
-  IOMemoryDescriptor md;
-  bool               initialized;
-  dk_plan            plan;
-  uint64_t           physical_limit;  /* the RAM limit in force (plan.limit below ram_top) */
-  uint32_t           purgeable_state;
-  dk_provider        provider;
-  bool               keyed;           /* `key` is set: it may be kept built when released */
-  uint32_t           init_flags;      /* md.flags as init left them */
-  dk_ready_key       key;
+  IOMemoryDescriptor    md;
+  uint64_t              capacity;     /* requested (getCapacity) */
+  uint64_t              alignment;    /* the argument */
+  uint64_t              mask;         /* the argument */
+  const dk_constraints *extra;        /* inTaskWithConstraints' (interned), else NULL */
+  uint64_t              physical_limit;  /* the RAM limit in force */
+  uint64_t              gen;          /* dk__config_gen() when it was built */
+  IOOptionBits          options;      /* the caller's raw options (_options) */
+  uint32_t              init_flags;   /* md.flags as init left them */
+  bool                  initialized;
+  bool                  keyed;        /* it may be kept built when released */
+  bool                  purgeable;    /* the plan's */
 };
 
 struct IOMemoryMap {
@@ -122,9 +140,8 @@ struct IOMemoryMap {
   mach_vm_size_t      length;
   mach_vm_size_t      offset;
   IOOptionBits        options;
-  void               *vm_base;     /* our own mapping (page-aligned), NULL if static/sub-map */
+  void               *vm_base;     /* our own mapping (guards included), NULL if static/sub-map */
   size_t              vm_len;
-  size_t              vm_guard;
 };
 
 /* md.c */
@@ -139,9 +156,6 @@ void dk__md_lock(IOMemoryDescriptor *md);      /* the lock, only with kIOMemoryT
 void dk__md_unlock(IOMemoryDescriptor *md);
 /* Why physical addresses cannot be given for [offset, ...) now; kIOReturnSuccess if they can. */
 IOReturn dk__md_phys_ready(IOMemoryDescriptor *md);
-/* Frames stay put (a pin, or the caller waived it with DK_OPTION_REQUIRE_PIN=0); records a
- * DK_CONSTRAINT_PIN failure when not. */
-bool dk__pins_ok(void);
 IOReturn dk__md_wire(IOMemoryDescriptor *md);
 /* The buffer's IOVA range in its mapper (wired: at init; pageable: while prepared). */
 IOReturn dk__md_iova_map(IOMemoryDescriptor *md);

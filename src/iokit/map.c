@@ -15,19 +15,28 @@ const dk_class dk__map_class = { 0x1b3d0002u, "IOMemoryMap", map_free, true };
 
 static IOMemoryMap *as_map(const void *p) { return dk__object_cast(p, &dk__map_class); }
 
+#define SET_LOCKS 64
+static pthread_mutex_t g_set_locks[SET_LOCKS] = { [0 ... SET_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER };
+
+pthread_mutex_t *dk__md_set_lock(const IOMemoryDescriptor *md)
+{
+  uintptr_t a = (uintptr_t)md;
+  return &g_set_locks[((a >> 6) ^ (a >> 13)) % SET_LOCKS];
+}
+
 static void set_unlink(IOMemoryMap *m)
 {
-  IOMemoryDescriptor *md = m->md;
-  pthread_mutex_lock(&md->lock);
-  for (IOMemoryMap **pp = &md->maps; *pp; pp = &(*pp)->next)
+  pthread_mutex_t *lk = dk__md_set_lock(m->md);
+  pthread_mutex_lock(lk);
+  for (IOMemoryMap **pp = &m->md->maps; *pp; pp = &(*pp)->next)
     if (*pp == m) { *pp = m->next; break; }
   m->in_set = false;
-  pthread_mutex_unlock(&md->lock);
+  pthread_mutex_unlock(lk);
 }
 
 static void vm_release(IOMemoryMap *m)
 {
-  if (m->vm_base) dk__backing_unmap(m->vm_base, m->vm_len, m->vm_guard);
+  if (m->vm_base) dk__mem_unmap(m->vm_base, m->vm_len);
   m->vm_base = NULL;
   if (m->share_id) dk__share_unmap(m->task, m->share_id);   /* the client unmaps it */
   m->share_id = 0;
@@ -53,7 +62,7 @@ static size_t guard_bytes(IOOptionBits options)
   return g == kIOMapGuardedLarge ? 64 * 1024 : dk__caps()->page_size;
 }
 
-/* §4 mapping rule 3: an existing map this request may share. Called with md->lock held. */
+/* §4 mapping rule 3: an existing map this request may share. Called with the set's lock held. */
 static bool compatible(const IOMemoryMap *m, task_t task, mach_vm_address_t at, IOOptionBits options,
                        mach_vm_size_t offset, mach_vm_size_t length)
 {
@@ -69,7 +78,7 @@ static bool compatible(const IOMemoryMap *m, task_t task, mach_vm_address_t at, 
 }
 
 /* §4 mapping rule 3: an existing map this request may share, an exact one (same offset and
- * length) before one that contains the range. Called with md->lock held. */
+ * length) before one that contains the range. Called with the descriptor's lock held. */
 static IOMemoryMap *find_compatible(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
                                     IOOptionBits options, mach_vm_size_t offset, mach_vm_size_t length)
 {
@@ -105,25 +114,19 @@ static IOMemoryMap *new_map(IOMemoryDescriptor *md, task_t task, IOOptionBits op
   return m;
 }
 
-/* A mapping in a client task: the memfd's pages holding the range, sent there. Only memory
- * with a memfd of its own can go (4K pages); pool memory shares its memfd with other buffers. */
+/* A mapping in a client task: the file pages holding the range, sent there. Only memory with
+ * a file of its own can go (4K pages); pool memory shares its file with other buffers. */
 static bool map_into_client(IOMemoryMap *m, IOMemoryDescriptor *md, task_t task, IOOptionBits options,
                             mach_vm_size_t offset, mach_vm_size_t length)
 {
-  if (md->pooled || md->backing.fd < 0) {
-    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
-             "this buffer lives in the hugepage pool, whose memory it shares with other buffers: only "
-             "buffers with their own pages can be mapped into a client (create it with "
-             "kIOMemoryKernelUserShared, or in the client's task)");
-    return false;
-  }
-  size_t page = dk__caps()->page_size;
-  size_t start = (size_t)(md->buffer - md->backing.base) + (size_t)offset;
-  size_t in_page = start & (page - 1);
+  uint64_t file_off, span, in_page;
+  int fd = dk__mem_share(&md->mem, (uint64_t)(md->buffer - md->mem.va) + offset, length, &file_off, &span,
+                         &in_page);
+  if (fd < 0) return false;
   dk_share_req r = {
-    .memfd = md->backing.fd,
-    .file_offset = start - in_page,
-    .span = (in_page + (size_t)length + page - 1) & ~(page - 1),
+    .memfd = fd,
+    .file_offset = file_off,
+    .span = span,
     .in_page = in_page,
     .length = length,
     .writable = !(options & kIOMapReadOnly),
@@ -140,12 +143,12 @@ static bool map_into_client(IOMemoryMap *m, IOMemoryDescriptor *md, task_t task,
 
 static void set_add(IOMemoryMap *m)
 {
-  IOMemoryDescriptor *md = m->md;
-  pthread_mutex_lock(&md->lock);
-  m->next = md->maps;
-  md->maps = m;
+  pthread_mutex_t *lk = dk__md_set_lock(m->md);
+  pthread_mutex_lock(lk);
+  m->next = m->md->maps;
+  m->md->maps = m;
   m->in_set = true;
-  pthread_mutex_unlock(&md->lock);
+  pthread_mutex_unlock(lk);
 }
 
 IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_address_t at,
@@ -172,10 +175,12 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     return NULL;
   }
   /* rule 3: share a compatible mapping */
+  dk_md_ext *x = dk__md_ext_peek(md);
   if (!(options & kIOMapUnique)) {
-    pthread_mutex_lock(&md->lock);
+    pthread_mutex_t *lk = dk__md_set_lock(md);
+    pthread_mutex_lock(lk);
     IOMemoryMap *old = find_compatible(md, task, at, options, offset, length);
-    pthread_mutex_unlock(&md->lock);
+    pthread_mutex_unlock(lk);
     if (old) {
       if (old->offset == offset && old->length == length) return old;   /* same object, +1 */
       IOMemoryMap *sub = new_map(md, task, options, offset, length);
@@ -209,68 +214,34 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
   IOMemoryMap *m = new_map(md, task, options, offset, length);
   if (!m) return NULL;
   /* rule 5: the identity shortcut */
+  uint64_t user_address = client && x ? __atomic_load_n(&x->user_address, __ATOMIC_ACQUIRE) : 0;
   if (task == md->task && (options & kIOMapAnywhere) && !(options & kIOMapUnique) && !guard &&
-      offset == 0 && md->buffer && length <= md->length && (!client || md->user_address)) {
-    m->address = client ? md->user_address : (mach_vm_address_t)(uintptr_t)md->buffer;
+      offset == 0 && md->buffer && length <= md->length && (!client || user_address)) {
+    m->address = client ? user_address : (mach_vm_address_t)(uintptr_t)md->buffer;
     m->options |= kIOMapStatic;
   } else if (client) {
     if (!map_into_client(m, md, task, options, offset, length)) {
       OSObject_release(m);
       return NULL;
     }
-  } else if (md->pooled) {
-    /* rule 6 for pool memory: the hugepages that hold the range, mapped again */
-    uint64_t hp = dk__pool_page(&md->block);
-    uint64_t in_page = (md->block.pa + offset) & (hp - 1);
+  } else {
+    /* rule 6: a real mapping of the same memory (its provider knows how: whole hugepages for
+     * the pool, pages of its file for 4K pages) */
     int prot = (options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
-    void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)(at - in_page);
-    if (fixed && (options & kIOMapOverwrite)) {
-      /* hugetlb mappings are whole pages: overwriting may replace only [at, at+length) */
-      uint64_t end = in_page + length;
-      if (in_page || end % hp) {
-        dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
-                 "kIOMapOverwrite of hugepage-pool memory must cover whole %llu KiB pages; "
-                 "[0x%llx, +0x%llx) would replace memory around it", (unsigned long long)(hp >> 10),
-                 (unsigned long long)at, (unsigned long long)length);
-        OSObject_release(m);
-        return NULL;
-      }
-    }
+    void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)at;
     void *base = NULL;
     size_t span = 0;
-    void *p = dk__pool_map(&md->block, offset, length, prot, guard, fixed, (options & kIOMapOverwrite) != 0,
-                           &base, &span);
+    void *p = dk__mem_map(&md->mem, (uint64_t)(md->buffer - md->mem.va) + offset, length, prot, guard, fixed,
+                          (options & kIOMapOverwrite) != 0, (options & kIOMapPrefault) != 0, &base, &span);
     if (!p) {
       dk__fail(errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
-               "mapping pool memory failed: %s", strerror(errno));
+               "mapping 0x%llx bytes failed: %s", (unsigned long long)length, strerror(errno));
       OSObject_release(m);
       return NULL;
     }
     m->vm_base = base;
     m->vm_len = span;
-    m->vm_guard = 0;                     /* span includes the guards */
     m->address = (mach_vm_address_t)(uintptr_t)p;
-  } else {
-    /* rule 6: a real mapping of the same pages */
-    size_t page = dk__caps()->page_size;
-    size_t start = (size_t)(md->buffer - md->backing.base) + (size_t)offset;
-    size_t in_page = start & (page - 1), map_off = start - in_page;
-    size_t span = (in_page + (size_t)length + page - 1) & ~(page - 1);
-    int prot = (options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
-    void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)(at - (at & (page - 1)));
-    bool populate = (options & kIOMapPrefault) && md->backing.wired;
-    void *p = dk__backing_map(&md->backing, map_off, span, prot, guard, fixed,
-                              (options & kIOMapOverwrite) != 0, populate);
-    if (!p) {
-      dk__fail(errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
-               "mapping 0x%zx bytes failed: %s", span, strerror(errno));
-      OSObject_release(m);
-      return NULL;
-    }
-    m->vm_base = p;
-    m->vm_len = span;
-    m->vm_guard = guard;
-    m->address = (mach_vm_address_t)(uintptr_t)p + in_page;
   }
   set_add(m);
   return m;
@@ -360,9 +331,10 @@ IOReturn IOMemoryMap_unmap(IOMemoryMap *p)
   IOMemoryMap *m = as_map(p);
   if (!m) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an IOMemoryMap");
   /* static and sub-range maps own no VM; a second unmap has nothing left to do */
-  pthread_mutex_lock(&m->md->lock);
+  pthread_mutex_t *lk = dk__md_set_lock(m->md);
+  pthread_mutex_lock(lk);
   vm_release(m);
   __atomic_store_n(&m->address, 0, __ATOMIC_RELEASE);
-  pthread_mutex_unlock(&m->md->lock);
+  pthread_mutex_unlock(lk);
   return kIOReturnSuccess;
 }

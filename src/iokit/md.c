@@ -9,13 +9,32 @@
 #include <string.h>
 
 
+dk_md_ext *dk__md_ext(IOMemoryDescriptor *md)
+{
+  dk_md_ext *x = dk__md_ext_peek(md);
+  if (x) return x;
+  x = dk__calloc(1, sizeof *x);
+  if (!x) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor's mapping state");
+    return NULL;
+  }
+  pthread_mutex_init(&x->lock, NULL);
+  dk_md_ext *none = NULL;
+  if (!atomic_compare_exchange_strong_explicit(&md->ext, &none, x, memory_order_acq_rel, memory_order_acquire)) {
+    pthread_mutex_destroy(&x->lock);       /* another thread installed one first */
+    dk__free(x);
+    return none;
+  }
+  return x;
+}
+
 void dk__md_lock(IOMemoryDescriptor *md)
 {
-  if (md->thread_safe) pthread_mutex_lock(&md->lock);
+  if (md->thread_safe) pthread_mutex_lock(&dk__md_ext_peek(md)->lock);
 }
 void dk__md_unlock(IOMemoryDescriptor *md)
 {
-  if (md->thread_safe) pthread_mutex_unlock(&md->lock);
+  if (md->thread_safe) pthread_mutex_unlock(&dk__md_ext_peek(md)->lock);
 }
 
 static IOMemoryDescriptor *enter_md(const char *fn, void *p)
@@ -24,15 +43,6 @@ static IOMemoryDescriptor *enter_md(const char *fn, void *p)
   IOMemoryDescriptor *md = dk__md(p);
   if (!md) dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an initialized memory descriptor");
   return md;
-}
-
-bool dk__pins_ok(void)
-{
-  const dk_caps *caps = dk__caps();
-  if (caps->pin_method != DK_PIN_NONE || !dk__option(DK_OPTION_REQUIRE_PIN)) return true;
-  dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_PIN,
-           "frames could move, so no physical address is handed out: %s", caps->pin_detail);
-  return false;
 }
 
 IOReturn dk__md_phys_ready(IOMemoryDescriptor *md)
@@ -44,21 +54,20 @@ IOReturn dk__md_phys_ready(IOMemoryDescriptor *md)
   if (!caps->pagemap_frames)
     return dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
                     "physical addresses need root: /proc/self/pagemap hides frame numbers without CAP_SYS_ADMIN");
-  if (md->pooled) return dk__pins_ok() ? kIOReturnSuccess : kIOReturnCannotWire;
-  if (!md->backing.pinned && !dk__pins_ok()) return kIOReturnCannotWire;
-  if (!md->backing.frames_known)
+  if (!(md->mem.flags & DK_MEM_PINNED) && !dk__pins_ok()) return kIOReturnCannotWire;
+  if (!dk__mem_frames_known(&md->mem))
     return dk__fail(kIOReturnInternalError, DK_CONSTRAINT_STATE, "frames of wired memory are unknown");
   return kIOReturnSuccess;
 }
 
 IOReturn dk__md_wire(IOMemoryDescriptor *md)
 {
-  if (md->backing.wired) return kIOReturnSuccess;
-  if (!dk__backing_wire(&md->backing)) return dk__failed() ? dk__failure_code() : kIOReturnCannotWire;
-  if (md->mapper) {
+  if (md->mem.flags & DK_MEM_WIRED) return kIOReturnSuccess;
+  if (!dk__mem_wire(&md->mem)) return dk__failed() ? dk__failure_code() : kIOReturnCannotWire;
+  if (md->has_mapper) {
     IOReturn rc = dk__md_iova_map(md);
     if (rc != kIOReturnSuccess) {
-      dk__backing_unwire(&md->backing);
+      dk__mem_unwire(&md->mem);
       return rc;
     }
   }
@@ -68,46 +77,43 @@ IOReturn dk__md_wire(IOMemoryDescriptor *md)
 void dk__md_unwire(IOMemoryDescriptor *md)
 {
   dk__md_iova_unmap(md);
-  dk__backing_unwire(&md->backing);
+  dk__mem_unwire(&md->mem);
 }
 
 IOReturn dk__md_iova_map(IOMemoryDescriptor *md)
 {
-  if (md->iova_use || !md->mapper) return kIOReturnSuccess;
-  uint64_t granule = md->pooled ? dk__pool_page(&md->block) : dk__caps()->page_size;
-  return dk__mapper_map(md->mapper, md->buffer, md->iova_len, granule, &md->iova_spec, &md->iova,
-                        &md->iova_use);
+  dk_md_ext *x = dk__md_ext_peek(md);
+  if (!md->has_mapper || dk__mapping_live(&x->iova_use)) return kIOReturnSuccess;
+  return dk__mapper_map(x->mapper, md->buffer, x->iova_len, dk__mem_granule(&md->mem), &x->iova_spec, &x->iova_use);
 }
 
 void dk__md_iova_unmap(IOMemoryDescriptor *md)
 {
-  if (md->iova_use) dk__mapper_unmap(md->mapper, md->iova_use);
-  md->iova_use = NULL;
-  md->iova = 0;
+  dk_md_ext *x = dk__md_ext_peek(md);
+  if (x && dk__mapping_live(&x->iova_use)) dk__mapper_unmap(x->mapper, &x->iova_use);
 }
 
 void dk__md_teardown(IOMemoryDescriptor *md)
 {
+  dk_md_ext *x = dk__md_ext_peek(md);
   if (__builtin_expect(md->task != kernel_task && md->task, 0)) {   /* a client's buffer */
-    if (md->user_id) dk__share_unmap(md->task, md->user_id);       /* gone from the client too */
-    md->user_id = 0;
+    if (x && x->user_id) dk__share_unmap(md->task, x->user_id);     /* gone from the client too */
     dk__task_release(md->task);
   }
   md->task = NULL;
-  if (__builtin_expect(md->mapper != NULL, 0)) {
+  if (__builtin_expect(x != NULL, 0)) {
     dk__md_iova_unmap(md);
-    dk__mapper_release(md->mapper);
-    md->mapper = NULL;
+    dk__mapper_release(x->mapper);
   }
   md->wire_count = 0;
-  if (md->pooled) {
-    dk__pool_free(&md->block);        /* zeroes it: freed memory never shows its contents */
-    md->pooled = false;
-  } else if (md->backing.fd >= 0) {
-    dk__pool_note_4k(md->backing.size, -1);
-    dk__backing_destroy(&md->backing);
-  }
+  dk__mem_free(&md->mem);               /* zeroes pool memory: freed memory never shows its contents */
   md->buffer = NULL;
+  if (x) {
+    pthread_mutex_destroy(&x->lock);
+    dk__free(x);
+    atomic_store_explicit(&md->ext, NULL, memory_order_relaxed);
+  }
+  md->has_mapper = false;
 }
 
 /* ---- plain accessors ---------------------------------------------------------------- */
@@ -162,7 +168,7 @@ addr64_t IOMemoryDescriptor_getPhysicalSegment(IOMemoryDescriptor *p, IOByteCoun
   if (__builtin_expect(fast && fast->phys_fixed && offset < fast->length, 1)) {
     dk__enter("getPhysicalSegment");
     if (length) *length = fast->length - offset;
-    return fast->block.pa + offset;
+    return fast->mem.u.pool.pa + offset;
   }
   return physical_segment(p, offset, length, options);
 }
@@ -181,10 +187,11 @@ static addr64_t physical_segment(IOMemoryDescriptor *p, IOByteCount offset, IOBy
   size_t run;
   addr64_t pa;
   IOByteCount rest = md->length - offset;
-  if (md->mapper && !(options & kIOMemoryMapperNone)) {
+  if (md->has_mapper && !(options & kIOMemoryMapperNone)) {
     /* the bus address: one IOVA range for the whole buffer (§4) */
+    const dk_md_ext *x = dk__md_ext_peek(md);
     if (md->pageable) dk__md_lock(md);
-    uint64_t iova = md->iova_use ? md->iova + offset : 0;
+    uint64_t iova = dk__mapping_live(&x->iova_use) ? x->iova_use.iova + offset : 0;
     if (md->pageable) dk__md_unlock(md);
     if (!iova) {
       dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE,
@@ -194,21 +201,17 @@ static addr64_t physical_segment(IOMemoryDescriptor *p, IOByteCount offset, IOBy
     if (length) *length = rest;
     return iova;
   }
-  if (md->pooled) {                     /* one physically contiguous range, wired for life */
-    if (dk__md_phys_ready(md) != kIOReturnSuccess) return 0;
-    pa = md->block.pa + offset;
-    run = (size_t)rest;
-  } else {
-    /* pageable memory changes state under prepare/complete: with ThreadSafe, read it locked */
-    bool lock = md->pageable;
-    if (lock) dk__md_lock(md);
-    if (dk__md_phys_ready(md) != kIOReturnSuccess) {
-      if (lock) dk__md_unlock(md);
-      return 0;
-    }
-    pa = dk__backing_phys(&md->backing, (size_t)(md->buffer - md->backing.base) + offset, &run);
+  /* pageable memory changes state under prepare/complete: with ThreadSafe, read it locked */
+  bool lock = md->pageable;
+  if (lock) dk__md_lock(md);
+  if (dk__md_phys_ready(md) != kIOReturnSuccess) {
     if (lock) dk__md_unlock(md);
+    return 0;
   }
+  uint64_t r;
+  pa = dk__mem_phys(&md->mem, offset, &r);
+  run = (size_t)r;
+  if (lock) dk__md_unlock(md);
   if (length) *length = run < rest ? run : rest;
   return pa;
 }
@@ -402,23 +405,24 @@ IOReturn IOMemoryDescriptor_setPurgeable(IOMemoryDescriptor *p, IOOptionBits new
   IOMemoryDescriptor *md = enter_md("setPurgeable", p);
   if (!md) return kIOReturnBadArgument;
   IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)md;
-  IOOptionBits current = b->purgeable_state ? b->purgeable_state : kIOMemoryPurgeableNonVolatile;
+  dk_md_ext *x = dk__md_ext_peek(md);                 /* purgeable buffers always have one */
+  IOOptionBits current = x && x->purgeable_state ? x->purgeable_state : kIOMemoryPurgeableNonVolatile;
   IOOptionBits op = newState & 0xf;
   if (op < kIOMemoryPurgeableKeepCurrent || op > kIOMemoryPurgeableEmpty) {
     if (oldState) *oldState = current;
     return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "purgeable state %u is not 1-4", op);
   }
-  if (!b->plan.purgeable)
+  if (!b->purgeable)
     return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_STATE,
                     "the memory is not purgeable (kIOMemoryPageable | kIOMemoryPurgeable)");
   IOReturn rc = kIOReturnSuccess;
   dk__md_lock(md);
-  if (op == kIOMemoryPurgeableEmpty && !md->backing.wired) {
-    if (dk__backing_discard(&md->backing) < 0)
+  if (op == kIOMemoryPurgeableEmpty && !(md->mem.flags & DK_MEM_WIRED)) {
+    if (dk__mem_discard(&md->mem) < 0)
       rc = dk__fail(kIOReturnVMError, DK_CONSTRAINT_RESOURCE, "discarding the contents failed");
   }
   if (rc == kIOReturnSuccess) {
-    if (op != kIOMemoryPurgeableKeepCurrent) b->purgeable_state = op;
+    if (op != kIOMemoryPurgeableKeepCurrent) x->purgeable_state = op;
     if (oldState) *oldState = current;
   }
   dk__md_unlock(md);

@@ -7,7 +7,7 @@
 static void published(void *obj, dk_share_kind kind, uint64_t id)
 {
   if (kind == DK_SHARE_BUFFER) {
-    ((IOMemoryDescriptor *)obj)->user_id = id;
+    dk__md_ext_peek(obj)->user_id = id;    /* a client task's buffer always has one */
     return;
   }
   IOMemoryMap *m = obj;
@@ -22,7 +22,7 @@ static void set_address(void *obj, dk_share_kind kind, uint64_t address)
 {
   if (kind == DK_SHARE_BUFFER) {
     /* the buffer's address in its task stays what it was when the client gives it back */
-    if (address) __atomic_store_n(&((IOMemoryDescriptor *)obj)->user_address, address, __ATOMIC_RELEASE);
+    if (address) __atomic_store_n(&dk__md_ext_peek(obj)->user_address, address, __ATOMIC_RELEASE);
     return;
   }
   __atomic_store_n(&((IOMemoryMap *)obj)->address, address, __ATOMIC_RELEASE);

@@ -1,30 +1,46 @@
-/* src/mapper/iova.c: the IOVA allocator (see iova.h). Free extents in a sorted array: the
- * number of extents stays small (buffers are freed into their neighbours), so linear scans
- * beat a tree at these sizes and the code stays obviously right. */
+/* src/mapper/iova.c: the IOVA allocator (see iova.h). Free extents in the range tree; the
+ * nodes a free may need are kept from the allocations that could need them. */
 #include "mapper/iova.h"
 #include "prim/prim.h"
 
 #include <errno.h>
 #include <string.h>
 
-static bool reserve(dk_iova_space *s, size_t need)
+static dk_xnode *node_take(dk_iova_space *s)
 {
-  if (need <= s->cap) return true;
-  size_t cap = s->cap ? s->cap * 2 : 16;
-  while (cap < need) cap *= 2;
-  dk_run *a = dk__calloc(cap, sizeof *a);
-  if (!a) return false;
-  if (s->n) memcpy(a, s->free, s->n * sizeof *a);
-  dk__free(s->free);
-  s->free = a;
-  s->cap = cap;
+  dk_xnode *n = s->spare;
+  if (n) {
+    s->spare = n->r;
+    s->nspare--;
+    return n;
+  }
+  return dk__malloc(sizeof *n);
+}
+
+static void node_keep(dk_iova_space *s, dk_xnode *n)
+{
+  n->r = s->spare;
+  s->spare = n;
+  s->nspare++;
+}
+
+/* Nodes in the tree and kept add up to at least `need`. */
+static bool nodes_for(dk_iova_space *s, size_t need)
+{
+  while (s->free.count + s->nspare < need) {
+    dk_xnode *n = dk__malloc(sizeof *n);
+    if (!n) return false;
+    node_keep(s, n);
+  }
   return true;
 }
 
 bool dk__iova_init(dk_iova_space *s, const uint64_t (*ranges)[2], size_t nranges, uint64_t page)
 {
   memset(s, 0, sizeof *s);
-  if (!reserve(s, nranges ? nranges : 1)) return false;
+  dk_run *ap = dk__calloc(nranges ? nranges : 1, sizeof *ap);
+  if (!ap) return false;
+  size_t n = 0;
   for (size_t i = 0; i < nranges; i++) {
     uint64_t a = ranges[i][0], b = ranges[i][1];
     if (a > UINT64_MAX - page) continue;              /* no whole page starts in it */
@@ -34,38 +50,52 @@ bool dk__iova_init(dk_iova_space *s, const uint64_t (*ranges)[2], size_t nranges
     if (b < a || b - a + 1 < page) continue;
     uint64_t len = ((b - a + 1) & ~(page - 1));
     /* insert sorted (apertures come sorted from the kernel; be safe) */
-    size_t at = s->n;
-    while (at > 0 && s->free[at - 1].addr > a) at--;
-    memmove(s->free + at + 1, s->free + at, (s->n - at) * sizeof *s->free);
-    s->free[at] = (dk_run){ a, len };
-    s->n++;
-    s->total += len;
+    size_t at = n;
+    while (at > 0 && ap[at - 1].addr > a) at--;
+    memmove(ap + at + 1, ap + at, (n - at) * sizeof *ap);
+    ap[at] = (dk_run){ a, len };
+    n++;
   }
   /* apertures that touch or overlap become one extent (freed ranges coalesce across them) */
   size_t w = 0;
-  for (size_t i = 0; i < s->n; i++) {
-    if (w && s->free[w - 1].addr + s->free[w - 1].len >= s->free[i].addr) {
-      uint64_t end = s->free[i].addr + s->free[i].len, prev = s->free[w - 1].addr + s->free[w - 1].len;
-      if (end > prev) {
-        s->total -= prev - s->free[i].addr;          /* the overlap was counted twice */
-        s->free[w - 1].len = end - s->free[w - 1].addr;
-      } else {
-        s->total -= s->free[i].len;
-      }
+  for (size_t i = 0; i < n; i++) {
+    if (w && ap[w - 1].addr + ap[w - 1].len >= ap[i].addr) {
+      uint64_t end = ap[i].addr + ap[i].len, prev = ap[w - 1].addr + ap[w - 1].len;
+      if (end > prev) ap[w - 1].len = end - ap[w - 1].addr;
       continue;
     }
-    s->free[w++] = s->free[i];
+    ap[w++] = ap[i];
   }
-  s->n = w;
-  s->apertures = dk__calloc(s->n ? s->n : 1, sizeof *s->apertures);
-  if (!s->apertures) {
-    dk__free(s->free);
-    memset(s, 0, sizeof *s);
+  s->apertures = ap;
+  s->napertures = w;
+  if (!nodes_for(s, w + 1)) {
+    dk__iova_fini(s);
     return false;
   }
-  if (s->n) memcpy(s->apertures, s->free, s->n * sizeof *s->free);
-  s->napertures = s->n;
+  for (size_t i = 0; i < w; i++) {
+    dk_xnode *e = node_take(s);
+    e->start = ap[i].addr;
+    e->end = ap[i].addr + ap[i].len;
+    e->owner = NULL;
+    dk__xtree_insert(&s->free, e);
+    s->total += ap[i].len;
+  }
   return true;
+}
+
+static bool drop_node(dk_xnode *n, void *arg)
+{
+  (void)arg;
+  dk__free(n);
+  return true;
+}
+
+void dk__iova_fini(dk_iova_space *s)
+{
+  dk__xtree_walk(&s->free, drop_node, NULL);
+  while (s->spare) dk__free(node_take(s));
+  dk__free(s->apertures);
+  memset(s, 0, sizeof *s);
 }
 
 /* [iova, iova+len) lies inside one aperture. */
@@ -76,89 +106,111 @@ static bool in_apertures(const dk_iova_space *s, uint64_t iova, uint64_t len)
   return false;
 }
 
-void dk__iova_fini(dk_iova_space *s)
-{
-  dk__free(s->free);
-  dk__free(s->apertures);
-  memset(s, 0, sizeof *s);
-}
-
 bool dk__iova_alloc(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t limit, uint64_t boundary,
                     uint64_t *iova)
 {
   return dk__iova_alloc_window(s, len, align, 0, limit, boundary, iova);
 }
 
+typedef struct place_arg { const dk_constraints *c; uint64_t len, align, x; } place_arg;
+
+static bool place_in(const dk_xnode *n, void *arg)
+{
+  place_arg *a = arg;
+  return dk__place(a->c, a->align, n->start, n->end, a->len, &a->x);
+}
+
 bool dk__iova_alloc_window(dk_iova_space *s, uint64_t len, uint64_t align, uint64_t low, uint64_t limit,
                            uint64_t boundary, uint64_t *iova)
 {
   if (!len) { errno = ENOSPC; return false; }
-  /* room for every extent the allocations can ever make, this one included, so that frees
+  /* nodes for every extent the allocations can ever make, this one included, so that frees
    * need no memory */
-  if (!reserve(s, s->allocs + 1 + s->napertures + 1)) { errno = ENOMEM; return false; }
+  if (!nodes_for(s, s->allocs + 1 + s->napertures + 1)) { errno = ENOMEM; return false; }
   dk_constraints c = DK_CONSTRAINTS_NONE;
   c.low = low;
   c.high = limit;
   c.boundary = boundary && len <= boundary ? boundary : 0;
   if (align < 1) align = 1;
-  for (size_t i = s->n; i-- > 0;) {                   /* highest extent first */
-    dk_run *r = &s->free[i];
-    uint64_t x;
-    if (!dk__place(&c, align, r->addr, r->addr + r->len, len, &x)) continue;
-    /* carve [x, x+len) out of r: up to two pieces remain */
-    uint64_t a = r->addr, end = r->addr + r->len;
-    bool left = x > a, right = x + len < end;
-    if (left && right) {
-      /* reserved above for whole-range frees; a caller that freed parts of ranges may need more */
-      if (!reserve(s, s->n + 1)) { errno = ENOMEM; return false; }
-      r = &s->free[i];
-      memmove(s->free + i + 2, s->free + i + 1, (s->n - i - 1) * sizeof *s->free);
-      s->free[i] = (dk_run){ a, x - a };
-      s->free[i + 1] = (dk_run){ x + len, end - x - len };
-      s->n++;
-    } else if (left) {
-      r->len = x - a;
-    } else if (right) {
-      r->addr = x + len;
-      r->len = end - x - len;
-    } else {
-      memmove(s->free + i, s->free + i + 1, (s->n - i - 1) * sizeof *s->free);
-      s->n--;
-    }
-    s->used += len;
-    s->allocs++;
-    *iova = x;
-    return true;
+  place_arg a = { &c, len, align, 0 };
+  /* extents are disjoint, so the highest-starting one that can hold it holds the highest place */
+  dk_xnode *e = dk__xtree_find_highest(&s->free, len, low, limit ? limit : UINT64_MAX, place_in, &a);
+  if (!e) { errno = ENOSPC; return false; }
+  /* carve [x, x+len) out of e: up to two pieces remain */
+  uint64_t x = a.x, start = e->start, end = e->end;
+  bool left = x > start, right = x + len < end;
+  if (left && right) {
+    dk_xnode *tail = node_take(s);
+    tail->start = x + len;
+    tail->end = end;
+    tail->owner = NULL;
+    e->end = x;
+    dk__xtree_update(&s->free, e);
+    dk__xtree_insert(&s->free, tail);
+  } else if (left) {
+    e->end = x;
+    dk__xtree_update(&s->free, e);
+  } else if (right) {
+    e->start = x + len;
+    dk__xtree_update(&s->free, e);
+  } else {
+    dk__xtree_remove(&s->free, e);
+    node_keep(s, e);
   }
-  errno = ENOSPC;
-  return false;
+  s->used += len;
+  s->allocs++;
+  *iova = x;
+  return true;
 }
 
 bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len)
 {
   if (!len || iova + len < iova || !in_apertures(s, iova, len)) return false;
-  /* the first extent at or after iova; the range must not overlap free space */
-  size_t i = 0;
-  while (i < s->n && s->free[i].addr + s->free[i].len <= iova) i++;
-  if (i < s->n && s->free[i].addr < iova + len) return false;            /* overlaps free space */
-  bool join_left = i > 0 && s->free[i - 1].addr + s->free[i - 1].len == iova;
-  bool join_right = i < s->n && s->free[i].addr == iova + len;
+  dk_xnode *prev = dk__xtree_le(&s->free, iova), *next = dk__xtree_ge(&s->free, iova);
+  if (prev && prev->end > iova) return false;                      /* overlaps free space */
+  if (next && next->start < iova + len) return false;
+  bool join_left = prev && prev->end == iova;
+  bool join_right = next && next->start == iova + len;
   if (join_left && join_right) {
-    s->free[i - 1].len += len + s->free[i].len;
-    memmove(s->free + i, s->free + i + 1, (s->n - i - 1) * sizeof *s->free);
-    s->n--;
+    uint64_t e = next->end;
+    dk__xtree_remove(&s->free, next);
+    node_keep(s, next);
+    prev->end = e;
+    dk__xtree_update(&s->free, prev);
   } else if (join_left) {
-    s->free[i - 1].len += len;
+    prev->end += len;
+    dk__xtree_update(&s->free, prev);
   } else if (join_right) {
-    s->free[i].addr = iova;
-    s->free[i].len += len;
+    next->start = iova;
+    dk__xtree_update(&s->free, next);
   } else {
-    if (!reserve(s, s->n + 1)) return false;   /* reserved at allocation for whole ranges */
-    memmove(s->free + i + 1, s->free + i, (s->n - i) * sizeof *s->free);
-    s->free[i] = (dk_run){ iova, len };
-    s->n++;
+    dk_xnode *n = node_take(s);       /* kept at allocation for whole ranges */
+    if (!n) return false;
+    n->start = iova;
+    n->end = iova + len;
+    n->owner = NULL;
+    dk__xtree_insert(&s->free, n);
   }
   s->used -= len;
   if (s->allocs) s->allocs--;
+  /* keep only the nodes the allocations still live could need */
+  while (s->nspare && s->free.count + s->nspare > s->allocs + s->napertures + 1) dk__free(node_take(s));
   return true;
+}
+
+typedef struct ext_arg { dk_run *out; size_t cap, n; } ext_arg;
+
+static bool list_extent(dk_xnode *n, void *arg)
+{
+  ext_arg *a = arg;
+  if (a->n < a->cap) a->out[a->n] = (dk_run){ n->start, n->end - n->start };
+  a->n++;
+  return true;
+}
+
+size_t dk__iova_extents(const dk_iova_space *s, dk_run *out, size_t cap)
+{
+  ext_arg a = { out, cap, 0 };
+  dk__xtree_walk(&s->free, list_extent, &a);
+  return a.n;
 }

@@ -1,21 +1,24 @@
-/* src/mapper/iova.h: the IOVA allocator, pure (no system calls; the extent array lives on the
- * library heap). The space is the apertures the IOMMU reports, minus what is allocated; a
- * request is placed highest-first under its limit, aligned, crossing no boundary, by the same
- * placement arithmetic as physical memory (dk__place). Freed ranges coalesce. */
+/* src/mapper/iova.h: the IOVA allocator, pure (no system calls; its nodes live on the library
+ * heap). The space is the apertures the IOMMU reports, minus what is allocated; a request is
+ * placed highest-first under its limit, aligned, crossing no boundary, by the same placement
+ * arithmetic as physical memory (dk__place), over free extents kept in the range tree
+ * (alloc/xtree.h): O(log n) to allocate and to free. Freed ranges coalesce. */
 #ifndef DK_IOVA_H
 #define DK_IOVA_H
 
 #include "alloc/geom.h"
+#include "alloc/xtree.h"
 
 typedef struct dk_iova_space {
-  dk_run  *free;      /* free extents, sorted by address, none adjacent */
-  size_t   n, cap;
-  dk_run  *apertures; /* the usable space as given (page-rounded), sorted */
-  size_t   napertures;
-  uint64_t total;     /* bytes in the apertures */
-  uint64_t used;
-  size_t   allocs;    /* ranges handed out and not freed: extents <= allocs + apertures, so a
-                         free never needs memory (room is reserved when allocating) */
+  dk_xtree  free;     /* free extents, none adjacent */
+  dk_xnode *spare;    /* nodes kept for frees (linked by ->r) */
+  size_t    nspare;
+  dk_run   *apertures;/* the usable space as given (page-rounded), sorted */
+  size_t    napertures;
+  uint64_t  total;    /* bytes in the apertures */
+  uint64_t  used;
+  size_t    allocs;   /* ranges handed out and not freed: extents <= allocs + apertures, and
+                         nodes are kept for that many, so a free never needs memory */
 } dk_iova_space;
 
 /* Start with the apertures [start, end] (inclusive ends; page 0 is never handed out). false
@@ -34,5 +37,7 @@ bool dk__iova_alloc_window(dk_iova_space *s, uint64_t len, uint64_t align, uint6
  * the apertures, or free already). Freeing whole ranges as they were allocated never needs
  * memory; freeing part of one may (false with nothing changed when there is none). */
 bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len);
+/* The free extents in address order: at most cap into out; returns how many there are. */
+size_t dk__iova_extents(const dk_iova_space *s, dk_run *out, size_t cap);
 
 #endif

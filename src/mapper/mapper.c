@@ -24,22 +24,24 @@ void dk__mapper_retain(IOMapper *m)
   if ((m = as_mapper(m)) && !m->is_static) atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
 }
 
+static bool drop_region(dk_xnode *n, void *arg)
+{
+  IOMapper *m = arg;
+  dk_iova_region *r = (dk_iova_region *)n;
+  if (m->ops) m->ops->unmap(m, r->iova, n->end - n->start);
+  dk__free(r);
+  return true;
+}
+
 void dk__mapper_release(IOMapper *m)
 {
   if (!(m = as_mapper(m)) || m->is_static) return;
   if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
-  /* the last reference: every buffer that used it is gone, so nothing is mapped */
-  while (m->regions) {                           /* cannot happen; unmap defensively */
-    dk_iova_region *r = m->regions;
-    m->regions = r->next;
-    if (m->ops) m->ops->unmap(m, r->iova, r->len);
-    dk__free(r);
-  }
-  while (m->uses) {
-    dk_mapping *u = m->uses;
-    m->uses = u->next;
-    dk__free(u);
-  }
+  /* the last reference: every buffer that used it is gone, so nothing is mapped; a region
+   * left (cannot happen) is unmapped defensively */
+  dk__xtree_walk(&m->regions, drop_region, m);
+  m->regions = (dk_xtree){ 0 };
+  m->uses = NULL;
   if (m->ops && m->ops->close) m->ops->close(m);
   dk__iova_fini(&m->space);
   pthread_mutex_destroy(&m->lock);
@@ -110,11 +112,12 @@ IOMapper *dk__mapper_system_retain(void)
 /* Does [iova, iova+len) meet the spec? */
 static bool meets(const dk_iova_spec *s, uint64_t iova, uint64_t len)
 {
-  if (s->limit && (iova + len - 1 > s->limit || iova + len - 1 < iova)) return false;
-  if (iova < s->low) return false;
-  if (s->alignment > 1 && (iova & (s->alignment - 1))) return false;
-  if (s->boundary && len <= s->boundary && (iova / s->boundary) != ((iova + len - 1) / s->boundary)) return false;
-  return true;
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.low = s->low;
+  c.high = s->limit;
+  c.alignment = s->alignment;
+  c.boundary = s->boundary;
+  return dk__segment_ok(&c, iova, len, true);
 }
 
 static uint64_t pow2_at_least(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -154,38 +157,39 @@ static dk_iova_region *new_region(IOMapper *m, uint64_t va, uint64_t len, uint64
     dk__free(r);
     return NULL;
   }
-  r->va = start;
-  r->len = rlen;
+  r->node.start = start;
+  r->node.end = end;
   r->iova = iova;
-  r->next = m->regions;
-  m->regions = r;
+  dk__xtree_insert(&m->regions, &r->node);
   m->info.mappings_live++;
   if (m->info.mappings_live > m->info.mappings_peak) m->info.mappings_peak = m->info.mappings_live;
   m->info.bytes_mapped += rlen;
   return r;
 }
 
-IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t granule, const dk_iova_spec *spec,
-                        uint64_t *iova, dk_mapping **use)
+typedef struct cover_arg { const dk_iova_spec *spec; uint64_t va, len; } cover_arg;
+
+/* A region covering the range whose IOVAs the request accepts. */
+static bool covers(const dk_xnode *n, void *arg)
 {
-  *iova = 0;
-  *use = NULL;
+  const cover_arg *a = arg;
+  const dk_iova_region *r = (const dk_iova_region *)n;
+  return meets(a->spec, r->iova + (a->va - n->start), a->len);
+}
+
+IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t granule, const dk_iova_spec *spec,
+                        dk_mapping *use)
+{
   if (!dk__mapper_translates(m))
     return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT, "this mapper does not translate addresses");
   if (!len) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "a zero-length range has no IOVA");
   uint64_t va = (uint64_t)(uintptr_t)vp;
   uint64_t page = dk__caps()->page_size;
   if (granule < page) granule = page;
-  dk_mapping *u = dk__calloc(1, sizeof *u);
-  if (!u) return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a mapping record");
   pthread_mutex_lock(&m->lock);
   /* 1. a mapping that already covers the range, with IOVAs this request accepts */
-  dk_iova_region *r = NULL;
-  for (dk_iova_region *x = m->regions; x; x = x->next)
-    if (x->va <= va && va + len <= x->va + x->len && meets(spec, x->iova + (va - x->va), len)) {
-      r = x;
-      break;
-    }
+  cover_arg ca = { spec, va, len };
+  dk_iova_region *r = (dk_iova_region *)dk__xtree_find_cover(&m->regions, va, len, covers, &ca);
   int err = 0;
   bool at_limit = false;
   if (!r) {
@@ -197,7 +201,6 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
   if (!r) {
     uint32_t live = m->info.mappings_live, limit = m->info.dma_limit;
     pthread_mutex_unlock(&m->lock);
-    dk__free(u);
     if (at_limit)
       return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
                       "the IOMMU's limit of %u mappings is reached (%u live)", limit, live);
@@ -215,14 +218,14 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
                     (unsigned long long)spec->alignment, (unsigned long long)spec->boundary);
   }
   r->uses++;
-  u->region = r;
-  u->iova = r->iova + (va - r->va);
-  u->len = len;
-  u->next = m->uses;
-  m->uses = u;
+  use->region = r;
+  use->iova = r->iova + (va - r->node.start);
+  use->len = len;
+  use->prev = NULL;
+  use->next = m->uses;
+  if (m->uses) m->uses->prev = use;
+  m->uses = use;
   m->info.buffers_mapped++;
-  *iova = u->iova;
-  *use = u;
   pthread_mutex_unlock(&m->lock);
   dk__mapper_retain(m);                            /* each use keeps the mapper */
   return kIOReturnSuccess;
@@ -232,29 +235,31 @@ void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
 {
   if (!dk__mapper_translates(m) || !use) return;
   pthread_mutex_lock(&m->lock);
-  dk_mapping **pp = &m->uses;
-  while (*pp && *pp != use) pp = &(*pp)->next;     /* compared, never dereferenced, until found */
-  if (!*pp) {
+  dk_iova_region *r = use->region;
+  if (!r) {
     m->info.double_unmaps++;
     pthread_mutex_unlock(&m->lock);
     return;
   }
-  *pp = use->next;
-  dk_iova_region *r = use->region;
+  if (use->prev) use->prev->next = use->next;
+  else m->uses = use->next;
+  if (use->next) use->next->prev = use->prev;
+  use->prev = use->next = NULL;
+  use->region = NULL;
+  use->iova = 0;
   m->info.buffers_mapped--;
   if (--r->uses == 0) {
-    for (dk_iova_region **rp = &m->regions; *rp; rp = &(*rp)->next)
-      if (*rp == r) { *rp = r->next; break; }
+    uint64_t rlen = r->node.end - r->node.start;
+    dk__xtree_remove(&m->regions, &r->node);
     /* an IOVA the kernel would not unmap stays allocated: handing it out again would fail
      * (or alias) in the IOMMU */
-    if (m->ops->unmap(m, r->iova, r->len) == 0 && !dk__iova_free(&m->space, r->iova, r->len))
+    if (m->ops->unmap(m, r->iova, rlen) == 0 && !dk__iova_free(&m->space, r->iova, rlen))
       m->info.double_unmaps++;
     m->info.mappings_live--;
-    m->info.bytes_mapped -= r->len;
+    m->info.bytes_mapped -= rlen;
     dk__free(r);
   }
   pthread_mutex_unlock(&m->lock);
-  dk__free(use);
   dk__mapper_release(m);
 }
 
@@ -273,29 +278,37 @@ IOReturn dk_mapper_get_info(IOMapper *m, dk_mapper_info *info)
   return kIOReturnSuccess;
 }
 
+typedef struct leak_arg { char *report; size_t cap, used; unsigned leaks; } leak_arg;
+
+static bool report_leak(dk_xnode *n, void *arg)
+{
+  leak_arg *a = arg;
+  const dk_iova_region *r = (const dk_iova_region *)n;
+  a->leaks++;
+  if (a->report && a->used < a->cap) {
+    int k = snprintf(a->report + a->used, a->cap - a->used, "leaked: IOVA 0x%llx+0x%llx (va 0x%llx, %u uses)\n",
+                     (unsigned long long)r->iova, (unsigned long long)(n->end - n->start),
+                     (unsigned long long)n->start, r->uses);
+    if (k > 0) a->used += (size_t)k;
+  }
+  return true;
+}
+
 unsigned dk_mapper_close(IOMapper *m, char *report, size_t cap)
 {
   if (report && cap) report[0] = '\0';
   if (!(m = as_mapper(m)) || m->is_static) return 0;
-  unsigned leaks = 0;
-  size_t used = 0;
+  leak_arg a = { report, cap, 0, 0 };
   pthread_mutex_lock(&m->lock);
-  for (dk_iova_region *r = m->regions; r; r = r->next) {
-    leaks++;
-    if (report && used < cap) {
-      int n = snprintf(report + used, cap - used, "leaked: IOVA 0x%llx+0x%llx (va 0x%llx, %u uses)\n",
-                       (unsigned long long)r->iova, (unsigned long long)r->len, (unsigned long long)r->va, r->uses);
-      if (n > 0) used += (size_t)n;
-    }
-  }
-  if (m->info.double_unmaps && report && used < cap)
-    snprintf(report + used, cap - used, "double unmaps: %llu\n", (unsigned long long)m->info.double_unmaps);
-  m->info.leaks_reported += leaks;
+  dk__xtree_walk(&m->regions, report_leak, &a);
+  if (m->info.double_unmaps && report && a.used < cap)
+    snprintf(report + a.used, cap - a.used, "double unmaps: %llu\n", (unsigned long long)m->info.double_unmaps);
+  m->info.leaks_reported += a.leaks;
   pthread_mutex_unlock(&m->lock);
-  if (leaks && dk__option(DK_OPTION_MAPPER_DEBUG))
-    fprintf(stderr, "dmakit: IOMapper closed with %u mapping(s) still live (buffers not released)\n", leaks);
+  if (a.leaks && dk__option(DK_OPTION_MAPPER_DEBUG))
+    fprintf(stderr, "dmakit: IOMapper closed with %u mapping(s) still live (buffers not released)\n", a.leaks);
   dk__mapper_release(m);
-  return leaks;
+  return a.leaks;
 }
 
 /* ---- the software backend: IOVAs without an IOMMU (tests of everything above) ------------- */

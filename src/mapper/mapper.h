@@ -8,6 +8,7 @@
 #ifndef DK_MAPPER_H
 #define DK_MAPPER_H
 
+#include "alloc/xtree.h"
 #include "base/base.h"
 
 #include <dmakit/IOMapper.h>
@@ -20,7 +21,14 @@ typedef struct dk_iova_spec {
   uint64_t low;         /* lowest IOVA allowed; 0 = none */
 } dk_iova_spec;
 
-typedef struct dk_mapping dk_mapping;   /* one counted use of a mapping */
+/* One counted use of a mapping, kept by its user (a descriptor, a command): mapping and
+ * unmapping it cost O(log n) and O(1) and never allocate. Zero-initialised it is not live. */
+typedef struct dk_mapping {
+  struct dk_mapping     *prev, *next;   /* in the mapper's list of live uses (the tracker) */
+  struct dk_iova_region *region;        /* NULL while not live */
+  uint64_t               iova, len;     /* the IOVA of the range's first byte, its length */
+} dk_mapping;
+static inline bool dk__mapping_live(const dk_mapping *u) { return u->region != NULL; }
 
 /* True for a mapper with its own IOVA space (VFIO); false for identity and NULL. */
 bool dk__mapper_translates(const IOMapper *m);
@@ -37,14 +45,14 @@ static inline bool dk__mapper_system_set(void)
 
 /* Map [va, va+len) (any alignment; mapped in this process) for the device. `granule` (a power
  * of two >= page) is the unit of the mapping: the hugepage for pool memory, so that buffers in
- * one hugepage share a mapping. On success *iova is the IOVA of va, contiguous for len bytes,
- * and *use is this caller's counted use (give it back with dk__mapper_unmap). Failure is
+ * one hugepage share a mapping. On success `use` (the caller's, not live) is live: use->iova is
+ * the IOVA of va, contiguous for len bytes; give it back with dk__mapper_unmap. Failure is
  * recorded (kIOReturnNoResources: IOVA space or the mapping limit; kIOReturnVMError: the
- * kernel refused the mapping). */
+ * kernel refused the mapping; kIOReturnNoMemory: no memory for the mapping's record). */
 IOReturn dk__mapper_map(IOMapper *m, const void *va, uint64_t len, uint64_t granule, const dk_iova_spec *spec,
-                        uint64_t *iova, dk_mapping **use);
-/* Give a use back; the mapping goes with its last use. A use not live is counted as a
- * double unmap by the tracker (and otherwise ignored). */
+                        dk_mapping *use);
+/* Give a use back (it is not live after); the mapping goes with its last use. A use not live
+ * is counted as a double unmap by the tracker (and otherwise ignored). Never allocates. */
 void dk__mapper_unmap(IOMapper *m, dk_mapping *use);
 
 #endif

@@ -18,19 +18,14 @@ typedef struct dk_mapper_ops {
   void (*close)(IOMapper *m);
 } dk_mapper_ops;
 
-/* One kernel mapping: whole granules of this process's address space at one IOVA range. */
+/* One kernel mapping: whole granules of this process's address space at one IOVA range, in
+ * the mapper's tree by address (node.start/end = [va, va+len)), so the mapping that covers a
+ * new range is found in O(log n). */
 typedef struct dk_iova_region {
-  struct dk_iova_region *next;
-  uint64_t va, len, iova;
+  dk_xnode node;
+  uint64_t iova;
   uint32_t uses;
 } dk_iova_region;
-
-/* One caller's counted use of a region (the handle dk__mapper_map returns). */
-struct dk_mapping {
-  struct dk_mapping *next;
-  dk_iova_region *region;
-  uint64_t iova, len;
-};
 
 struct IOMapper {
   uint32_t             magic;
@@ -42,8 +37,8 @@ struct IOMapper {
   int                  container_fd, group_fd, device_fd;
   dk_iova_space        space;
   dk_mapper_info       info;
-  dk_iova_region           *regions;
-  dk_mapping          *uses;
+  dk_xtree             regions;
+  dk_mapping          *uses;          /* live uses (the tracker), doubly linked */
 };
 
 /* A mapper of `kind` over the apertures `ranges` (inclusive ends), one reference. NULL with

@@ -78,8 +78,8 @@ static void record_write(long pages)
 {
   char path[64];
   record_path(path, sizeof path, getpid());
-  if (pages <= 0) { unlink(path); return; }
-  mkdir(RUN_DIR, 0700);
+  if (pages <= 0) { dk__unlink(path); return; }
+  dk__mkdir(RUN_DIR, 0700);
   int fd = dk__open_mode(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) return;
   char txt[32];
@@ -91,43 +91,40 @@ static void record_write(long pages)
 void dk__huge_reclaim_dead(void)
 {
   if (geteuid() != 0) return;
-  DIR *d = opendir(RUN_DIR);
+  DIR *d = dk__opendir(RUN_DIR);
   if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d))) {
+  const char *name;
+  while ((name = dk__readdir(d))) {
     int pid;
-    if (sscanf(e->d_name, "gigantic.%d", &pid) != 1 || pid == (int)getpid()) continue;
-    if (kill(pid, 0) == 0 || errno != ESRCH) continue;       /* still alive */
+    if (sscanf(name, "gigantic.%d", &pid) != 1 || pid == (int)getpid()) continue;
+    if (dk__kill(pid, 0) == 0 || errno != ESRCH) continue;   /* still alive */
     char path[64], p[128];
     record_path(path, sizeof path, pid);
     long pages = read_long(path);
     sysfs_path(p, sizeof p, 1ull << 30, "nr_hugepages");
     long nr = read_long(p);
     if (pages > 0 && nr >= 0) write_long(p, nr - pages > 0 ? nr - pages : 0);
-    unlink(path);
+    dk__unlink(path);
   }
-  closedir(d);
+  dk__closedir(d);
 }
 
-/* At exit, give back every limit this process raised. Pages still mapped then become
- * surplus pages, which the kernel frees as the process's mappings go. */
-static void give_back_at_exit(void)
+/* When the library goes (the process exits, or the library is unloaded), give back every
+ * limit this process raised. Pages still mapped then become surplus pages, which the kernel
+ * frees as the process's mappings go. A destructor, not atexit: an atexit handler of an
+ * unloaded library would be called after its code is gone. */
+__attribute__((destructor)) static void give_back_at_exit(void)
 {
   dk__huge_give_back(1ull << 21, dk__huge_raised(1ull << 21));
   dk__huge_give_back(1ull << 30, dk__huge_raised(1ull << 30));
 }
 
-static pthread_once_t g_atexit_once = PTHREAD_ONCE_INIT;
-static void register_atexit(void)
-{
-  dk__huge_reclaim_dead();
-  atexit(give_back_at_exit);
-}
+static pthread_once_t g_reclaim_once = PTHREAD_ONCE_INIT;
 
 bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
 {
   *raised = 0;
-  pthread_once(&g_atexit_once, register_atexit);
+  pthread_once(&g_reclaim_once, dk__huge_reclaim_dead);
   dk_huge_counts k;
   if (dk__huge_counts(page, &k) < 0) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the kernel has no %llu KiB hugepages",

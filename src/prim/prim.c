@@ -2,7 +2,9 @@
  * Nothing else in dmakit includes <sys/mman.h> for calls or issues a syscall directly. */
 #include "prim/prim.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink,\
+  .mkdir = mkdir, .kill = kill, .opendir = opendir,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -64,6 +67,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink",
+  "mkdir", "kill", "opendir",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -83,6 +87,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_SENDMSG] = ENOBUFS, [DK_PRIM_RECVMSG] = ENOMEM, [DK_PRIM_POLL] = ENOMEM,
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
   [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT,
+  [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
@@ -345,6 +350,34 @@ ssize_t dk__readlink(const char *path, char *buf, size_t cap)
   if ((size_t)n >= cap) { errno = ENAMETOOLONG; return -1; }
   buf[n] = '\0';
   return n;
+}
+int dk__mkdir(const char *path, mode_t mode)
+{
+  if (fault(DK_PRIM_MKDIR)) return -1;
+  return dk__prim.mkdir(path, mode);
+}
+int dk__kill(pid_t pid, int sig)
+{
+  if (fault(DK_PRIM_KILL)) return -1;
+  return dk__prim.kill(pid, sig);
+}
+DIR *dk__opendir(const char *path)
+{
+  if (fault(DK_PRIM_OPENDIR)) return NULL;
+  DIR *d = dk__prim.opendir(path);
+  if (d) COUNT(c_fds, 1);
+  return d;
+}
+const char *dk__readdir(DIR *d)
+{
+  struct dirent *e = readdir(d);     /* reads what opendir opened: it fails only as opendir does */
+  return e ? e->d_name : NULL;
+}
+void dk__closedir(DIR *d)
+{
+  if (!d) return;
+  COUNT(c_fds, -1);
+  closedir(d);
 }
 int dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {

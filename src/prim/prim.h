@@ -7,6 +7,7 @@
 #ifndef DK_PRIM_H
 #define DK_PRIM_H
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -58,6 +59,9 @@ typedef struct dk_prim_table {
   int     (*ioctl)(int fd, unsigned long request, void *arg);
   ssize_t (*readlink)(const char *path, char *buf, size_t cap);
   int     (*pipe2)(int fds[2], int flags);
+  int     (*mkdir)(const char *path, mode_t mode);
+  int     (*kill)(pid_t pid, int sig);
+  DIR    *(*opendir)(const char *path);
   int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
   int     (*thread_join)(pthread_t t);
   void   *(*malloc)(size_t n);
@@ -75,6 +79,7 @@ typedef enum dk_prim_call {
   DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
   DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
   DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK,
+  DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -153,6 +158,13 @@ int     dk__lstat(const char *path, struct stat *st);
 int     dk__ioctl(int fd, unsigned long request, void *arg);
 /* readlink, NUL-terminated; -1 with errno (ENAMETOOLONG when it does not fit). */
 ssize_t dk__readlink(const char *path, char *buf, size_t cap);
+int     dk__mkdir(const char *path, mode_t mode);
+/* kill(pid, 0) asks whether a process exists: 0, or -1 with ESRCH when it does not. */
+int     dk__kill(pid_t pid, int sig);
+/* The names in a directory, one at a time (a directory stream counts as a descriptor). */
+DIR    *dk__opendir(const char *path);
+const char *dk__readdir(DIR *d);
+void    dk__closedir(DIR *d);
 int     dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 int     dk__thread_join(pthread_t t);
 void   *dk__malloc(size_t n);

@@ -1,0 +1,115 @@
+/* src/mem/mem.h: where a descriptor's memory comes from, as one record (mimalloc's memid): the
+ * provider that gave it, the provider's handle, and what holds for it (wired, pinned, frames
+ * that never change, known zero). dk__mem_alloc runs the ladder for a request — the hugepage
+ * pool (which draws from a reservation or the kernel's hugepages) for wired memory where it is
+ * usable, 4K pages otherwise or when only they fit — and verifies every physical promise
+ * through the frames before it returns. The other calls map, unmap, wire, translate, share
+ * and free a record, whatever its provider. Each provider is one file (mem/prov_NAME.c) behind
+ * dk_provider_ops; iokit above keeps IOKit's semantics and never asks which one it has. */
+#ifndef DK_MEM_H
+#define DK_MEM_H
+
+#include "alloc/pool.h"
+#include "phys/phys.h"
+
+/* What a record's memory is now. */
+enum {
+  DK_MEM_WIRED        = 1u << 0,   /* present and locked */
+  DK_MEM_PINNED       = 1u << 1,   /* its frames cannot move (a long-term pin, or no compaction) */
+  DK_MEM_FRAMES_FIXED = 1u << 2,   /* wired and pinned for life: physical queries need no check */
+  DK_MEM_ZEROED       = 1u << 3,   /* known to read zero when handed out */
+};
+
+typedef struct dk_mem {
+  uint8_t    *va;                  /* the memory in this process (the internal view) */
+  uint64_t    len;                 /* bytes it spans */
+  uint8_t     kind;                /* dk_provider */
+  uint8_t     flags;               /* DK_MEM_* */
+  union {
+    dk_block    pool;              /* DK_PROVIDER_POOL, DK_PROVIDER_POOL_SLAB */
+    dk_backing *memfd;             /* DK_PROVIDER_MEMFD_4K */
+  } u;
+} dk_mem;
+
+#define DK_MEM_NONE_INIT ((dk_mem){ .va = NULL, .kind = DK_PROVIDER_NONE })
+
+/* What is asked of the memory. */
+typedef struct dk_mem_req {
+  uint64_t              size;      /* bytes to allocate (page-rounded where §2 says so) */
+  uint64_t              len;       /* bytes the caller will use (what is verified) */
+  uint64_t              valign;    /* virtual alignment (a power of two) */
+  const dk_constraints *c;         /* the physical promises (window, alignment, boundary, ...) */
+  bool                  wire;      /* wired now (else pageable: wired at prepare) */
+  bool                  shared;    /* may be mapped into other processes: page-granular memory */
+} dk_mem_req;
+
+/* One provider (a file mem/prov_NAME.c). */
+typedef struct dk_provider_ops {
+  dk_provider kind;
+  const char *name;
+  /* Whether it can keep c's promises for `size` bytes before trying; with `report`, why not
+   * is recorded. */
+  bool     (*can)(const dk_mem_req *rq, bool report);
+  bool     (*alloc)(dk_mem *m, const dk_mem_req *rq);
+  void     (*free)(dk_mem *m);
+  bool     (*wire)(dk_mem *m);
+  void     (*unwire)(dk_mem *m);
+  /* Physical address of byte `off`, and the bytes from there to the end of its contiguous
+   * run; needs the frames known (wired, privileged). */
+  uint64_t (*phys)(const dk_mem *m, uint64_t off, uint64_t *run);
+  /* Map [off, off+len) again in this process (byte off at `fixed` when it is set); returns
+   * the address of byte off, with (base, span) what to unmap. */
+  void    *(*map)(const dk_mem *m, uint64_t off, uint64_t len, int prot, size_t guard, void *fixed,
+                  bool overwrite, bool populate, void **base, size_t *span);
+  /* The unit a mapping of this memory covers (its page). */
+  uint64_t (*granule)(const dk_mem *m);
+  /* The file that holds [off, off+len), for another process: fd, page-aligned file offset and
+   * span; -1 with the failure recorded when the memory cannot leave the process. */
+  int      (*share)(const dk_mem *m, uint64_t off, uint64_t len, uint64_t *file_off, uint64_t *span,
+                    uint64_t *in_page);
+  /* Drop the contents (they read zero after); only while not wired. */
+  int      (*discard)(dk_mem *m);
+} dk_provider_ops;
+
+extern const dk_provider_ops dk__prov_pool;
+extern const dk_provider_ops dk__prov_memfd;
+
+const dk_provider_ops *dk__mem_ops(const dk_mem *m);
+
+/* The ladder: memory for rq, every physical promise verified through the frames. false with
+ * the failure recorded (the first provider's reason when none could). */
+bool dk__mem_alloc(dk_mem *m, const dk_mem_req *rq);
+void dk__mem_free(dk_mem *m);
+bool dk__mem_wire(dk_mem *m);
+void dk__mem_unwire(dk_mem *m);
+void *dk__mem_map(const dk_mem *m, uint64_t off, uint64_t len, int prot, size_t guard, void *fixed,
+                  bool overwrite, bool populate, void **base, size_t *span);
+int  dk__mem_unmap(void *base, size_t span);
+uint64_t dk__mem_granule(const dk_mem *m);
+int  dk__mem_share(const dk_mem *m, uint64_t off, uint64_t len, uint64_t *file_off, uint64_t *span,
+                   uint64_t *in_page);
+int  dk__mem_discard(dk_mem *m);
+
+/* Physical address of byte `off` (frames known), and its contiguous run. */
+static inline uint64_t dk__mem_phys(const dk_mem *m, uint64_t off, uint64_t *run)
+{
+  if (m->kind == DK_PROVIDER_POOL || m->kind == DK_PROVIDER_POOL_SLAB) {
+    if (run) *run = m->len - off;
+    return m->u.pool.pa + off;
+  }
+  return dk__mem_ops(m)->phys(m, off, run);
+}
+/* Whether physical addresses can be read now: frames visible and held in place. */
+static inline bool dk__mem_frames_known(const dk_mem *m)
+{
+  if (m->kind == DK_PROVIDER_MEMFD_4K) return m->u.memfd->frames_known;
+  return m->kind != DK_PROVIDER_NONE;
+}
+
+/* Why a wired pool request could not be met from the pool, for the 4K provider's refusal. */
+const char *dk__mem_pool_why(void);
+/* Frames stay put (a pin, or the caller waived it with DK_OPTION_REQUIRE_PIN=0); records a
+ * DK_CONSTRAINT_PIN failure when not. */
+bool dk__pins_ok(void);
+
+#endif
