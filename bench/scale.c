@@ -177,7 +177,17 @@ static void *libc_create(uint64_t size, uint64_t align, char *why)
 static void libc_release(void *h) { free(h); }
 
 static const subject S_DMAKIT = { .id = "dmakit", .create = dk_create, .translate = dk_translate, .release = dk_release };
+/* plain calloc whatever the alignment asked (16 bytes is what it gives): the floor the
+ * threads, producer/consumer and resident-memory cases compare with */
+static void *calloc_create(uint64_t size, uint64_t align, char *why)
+{
+  (void)align;
+  void *p = calloc(1, size);
+  if (!p) dkb_fail(why, "glibc: out of memory");
+  return p;
+}
 static const subject S_GLIBC = { .id = "glibc", .create = libc_create, .release = libc_release };
+static const subject S_CALLOC = { .id = "glibc", .create = calloc_create, .release = libc_release };
 
 #ifdef DKB_HAVE_DPDK
 static bool g_eal;
@@ -193,15 +203,15 @@ static void rte_release(void *h) { rte_free(h); }
 static const subject S_DPDK = { .id = "dpdk", .create = rte_create, .translate = rte_translate, .release = rte_release };
 #endif
 
-/* The subjects of a case: dmakit, DPDK when its EAL is up, then the floor. */
-static int subjects(const subject **out, bool with_glibc)
+/* The subjects of a case: dmakit, DPDK when its EAL is up, then the floor (glibc). */
+static int subjects(const subject **out, const subject *floor)
 {
   int k = 0;
   out[k++] = &S_DMAKIT;
 #ifdef DKB_HAVE_DPDK
   if (g_eal) out[k++] = &S_DPDK;
 #endif
-  if (with_glibc) out[k++] = &S_GLIBC;
+  if (floor) out[k++] = floor;
   return k;
 }
 
@@ -245,7 +255,21 @@ static void trim(void)
 static int order(int round, int q, int k) { return (round & 1) ? k - 1 - q : q; }
 
 /* ---- sweep --------------------------------------------------------------------------------- */
-typedef struct phase3 { series create, translate, release; bool capped; } phase3;
+typedef struct phase3 {
+  series create, translate, release;
+  bool   capped;            /* a trial stopped creating at its budget: no more trials */
+  double slow_s;            /* a whole trial took longer than the budget (s): no more trials */
+} phase3;
+
+/* A trial that took longer than the budget is the only one: say so next to its value. */
+static void note_slow(phase3 *r, int rounds)
+{
+  if (r->slow_s == 0 || rounds < 2 || r->create.n != 1) return;
+  series *all[3] = { &r->create, &r->translate, &r->release };
+  for (int i = 0; i < 3; i++)
+    if (!all[i]->failed && !all[i]->why[0])
+      snprintf(all[i]->why, WHY_LEN, "one trial: it took %.0f s, over the %.0f s budget", r->slow_s, C.budget_ns / 1e9);
+}
 
 /* One trial: create n (stopping at the budget), translate each, release in shuffled order. */
 static void sweep_trial(const subject *s, uint64_t size, uint64_t align, long n, uint64_t seed, phase3 *out)
@@ -278,6 +302,7 @@ static void sweep_trial(const subject *s, uint64_t size, uint64_t align, long n,
   uint64_t t3 = dkb_now_ns();
   for (long i = 0; i < k; i++) s->release(g_v[i]);
   uint64_t t4 = dkb_now_ns();
+  if (t4 - t0 > (uint64_t)C.budget_ns) out->slow_s = (double)(t4 - t0) / 1e9;
   if (out->create.failed || k == 0) return;
   if (out->create.reached == 0 || k < out->create.reached) out->create.reached = k;
   add(&out->create, (double)(t1 - t0) / (double)k);
@@ -288,7 +313,7 @@ static void sweep_trial(const subject *s, uint64_t size, uint64_t align, long n,
 static void sweep_size(uint64_t size, uint64_t align)
 {
   const subject *subs[3];
-  int k = subjects(subs, true);
+  int k = subjects(subs, &S_GLIBC);
   bool stop[3] = { false, false, false };
   char param[24];
   snprintf(param, sizeof param, "%llu", (unsigned long long)size);
@@ -303,7 +328,7 @@ static void sweep_size(uint64_t size, uint64_t align)
     for (int round = 0; round < rounds; round++)
       for (int q = 0; q < k; q++) {
         int j = order(round, q, k);
-        if (stop[j] || r[j].create.failed || r[j].capped) continue;
+        if (stop[j] || r[j].create.failed || r[j].capped || r[j].slow_s > 0) continue;
         sweep_trial(subs[j], size, align, n, 0x5eed0000ull + (uint64_t)round, &r[j]);
       }
     for (int j = 0; j < k; j++) {
@@ -314,6 +339,7 @@ static void sweep_size(uint64_t size, uint64_t align)
         continue;
       }
       r[j].translate.reached = r[j].release.reached = r[j].create.reached;
+      note_slow(&r[j], rounds);
       emit("sweep", param, subs[j]->id, n, "create", &r[j].create);
       if (subs[j]->translate) emit("sweep", param, subs[j]->id, n, "translate", &r[j].translate);
       if (!r[j].create.failed) emit("sweep", param, subs[j]->id, n, "release", &r[j].release);
@@ -385,7 +411,7 @@ static void churn_trial(const subject *s, const req *q, const uint32_t *victim, 
 static void case_churn(void)
 {
   const subject *subs[3];
-  int k = subjects(subs, true);
+  int k = subjects(subs, &S_GLIBC);
   for (int p = 0; C.churn_live[p]; p++) {
     long live = C.churn_live[p], steps = C.churn_steps, total = live + steps;
     req *q = malloc((size_t)total * sizeof *q);
@@ -504,7 +530,7 @@ static double threads_trial(const subject *s, int nthreads, char *why)
 static void case_threads(void)
 {
   const subject *subs[3];
-  int k = subjects(subs, true);
+  int k = subjects(subs, &S_CALLOC);
   series r[3][2];
   memset(r, 0, sizeof r);
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
@@ -644,7 +670,7 @@ static double handoff_trial(const subject *s, long n, char *why)
 static void case_handoff(void)
 {
   const subject *subs[3];
-  int k = subjects(subs, true);
+  int k = subjects(subs, &S_CALLOC);
   series r[3];
   memset(r, 0, sizeof r);
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
@@ -709,12 +735,13 @@ static void case_mapper(void)
     for (int round = 0; round < C.rounds_big; round++)
       for (int q = 0; q < 2; q++) {
         int j = order(round, q, 2);
-        if (!stop[j] && !r[j].create.failed && !r[j].capped)
+        if (!stop[j] && !r[j].create.failed && !r[j].capped && r[j].slow_s == 0)
           sweep_trial(subs[j], 4096, 4096, n, 0x3a9ull + (uint64_t)round, &r[j]);
       }
     for (int j = 0; j < 2; j++) {
       if (stop[j]) continue;
       r[j].translate.reached = r[j].release.reached = r[j].create.reached;
+      note_slow(&r[j], C.rounds_big);
       emit("mapper", "4096", subs[j]->id, n, "create", &r[j].create);
       emit("mapper", "4096", subs[j]->id, n, "translate", &r[j].translate);
       if (!r[j].create.failed) emit("mapper", "4096", subs[j]->id, n, "release", &r[j].release);
@@ -853,7 +880,7 @@ static int cmd_run(int argc, char **argv)
   config_set(mode);
   if (case_on("rss")) {          /* before dmakit or the EAL has run in this process */
     rss_child(&S_DMAKIT);
-    rss_child(&S_GLIBC);
+    rss_child(&S_CALLOC);
   }
   printf("I\tmode\t%s\n", mode);
   printf("I\tcpus\t%ld\n", sysconf(_SC_NPROCESSORS_ONLN));
@@ -865,7 +892,7 @@ static int cmd_run(int argc, char **argv)
     dkb_remove_eal_files("dkbench-scale");
     if (dkb_eal_init("dkbench-scale", C.eal_mb, why) == 0) {
       g_eal = true;
-      printf("I\tdpdk\tDPDK %s, EAL --legacy-mem -m %u, iova-mode pa\n", rte_version(), C.eal_mb);
+      printf("I\tdpdk\t%s, EAL --legacy-mem -m %u, iova-mode pa\n", rte_version(), C.eal_mb);
     } else {
       printf("I\tdpdk\tnot measured: %s\n", why);
     }
@@ -894,6 +921,7 @@ static int cmd_run(int argc, char **argv)
   dk_release(w);
   pool_info("after warm-up");
 
+  uint64_t t_sweep = dkb_now_ns();
   if (case_on("sweep")) {
     static const uint64_t sizes[][2] = { { 64, 64 }, { 128, 128 }, { 256, 256 }, { 512, 512 }, { 1024, 1024 },
                                           { 2048, 2048 }, { 4096, 4096 }, { 65536, 4096 }, { 1048576, 4096 } };
@@ -903,10 +931,15 @@ static int cmd_run(int argc, char **argv)
       sweep_size(sizes[i][0], sizes[i][1]);
     }
   }
+  printf("I\tseconds_sweep\t%.1f\n", (double)(dkb_now_ns() - t_sweep) / 1e9);
+  uint64_t t = dkb_now_ns();
   if (case_on("churn")) case_churn();
+  printf("I\tseconds_churn\t%.1f\n", (double)(dkb_now_ns() - t) / 1e9), t = dkb_now_ns();
   if (case_on("threads")) case_threads();
   if (case_on("handoff")) case_handoff();
+  printf("I\tseconds_threads\t%.1f\n", (double)(dkb_now_ns() - t) / 1e9), t = dkb_now_ns();
   if (case_on("mapper")) case_mapper();
+  printf("I\tseconds_mapper\t%.1f\n", (double)(dkb_now_ns() - t) / 1e9);
   pool_info("at the end");
   free(g_v);
   trim();
