@@ -291,7 +291,7 @@ static void sweep_trial(const subject *s, uint64_t size, uint64_t align, long n,
   if (k < n && !why[0]) out->capped = true;
   if (why[0]) {        /* a refusal: the point failed for this subject */
     out->create.failed = true;
-    snprintf(out->create.why, WHY_LEN, "create %ld failed: %s", k + 1, why);
+    snprintf(out->create.why, WHY_LEN, "create %ld failed: %.240s", k + 1, why);
   }
   uint64_t acc = 0;
   if (s->translate)
@@ -380,7 +380,7 @@ static void churn_trial(const subject *s, const req *q, const uint32_t *victim, 
     if (!(g_v[k] = s->create(q[k].size, q[k].align ? q[k].align : 1, why))) break;
   if (k < live) {
     out->failed = true;
-    snprintf(out->why, WHY_LEN, "filling to %ld live: %s", live, why);
+    snprintf(out->why, WHY_LEN, "filling to %ld live: %.240s", live, why);
   }
   uint64_t t0 = dkb_now_ns();
   long st = 0;
@@ -389,7 +389,7 @@ static void churn_trial(const subject *s, const req *q, const uint32_t *victim, 
     s->release(g_v[j]);
     if (!(g_v[j] = s->create(q[live + st].size, q[live + st].align ? q[live + st].align : 1, why))) {
       out->failed = true;
-      snprintf(out->why, WHY_LEN, "step %ld: %s", st, why);
+      snprintf(out->why, WHY_LEN, "step %ld: %.240s", st, why);
       g_v[j] = g_v[--k];     /* keep the live ones packed for the release below */
       break;
     }
@@ -805,7 +805,7 @@ static void rss_one(const subject *s, long n)
   for (long i = 0; i < k; i++) s->release(g_v[i]);
   if (k < n) {
     rss.failed = true;
-    snprintf(rss.why, WHY_LEN, "create %ld failed: %s", k + 1, why);
+    snprintf(rss.why, WHY_LEN, "create %ld failed: %.240s", k + 1, why);
     emit("rss", "64", s->id, n, "rss", &rss);
     return;
   }

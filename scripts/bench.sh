@@ -84,7 +84,7 @@ cleanup() {
   for d in $(awk '$3 == "hugetlbfs" { print $2 }' /proc/mounts); do
     rm -f "$d"/dkbench* 2>/dev/null || true
   done
-  rm -rf /var/run/dpdk/dkbench 2>/dev/null || true
+  rm -rf /var/run/dpdk/dkbench /var/run/dpdk/dkbench-scale 2>/dev/null || true
   if [ -n "$mounted" ]; then umount "$mounted" 2>/dev/null || true; fi
   for kv in $saved; do
     echo "${kv#*=}" >"${kv%%=*}" 2>/dev/null || true
