@@ -478,6 +478,19 @@ static void json_num(FILE *f, double v)
   else fprintf(f, "%.6g", v);
 }
 
+/* `, "key": value` */
+static void json_kv_str(FILE *f, const char *key, const char *v)
+{
+  fprintf(f, ", \"%s\": ", key);
+  json_str(f, v);
+}
+
+static void json_kv_num(FILE *f, const char *key, double v)
+{
+  fprintf(f, ", \"%s\": ", key);
+  json_num(f, v);
+}
+
 static int write_json(const char *path)
 {
   FILE *f = fopen(path, "w");
@@ -497,19 +510,15 @@ static int write_json(const char *path)
     const point *q = &g_pt[i];
     fprintf(f, "%s\n    {\"case\": ", i ? "," : "");
     json_str(f, q->case_id);
-    fputs(", \"param\": ", f);
-    json_str(f, q->param);
-    fputs(", \"subject\": ", f);
-    json_str(f, q->subj);
-    fprintf(f, ", \"live\": %ld, \"reached\": %ld, \"metric\": ", q->live, q->reached);
-    json_str(f, q->metric);
-    fputs(", \"median\": ", f);
-    json_num(f, q->med);
-    fputs(", \"p25\": ", f);
-    json_num(f, q->q1);
-    fputs(", \"p75\": ", f);
-    json_num(f, q->q3);
-    fprintf(f, ", \"unit\": \"%s\", \"trials\": [", strcmp(q->case_id, "rss") == 0 ? "bytes" : "ns");
+    json_kv_str(f, "param", q->param);
+    json_kv_str(f, "subject", q->subj);
+    fprintf(f, ", \"live\": %ld, \"reached\": %ld", q->live, q->reached);
+    json_kv_str(f, "metric", q->metric);
+    json_kv_num(f, "median", q->med);
+    json_kv_num(f, "p25", q->q1);
+    json_kv_num(f, "p75", q->q3);
+    json_kv_str(f, "unit", strcmp(q->case_id, "rss") == 0 ? "bytes" : "ns");
+    fputs(", \"trials\": [", f);
     const char *p = q->values;
     for (int k = 0; *p; k++) {
       char *end;
@@ -519,8 +528,8 @@ static int write_json(const char *path)
       json_num(f, v);
       p = *end == ',' ? end + 1 : end;
     }
-    fputs("], \"note\": ", f);
-    json_str(f, q->note);
+    fputc(']', f);
+    json_kv_str(f, "note", q->note);
     fputc('}', f);
   }
   fprintf(f, "\n  ],\n  \"targets\": [");
@@ -528,16 +537,11 @@ static int write_json(const char *path)
     const target *t = &g_tg[i];
     fprintf(f, "%s\n    {\"id\": ", i ? "," : "");
     json_str(f, t->id);
-    fputs(", \"target\": ", f);
-    json_str(f, t->text);
-    fputs(", \"status\": ", f);
-    json_str(f, t->status);
-    fputs(", \"value\": ", f);
-    json_num(f, t->value);
-    fputs(", \"limit\": ", f);
-    json_num(f, t->limit);
-    fputs(", \"detail\": ", f);
-    json_str(f, t->detail);
+    json_kv_str(f, "target", t->text);
+    json_kv_str(f, "status", t->status);
+    json_kv_num(f, "value", t->value);
+    json_kv_num(f, "limit", t->limit);
+    json_kv_str(f, "detail", t->detail);
     fputc('}', f);
   }
   fprintf(f, "\n  ]\n}\n");
