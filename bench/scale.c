@@ -264,7 +264,7 @@ typedef struct phase3 {
 /* A trial that took longer than the budget is the only one: say so next to its value. */
 static void note_slow(phase3 *r, int rounds)
 {
-  if (r->slow_s == 0 || rounds < 2 || r->create.n != 1) return;
+  if (r->slow_s == 0 || r->capped || rounds < 2 || r->create.n != 1) return;
   series *all[3] = { &r->create, &r->translate, &r->release };
   for (int i = 0; i < 3; i++)
     if (!all[i]->failed && !all[i]->why[0])
@@ -878,10 +878,12 @@ static int cmd_run(int argc, char **argv)
     }
   }
   config_set(mode);
+  uint64_t t_start = dkb_now_ns();
   if (case_on("rss")) {          /* before dmakit or the EAL has run in this process */
     rss_child(&S_DMAKIT);
     rss_child(&S_CALLOC);
   }
+  double rss_s = (double)(dkb_now_ns() - t_start) / 1e9;
   printf("I\tmode\t%s\n", mode);
   printf("I\tcpus\t%ld\n", sysconf(_SC_NPROCESSORS_ONLN));
   printf("I\tmax_bytes\t%llu\n", (unsigned long long)C.max_bytes);
@@ -907,8 +909,11 @@ static int cmd_run(int argc, char **argv)
   printf("I\tmask\t0x%llx\n", (unsigned long long)g_mask);
   if (!dk_capabilities()->root) printf("I\twarning\tnot root: no physical addresses, buffers from 4K pages\n");
 #ifdef DKB_HAVE_DPDK
+  uint64_t t_dpdk_rss = dkb_now_ns();
   if (g_eal && case_on("rss") && room_for(C.rss_n)) rss_one(&S_DPDK, C.rss_n);   /* the heap's first use */
+  rss_s += (double)(dkb_now_ns() - t_dpdk_rss) / 1e9;
 #endif
+  printf("I\tseconds_rss\t%.1f\n", rss_s);
 
   /* dmakit's first use (capability probe, pool start-up) is not part of any case */
   char why[WHY_LEN];
@@ -941,6 +946,7 @@ static int cmd_run(int argc, char **argv)
   if (case_on("mapper")) case_mapper();
   printf("I\tseconds_mapper\t%.1f\n", (double)(dkb_now_ns() - t) / 1e9);
   pool_info("at the end");
+  printf("I\tseconds_total\t%.1f\n", (double)(dkb_now_ns() - t_start) / 1e9);
   free(g_v);
   trim();
 #ifdef DKB_HAVE_DPDK
