@@ -133,6 +133,15 @@ static void emit(const char *case_id, const char *param, const char *subj, long 
   fflush(stdout);
 }
 
+/* A point a subject could not measure, and why. */
+static void emit_fail(const char *case_id, const char *param, const char *subj, long live, const char *metric,
+                      const char *why)
+{
+  series f = { .failed = true };
+  snprintf(f.why, WHY_LEN, "%s", why);
+  emit(case_id, param, subj, live, metric, &f);
+}
+
 static void add(series *s, double v)
 {
   if (s->n < 16) s->v[s->n++] = v;
@@ -321,7 +330,10 @@ static void sweep_size(uint64_t size, uint64_t align)
   for (int p = 0; ns[p]; p++) {
     long n = ns[p];
     if ((uint64_t)n * (size > align ? size : align) > C.max_bytes) break;
-    if (!room_for(n)) break;
+    if (!room_for(n)) {
+      for (int j = 0; j < k; j++) emit_fail("sweep", param, subs[j]->id, n, "create", "no memory for the handles");
+      break;
+    }
     int rounds = n >= 100000 ? C.rounds_big : C.rounds;
     phase3 r[3];
     memset(r, 0, sizeof r);
@@ -333,9 +345,7 @@ static void sweep_size(uint64_t size, uint64_t align)
       }
     for (int j = 0; j < k; j++) {
       if (stop[j]) {
-        series none = { .failed = true };
-        snprintf(none.why, WHY_LEN, "not run: a smaller live count already failed or passed the budget");
-        emit("sweep", param, subs[j]->id, n, "create", &none);
+        emit_fail("sweep", param, subs[j]->id, n, "create", "not run: a smaller live count already failed or passed the budget");
         continue;
       }
       r[j].translate.reached = r[j].release.reached = r[j].create.reached;
@@ -534,11 +544,7 @@ static void case_threads(void)
   series r[3][2];
   memset(r, 0, sizeof r);
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
-    for (int j = 0; j < k; j++) {
-      snprintf(r[j][1].why, WHY_LEN, "one CPU online: no second thread to measure");
-      r[j][1].failed = true;
-      emit("threads", "64", subs[j]->id, 2, "pair", &r[j][1]);
-    }
+    for (int j = 0; j < k; j++) emit_fail("threads", "64", subs[j]->id, 2, "pair", "one CPU online: no second thread");
     return;
   }
   for (int round = 0; round < C.rounds; round++)
@@ -674,11 +680,8 @@ static void case_handoff(void)
   series r[3];
   memset(r, 0, sizeof r);
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
-    for (int j = 0; j < k; j++) {
-      snprintf(r[j].why, WHY_LEN, "one CPU online: producer and consumer would share it");
-      r[j].failed = true;
-      emit("handoff", "64", subs[j]->id, RING, "buffer", &r[j]);
-    }
+    for (int j = 0; j < k; j++)
+      emit_fail("handoff", "64", subs[j]->id, RING, "buffer", "one CPU online: producer and consumer would share it");
     return;
   }
   for (int round = 0; round < C.rounds; round++)
@@ -720,9 +723,9 @@ static void case_mapper(void)
 {
   g_soft = dk__mapper_create_soft(g_vtd, 2, 0);
   if (!g_soft) {
-    series s = { .failed = true };
-    dkb_dk_fail(s.why);
-    emit("mapper", "4096", S_MAPPED.id, C.mapper_n[0], "release", &s);
+    char why[WHY_LEN];
+    dkb_dk_fail(why);
+    emit_fail("mapper", "4096", S_MAPPED.id, C.mapper_n[0], "release", why);
     return;
   }
   const subject *subs[2] = { &S_MAPPED, &S_UNMAPPED };
@@ -843,9 +846,9 @@ static void rss_child(const subject *s)
   }
   int st = 0;
   if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    series f = { .failed = true };
-    snprintf(f.why, WHY_LEN, "the measuring child process failed (status 0x%x)", st);
-    emit("rss", "64", s->id, C.rss_n, "rss", &f);
+    char why[WHY_LEN];
+    snprintf(why, sizeof why, "the measuring child process failed (status 0x%x)", st);
+    emit_fail("rss", "64", s->id, C.rss_n, "rss", why);
   }
 }
 
