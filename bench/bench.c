@@ -17,18 +17,16 @@
 #endif
 #include <dmakit/dmakit.h>
 
+#include "common.h"
+
 #include <rte_eal.h>
-#include <rte_errno.h>
 #include <rte_malloc.h>
 #include <rte_memory.h>
 #include <rte_memzone.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <mntent.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,72 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KiB (1024ull)
-#define MiB (1024ull * 1024)
-#define GiB (1024ull * 1024 * 1024)
-
 #define TRIALS 11                 /* medians of this many trials per subject */
 #define TRIAL_NS 10e6             /* target length of one trial (a loop of many iterations) */
-#define WHY_LEN 300
-
-/* ---- time ---------------------------------------------------------------------------- */
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static volatile uint64_t g_sink;  /* keeps results of timed loops alive */
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Linear-interpolated quantile of a sorted array. */
-static double quantile(const double *v, int n, double q) {
-  double pos = q * (n - 1);
-  int i = (int)pos;
-  if (i >= n - 1) return v[n - 1];
-  return v[i] + (pos - i) * (v[i + 1] - v[i]);
-}
-
-/* Reasons go into one tab-separated field and later into a markdown cell. */
-static void clean_reason(char *s) {
-  for (; *s; s++)
-    if (*s == '\t' || *s == '\n' || *s == '\r') *s = ' ';
-    else if (*s == '|') *s = '/';
-}
-
-static int fail(char *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char *why, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, WHY_LEN, fmt, ap);
-  va_end(ap);
-  clean_reason(why);
-  return -1;
-}
-
-static int dk_fail(char *why) {
-  const dk_failure *f = dk_last_failure();
-  return fail(why, "%s: %s", dk_ioreturn_name(f->code), f->text);
-}
-
-/* rte_malloc and rte_zmalloc do not set rte_errno; say what the heap had instead. */
-static int rte_malloc_fail(char *why, const char *call) {
-  struct rte_malloc_socket_stats st;
-  if (rte_malloc_get_socket_stats(0, &st) == 0)
-    return fail(why, "%s returned NULL; heap had %zu MiB free, largest free element %zu MiB", call,
-                st.heap_freesz_bytes >> 20, st.greatest_free_size >> 20);
-  return fail(why, "%s returned NULL", call);
-}
-
-static int rte_fail(char *why, const char *call) {
-  int e = rte_errno;
-  return fail(why, "%s: %s", call, rte_strerror(e));
-}
-
 /* ---- what a case measures ------------------------------------------------------------ */
 typedef struct params {
   uint64_t size;
@@ -139,7 +73,7 @@ static int op_dmakit_create(long n, char *why) {
   for (long i = 0; i < n; i++) {
     IOBufferMemoryDescriptor *b =
         IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, P.size, &c);
-    if (!b) return dk_fail(why);
+    if (!b) return dkb_dk_fail(why);
     OSObject_release(b);
   }
   return 0;
@@ -151,7 +85,7 @@ static int op_dmakit_physmask(long n, char *why) {
   for (long i = 0; i < n; i++) {
     IOBufferMemoryDescriptor *b =
         IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, P.size, mask);
-    if (!b) return dk_fail(why);
+    if (!b) return dkb_dk_fail(why);
     OSObject_release(b);
   }
   return 0;
@@ -162,8 +96,8 @@ static int op_dmakit_physmask(long n, char *why) {
  * a reference for what is left of each create+release once the allocator's work is gone. */
 static uint8_t *g_zero_ref;
 static int op_memset_ref(long n, char *why) {
-  if (!g_zero_ref && !(g_zero_ref = aligned_alloc(4096, 2 * MiB))) return fail(why, "no memory for the reference buffer");
-  if (P.size > 2 * MiB) return fail(why, "reference buffer is 2 MiB");
+  if (!g_zero_ref && !(g_zero_ref = aligned_alloc(4096, 2 * MiB))) return dkb_fail(why, "no memory for the reference buffer");
+  if (P.size > 2 * MiB) return dkb_fail(why, "reference buffer is 2 MiB");
   for (long i = 0; i < n; i++) {
     memset(g_zero_ref, 0, P.size);
     __asm__ volatile("" : : "r"(g_zero_ref) : "memory");
@@ -175,7 +109,7 @@ static int op_memset_ref(long n, char *why) {
 static int op_rte_zmalloc(long n, char *why) {
   for (long i = 0; i < n; i++) {
     void *p = rte_zmalloc(NULL, P.size, (unsigned)P.align);
-    if (!p) return rte_malloc_fail(why, "rte_zmalloc");
+    if (!p) return dkb_rte_malloc_fail(why, "rte_zmalloc");
     rte_free(p);
   }
   return 0;
@@ -184,7 +118,7 @@ static int op_rte_zmalloc(long n, char *why) {
 static int op_rte_malloc(long n, char *why) {
   for (long i = 0; i < n; i++) {
     void *p = rte_malloc(NULL, P.size, (unsigned)P.align);
-    if (!p) return rte_malloc_fail(why, "rte_malloc");
+    if (!p) return dkb_rte_malloc_fail(why, "rte_malloc");
     rte_free(p);
   }
   return 0;
@@ -195,7 +129,7 @@ static int op_rte_memzone(long n, char *why) {
   for (long i = 0; i < n; i++) {
     const struct rte_memzone *mz = rte_memzone_reserve_bounded(
         "dkbench_mz", P.size, SOCKET_ID_ANY, flags, (unsigned)P.align, 0);
-    if (!mz) return rte_fail(why, "rte_memzone_reserve_bounded");
+    if (!mz) return dkb_rte_fail(why, "rte_memzone_reserve_bounded");
     rte_memzone_free(mz);
   }
   return 0;
@@ -206,22 +140,22 @@ static void *mmap_locked(uint64_t len, char *why) {
   void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
                  -1, 0);
   if (p == MAP_FAILED) {
-    fail(why, "mmap: %s", strerror(errno));
+    dkb_fail(why, "mmap: %s", strerror(errno));
     return NULL;
   }
   if (mlock(p, len) != 0) {
-    fail(why, "mlock: %s", strerror(errno));
+    dkb_fail(why, "mlock: %s", strerror(errno));
     munmap(p, len);
     return NULL;
   }
   size_t pages = (len + g_page - 1) / g_page;
   ssize_t want = (ssize_t)(pages * sizeof(uint64_t));
   if (pread(g_pagemap, g_frames, (size_t)want, (off_t)((uintptr_t)p / g_page * 8)) != want) {
-    fail(why, "pread /proc/self/pagemap: %s", strerror(errno));
+    dkb_fail(why, "pread /proc/self/pagemap: %s", strerror(errno));
     munmap(p, len);
     return NULL;
   }
-  g_sink += g_frames[0] & ((1ull << 55) - 1);
+  dkb_sink += g_frames[0] & ((1ull << 55) - 1);
   return p;
 }
 
@@ -251,8 +185,8 @@ static int op_seg_dmakit(long n, char *why) {
     IOByteCount len;
     acc += IOMemoryDescriptor_getPhysicalSegment(md, SEG_OFF(i), &len, 0) + len;
   }
-  if (acc == 0) return fail(why, "getPhysicalSegment returned 0");
-  g_sink += acc;
+  if (acc == 0) return dkb_fail(why, "getPhysicalSegment returned 0");
+  dkb_sink += acc;
   return 0;
 }
 
@@ -261,10 +195,10 @@ static int op_seg_malloc_virt2iova(long n, char *why) {
   uint64_t acc = 0;
   for (long i = 0; i < n; i++) {
     rte_iova_t iova = rte_malloc_virt2iova(g_seg_rte);
-    if (iova == RTE_BAD_IOVA) return fail(why, "rte_malloc_virt2iova: RTE_BAD_IOVA");
+    if (iova == RTE_BAD_IOVA) return dkb_fail(why, "rte_malloc_virt2iova: RTE_BAD_IOVA");
     acc += iova + SEG_OFF(i);
   }
-  g_sink += acc;
+  dkb_sink += acc;
   return 0;
 }
 
@@ -272,10 +206,10 @@ static int op_seg_mem_virt2iova(long n, char *why) {
   uint64_t acc = 0;
   for (long i = 0; i < n; i++) {
     rte_iova_t iova = rte_mem_virt2iova((char *)g_seg_rte + SEG_OFF(i));
-    if (iova == RTE_BAD_IOVA) return fail(why, "rte_mem_virt2iova: RTE_BAD_IOVA");
+    if (iova == RTE_BAD_IOVA) return dkb_fail(why, "rte_mem_virt2iova: RTE_BAD_IOVA");
     acc += iova;
   }
-  g_sink += acc;
+  dkb_sink += acc;
   return 0;
 }
 
@@ -285,10 +219,10 @@ static int op_seg_pagemap(long n, char *why) {
     uintptr_t va = (uintptr_t)g_seg_mmap + SEG_OFF(i);
     uint64_t e;
     if (pread(g_pagemap, &e, 8, (off_t)(va / g_page * 8)) != 8)
-      return fail(why, "pread /proc/self/pagemap: %s", strerror(errno));
+      return dkb_fail(why, "pread /proc/self/pagemap: %s", strerror(errno));
     acc += (e & ((1ull << 55) - 1)) * g_page + (va & (g_page - 1));
   }
-  g_sink += acc;
+  dkb_sink += acc;
   return 0;
 }
 
@@ -307,11 +241,11 @@ static int op_zero_dmakit(long n, char *why) {
   for (long i = 0; i < n; i++) {
     IOBufferMemoryDescriptor *b =
         IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, ZERO_LEN, &c);
-    if (!b) return dk_fail(why);
+    if (!b) return dkb_dk_fail(why);
     char *p = IOBufferMemoryDescriptor_getBytesNoCopy(b);
     if (!p) {
       OSObject_release(b);
-      return fail(why, "getBytesNoCopy returned NULL");
+      return dkb_fail(why, "getBytesNoCopy returned NULL");
     }
     touch_pages(p, ZERO_LEN);
     OSObject_release(b);
@@ -331,7 +265,7 @@ static int op_zero_memset(long n, char *why) {
 static int op_zero_rte_zmalloc(long n, char *why) {
   for (long i = 0; i < n; i++) {
     char *p = rte_zmalloc(NULL, ZERO_LEN, 4096);
-    if (!p) return rte_malloc_fail(why, "rte_zmalloc(1 GiB)");
+    if (!p) return dkb_rte_malloc_fail(why, "rte_zmalloc(1 GiB)");
     touch_pages(p, ZERO_LEN);
     rte_free(p);
   }
@@ -360,9 +294,9 @@ static void emit(const char *case_id, const char *subj, double med, double q1, d
 
 /* Time n iterations of one subject: ns per iteration, or -1. */
 static double time_op(const subject *s, long n, char *why) {
-  uint64_t t0 = now_ns();
+  uint64_t t0 = dkb_now_ns();
   if (s->op(n, why) != 0) return -1;
-  return (double)(now_ns() - t0) / (double)n;
+  return (double)(dkb_now_ns() - t0) / (double)n;
 }
 
 /* Every subject gets a warm-up (which also tells whether it can run at all) and an iteration
@@ -406,63 +340,13 @@ static void measure(const char *case_id, const subject *subs, int k) {
       emit(case_id, subs[j].id, -1, -1, -1, 0, why[j][0] ? why[j] : "failed");
       continue;
     }
-    qsort(t[j], TRIALS, sizeof(double), cmp_double);
-    emit(case_id, subs[j].id, quantile(t[j], TRIALS, 0.5), quantile(t[j], TRIALS, 0.25),
-         quantile(t[j], TRIALS, 0.75), n[j], NULL);
+    qsort(t[j], TRIALS, sizeof(double), dkb_cmp_double);
+    emit(case_id, subs[j].id, dkb_quantile(t[j], TRIALS, 0.5), dkb_quantile(t[j], TRIALS, 0.25),
+         dkb_quantile(t[j], TRIALS, 0.75), n[j], NULL);
   }
 }
 
-/* ---- EAL ----------------------------------------------------------------------------- */
-static int eal_init(bool legacy, char *why) {
-  char *argv[16];
-  int argc = 0;
-  argv[argc++] = "dkbench";
-  argv[argc++] = "--no-pci";
-  argv[argc++] = "--iova-mode=pa";
-  argv[argc++] = "-l";
-  argv[argc++] = "0";
-  argv[argc++] = "--file-prefix";
-  argv[argc++] = "dkbench";
-  if (legacy) {
-    argv[argc++] = "--legacy-mem";
-    argv[argc++] = "-m";
-    argv[argc++] = "1024";
-  }
-  argv[argc] = NULL;
-  if (rte_eal_init(argc, argv) < 0) return rte_fail(why, "rte_eal_init");
-  return 0;
-}
-
-/* Hugepage files the EAL left behind hold their pages until unlinked. */
-static void remove_eal_files(void) {
-  FILE *m = setmntent("/proc/mounts", "r");
-  if (!m) return;
-  struct mntent *e;
-  while ((e = getmntent(m)) != NULL) {
-    if (strcmp(e->mnt_type, "hugetlbfs") != 0) continue;
-    DIR *d = opendir(e->mnt_dir);
-    if (!d) continue;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-      if (strncmp(de->d_name, "dkbench", 7) != 0) continue;
-      char path[4096];
-      snprintf(path, sizeof path, "%s/%s", e->mnt_dir, de->d_name);
-      unlink(path);
-    }
-    closedir(d);
-  }
-  endmntent(m);
-}
-
-static uint64_t choose_mask(void) {
-  const dk_caps *caps = dk_capabilities();
-  uint64_t top = caps->ram_top;
-  if (top == 0) return UINT64_MAX;
-  uint64_t m = 1;
-  while (m < top && m < (1ull << 63)) m <<= 1;   /* the smallest 2^k covering all RAM */
-  return m - 1;
-}
-
+/* ---- set-up and the cases ------------------------------------------------------------- */
 static int setup_common(void) {
   g_page = (size_t)sysconf(_SC_PAGESIZE);
   g_pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -472,7 +356,7 @@ static int setup_common(void) {
   }
   g_frames = malloc(ZERO_LEN / 4096 * sizeof(uint64_t));
   if (!g_frames) return -1;
-  g_mask = choose_mask();
+  g_mask = dkb_ram_mask();
   return 0;
 }
 
@@ -507,7 +391,7 @@ static void case_segment(void) {
   c.alignment = 4096;
   g_seg_md = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut,
                                                            SEG_LEN, &c);
-  if (!g_seg_md) dk_fail(why);
+  if (!g_seg_md) dkb_dk_fail(why);
   g_seg_rte = rte_malloc(NULL, SEG_LEN, 4096);
   g_seg_mmap = mmap_locked(SEG_LEN, why);
   subject subs[4];
@@ -518,7 +402,7 @@ static void case_segment(void) {
     subs[k++] = (subject){ "rte_malloc_virt2iova", op_seg_malloc_virt2iova, 1l << 30 };
     subs[k++] = (subject){ "rte_mem_virt2iova", op_seg_mem_virt2iova, 1l << 30 };
   } else {
-    rte_malloc_fail(why, "rte_malloc(64 KiB)");
+    dkb_rte_malloc_fail(why, "rte_malloc(64 KiB)");
     emit("seg", "rte_malloc_virt2iova", -1, -1, -1, 0, why);
     emit("seg", "rte_mem_virt2iova", -1, -1, -1, 0, why);
   }
@@ -575,14 +459,14 @@ static int cmd_run(const char *mode) {
   }
   g_mode = mode;
   char why[WHY_LEN];
-  remove_eal_files();
-  uint64_t t0 = now_ns();
-  if (eal_init(legacy, why) != 0) {
+  dkb_remove_eal_files("dkbench");
+  uint64_t t0 = dkb_now_ns();
+  if (dkb_eal_init("dkbench", legacy ? 1024 : 0, why) != 0) {
     fprintf(stderr, "dkbench: %s\n", why);
     emit("eal", "rte_eal_init", -1, -1, -1, 0, why);
     return 1;
   }
-  double eal_ns = (double)(now_ns() - t0);
+  double eal_ns = (double)(dkb_now_ns() - t0);
   emit("eal", "rte_eal_init", eal_ns, eal_ns, eal_ns, 1, "in the measuring process, once");
   if (setup_common() != 0) return 1;
   printf("I\t%s\tmask\t0x%llx\n", mode, (unsigned long long)g_mask);
@@ -606,7 +490,7 @@ static int cmd_run(const char *mode) {
   dk_pool_trim();
 #endif
   rte_eal_cleanup();
-  remove_eal_files();
+  dkb_remove_eal_files("dkbench");
   return 0;
 }
 
@@ -662,13 +546,13 @@ static IOBufferMemoryDescriptor *first_buffer(uint64_t size, bool contiguous) {
 static void startup_child(int which, int fd) {
   char why[WHY_LEN] = "";
   double ns = -1;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = dkb_now_ns();
   switch (which) {
   case ST_DMAKIT_POOL:
 #ifdef DKB_HAVE_POOL
     /* The pool's own start-up call: 1 GiB of 2 MiB pages, ready before the first buffer. */
-    if (dk_pool_reserve(1 * GiB, 2 * MiB) == kIOReturnSuccess) ns = (double)(now_ns() - t0);
-    else dk_fail(why);
+    if (dk_pool_reserve(1 * GiB, 2 * MiB) == kIOReturnSuccess) ns = (double)(dkb_now_ns() - t0);
+    else dkb_dk_fail(why);
     break;
 #endif
     /* FALLTHROUGH: no dk_pool_reserve in this dmakit; its first pool buffer stands in */
@@ -677,17 +561,17 @@ static void startup_child(int which, int fd) {
     IOBufferMemoryDescriptor *b = which == ST_DMAKIT_FIRST4K ? first_buffer(4096, false)
                                                              : first_buffer(2 * MiB, true);
     if (b) {
-      ns = (double)(now_ns() - t0);
+      ns = (double)(dkb_now_ns() - t0);
       OSObject_release(b);
     } else {
-      dk_fail(why);
+      dkb_dk_fail(why);
     }
     break;
   }
   case ST_EAL_LEGACY:
   case ST_EAL_DYNAMIC:
-    if (eal_init(which == ST_EAL_LEGACY, why) == 0) {
-      ns = (double)(now_ns() - t0);
+    if (dkb_eal_init("dkbench", which == ST_EAL_LEGACY ? 1024 : 0, why) == 0) {
+      ns = (double)(dkb_now_ns() - t0);
       rte_eal_cleanup();
     }
     break;
@@ -704,10 +588,10 @@ static void startup_child(int which, int fd) {
 
 static double startup_once(int which, char *why) {
   int pfd[2];
-  if (pipe(pfd) != 0) return fail(why, "pipe: %s", strerror(errno));
+  if (pipe(pfd) != 0) return dkb_fail(why, "pipe: %s", strerror(errno));
   fflush(NULL);
   pid_t pid = fork();
-  if (pid < 0) return fail(why, "fork: %s", strerror(errno));
+  if (pid < 0) return dkb_fail(why, "fork: %s", strerror(errno));
   if (pid == 0) {
     close(pfd[0]);
     startup_child(which, pfd[1]);
@@ -720,14 +604,14 @@ static double startup_once(int which, char *why) {
   msg[got < 0 ? 0 : got] = 0;
   int st = 0;
   waitpid(pid, &st, 0);
-  remove_eal_files();
+  dkb_remove_eal_files("dkbench");
   hp_restore();
-  if (got <= 0) return fail(why, "child died (status 0x%x)", st);
+  if (got <= 0) return dkb_fail(why, "child died (status 0x%x)", st);
   char *tab = strchr(msg, '\t');
   double ns = strtod(msg, NULL);
   if (ns < 0) {
     snprintf(why, WHY_LEN, "%s", tab ? tab + 1 : "failed");
-    clean_reason(why);
+    dkb_clean_reason(why);
     return -1;
   }
   return ns;
@@ -738,7 +622,7 @@ static int cmd_startup(void) {
   double t[ST__COUNT][TRIALS];
   char why[ST__COUNT][WHY_LEN];
   bool ok[ST__COUNT];
-  remove_eal_files();
+  dkb_remove_eal_files("dkbench");
   hp_save();
   for (int j = 0; j < ST__COUNT; j++) ok[j] = true, why[j][0] = 0;
 #ifndef DKB_HAVE_POOL
@@ -758,9 +642,9 @@ static int cmd_startup(void) {
       emit("startup", st_id[j], -1, -1, -1, 0, why[j]);
       continue;
     }
-    qsort(t[j], TRIALS, sizeof(double), cmp_double);
-    emit("startup", st_id[j], quantile(t[j], TRIALS, 0.5), quantile(t[j], TRIALS, 0.25),
-         quantile(t[j], TRIALS, 0.75), 1, "fresh process per trial");
+    qsort(t[j], TRIALS, sizeof(double), dkb_cmp_double);
+    emit("startup", st_id[j], dkb_quantile(t[j], TRIALS, 0.5), dkb_quantile(t[j], TRIALS, 0.25),
+         dkb_quantile(t[j], TRIALS, 0.75), 1, "fresh process per trial");
   }
   return 0;
 }
@@ -816,16 +700,6 @@ static const row *find(const char *mode, const char *case_id, const char *subj) 
         strcmp(g_rows[i].subj, subj) == 0)
       return &g_rows[i];
   return NULL;
-}
-
-static const char *fmt_ns(double ns, char *buf, size_t len) {
-  if (ns < 0) snprintf(buf, len, "n/a");
-  else if (ns < 100) snprintf(buf, len, "%.2f ns", ns);
-  else if (ns < 1e3) snprintf(buf, len, "%.0f ns", ns);
-  else if (ns < 1e6) snprintf(buf, len, "%.2f us", ns / 1e3);
-  else if (ns < 1e9) snprintf(buf, len, "%.2f ms", ns / 1e6);
-  else snprintf(buf, len, "%.2f s", ns / 1e9);
-  return buf;
 }
 
 static const char *case_title(const char *id) {
@@ -907,7 +781,7 @@ static void print_case(const char *mode, const char *case_id) {
     if (strcmp(case_id, "zero1g") == 0)
       snprintf(gbs, sizeof gbs, " (%.1f GB/s)", (double)ZERO_LEN / r->med);
     printf("| %s | %s%s | %s - %s | %s |\n", subj_title(case_id, r->subj),
-           fmt_ns(r->med, a, sizeof a), gbs, fmt_ns(r->q1, b, sizeof b), fmt_ns(r->q3, c, sizeof c),
+           dkb_fmt_ns(r->med, a, sizeof a), gbs, dkb_fmt_ns(r->q1, b, sizeof b), dkb_fmt_ns(r->q3, c, sizeof c),
            ratio);
   }
   if (any) printf("\n");
@@ -924,8 +798,8 @@ static void target(const char *what, const char *mode, const row *d, const row *
     return;
   }
   double v = ratio_of_time ? d->med / o->med : o->med / d->med;
-  printf("| %s | %s | %s vs %s = **%.3g**%s | %s |\n", what, mode, fmt_ns(d->med, a, sizeof a),
-         fmt_ns(o->med, b, sizeof b), v, unit_note,
+  printf("| %s | %s | %s vs %s = **%.3g**%s | %s |\n", what, mode, dkb_fmt_ns(d->med, a, sizeof a),
+         dkb_fmt_ns(o->med, b, sizeof b), v, unit_note,
          (ratio_of_time ? v <= limit : v >= limit) ? "yes" : "**no**");
 }
 
@@ -973,8 +847,8 @@ static int cmd_report(int argc, char **argv) {
     if (z && mz && d && z->med > 0 && mz->med > 0 && d->med > 0)
       printf("EAL %s: zeroing 4 KiB alone (memset of a warm buffer) took %s, %.3g of a memzone reserve+free "
              "(%s); dmakit's 4 KiB create+release (%s) is that zeroing plus %.3g of a memzone.\n",
-             modes[m], fmt_ns(z->med, a, sizeof a), z->med / mz->med, fmt_ns(mz->med, b, sizeof b),
-             fmt_ns(d->med, c, sizeof c), (d->med - z->med) / mz->med);
+             modes[m], dkb_fmt_ns(z->med, a, sizeof a), z->med / mz->med, dkb_fmt_ns(mz->med, b, sizeof b),
+             dkb_fmt_ns(d->med, c, sizeof c), (d->med - z->med) / mz->med);
   }
   if (g_mask_text[0])
     printf("Every dmakit request carries the physical mask %s (all of this machine's RAM).\n",

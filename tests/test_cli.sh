@@ -147,6 +147,7 @@ bad "map --alloc bad key" "colour" "$bin" map --alloc 4K,colour=red -o "$tmp/x.s
 bad "stats --reserve bad" "--reserve" "$bin" stats --reserve lots
 bad "stats --page-size bad" "--page-size" "$bin" stats --reserve 2M --page-size 4K
 bad "bench --hugepages bad" "--hugepages" "$bin" bench --hugepages many
+bad "bench --only bad" "--only" "$bin" bench --only everything
 
 # ---- caps ------------------------------------------------------------------------------------
 run "caps" 0 "$bin" caps

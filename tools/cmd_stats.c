@@ -196,10 +196,11 @@ int cmd_bench(int argc, char **argv)
 {
   static const struct option opts[] = {
     { "where", no_argument, 0, 'w' },           { "hugepages", required_argument, 0, 'H' },
-    { "out", required_argument, 0, 'o' },       { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+    { "out", required_argument, 0, 'o' },       { "help", no_argument, 0, 'h' },
+    { "quick", no_argument, 0, 'q' },           { "only", required_argument, 0, 'O' }, { 0, 0, 0, 0 },
   };
-  int where = 0, ch;
-  const char *hp = NULL, *out = NULL;
+  int where = 0, quick = 0, ch;
+  const char *hp = NULL, *out = NULL, *only = NULL;
   optind = 1;
   while ((ch = getopt_cli("bench", argc, argv, opts)) != -1) {
     uint64_t n;
@@ -207,12 +208,21 @@ int cmd_bench(int argc, char **argv)
     case 'w': where = 1; break;
     case 'H': if (parse_size(optarg, &n) || !n) usage_error("bench", "--hugepages: '%s' is not a count", optarg); hp = optarg; break;
     case 'o': out = optarg; break;
+    case 'q': quick = 1; break;
+    case 'O':
+      if (strcmp(optarg, "single") != 0 && strcmp(optarg, "scale") != 0)
+        usage_error("bench", "--only: '%s' is neither single nor scale", optarg);
+      only = optarg;
+      break;
     case 'h':
-      printf("usage: %s bench [--hugepages N] [--out DIR] [--where]\n\n"
+      printf("usage: %s bench [--quick] [--only single|scale] [--hugepages N] [--out DIR] [--where]\n\n"
              "Runs the benchmark suite, `sh scripts/bench.sh` from the dmakit source tree (dmakit\n"
              "against DPDK and mmap+mlock+pagemap; needs root, installs libdpdk-dev), and prints its\n"
              "markdown table. The source tree is $DMAKIT_SOURCE_DIR, else where this dmakit was built\n"
              "from (%s).\n\n"
+             "  --quick         the live-count cases at small counts only (about a minute)\n"
+             "  --only KIND     single: one buffer at a time (dkbench); scale: thousands to a million\n"
+             "                  buffers live (dkscale)\n"
              "  --hugepages N   2 MiB pages to hold during the run (DK_BENCH_HUGEPAGES, default 1536)\n"
              "  --out DIR       build and result directory (DK_BENCH_OUT, default build-bench)\n"
              "  --where         print the script's path and exit\n", prog, *DK_SOURCE_DIR ? DK_SOURCE_DIR : "unknown");
@@ -234,7 +244,9 @@ int cmd_bench(int argc, char **argv)
   pid_t pid = fork();
   if (pid < 0) { errorf("bench: fork: %s", strerror(errno)); return EXIT_FAIL; }
   if (pid == 0) {
-    execlp("sh", "sh", script, (char *)NULL);
+    if (quick) execlp("sh", "sh", script, "--quick", (char *)NULL);
+    else if (only) execlp("sh", "sh", script, "--only", only, (char *)NULL);
+    else execlp("sh", "sh", script, (char *)NULL);
     _exit(127);
   }
   int status;
