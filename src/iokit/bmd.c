@@ -3,6 +3,7 @@
  * promise through the frames before the buffer is returned, the buffer methods of §4, free. */
 #include "alloc/geom.h"
 #include "iokit/internal.h"
+#include "phys/budget.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -372,11 +373,16 @@ static bool allocate(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint6
    * buffers) keep page-granular mappings: 4K pages, unless only the pool can meet them. */
   bool shared = (b->plan.options & kIOMemorySharingTypeMask) != 0;
   bool fits_4k = !physical || provider_can(c, size, page, false);
+  /* more than the machine could hold: refused before anything is populated */
+  if (wire && size >= DK_BUDGET_ADMIT_MIN && !dk__budget_admit(size, dk__pool_usable() ? dk__pool_free_bytes() : 0))
+    return false;
   if (shared && fits_4k) return allocate_4k(b, c, size, len, valign, wire, physical);
   if (wire && dk__pool_usable()) {
     if (allocate_pool(b, c, size, len, valign)) return true;
     /* what 4K pages can promise they may still give (a mask they happen to meet); the
-     * pool's reason stays the one reported if they cannot */
+     * pool's reason stays the one reported if they cannot, unless the request needed nothing
+     * of the pool: then 4K pages' answer is the answer */
+    if (fits_4k && !physical) dk__fail_forget();
     return fits_4k && allocate_4k(b, c, size, len, valign, wire, physical);
   }
   return allocate_4k(b, c, size, len, valign, wire, physical);
