@@ -155,6 +155,10 @@ static uint64_t cap_bytes(void) { return (uint64_t)dk__option(DK_OPTION_POOL_MAX
 /* Add a chunk of n pages; false with the failure recorded. *added receives it. */
 static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
 {
+  char purpose[96], sz[24];
+  snprintf(purpose, sizeof purpose, "growing the hugepage pool by %u pages of %s", n,
+           dk__budget_size(page, sz, sizeof sz));
+  if (!dk__budget_huge_check(page, n, purpose)) return false;   /* before the kernel is asked */
   if (held_bytes() + page * n > cap_bytes()) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
              "the pool holds %llu MiB; %u more %llu KiB pages would pass its cap of %ld MiB (DMAKIT_POOL_MAX_MB)",
@@ -162,10 +166,6 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
              dk__option(DK_OPTION_POOL_MAX_MB));
     return false;
   }
-  char purpose[96], sz[24];
-  snprintf(purpose, sizeof purpose, "growing the hugepage pool by %u pages of %s", n,
-           dk__budget_size(page, sz, sizeof sz));
-  if (!dk__budget_huge_check(page, n, purpose)) return false;   /* before the kernel is asked */
   long raised;
   if (!dk__huge_make_room(page, n, (long)(cap_bytes() / page), &raised)) {
     dk__huge_give_back(page, raised);
@@ -406,9 +406,10 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
     else snprintf(bound, sizeof bound, "searched up to %ld MiB for %ld ms", dk__option(DK_OPTION_LOWMEM_SEARCH_MB),
                   dk__option(DK_OPTION_LOWMEM_SEARCH_MS));
     if (short_of_memory) dk__fail_forget();    /* the mask is what failed; the budget ended the search */
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_MASK, "no memory below mask 0x%llx: the lowest frame found was 0x%llx (%s%s)",
-             (unsigned long long)c->high, (unsigned long long)low, short_of_memory ? "the search stopped at the memory budget: " : "",
-             bound);
+    char found[64] = "nothing was found";
+    if (low) snprintf(found, sizeof found, "the lowest frame found was 0x%llx", (unsigned long long)low);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_MASK, "no memory below mask 0x%llx: %s (%s%s)", (unsigned long long)c->high,
+             found, short_of_memory ? "the search stopped at the memory budget: " : "", bound);
   } else if (len > largest_run() && !c->contiguous) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
              "the pool could not form a run of %llu bytes (its buffers are single runs; the longest is %llu bytes)",

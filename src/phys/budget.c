@@ -349,6 +349,14 @@ static _Atomic uint64_t g_step;
 
 static void atfork_child(void) { g_valid = false; }
 
+void dk__budget_forget(void)
+{
+  pthread_mutex_lock(&g_lock);
+  g_valid = false;
+  g_released = 0;
+  pthread_mutex_unlock(&g_lock);
+}
+
 static uint64_t now_ms(void)
 {
   struct timespec t;

@@ -113,6 +113,9 @@ void dk__budget_note_release(uint64_t bytes);
 /* The figures now as text (for a failure that the budget ended: a search it stopped). */
 void dk__budget_describe_now(unsigned what, char *buf, size_t cap);
 
+/* Drop the figures kept from the last read (tests, or a caller that knows memory changed). */
+void dk__budget_forget(void);
+
 /* The 4K provider populates in steps of at most this many bytes, re-checking between them. */
 uint64_t dk__budget_step(void);
 void     dk__budget_set_step(uint64_t bytes);   /* tests: 0 restores the default (64 MiB) */
