@@ -345,7 +345,7 @@ static _Atomic uint64_t g_step;
 /* Memory given back through an io_uring unpin returns to the kernel late on some kernels (6.1
  * frees unregistered buffers from delayed work, a second later): a request refused for want
  * of memory released that recently waits for it, this long at most. */
-#define RELEASE_MS 1500
+#define RELEASE_MS 2000
 
 static void atfork_child(void) { g_valid = false; }
 
@@ -390,6 +390,17 @@ static bool refresh_locked(const char *purpose)
   return true;
 }
 
+/* Memory unpinned moments ago may still be on its way back to the kernel: when it could cover
+ * `shortfall`, wait a little (the lock released meanwhile) and say so; the caller reads again. */
+static bool wait_for_release_locked(uint64_t shortfall)
+{
+  if (now_ms() - g_released_ms > RELEASE_MS || g_released < shortfall) return false;
+  pthread_mutex_unlock(&g_lock);
+  dk__sleep_ms(20);
+  pthread_mutex_lock(&g_lock);
+  return true;
+}
+
 bool dk__budget_check(uint64_t bytes, unsigned what, bool fresh, const char *purpose)
 {
   uint64_t cost = dk__budget_cost(bytes, what);
@@ -414,12 +425,7 @@ bool dk__budget_check(uint64_t bytes, unsigned what, bool fresh, const char *pur
       pthread_mutex_unlock(&g_lock);
       return true;
     }
-    /* memory unpinned moments ago may still be on its way back */
-    uint64_t t = now_ms();
-    if (b.bind != DK_BUDGET_BY_MACHINE || t - g_released_ms > RELEASE_MS || g_released < cost - b.room) break;
-    pthread_mutex_unlock(&g_lock);
-    dk__sleep_ms(20);
-    pthread_mutex_lock(&g_lock);
+    if (b.bind != DK_BUDGET_BY_MACHINE || !wait_for_release_locked(cost - b.room)) break;
   }
   char fig[260], asked[24];
   dk__budget_describe(&g_facts, &b, fig, sizeof fig);
@@ -444,21 +450,31 @@ bool dk__budget_admit(uint64_t bytes, uint64_t pool_free)
   unsigned what = caps->pagemap_frames ? DK_BUDGET_LOCKED : 0;
   dk_budget b4, bh;
   dk_budget_facts f;
-  pthread_mutex_lock(&g_lock);
-  bool ok = g_valid && now_ms() - g_read_ms < CACHE_MS;
-  if (!ok) ok = refresh_locked("admitting a buffer");
-  if (ok) f = g_facts;
-  pthread_mutex_unlock(&g_lock);
-  if (!ok) return false;
-  dk__budget_compute(&f, what, &b4);
-  dk__budget_compute(&f, DK_BUDGET_HUGETLB, &bh);
-  /* the most any provider could give: 4K pages, or hugepages (new, free persistent ones, and
-   * what the pool holds free) */
-  uint64_t huge = pool_free + bh.room;
-  for (uint32_t i = 0; i < caps->hugepage_size_count; i++)
-    huge += free_hugepages(caps->hugepage_sizes[i]) * caps->hugepage_sizes[i];
   bool pool = caps->pool_usable && dk__option(DK_OPTION_POOL);
-  if (dk__budget_cost(bytes, what) <= b4.room || (pool && bytes <= huge)) return true;
+  uint64_t spare = 0;                  /* free persistent hugepages: no new memory */
+  for (uint32_t i = 0; pool && i < caps->hugepage_size_count; i++)
+    spare += free_hugepages(caps->hugepage_sizes[i]) * caps->hugepage_sizes[i];
+  uint64_t cost = dk__budget_cost(bytes, what), huge = 0;
+  pthread_mutex_lock(&g_lock);
+  bool cached = g_valid && now_ms() - g_read_ms < CACHE_MS, fits = false, readable = true;
+  for (int round = 0;; round++) {
+    if ((round > 0 || !cached) && !(readable = refresh_locked("admitting a buffer"))) break;
+    dk__budget_compute(&g_facts, what, &b4);
+    dk__budget_compute(&g_facts, DK_BUDGET_HUGETLB, &bh);
+    /* the most any provider could give: 4K pages, or hugepages (new, free persistent ones,
+     * and what the pool holds free) */
+    huge = pool ? pool_free + spare + bh.room : 0;
+    if (cost <= b4.room || bytes <= huge) {
+      fits = true;
+      break;
+    }
+    if (round == 0 && cached) continue;          /* read now before refusing */
+    if (!wait_for_release_locked(cost - (huge > b4.room ? huge : b4.room))) break;
+  }
+  f = g_facts;
+  pthread_mutex_unlock(&g_lock);
+  if (fits) return true;
+  if (!readable) return false;
   char fig[260], asked[24], held[24];
   dk__budget_describe(&f, &b4, fig, sizeof fig);
   dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "%s asked, more than can be had: %s%s%s",
