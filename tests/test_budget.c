@@ -423,7 +423,7 @@ static void refuse_pool_reserve(void **state)
 
 /* ---- a memory cgroup of our own --------------------------------------------------------- */
 
-typedef struct cg { char dir[256]; int version; } cg;
+typedef struct cg { char dir[320]; int version; } cg;
 
 /* Create a cgroup with the memory controller and a `limit`, under the root of the hierarchy
  * that has it (v2, else v1). false with the reason printed when the machine does not allow. */
@@ -442,7 +442,7 @@ static bool cgroup_make(cg *g, uint64_t limit, char *why, size_t cap)
     if (!strcmp(fstype, "cgroup") && strstr(super, "memory") && !v1[0]) snprintf(v1, sizeof v1, "%s", point);
   }
   if (f) fclose(f);
-  char path[320], ctl[256] = "";
+  char path[400], ctl[256] = "";
   if (v2[0]) {
     snprintf(path, sizeof path, "%s/cgroup.controllers", v2);
     FILE *c = fopen(path, "r");
@@ -461,20 +461,20 @@ static bool cgroup_make(cg *g, uint64_t limit, char *why, size_t cap)
     snprintf(why, cap, "no cgroup hierarchy with the memory controller is mounted");
     return false;
   }
-  if (mkdir(g->dir, 0755) < 0) { snprintf(why, cap, "mkdir %s: %s", g->dir, strerror(errno)); return false; }
+  if (mkdir(g->dir, 0755) < 0) { snprintf(why, cap, "mkdir %.300s: %s", g->dir, strerror(errno)); return false; }
   snprintf(path, sizeof path, "%s/%s", g->dir, g->version == 2 ? "memory.max" : "memory.limit_in_bytes");
   int fd = open(path, O_WRONLY);
   char v[32];
   int n = snprintf(v, sizeof v, "%llu", (unsigned long long)limit);
   bool ok = fd >= 0 && write(fd, v, (size_t)n) == n;
   if (fd >= 0) close(fd);
-  if (!ok) { snprintf(why, cap, "setting %s: %s", path, strerror(errno)); rmdir(g->dir); return false; }
+  if (!ok) { snprintf(why, cap, "setting %.300s: %s", path, strerror(errno)); rmdir(g->dir); return false; }
   return true;
 }
 
 static uint64_t cgroup_read(const cg *g, const char *name)
 {
-  char path[320], txt[64] = "";
+  char path[400], txt[64] = "";
   snprintf(path, sizeof path, "%s/%s", g->dir, name);
   FILE *f = fopen(path, "r");
   if (f) { if (!fgets(txt, sizeof txt, f)) txt[0] = 0; fclose(f); }
@@ -530,7 +530,7 @@ static void refuse_at_cgroup_limit(void **state)
     in_cgroup(NULL);
   }
   close(sync[0]);
-  char path[320], num[32];
+  char path[400], num[32];
   snprintf(path, sizeof path, "%s/cgroup.procs", g.dir);
   int fd = open(path, O_WRONLY);
   int n = snprintf(num, sizeof num, "%d", (int)pid);
