@@ -125,8 +125,10 @@ bool dk__backing_wire(dk_backing *b)
   unsigned what = must_lock ? DK_BUDGET_LOCKED : 0;
   /* what the pages will newly take: a pageable buffer's touched pages exist already */
   struct stat st;
-  uint64_t have = dk__fstat(b->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+  bool known = dk__fstat(b->fd, &st) == 0;
+  uint64_t have = known ? (uint64_t)st.st_blocks * 512 : 0;
   uint64_t need = b->size > have ? b->size - have : 0;
+  bool was_empty = known && have == 0;   /* only then may a failure punch out what it took */
   char purpose[64], sz[24];
   snprintf(purpose, sizeof purpose, "wiring %s of 4K pages", dk__budget_size(b->size, sz, sizeof sz));
   if (!dk__budget_check(need, what, false, purpose)) return false;
@@ -198,7 +200,7 @@ fail_unpin:
 fail_unlock:
   b->locked = false;
 fail:
-  wire_undo(b, locked, taken, have == 0);
+  wire_undo(b, locked, taken, was_empty);
   return false;
 }
 
