@@ -234,19 +234,13 @@ static bool grow_some(uint64_t page, uint32_t need, uint32_t want, dk_chunk_node
 {
   uint32_t n = dk__budget_huge_fit(page, need, want);
   *short_of_memory = n == 0;
-  if (n == 0) {
-    char purpose[96], sz[24];
-    snprintf(purpose, sizeof purpose, "growing the hugepage pool by %u pages of %s", need,
-             dk__budget_size(page, sz, sizeof sz));
-    if (!dk__budget_huge_check(page, need, purpose)) return false;   /* records the figures */
-    n = need;                      /* memory came back between the two reads */
-    *short_of_memory = false;
-  }
+  if (n == 0) n = need;            /* grow()'s own check refuses it, with the figures */
   while (!grow(page, n, added)) {
     if (n <= need) return false;
     n = n / 2 > need ? n / 2 : need;
     dk__fail_forget();             /* the smaller try's reason is the one to report */
   }
+  *short_of_memory = false;        /* memory came back between the two reads */
   return true;
 }
 
