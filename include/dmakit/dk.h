@@ -92,6 +92,10 @@ typedef enum dk_option {
   DK_OPTION_SHARE_TIMEOUT_MS,
   /* 1: dk_mapper_close also prints what it reports (leaked IOVA mappings) on stderr (default 0). */
   DK_OPTION_MAPPER_DEBUG,
+  /* Memory kept free when dmakit populates memory, in MiB; -1 (default): automatic, 1/32 of RAM
+   * (and of a memory cgroup's limit) but no less than 16 MiB or an eighth of it. Requests the
+   * machine cannot hold past the margin are refused with kIOReturnNoMemory (docs/physical.md). */
+  DK_OPTION_MEMORY_MARGIN_MB,
   DK_OPTION__COUNT
 } dk_option;
 

@@ -3,6 +3,7 @@
  * slab.c, which takes its slabs from here. */
 #include "alloc/pool_impl.h"
 #include "base/counters.h"
+#include "phys/budget.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -190,6 +191,10 @@ static uint64_t cap_bytes(void) { return (uint64_t)dk__option(DK_OPTION_POOL_MAX
 /* Add a chunk of n pages; false with the failure recorded. *added receives it. */
 static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
 {
+  char purpose[96], sz[24];
+  snprintf(purpose, sizeof purpose, "growing the hugepage pool by %u pages of %s", n,
+           dk__budget_size(page, sz, sizeof sz));
+  if (!dk__budget_huge_check(page, n, purpose)) return false;   /* before the kernel is asked */
   if (held_bytes() + page * n > cap_bytes()) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
              "the pool holds %llu MiB; %u more %llu KiB pages would pass its cap of %ld MiB (DMAKIT_POOL_MAX_MB)",
@@ -253,6 +258,23 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
   else g_stats.bytes_pool_2m += page * n;
   g_stats.grows++;
   *added = node;
+  return true;
+}
+
+/* Grow by `want` pages of `page` bytes, or by fewer when the machine is short of memory
+ * (src/phys/budget.c) or cannot reserve that many at once, halving down to `need`. false with
+ * the failure recorded; *short_of_memory when the budget allowed not even `need`. */
+static bool grow_some(uint64_t page, uint32_t need, uint32_t want, dk_chunk_node **added, bool *short_of_memory)
+{
+  uint32_t n = dk__budget_huge_fit(page, need, want);
+  *short_of_memory = n == 0;
+  if (n == 0) n = need;            /* grow()'s own check refuses it, with the figures */
+  while (!grow(page, n, added)) {
+    if (n <= need) return false;
+    n = n / 2 > need ? n / 2 : need;
+    dk__fail_forget();             /* the smaller try's reason is the one to report */
+  }
+  *short_of_memory = false;        /* memory came back between the two reads */
   return true;
 }
 
@@ -331,6 +353,7 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   uint64_t grow_min = (uint64_t)dk__option(DK_OPTION_POOL_GROW_MB) << 20;
   bool big = align > P2 || len > 64 * P2;
   uint64_t lowest_seen = UINT64_MAX;
+  bool short_of_memory = false;      /* the memory budget ended the growth */
 
   /* 1. 2 MiB pages. When what the pool grew by does not meet the request, search on, holding
    *    what the kernel hands out (freed, the same pages would come back): below a mask in
@@ -344,10 +367,11 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
     dk_chunk_node *searched[256];
     unsigned nsearched = 0;
     bool lowmem = false;
+    uint32_t need = (uint32_t)((want + P2 - 1) / P2);
     for (;;) {
       dk_chunk_node *node;
       uint32_t n = (uint32_t)((bytes + P2 - 1) / P2);
-      if (!grow(P2, n, &node)) break;
+      if (!grow_some(P2, need, n, &node, &short_of_memory)) break;
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
       if (nodes_ready(2) && try_place(c, len, align, out)) {
         drop_unused(searched, nsearched);
@@ -380,10 +404,19 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   /* say which constraint could not be met */
   if (c->high && (lowest_seen == UINT64_MAX || lowest_seen > c->high)) {
     uint64_t low = lowest_seen != UINT64_MAX ? lowest_seen : lowest_held();
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_MASK,
-             "no memory below mask 0x%llx: the lowest frame found was 0x%llx (searched up to %ld MiB for %ld ms)",
-             (unsigned long long)c->high, (unsigned long long)low, dk__option(DK_OPTION_LOWMEM_SEARCH_MB),
-             dk__option(DK_OPTION_LOWMEM_SEARCH_MS));
+    char bound[200];
+    if (short_of_memory) dk__budget_describe_now(DK_BUDGET_HUGETLB, bound, sizeof bound);
+    else snprintf(bound, sizeof bound, "searched up to %ld MiB for %ld ms", dk__option(DK_OPTION_LOWMEM_SEARCH_MB),
+                  dk__option(DK_OPTION_LOWMEM_SEARCH_MS));
+    if (short_of_memory) dk__fail_forget();    /* the mask is what failed; the budget ended the search */
+    char found[64] = "nothing was found";
+    if (low) snprintf(found, sizeof found, "the lowest frame found was 0x%llx", (unsigned long long)low);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_MASK, "no memory below mask 0x%llx: %s (%s%s)", (unsigned long long)c->high,
+             found, short_of_memory ? "the search stopped at the memory budget: " : "", bound);
+  } else if (len > largest_run() && !c->contiguous) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
+             "the pool could not form a run of %llu bytes (its buffers are single runs; the longest is %llu bytes)",
+             (unsigned long long)len, (unsigned long long)largest_run());
   } else if (len > largest_run()) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
              "no physically contiguous run of %llu bytes: the largest the pool could form is %llu bytes",
@@ -403,6 +436,15 @@ bool dk__pool_carve_locked(const dk_constraints *c, uint64_t len, uint64_t align
 }
 
 /* ---- public to the library ----------------------------------------------------------- */
+
+uint64_t dk__pool_free_bytes(void)
+{
+  uint64_t n = 0;
+  pthread_mutex_lock(&g_lock);
+  for (dk_region *r = g_regions; r; r = r->next) n += r->free_bytes;
+  pthread_mutex_unlock(&g_lock);
+  return n;
+}
 
 bool dk__pool_usable(void)
 {

@@ -40,6 +40,8 @@ void *dk__pool_map(const dk_block *b, uint64_t off, uint64_t len, int prot, size
                    bool overwrite, void **base, size_t *span);
 /* The hugepage size backing the block. */
 uint64_t dk__pool_page(const dk_block *b);
+/* Bytes in the pool's free extents (the memory budget counts them as available). */
+uint64_t dk__pool_free_bytes(void);
 /* Whether the pool can be used at all here (root, frames visible, hugetlb, enabled). */
 bool dk__pool_usable(void);
 /* Count a request met by another provider, or a failure, in the statistics. */

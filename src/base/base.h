@@ -42,6 +42,8 @@ IOReturn dk__fail_errno(int e, dk_constraint_kind kind, const char *fmt, ...) __
  * DriverKit's Create built on an inner public call). */
 void dk__fail_recode(const char *function, IOReturn code);
 int  dk__failed(void);            /* a failure was recorded since dk__enter */
+/* Forget the recorded failure (a retry or a fallback whose own reason is the one to report). */
+static inline void dk__fail_forget(void) { dk__tl_set = 0; }
 IOReturn dk__failure_code(void);
 
 /* The current value of a dk_option (base/options.c). */

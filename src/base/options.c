@@ -18,6 +18,7 @@ static const option_desc g_desc[DK_OPTION__COUNT] = {
   [DK_OPTION_LOWMEM_SEARCH_MS]  = { "LOWMEM_SEARCH_MS", 3000 },
   [DK_OPTION_SHARE_TIMEOUT_MS]  = { "SHARE_TIMEOUT_MS", 5000 },
   [DK_OPTION_MAPPER_DEBUG]      = { "MAPPER_DEBUG", 0 },
+  [DK_OPTION_MEMORY_MARGIN_MB]  = { "MEMORY_MARGIN_MB", -1 },
 };
 static _Atomic long g_value[DK_OPTION__COUNT];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;

@@ -1,6 +1,7 @@
 /* src/mem/mem.c: the provider ladder and the verification of physical promises (see mem.h);
  * every other call dispatches on the record's provider. */
 #include "mem/mem.h"
+#include "phys/budget.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -94,13 +95,19 @@ bool dk__mem_alloc(dk_mem *m, const dk_mem_req *rq)
   uint64_t page = dk__caps()->page_size;
   bool physical = has_physical_promise(rq->c, rq->size, page);
   bool fits_4k = !physical || dk__prov_memfd.can(rq, false);
+  bool pool = rq->wire && dk__prov_pool.can(rq, false);
+  /* more than the machine could hold: refused before anything is populated (phys/budget.c) */
+  if (rq->wire && rq->size >= DK_BUDGET_ADMIT_MIN && !dk__budget_admit(rq->size, pool ? dk__pool_free_bytes() : 0))
+    return false;
   /* memory meant for other processes keeps page-granular mappings: 4K pages where they can
    * keep the promise */
   if (rq->shared && fits_4k) return rung(&dk__prov_memfd, m, rq, physical);
-  if (rq->wire && dk__prov_pool.can(rq, false)) {
+  if (pool) {
     if (rung(&dk__prov_pool, m, rq, physical)) return true;
     /* what 4K pages can promise they may still give (a mask they happen to meet); the pool's
-     * reason stays the one reported if they cannot */
+     * reason stays the one reported if they cannot, unless the request needed nothing of the
+     * pool: then the 4K pages' answer is the answer */
+    if (fits_4k && !physical) dk__fail_forget();
     return fits_4k && rung(&dk__prov_memfd, m, rq, physical);
   }
   return rung(&dk__prov_memfd, m, rq, physical);

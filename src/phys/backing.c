@@ -1,14 +1,17 @@
 /* src/phys/backing.c: the first page provider. One memfd per buffer, mapped RW in this
  * process (the internal view every copy goes through), its pages allocated and locked when
- * wired, long-term pinned and their frames read once (one batched pagemap read) and cached
+ * wired (in steps, each checked against the memory budget, src/phys/budget.c), long-term pinned and their frames read once (one batched pagemap read) and cached
  * with the contiguous-run length of each page, so a physical query is two array loads. */
+#include "phys/budget.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 static const char *why(int e) { return strerror(e); }
 
@@ -103,42 +106,79 @@ fail:
   return false;
 }
 
+/* Give back what a failed wire took: the locks, and the pages it allocated when the file had
+ * none before (a pageable buffer's own contents are left alone). */
+static void wire_undo(dk_backing *b, size_t locked, size_t taken, bool was_empty)
+{
+  if (locked) dk__munlock(b->base, locked);
+  if (was_empty && taken)
+    (void)dk__fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)taken);
+}
+
 bool dk__backing_wire(dk_backing *b)
 {
   if (b->wired) return true;
   const dk_caps *caps = dk__caps();
-  /* Allocate every page now: a full tmpfs reports ENOSPC here rather than SIGBUS later. */
-  if (dk__fallocate(b->fd, 0, 0, (off_t)b->size) < 0) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "allocating %zu bytes of pages failed: %s",
-             b->size, why(errno));
-    return false;
-  }
-  /* Map every page into our page tables now; mlock would too, but a sanitizer runtime may
-   * make mlock a no-op, and the frames must be present before pagemap is read. */
-  if (dk__madvise(b->base, b->size, MADV_POPULATE_WRITE) < 0) {
-    if (errno != EINVAL) {
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "populating %zu bytes failed: %s", b->size,
-               why(errno));
-      return false;
+  /* With frame numbers visible an unlocked page is an error; without, locking past
+   * RLIMIT_MEMLOCK falls back to populated but unlocked (no address leaves dmakit). */
+  bool must_lock = caps->pagemap_frames;
+  unsigned what = must_lock ? DK_BUDGET_LOCKED : 0;
+  /* what the pages will newly take: a pageable buffer's touched pages exist already */
+  struct stat st;
+  bool known = dk__fstat(b->fd, &st) == 0;
+  uint64_t have = known ? (uint64_t)st.st_blocks * 512 : 0;
+  uint64_t need = b->size > have ? b->size - have : 0;
+  bool was_empty = known && have == 0;   /* only then may a failure punch out what it took */
+  char purpose[64], sz[24];
+  snprintf(purpose, sizeof purpose, "wiring %s of 4K pages", dk__budget_size(b->size, sz, sizeof sz));
+  if (!dk__budget_check(need, what, false, purpose)) return false;
+  /* Populate in steps: each allocates, maps and locks at most dk__budget_step() bytes, and the
+   * budget is read again before the next, so memory running short ends in a refusal (and
+   * everything given back) rather than in the OOM killer. */
+  size_t step = (size_t)dk__budget_step(), locked = 0, taken = 0;
+  bool lock = true;
+  b->locked = false;
+  for (size_t off = 0; off < b->size;) {
+    size_t n = b->size - off < step ? b->size - off : step;
+    if (off && !dk__budget_check(need > taken ? need - taken : 0, what, true, purpose)) goto fail;
+    /* allocate the pages now: a full tmpfs reports ENOSPC here rather than SIGBUS later */
+    if (dk__fallocate(b->fd, 0, (off_t)off, (off_t)n) < 0) {
+      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "allocating %zu bytes of pages failed: %s",
+               b->size, why(errno));
+      goto fail;
     }
-    for (size_t off = 0; off < b->size; off += (size_t)1 << b->shift)   /* kernels before 5.14 */
-      (void)*(volatile uint8_t *)(b->base + off);
+    taken = off + n;
+    /* Map them into our page tables now; mlock would too, but a sanitizer runtime may make
+     * mlock a no-op, and the frames must be present before pagemap is read. */
+    if (dk__madvise(b->base + off, n, MADV_POPULATE_WRITE) < 0) {
+      if (errno != EINVAL) {
+        dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "populating %zu bytes failed: %s", b->size,
+                 why(errno));
+        goto fail;
+      }
+      for (size_t o = off; o < off + n; o += (size_t)1 << b->shift)   /* kernels before 5.14 */
+        (void)*(volatile uint8_t *)(b->base + o);
+    }
+    if (lock && dk__mlock(b->base + off, n) == 0) {
+      locked = off + n;
+    } else if (lock && !must_lock && (errno == ENOMEM || errno == EPERM || errno == EAGAIN)) {
+      /* over RLIMIT_MEMLOCK without privilege: the rest stays populated but unlocked */
+      if (locked) dk__munlock(b->base, locked);
+      locked = 0;
+      lock = false;
+    } else if (lock) {
+      int e = errno;
+      if (e == ENOMEM || e == EPERM || e == EAGAIN)
+        dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
+                 "locking %zu bytes failed (%s); RLIMIT_MEMLOCK is %llu bytes", b->size, why(e),
+                 (unsigned long long)caps->memlock_limit);
+      else
+        dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_RESOURCE, "mlock failed: %s", why(e));
+      goto fail;
+    }
+    off += n;
   }
-  if (dk__mlock(b->base, b->size) == 0) {
-    b->locked = true;
-  } else if (!caps->pagemap_frames && (errno == ENOMEM || errno == EPERM || errno == EAGAIN)) {
-    /* Over RLIMIT_MEMLOCK without privilege: no physical address ever leaves dmakit here,
-     * so the pages stay populated but unlocked rather than the buffer failing. */
-  } else {
-    int e = errno;
-    if (e == ENOMEM || e == EPERM || e == EAGAIN)
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
-               "locking %zu bytes failed (%s); RLIMIT_MEMLOCK is %llu bytes", b->size, why(e),
-               (unsigned long long)caps->memlock_limit);
-    else
-      dk__fail(kIOReturnCannotWire, DK_CONSTRAINT_RESOURCE, "mlock failed: %s", why(e));
-    return false;
-  }
+  b->locked = lock;
   /* Pin only where frames can be handed out: without CAP_SYS_ADMIN no address leaves
    * dmakit, and the pin would cost locked-memory budget for nothing. */
   if (caps->pagemap_frames && caps->pin_method == DK_PIN_IO_URING) {
@@ -158,8 +198,9 @@ fail_unpin:
   dk__unpin(&b->pin);
   b->pinned = false;
 fail_unlock:
-  if (b->locked) dk__munlock(b->base, b->size);
   b->locked = false;
+fail:
+  wire_undo(b, locked, taken, was_empty);
   return false;
 }
 

@@ -25,8 +25,9 @@ typedef struct dk_pin {
   int16_t  ring;     /* -1 when not pinned */
   uint16_t nslots;
   uint32_t slot;
+  uint64_t bytes;    /* pinned */
 } dk_pin;
-#define DK_PIN_INIT ((dk_pin){ -1, 0, 0 })
+#define DK_PIN_INIT ((dk_pin){ -1, 0, 0, 0 })
 
 /* Probe the io_uring pin once; fills detail. */
 dk_pin_method dk__pin_probe(char *detail, size_t cap);
@@ -58,7 +59,7 @@ typedef struct dk_backing {
   uint32_t *run;           /* run[i]: pages from i to the end of its physically contiguous run */
 } dk_backing;
 
-#define DK_BACKING_INIT ((dk_backing){ .fd = -1, .pin = { -1, 0, 0 } })
+#define DK_BACKING_INIT ((dk_backing){ .fd = -1, .pin = { -1, 0, 0, 0 } })
 
 /* A zero-filled memfd of `size` bytes mapped RW at an address aligned to `valign` (a power of
  * two; page or less means page). Records a failure and returns false on error. */

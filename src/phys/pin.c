@@ -3,6 +3,7 @@
  * fail instead. User space gets that pin by registering the memory as an io_uring fixed
  * buffer. Each ring holds a sparse table of RING_SLOTS buffers of at most 1 GiB each; a pin
  * takes consecutive slots of one ring, unpinning clears them. Rings are made on demand. */
+#include "phys/budget.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
 
@@ -127,6 +128,7 @@ int dk__pin(void *addr, size_t len, dk_pin *pin)
   pin->ring = (int16_t)ri;
   pin->slot = (uint32_t)slot;
   pin->nslots = (uint16_t)n;
+  pin->bytes = len;
   g_pins++;
   g_slots += n;
   rc = 0;
@@ -151,6 +153,7 @@ void dk__unpin(dk_pin *pin)
   g_pins--;
   g_slots -= pin->nslots;
   pthread_mutex_unlock(&g_lock);
+  dk__budget_note_release(pin->bytes);   /* some kernels free unregistered buffers later */
   *pin = DK_PIN_INIT;
 }
 

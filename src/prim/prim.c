@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- defaults ------------------------------------------------------------------------ */
@@ -52,7 +53,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .socket = sys_socket, .bind = sys_bind, .listen = listen, .accept4 = sys_accept4,\
   .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
-  .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink,\
+  .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
   .mkdir = mkdir, .kill = kill, .opendir = opendir,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
@@ -66,7 +67,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "fallocate", "open", "close", "pread", "read", "write", "io_uring_setup", "io_uring_register",
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
-  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink",
+  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
   "mkdir", "kill", "opendir",
 };
 const char *dk__prim_call_name(dk_prim_call call)
@@ -86,7 +87,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_LISTEN] = EADDRINUSE, [DK_PRIM_ACCEPT] = EMFILE, [DK_PRIM_CONNECT] = ECONNREFUSED,
   [DK_PRIM_SENDMSG] = ENOBUFS, [DK_PRIM_RECVMSG] = ENOMEM, [DK_PRIM_POLL] = ENOMEM,
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
-  [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT,
+  [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT, [DK_PRIM_FSTAT] = EIO,
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
 };
 
@@ -350,6 +351,16 @@ ssize_t dk__readlink(const char *path, char *buf, size_t cap)
   if ((size_t)n >= cap) { errno = ENAMETOOLONG; return -1; }
   buf[n] = '\0';
   return n;
+}
+int dk__fstat(int fd, struct stat *st)
+{
+  if (fault(DK_PRIM_FSTAT)) return -1;
+  return dk__prim.fstat(fd, st);
+}
+void dk__sleep_ms(unsigned ms)
+{
+  struct timespec t = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+  while (nanosleep(&t, &t) < 0 && errno == EINTR) {}
 }
 int dk__mkdir(const char *path, mode_t mode)
 {

@@ -58,6 +58,7 @@ typedef struct dk_prim_table {
   int     (*lstat)(const char *path, struct stat *st);
   int     (*ioctl)(int fd, unsigned long request, void *arg);
   ssize_t (*readlink)(const char *path, char *buf, size_t cap);
+  int     (*fstat)(int fd, struct stat *st);
   int     (*pipe2)(int fds[2], int flags);
   int     (*mkdir)(const char *path, mode_t mode);
   int     (*kill)(pid_t pid, int sig);
@@ -78,7 +79,7 @@ typedef enum dk_prim_call {
   DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_THREAD_CREATE, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
   DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
   DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
-  DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK,
+  DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK, DK_PRIM_FSTAT,
   DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR,
   DK_PRIM__COUNT
 } dk_prim_call;
@@ -158,6 +159,9 @@ int     dk__lstat(const char *path, struct stat *st);
 int     dk__ioctl(int fd, unsigned long request, void *arg);
 /* readlink, NUL-terminated; -1 with errno (ENAMETOOLONG when it does not fit). */
 ssize_t dk__readlink(const char *path, char *buf, size_t cap);
+int     dk__fstat(int fd, struct stat *st);
+/* Sleep this many milliseconds (a wait for memory on its way back; never fails). */
+void    dk__sleep_ms(unsigned ms);
 int     dk__mkdir(const char *path, mode_t mode);
 /* kill(pid, 0) asks whether a process exists: 0, or -1 with ESRCH when it does not. */
 int     dk__kill(pid_t pid, int sig);
