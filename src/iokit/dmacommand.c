@@ -363,7 +363,9 @@ static IOReturn make_bounce(IODMACommand *c, const char *why, bool contiguous)
     snprintf(inner, sizeof inner, "%s (%s)", f->text, dk_ioreturn_name(f->code));
     dk__enter("");
     bool limited = !c->mapper && c->max_phys != UINT64_MAX;
-    return dk__fail(limited || is_device_constraint(kind) ? kIOReturnMessageTooLarge : kIOReturnNoResources, kind,
+    /* contiguity asked for only to fit the caller's segments is memory, not the device's reach */
+    bool device = is_device_constraint(kind) && !(contiguous && kind == DK_CONSTRAINT_CONTIGUITY);
+    return dk__fail(limited || device ? kIOReturnMessageTooLarge : kIOReturnNoResources, kind,
                     "%s; no bounce buffer of 0x%llx bytes the device reaches: %s", why, (unsigned long long)len,
                     inner);
   }

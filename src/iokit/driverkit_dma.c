@@ -55,11 +55,16 @@ kern_return_t IODMACommand_Create(IOService *device, uint64_t options, const IOD
   return kIOReturnSuccess;
 }
 
-/* Undo a PrepareForDMA that got as far as the descriptor being set (and maybe prepared). */
-static void unwind(IODMACommand *c, IOMemoryDescriptor *md)
+/* Undo a PrepareForDMA that got as far as the descriptor being set (and maybe prepared), and
+ * report `rc` with the reason the failure left (the undoing calls start records of their own). */
+static kern_return_t unwind(const char *fn, IODMACommand *c, IOMemoryDescriptor *md, kern_return_t rc)
 {
-  IODMACommand_clearMemoryDescriptor(c, true);
+  if (!dk__failed()) dk__fail(rc, DK_CONSTRAINT_STATE, "%s failed", fn);
+  dk_failure saved = *dk_last_failure();
+  if (c) IODMACommand_clearMemoryDescriptor(c, true);
   IOMemoryDescriptor_complete(md, kIODirectionNone);
+  dk__enter(fn);
+  return dk__fail(rc, saved.constraint, "%s", saved.text);
 }
 
 kern_return_t IODMACommand_PrepareForDMA(IODMACommand *command, uint64_t options, IOMemoryDescriptor *memory,
@@ -89,16 +94,10 @@ kern_return_t IODMACommand_PrepareForDMA(IODMACommand *command, uint64_t options
   if (rc != kIOReturnSuccess) return fold(fn, rc);
   /* 2. the command's descriptor and range; without a mapper at most `room` segments */
   rc = IODMACommand_setMemoryDescriptor(c, md, false);
-  if (rc != kIOReturnSuccess) {
-    IOMemoryDescriptor_complete(md, kIODirectionNone);
-    return fold(fn, rc);
-  }
+  if (rc != kIOReturnSuccess) return unwind(fn, NULL, md, rc);
   dk__enter(fn);
   rc = dk__dmacommand_prepare_fit(c, offset, length, room);
-  if (rc != kIOReturnSuccess) {
-    unwind(c, md);
-    return fold(fn, rc);
-  }
+  if (rc != kIOReturnSuccess) return unwind(fn, c, md, rc);
   /* 3. the segments, from the start of the range */
   UInt64 at = 0, prepared = 0;
   UInt32 n = room;
@@ -109,10 +108,7 @@ kern_return_t IODMACommand_PrepareForDMA(IODMACommand *command, uint64_t options
     rc = dk__fail(kIOReturnNoSpace, DK_CONSTRAINT_SEGMENTS,
                   "%u segments cover 0x%llx of the 0x%llx bytes prepared: give room for more", n,
                   (unsigned long long)at, (unsigned long long)prepared);
-  if (rc != kIOReturnSuccess) {
-    unwind(c, md);
-    return fold(fn, rc);
-  }
+  if (rc != kIOReturnSuccess) return unwind(fn, c, md, rc);
   dk__dmacommand_set_dext_prepared(c, true);
   uint32_t mdflags = md->flags;
   *flags = ((mdflags & kIODirectionOut) ? kIOMemoryDirectionOut : 0) | ((mdflags & kIODirectionIn) ? kIOMemoryDirectionIn : 0);
