@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/vfio.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,12 @@ static IOReturn rw_command(nvme_ctrl *c, bool write, uint64_t lba, uint64_t len,
   IOReturn rc = nvme_build_prps(segs, n, c->page, &prp1, &prp2, list, room, c->prp_list_bus, &entries);
   if (rc != kIOReturnSuccess) return fail(rc, "segments do not make PRPs (%s)", dk_ioreturn_name(rc));
   if (entries > 2) c->prp_lists++;
+  /* never give the device an address it cannot reach (dmakit promised it; a driver checks) */
+  for (uint32_t i = 0; i < entries; i++) {
+    uint64_t a = i == 0 ? prp1 : entries == 2 ? prp2 : le64toh(list[i - 1]);
+    if (a + c->page - (a & (c->page - 1)) - 1 > c->dma_mask)
+      return fail(kIOReturnInternalError, "PRP entry %u (0x%llx) is above the device's mask", i, (unsigned long long)a);
+  }
   sqe e = { .cdw0 = write ? NVM_WRITE : NVM_READ, .nsid = htole32(c->nsid), .prp1 = htole64(prp1),
             .prp2 = htole64(prp2), .cdw10 = htole32((uint32_t)lba), .cdw11 = htole32((uint32_t)(lba >> 32)),
             .cdw12 = htole32((uint32_t)(len / c->lba_size - 1)) };
@@ -543,6 +550,7 @@ IOReturn nvme_rw(nvme_ctrl *c, bool write, uint64_t lba, uint32_t blocks, IOMemo
       rc = dmakit_fail("IODMACommand::prepare");
       break;
     }
+    if (dk_dmacommand_is_double_buffered(c->dma)) c->double_buffered++;
     /* gen64IOVMSegments: page-sized, page-aligned bus segments, exactly the PRP entries */
     UInt64 at = 0;
     UInt32 n = 0;
@@ -588,6 +596,7 @@ IOReturn nvme_rw_driverkit(nvme_ctrl *c, bool write, uint64_t lba, uint32_t bloc
   if (rc != kIOReturnSuccess) {
     rc = dmakit_fail("IODMACommand::PrepareForDMA");
   } else {
+    if (dk_dmacommand_is_double_buffered(cmd)) c->double_buffered++;
     rc = rw_command(c, write, lba, total, segs, n, st);
     IODMACommand_CompleteDMA(cmd, kIODMACommandCompleteDMANoOptions);
   }

@@ -64,7 +64,7 @@ typedef struct nvme_ctrl {
   uint32_t                  nsid, lba_size;
   uint64_t                  ns_blocks;
   /* counters */
-  uint64_t                  commands, split_commands, prp_lists;
+  uint64_t                  commands, split_commands, prp_lists, double_buffered;
 } nvme_ctrl;
 
 /* The completion of one command. */
