@@ -2,7 +2,7 @@
  *   nvme_image fill IMAGE MiB          a raw image of MiB MiB, every 512-byte unit in the pattern
  *   nvme_image check IMAGE GUEST-LOG   after the guest exits: the ranges the guest reports with
  *                                      "E2E-NVME-WROTE <byte offset> <bytes>" hold what it wrote,
- *                                      every other byte is as filled; at least 6 ranges, each in
+ *                                      every other byte is as filled; at least 9 ranges, each in
  *                                      a write slot of e2e/nvme_pattern.h
  * Exit 0 when all holds; the first difference is printed. */
 #include "nvme_pattern.h"
@@ -51,7 +51,7 @@ static int check(const char *path, const char *log)
   uint64_t size = (uint64_t)ftell(f);
   fseek(f, 0, SEEK_SET);
   int bad = 0;
-  if (n < 6) { printf("nvme_image: the guest reported %u written ranges, expected 6 or more\n", n); bad = 1; }
+  if (n < 9) { printf("nvme_image: the guest reported %u written ranges, expected 9 or more\n", n); bad = 1; }
   for (unsigned i = 0; i < n; i++) {
     unsigned slot = 0;
     while (slot < NVME_E2E_SLOTS && !(ro[i] >= nvme_slot(size, slot) && ro[i] < nvme_slot(size, slot + 1))) slot++;

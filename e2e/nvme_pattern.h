@@ -2,8 +2,9 @@
  * the raw image before boot and checks it after: e2e/nvme_image.c) and the guest program
  * (e2e/nvme_e2e.c, which checks its reads against it and writes with a second seed). The image
  * is cut into 512-byte units whatever the namespace's block size: unit u starts with u as a
- * little-endian 64-bit number, and the rest follows from u and a seed. The 12 slots say where
- * the guest reads (slots 0-2, 6-8: left as filled) and writes (3-5, 9-11). */
+ * little-endian 64-bit number, and the rest follows from u and a seed. The 18 slots say where
+ * the guest reads (slots 0-2, 6-8, 12-14: left as filled) and writes (3-5, 9-11, 15-17): six
+ * for each of its three passes. */
 #ifndef DK_E2E_NVME_PATTERN_H
 #define DK_E2E_NVME_PATTERN_H
 
@@ -12,7 +13,7 @@
 
 #define NVME_E2E_SEED        0x5eed0001u   /* what the host fills */
 #define NVME_E2E_WRITE_SEED  0x3a17e002u   /* what the guest writes */
-#define NVME_E2E_SLOTS       12u
+#define NVME_E2E_SLOTS       18u
 
 static inline uint8_t nvme_pattern_byte(uint64_t unit, uint32_t i, uint32_t seed)
 {

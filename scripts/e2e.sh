@@ -15,7 +15,7 @@
 # variant C (pc, no IOMMU, E2E_NVME_MEM of RAM so that some lies above 4 GiB) and variant D
 # (q35 + intel-iommu, nvme on vfio-pci). E2E_VARIANTS="a b c d" (default) picks them; NVMe
 # knobs: E2E_NVME_MB (image size, 16), E2E_NVME_MDTS (the device's mdts, 3: 32 KiB),
-# E2E_NVME_MEM (variant C's RAM, 4608M), E2E_NVME_MASK2 (the second pass's DMA mask, 32 bits).
+# E2E_NVME_MEM (variant C's RAM, 4608M), E2E_NVME_MASK2, E2E_NVME_MASK3 (the second and third passes' DMA masks, 32 and 28 bits).
 # Exits 0 when every variant's guest printed its PASS line and QEMU printed "EDU: clamping DMA"
 # (A, B), or the host found the guest's writes, and nothing else changed, in the image (C, D).
 set -euo pipefail
@@ -112,10 +112,10 @@ for v in $VARIANTS; do
     b) machine=(-machine q35 -device intel-iommu,intremap=on); words="intel_iommu=on E2E_MODE=vfio"
        pass="E2E-VFIO-ALL: PASS" ;;
     c) machine=(-machine pc); vmem=${E2E_NVME_MEM:-4608M}; nvme_image c
-       words="E2E_MODE=nvme-sysfs initcall_blacklist=nvme_init E2E_NVME_MASK2=${E2E_NVME_MASK2:-}"
+       words="E2E_MODE=nvme-sysfs initcall_blacklist=nvme_init E2E_NVME_MASK2=${E2E_NVME_MASK2:-} E2E_NVME_MASK3=${E2E_NVME_MASK3:-}"
        pass="E2E-NVME-ALL: PASS" ;;
     d) machine=(-machine q35 -device intel-iommu,intremap=on); nvme_image d
-       words="intel_iommu=on E2E_MODE=nvme-vfio initcall_blacklist=nvme_init E2E_NVME_MASK2=${E2E_NVME_MASK2:-}"
+       words="intel_iommu=on E2E_MODE=nvme-vfio initcall_blacklist=nvme_init E2E_NVME_MASK2=${E2E_NVME_MASK2:-} E2E_NVME_MASK3=${E2E_NVME_MASK3:-}"
        pass="E2E-NVME-ALL: PASS" ;;
     *) echo "e2e.sh: unknown variant $v" >&2; exit 2 ;;
   esac
