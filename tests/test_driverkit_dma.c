@@ -27,20 +27,7 @@
 #define SOFT_LO 0x100000ull
 #define SOFT_HI ((1ull << 40) - 1)
 
-#define OK(expr)                                                                           \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != kIOReturnSuccess)                                                           \
-      fail_msg("%s: %s (%s)", #expr, dk_ioreturn_name(rc_), dkt_failure_text());           \
-  } while (0)
 
-#define RC(expected, expr)                                                                 \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != (IOReturn)(expected))                                                       \
-      fail_msg("%s: got %s, expected %s (%s)", #expr, dk_ioreturn_name(rc_),               \
-               dk_ioreturn_name((IOReturn)(expected)), dkt_failure_text());                \
-  } while (0)
 
 static IOMemoryDescriptor *MD(IOBufferMemoryDescriptor *b) { return (IOMemoryDescriptor *)b; }
 
@@ -55,7 +42,7 @@ static IOMapper *soft_mapper(void)
 static IOBufferMemoryDescriptor *dk_buffer(uint64_t options, uint64_t capacity)
 {
   IOBufferMemoryDescriptor *b = NULL;
-  OK(IOBufferMemoryDescriptor_Create(options, capacity, 0, &b));
+  DKT_OK(IOBufferMemoryDescriptor_Create(options, capacity, 0, &b));
   assert_non_null(b);
   return b;
 }
@@ -67,7 +54,7 @@ static IODMACommand *dk_command(IOService *device, uint64_t bits)
   spec.options = kIODMACommandSpecificationNoOptions;
   spec.maxAddressBits = bits;
   IODMACommand *c = NULL;
-  OK(IODMACommand_Create(device, kIODMACommandCreateNoOptions, &spec, &c));
+  DKT_OK(IODMACommand_Create(device, kIODMACommandCreateNoOptions, &spec, &c));
   assert_non_null(c);
   return c;
 }
@@ -75,7 +62,7 @@ static IODMACommand *dk_command(IOService *device, uint64_t bits)
 static uint32_t wire_count(IOBufferMemoryDescriptor *b)
 {
   dk_buffer_info bi;
-  OK(dk_buffer_get_info(b, &bi));
+  DKT_OK(dk_buffer_get_info(b, &bi));
   return bi.prepare_count;
 }
 
@@ -130,22 +117,22 @@ static void create_arguments(void **s)
   (void)s;
   IODMACommandSpecification spec = { kIODMACommandSpecificationNoOptions, 64, { 0 } };
   IODMACommand *c = (IODMACommand *)(uintptr_t)1;
-  RC(kIOReturnBadArgument, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, NULL));
-  RC(kIOReturnBadArgument, IODMACommand_Create(NULL, 1, &spec, &c));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, NULL));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_Create(NULL, 1, &spec, &c));
   assert_null(c);
   assert_true(dkt_text_has(dk_last_failure()->text, "options"));
-  RC(kIOReturnBadArgument, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, NULL, &c));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, NULL, &c));
   spec.maxAddressBits = 256;
-  RC(kIOReturnBadArgument, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, &c));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, &c));
   assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
   /* a descriptor is no IOService */
   IOBufferMemoryDescriptor *b = dk_buffer(kIOMemoryDirectionInOut, 4096);
   spec.maxAddressBits = 64;
-  RC(kIOReturnBadArgument, IODMACommand_Create((IOService *)(void *)b, kIODMACommandCreateNoOptions, &spec, &c));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_Create((IOService *)(void *)b, kIODMACommandCreateNoOptions, &spec, &c));
   assert_true(dkt_text_has(dk_last_failure()->text, "IOService"));
   /* fewer bits than a page: withSpecification refuses, folded into NoMemory as DriverKit does */
   spec.maxAddressBits = 8;
-  RC(kIOReturnNoMemory, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, &c));
+  DKT_RC(kIOReturnNoMemory, IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, &c));
   assert_null(c);
   assert_string_equal(dk_last_failure()->function, "IODMACommand::Create");
   /* 0 and 64..255 are "no limit" */
@@ -168,41 +155,41 @@ static void prepare_arguments(void **s)
   IOAddressSegment seg[4];
   uint64_t flags = 0;
   uint32_t n = 4;
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 1, MD(b), 0, 0, &flags, &n, seg));
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, NULL, 0, 0, &flags, &n, seg));
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, NULL, &n, seg));
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, NULL, seg));
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, NULL));
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA((IODMACommand *)(void *)b, 0, MD(b), 0, 0, &flags, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 1, MD(b), 0, 0, &flags, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, NULL, 0, 0, &flags, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, NULL, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, NULL, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, NULL));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA((IODMACommand *)(void *)b, 0, MD(b), 0, 0, &flags, &n, seg));
   n = 0;   /* the forum's 0xE00002C2: an uninitialised segment count */
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, seg));
   assert_true(dkt_text_has(dk_last_failure()->text, "segmentsCount"));
   n = 4;
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 8 * KIB, 16 * KIB, &flags, &n, seg));
-  RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 4 * KIB, 0, &flags, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 8 * KIB, 16 * KIB, &flags, &n, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PrepareForDMA(c, 0, MD(b), 4 * KIB, 0, &flags, &n, seg));
   assert_int_equal(n, 4);
   assert_int_equal(wire_count(b), wired);          /* nothing stayed prepared */
   assert_null(IODMACommand_getMemoryDescriptor(c));
-  RC(kIOReturnNotReady, IODMACommand_CompleteDMA(c, kIODMACommandCompleteDMANoOptions));
-  RC(kIOReturnBadArgument, IODMACommand_CompleteDMA(c, 1));
+  DKT_RC(kIOReturnNotReady, IODMACommand_CompleteDMA(c, kIODMACommandCompleteDMANoOptions));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_CompleteDMA(c, 1));
   uint64_t off = 7, len = 7;
   IOMemoryDescriptor *got = (IOMemoryDescriptor *)(uintptr_t)1;
-  RC(kIOReturnNotReady, IODMACommand_GetPreparation(c, &off, &len, &got));
+  DKT_RC(kIOReturnNotReady, IODMACommand_GetPreparation(c, &off, &len, &got));
   assert_null(got);
-  RC(kIOReturnNotReady, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 0, 16, 0, NULL));
+  DKT_RC(kIOReturnNotReady, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 0, 16, 0, NULL));
   /* prepared: a second PrepareForDMA is Busy; a kernel-style prepare is no DriverKit one */
-  OK(IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, seg));
+  DKT_OK(IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, seg));
   uint32_t n2 = 4;
-  RC(kIOReturnBusy, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n2, seg));
-  RC(kIOReturnBadArgument, IODMACommand_PerformOperation(c, 3, 0, 16, 0, MD(b)));
-  RC(kIOReturnBadArgument, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionRead, 0, 16, 0, NULL));
-  RC(kIOReturnBadArgument, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 0, 32 * KIB, 0, NULL));
-  RC(kIOReturnUnderrun, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 12 * KIB, 8 * KIB, 0, NULL));
-  OK(IODMACommand_CompleteDMA(c, 0));
-  RC(kIOReturnNotReady, IODMACommand_CompleteDMA(c, 0));
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-  RC(kIOReturnNotReady, IODMACommand_CompleteDMA(c, 0));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_RC(kIOReturnBusy, IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n2, seg));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PerformOperation(c, 3, 0, 16, 0, MD(b)));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionRead, 0, 16, 0, NULL));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 0, 32 * KIB, 0, NULL));
+  DKT_RC(kIOReturnUnderrun, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 12 * KIB, 8 * KIB, 0, NULL));
+  DKT_OK(IODMACommand_CompleteDMA(c, 0));
+  DKT_RC(kIOReturnNotReady, IODMACommand_CompleteDMA(c, 0));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_CompleteDMA(c, 0));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   assert_int_equal(wire_count(b), wired);
   OSObject_release(c);
   OSObject_release(b);
@@ -222,7 +209,7 @@ static void one_iova_segment(IODMACommand *c, IOBufferMemoryDescriptor *b, uint6
   IOAddressSegment seg[2] = { { 0, 0 }, { 0xdead, 0xbeef } };
   uint64_t flags = 0;
   uint32_t n = 1;
-  OK(IODMACommand_PrepareForDMA(c, kIODMACommandPrepareForDMANoOptions, MD(b), 0, 0, &flags, &n, seg));
+  DKT_OK(IODMACommand_PrepareForDMA(c, kIODMACommandPrepareForDMANoOptions, MD(b), 0, 0, &flags, &n, seg));
   assert_int_equal(n, 1);
   assert_int_equal(seg[0].length, len);
   assert_true(seg[0].address >= SOFT_LO && seg[0].address + len - 1 <= SOFT_HI);
@@ -232,17 +219,27 @@ static void one_iova_segment(IODMACommand *c, IOBufferMemoryDescriptor *b, uint6
   assert_int_equal(wire_count(b), wired + 1);        /* PrepareForDMA prepared the descriptor */
   uint64_t off = 1, plen = 0;
   IOMemoryDescriptor *got = NULL;
-  OK(IODMACommand_GetPreparation(c, &off, &plen, &got));
+  DKT_OK(IODMACommand_GetPreparation(c, &off, &plen, &got));
   assert_int_equal(off, 0);
   assert_int_equal(plen, len);
   assert_ptr_equal(got, MD(b));
   assert_int_equal(OSObject_getRetainCount(b), refs + 2);   /* the command's and ours */
   OSObject_release(got);
-  OK(IODMACommand_GetPreparation(c, NULL, NULL, NULL));
+  DKT_OK(IODMACommand_GetPreparation(c, NULL, NULL, NULL));
   assert_false(dk_dmacommand_is_double_buffered(c));
-  OK(IODMACommand_CompleteDMA(c, kIODMACommandCompleteDMANoOptions));
+  DKT_OK(IODMACommand_CompleteDMA(c, kIODMACommandCompleteDMANoOptions));
   assert_int_equal(wire_count(b), wired);
   assert_int_equal(OSObject_getRetainCount(b), refs);
+}
+
+/* A command for `device` and a DriverKit buffer of `size`: one IOVA segment. */
+static void command_for(IOService *device, uint64_t bits, uint64_t size)
+{
+  IODMACommand *c = dk_command(device, bits);
+  IOBufferMemoryDescriptor *b = dk_buffer(kIOMemoryDirectionInOut, size);
+  one_iova_segment(c, b, bits, kIOMemoryDirectionInOut);
+  OSObject_release(c);
+  OSObject_release(b);
 }
 
 static void system_mapper_one_segment(void **s)
@@ -265,21 +262,21 @@ static void system_mapper_one_segment(void **s)
   uint32_t n = 32;
   uint8_t *bytes = IOBufferMemoryDescriptor_getBytesNoCopy(big);
   fill(bytes, 128 * KIB, 1);
-  OK(IODMACommand_PrepareForDMA(c32, 0, MD(big), 3 * KIB, 70 * KIB, &flags, &n, seg));
+  DKT_OK(IODMACommand_PrepareForDMA(c32, 0, MD(big), 3 * KIB, 70 * KIB, &flags, &n, seg));
   assert_int_equal(n, 1);
   assert_int_equal(seg[0].length, 70 * KIB);
   assert_int_equal(seg[0].address & 0xfff, (3 * KIB) & 0xfff);   /* the IOVA keeps the in-page offset */
   IOBufferMemoryDescriptor *data = dk_buffer(kIOMemoryDirectionInOut, 8 * KIB);
-  OK(IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionRead, 100, 8 * KIB, 0, MD(data)));
+  DKT_OK(IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionRead, 100, 8 * KIB, 0, MD(data)));
   assert_memory_equal(IOBufferMemoryDescriptor_getBytesNoCopy(data), bytes + 3 * KIB + 100, 8 * KIB);
-  OK(IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionZero, 0, 1 * KIB, 0, NULL));
+  DKT_OK(IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionZero, 0, 1 * KIB, 0, NULL));
   assert_true(dkt_all_bytes(bytes + 3 * KIB, 1 * KIB, 0));
   fill(IOBufferMemoryDescriptor_getBytesNoCopy(data), 8 * KIB, 9);
-  OK(IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionWrite, 60 * KIB, 8 * KIB, 0, MD(data)));
+  DKT_OK(IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionWrite, 60 * KIB, 8 * KIB, 0, MD(data)));
   assert_true(filled(bytes + 63 * KIB, 8 * KIB, 9));
-  RC(kIOReturnUnderrun,
+  DKT_RC(kIOReturnUnderrun,
      IODMACommand_PerformOperation(c32, kIODMACommandPerformOperationOptionWrite, 64 * KIB, 8 * KIB, 0, MD(data)));
-  OK(IODMACommand_CompleteDMA(c32, 0));
+  DKT_OK(IODMACommand_CompleteDMA(c32, 0));
   OSObject_release(data);
   OSObject_release(c32);
   OSObject_release(c64);
@@ -287,7 +284,7 @@ static void system_mapper_one_segment(void **s)
   OSObject_release(out);
   OSObject_release(in);
   dk_mapper_info mi;
-  OK(dk_mapper_get_info(m, &mi));
+  DKT_OK(dk_mapper_get_info(m, &mi));
   assert_int_equal(mi.mappings_live, 0);
   assert_int_equal(mi.double_unmaps, 0);
   dk_mapper_set_system(NULL);
@@ -302,9 +299,9 @@ static void device_mapper(void **s)
   const char *fn = some_pci_function();
   if (!fn) DKT_SKIP("no PCI function in /sys/bus/pci/devices");
   IOMapper *m = soft_mapper();
-  OK(dk__mapper_register_device(m, fn));
+  DKT_OK(dk__mapper_register_device(m, fn));
   IOService *svc = NULL;
-  OK(dk_service_open(fn, &svc));
+  DKT_OK(dk_service_open(fn, &svc));
   assert_string_equal(dk_service_get_address(svc), fn);
   assert_int_equal(dk__mapper_refs(m), 2);                    /* ours and the service's */
   IOMapper *copy = IOMapper_copyMapperForDevice(svc);
@@ -316,16 +313,12 @@ static void device_mapper(void **s)
   OSSafeReleaseNULL(copy);                                    /* IOKit code releases it as any object */
   assert_int_equal(dk__mapper_refs(m), 2);
   assert_null(dk_mapper_get_system());
-  IODMACommand *c = dk_command(svc, 36);
-  IOBufferMemoryDescriptor *b = dk_buffer(kIOMemoryDirectionInOut, 128 * KIB);
-  one_iova_segment(c, b, 36, kIOMemoryDirectionInOut);
-  OSObject_release(c);
-  OSObject_release(b);
+  command_for(svc, 36, 128 * KIB);
   OSObject_release(svc);
   assert_int_equal(dk__mapper_refs(m), 1);
   assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
   /* gone with its last reference: a new service has no mapper */
-  OK(dk_service_open(fn, &svc));
+  DKT_OK(dk_service_open(fn, &svc));
   assert_null(IOMapper_copyMapperForDevice(svc));
   OSObject_release(svc);
 }
@@ -334,12 +327,12 @@ static void service_arguments(void **s)
 {
   (void)s;
   IOService *svc = (IOService *)(uintptr_t)1;
-  RC(kIOReturnBadArgument, dk_service_open("0000:00:04.0", NULL));
-  RC(kIOReturnBadArgument, dk_service_open(NULL, &svc));
+  DKT_RC(kIOReturnBadArgument, dk_service_open("0000:00:04.0", NULL));
+  DKT_RC(kIOReturnBadArgument, dk_service_open(NULL, &svc));
   assert_null(svc);
-  RC(kIOReturnBadArgument, dk_service_open("../../etc", &svc));
-  RC(kIOReturnBadArgument, dk_service_open("0:0", &svc));
-  RC(kIOReturnNoDevice, dk_service_open("ffff:ff:1f.7", &svc));
+  DKT_RC(kIOReturnBadArgument, dk_service_open("../../etc", &svc));
+  DKT_RC(kIOReturnBadArgument, dk_service_open("0:0", &svc));
+  DKT_RC(kIOReturnNoDevice, dk_service_open("ffff:ff:1f.7", &svc));
   assert_null(svc);
   assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
   assert_null(IOMapper_copyMapperForDevice(NULL));
@@ -351,17 +344,13 @@ static void service_arguments(void **s)
   snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/driver", fn);
   ssize_t l = readlink(path, link, sizeof link - 1);
   if (l > 0 && (link[l] = '\0', strstr(link, "vfio-pci"))) DKT_SKIP("%s is bound to vfio-pci", fn);
-  OK(dk_service_open(fn, &svc));
+  DKT_OK(dk_service_open(fn, &svc));
   assert_int_equal(OSObject_getRetainCount(svc), 1);
   assert_null(IOMapper_copyMapperForDevice(svc));
   /* Create for it takes the system mapper, as XNU's IODMACommand does */
   IOMapper *m = soft_mapper();
   dk_mapper_set_system(m);
-  IODMACommand *c = dk_command(svc, 32);
-  IOBufferMemoryDescriptor *b = dk_buffer(kIOMemoryDirectionInOut, 8 * KIB);
-  one_iova_segment(c, b, 32, kIOMemoryDirectionInOut);
-  OSObject_release(c);
-  OSObject_release(b);
+  command_for(svc, 32, 8 * KIB);
   dk_mapper_set_system(NULL);
   assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
   OSObject_release(svc);
@@ -404,18 +393,18 @@ static void one_physical_segment(void **s)
       kernel_task, kIODirectionInOut | kIOMemoryPhysicallyContiguous, 128 * KIB, dkt_page_size());
   assert_non_null(contig);
   n = 1;
-  OK(IODMACommand_PrepareForDMA(c, 0, MD(contig), 0, 0, &flags, &n, seg));
+  DKT_OK(IODMACommand_PrepareForDMA(c, 0, MD(contig), 0, 0, &flags, &n, seg));
   assert_int_equal(n, 1);
   assert_false(dk_dmacommand_is_double_buffered(c));
   check_one_physical_segment(contig, &seg[0], false, c);
-  OK(IODMACommand_CompleteDMA(c, 0));
+  DKT_OK(IODMACommand_CompleteDMA(c, 0));
 
   IOBufferMemoryDescriptor *scat = dk_buffer(kIOMemoryDirectionInOut, 128 * KIB);
   uint8_t *bytes = IOBufferMemoryDescriptor_getBytesNoCopy(scat);
   fill(bytes, 128 * KIB, 3);
   /* room for 32: the physical runs as they are, matching pagemap */
   n = 32;
-  OK(IODMACommand_PrepareForDMA(c, 0, MD(scat), 0, 0, &flags, &n, seg));
+  DKT_OK(IODMACommand_PrepareForDMA(c, 0, MD(scat), 0, 0, &flags, &n, seg));
   assert_false(dk_dmacommand_is_double_buffered(c));
   uint64_t at = 0;
   for (uint32_t i = 0; i < n; i++) {
@@ -426,10 +415,10 @@ static void one_physical_segment(void **s)
   }
   assert_int_equal(at, 128 * KIB);
   print_message("128 KiB of 4K pages: %u physical segment(s)\n", n);
-  OK(IODMACommand_CompleteDMA(c, 0));
+  DKT_OK(IODMACommand_CompleteDMA(c, 0));
   /* room for one: double-buffered into one contiguous segment */
   n = 1;
-  OK(IODMACommand_PrepareForDMA(c, 0, MD(scat), 0, 0, &flags, &n, seg));
+  DKT_OK(IODMACommand_PrepareForDMA(c, 0, MD(scat), 0, 0, &flags, &n, seg));
   assert_int_equal(n, 1);
   uint64_t blen = 0;
   uint8_t *bounce = dk__dmacommand_bounce_bytes(c, &blen);
@@ -438,12 +427,12 @@ static void one_physical_segment(void **s)
     assert_int_equal(blen, 128 * KIB);
     assert_true(filled(bounce, 128 * KIB, 3));        /* carried out at prepare */
     fill(bounce, 128 * KIB, 4);                       /* the device writes */
-    OK(IODMACommand_CompleteDMA(c, 0));
+    DKT_OK(IODMACommand_CompleteDMA(c, 0));
     assert_true(filled(bytes, 128 * KIB, 4));         /* carried back at complete */
   } else {
     /* the kernel happened to give 32 adjacent frames */
     check_one_physical_segment(scat, &seg[0], false, c);
-    OK(IODMACommand_CompleteDMA(c, 0));
+    DKT_OK(IODMACommand_CompleteDMA(c, 0));
   }
   dk_option_set(DK_OPTION_POOL, pool);
   OSObject_release(scat);
