@@ -8,12 +8,18 @@
 #                                  E2E_TIMEOUT (seconds for QEMU, 300), E2E_SEARCH_MS (20000: the
 #                                  guest's DMAKIT_LOWMEM_SEARCH_MS; TCG zeroes hugepages ~10x slower
 #                                  than hardware, and the search took 2.6 s of the default 3 s here)
-# Two guests: variant A (pc, no IOMMU: e2e/edu_dma.c, bus address = physical; low-memory pool,
-# IODMACommand bounce pages) and variant B (q35 + intel-iommu, edu on vfio-pci: e2e/edu_vfio.c,
-# bus addresses from dmakit's VFIO mapper); variant m (pc, E2E_BUDGET_MEM=1024M: e2e/budget.c,
+# Five guests: variant A (pc, no IOMMU: e2e/edu_dma.c, bus address = physical; low-memory pool,
+# IODMACommand bounce pages), variant B (q35 + intel-iommu, edu on vfio-pci: e2e/edu_vfio.c,
+# bus addresses from dmakit's VFIO mapper), variant m (pc, E2E_BUDGET_MEM=1024M: e2e/budget.c,
 # requests beyond the guest's memory and allocation until refused end in refusals, never in the
-# OOM killer). E2E_VARIANTS="a b m" (default) picks them.
-# Exits 0 when every variant's guest printed its PASS line and QEMU printed "EDU: clamping DMA".
+# OOM killer), and the NVMe driver of examples/nvme on QEMU's nvme device over a raw image the
+# host fills and checks (e2e/nvme_e2e.c, e2e/nvme_image.c): variant C (pc, no IOMMU,
+# E2E_NVME_MEM of RAM so that some lies above 4 GiB) and variant D (q35 + intel-iommu, nvme on
+# vfio-pci). E2E_VARIANTS="a b m c d" (default) picks them; NVMe knobs: E2E_NVME_MB (image size,
+# 16), E2E_NVME_MDTS (the device's mdts, 3: 32 KiB), E2E_NVME_MEM (variant C's RAM, 4608M),
+# E2E_NVME_MASK2, E2E_NVME_MASK3 (the second and third passes' DMA masks, 32 and 28 bits).
+# Exits 0 when every variant's guest printed its PASS line and QEMU printed "EDU: clamping DMA"
+# (A, B), or the host found the guest's writes, and nothing else changed, in the image (C, D).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${E2E_BUILD:-$ROOT/build-e2e}
@@ -70,6 +76,9 @@ for prog in edu_dma edu_vfio budget; do
   gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -o "$B/$prog" \
       "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread
 done
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -I"$ROOT/examples/nvme" -o "$B/nvme_e2e" \
+    "$ROOT/e2e/nvme_e2e.c" "$ROOT/examples/nvme/nvme.c" "$B/libdmakit.a" -lpthread
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$B/nvme_image" "$ROOT/e2e/nvme_image.c"
 lap "libdmakit.a and the static guest programs built"
 
 # 4. initramfs: busybox, /init, the program
@@ -77,7 +86,7 @@ R=$(mktemp -d); trap 'rm -rf "$R"' EXIT
 mkdir -p "$R/bin" "$R/proc" "$R/sys" "$R/dev" "$R/run" "$R/tmp"
 cp /bin/busybox "$R/bin/"; ln -s busybox "$R/bin/sh"
 cp "$ROOT/e2e/init" "$R/init"; chmod +x "$R/init"
-cp "$B/edu_dma" "$B/edu_vfio" "$B/budget" "$R/"
+cp "$B/edu_dma" "$B/edu_vfio" "$B/budget" "$B/nvme_e2e" "$R/"
 mkdir -p "$R/lib/modules"
 KV=$(ls "$K/kx/lib/modules")
 for m in virt/lib/irqbypass drivers/vfio/vfio drivers/vfio/vfio_iommu_type1 drivers/vfio/vfio_virqfd \
@@ -89,33 +98,56 @@ done
 lap "initramfs built ($(du -h "$B/initrd.cpio.gz" | cut -f1))"
 
 # 5. boot each variant (TCG: this project's machines have no usable KVM)
-VARIANTS=${E2E_VARIANTS:-a b m}
+VARIANTS=${E2E_VARIANTS:-a b m c d}
+NVME_MB=${E2E_NVME_MB:-16}
+NVME_MDTS=${E2E_NVME_MDTS:-3}
+# an NVMe variant's device: a raw image the host fills with e2e/nvme_pattern.h's pattern
+nvme_image() {
+  IMG=$B/nvme-$1.img
+  "$B/nvme_image" fill "$IMG" "$NVME_MB" >/dev/null
+  devices=(-drive "file=$IMG,if=none,id=nvm,format=raw" -device "nvme,serial=dmakit-e2e,drive=nvm,mdts=$NVME_MDTS")
+}
 rc=0
 for v in $VARIANTS; do
-  mem=$MEM; clamp=1
+  devices=(-device "edu,dma_mask=$DMA_MASK"); vmem=$MEM; clamp=1
   case $v in
     a) machine=(-machine pc); words=""; pass="E2E-DMA-ALL: PASS" ;;
     b) machine=(-machine q35 -device intel-iommu,intremap=on); words="intel_iommu=on E2E_MODE=vfio"
        pass="E2E-VFIO-ALL: PASS" ;;
-    m) machine=(-machine pc); words="E2E_MODE=budget"; pass="E2E-BUDGET-ALL: PASS"; mem=$BUDGET_MEM; clamp=0 ;;
+    m) machine=(-machine pc); words="E2E_MODE=budget"; pass="E2E-BUDGET-ALL: PASS"; vmem=$BUDGET_MEM; clamp=0 ;;
+    c) machine=(-machine pc); vmem=${E2E_NVME_MEM:-4608M}; nvme_image c
+       words="E2E_MODE=nvme-sysfs initcall_blacklist=nvme_init E2E_NVME_MASK2=${E2E_NVME_MASK2:-} E2E_NVME_MASK3=${E2E_NVME_MASK3:-}"
+       pass="E2E-NVME-ALL: PASS" ;;
+    d) machine=(-machine q35 -device intel-iommu,intremap=on); nvme_image d
+       words="intel_iommu=on E2E_MODE=nvme-vfio initcall_blacklist=nvme_init E2E_NVME_MASK2=${E2E_NVME_MASK2:-} E2E_NVME_MASK3=${E2E_NVME_MASK3:-}"
+       pass="E2E-NVME-ALL: PASS" ;;
     *) echo "e2e.sh: unknown variant $v" >&2; exit 2 ;;
   esac
   LOG=$B/guest-$v.log
   s=$(date +%s.%N)
   qrc=0
-  timeout "$TMO" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$mem" -smp 1 \
+  timeout "$TMO" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$vmem" -smp 1 \
       -display none -serial stdio -monitor none -no-reboot -nic none \
       -kernel "$VMLINUZ" -initrd "$B/initrd.cpio.gz" \
       -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK $words $APPEND" \
-      -device edu,dma_mask=$DMA_MASK </dev/null >"$LOG" 2>&1 || qrc=$?
+      "${devices[@]}" </dev/null >"$LOG" 2>&1 || qrc=$?
   qt=$(awk -v a="$(date +%s.%N)" -v b="$s" 'BEGIN{printf "%.1f", a-b}')
   echo "----- guest output, variant $v ($LOG) -----"
   tr -d '\r' < "$LOG"
   echo "----- end of guest output -----"
   if [ $qrc -eq 124 ]; then lap "variant $v: QEMU timed out after ${TMO}s"; fi
   # edu clamps in the negative controls; only with all RAM below a wide mask has variant A none
-  if grep -q "$pass" "$LOG" && { [ $clamp -eq 0 ] || grep -q 'EDU: clamping DMA' "$LOG" || grep -q 'E2E-NO-CLAMP' "$LOG"; }; then
-    lap "variant $v: PASS (QEMU ${qt}s, mem $mem)"
+  if [ "$v" = c ] || [ "$v" = d ]; then
+    # the NVMe variants: the guest's PASS line, then the host's own look at the image
+    seen=0; grep -q "$pass" "$LOG" && seen=1
+    if [ $seen -eq 1 ] && "$B/nvme_image" check "$IMG" "$LOG"; then ok=1; else ok=0; fi
+  elif grep -q "$pass" "$LOG" && { [ $clamp -eq 0 ] || grep -q 'EDU: clamping DMA' "$LOG" || grep -q 'E2E-NO-CLAMP' "$LOG"; }; then
+    ok=1
+  else
+    ok=0
+  fi
+  if [ $ok -eq 1 ]; then
+    lap "variant $v: PASS (QEMU ${qt}s, mem $vmem)"
   else
     lap "variant $v: FAIL (QEMU exit $qrc after ${qt}s)"
     rc=1

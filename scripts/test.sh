@@ -1,8 +1,9 @@
 #!/bin/sh
 # scripts/test.sh: build dmakit and run every test: the default build, then the whole suite
 # again under ASan+UBSan and under TSan, then a short libFuzzer run against the model, then the
-# end-to-end DMA test: a Linux guest under QEMU whose edu device (28-bit DMA mask) round-trips
-# data through buffers dmakit placed below its mask (scripts/e2e.sh, needs root).
+# end-to-end DMA test: Linux guests under QEMU whose edu device (28-bit DMA mask) round-trips
+# data through buffers dmakit placed below its mask, and whose nvme device is driven by
+# examples/nvme over an image the host checks (scripts/e2e.sh, needs root).
 # Physical tests need root (they read frame numbers, force memory compaction and use
 # hugepages); as a user they are skipped with the reason.
 #   scripts/test.sh            all three builds, the fuzz run and the end-to-end test
@@ -18,7 +19,7 @@ for b in $builds; do
       echo "=== e2e: SKIP: the QEMU end-to-end test needs root (packages, guest build)"
       continue
     fi
-    echo "=== e2e: edu DMA through dmakit buffers in a QEMU guest"
+    echo "=== e2e: edu DMA and an NVMe driver through dmakit buffers in QEMU guests"
     bash scripts/e2e.sh
     continue
   fi

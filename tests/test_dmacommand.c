@@ -33,20 +33,7 @@ static int group_setup(void **state) {
 }
 
 
-#define OK(expr)                                                                           \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != kIOReturnSuccess)                                                           \
-      fail_msg("%s: %s (%s)", #expr, dk_ioreturn_name(rc_), dkt_failure_text());           \
-  } while (0)
 
-#define RC(expected, expr)                                                                 \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != (IOReturn)(expected))                                                       \
-      fail_msg("%s: got %s, expected %s (%s)", #expr, dk_ioreturn_name(rc_),               \
-               dk_ioreturn_name((IOReturn)(expected)), dkt_failure_text());                \
-  } while (0)
 
 static IOMemoryDescriptor *MD(IOBufferMemoryDescriptor *b) { return (IOMemoryDescriptor *)b; }
 
@@ -264,8 +251,8 @@ static void test_object_refcount_and_refcon(void **state) {
   /* a descriptor is not a command */
   IOBufferMemoryDescriptor *b = new_buffer(PS, kIODirectionInOut);
   assert_null(IODMACommand_getRefCon((IODMACommand *)b));
-  RC(kIOReturnBadArgument, IODMACommand_prepare((IODMACommand *)b, 0, 0, true, true));
-  RC(kIOReturnBadArgument, IODMACommand_complete(NULL, true, true));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_prepare((IODMACommand *)b, 0, 0, true, true));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_complete(NULL, true, true));
   assert_false(dk_dmacommand_is_double_buffered((IODMACommand *)b));
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -283,55 +270,55 @@ static void test_setMemoryDescriptor_rules(void **state) {
   int before = OSObject_getRetainCount(b);
 
   /* not a descriptor */
-  RC(kIOReturnBadArgument, IODMACommand_setMemoryDescriptor(c, (IOMemoryDescriptor *)c, false));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_setMemoryDescriptor(c, (IOMemoryDescriptor *)c, false));
   assert_null(IODMACommand_getMemoryDescriptor(c));
   /* NULL with nothing set: success */
-  OK(IODMACommand_setMemoryDescriptor(c, NULL, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, NULL, true));
   /* set without preparing: retained, not prepared */
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
   assert_ptr_equal(IODMACommand_getMemoryDescriptor(c), b);
   assert_int_equal(OSObject_getRetainCount(b), before + 1);
   UInt64 off = 0;
   IODMACommandSegment64 s[4];
   UInt32 n = 4;
-  RC(kIOReturnNotReady, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_RC(kIOReturnNotReady, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   /* the same descriptor with autoPrepare: success, and (as XNU) no prepare */
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
   /* prepared twice; the same descriptor without autoPrepare completes every prepare */
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
   assert_ptr_equal(IODMACommand_getMemoryDescriptor(c), b);
   /* another descriptor while prepared: kIOReturnBusy, nothing changes */
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  RC(kIOReturnBusy, IODMACommand_setMemoryDescriptor(c, MD(b2), true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_RC(kIOReturnBusy, IODMACommand_setMemoryDescriptor(c, MD(b2), true));
   assert_ptr_equal(IODMACommand_getMemoryDescriptor(c), b);
-  RC(kIOReturnBusy, IODMACommand_setMemoryDescriptor(c, NULL, true));
-  OK(IODMACommand_complete(c, true, true));
+  DKT_RC(kIOReturnBusy, IODMACommand_setMemoryDescriptor(c, NULL, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
   /* another with autoPrepare: the first is released, the second retained and prepared */
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b2), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b2), true));
   assert_int_equal(OSObject_getRetainCount(b), before);
   assert_ptr_equal(IODMACommand_getMemoryDescriptor(c), b2);
   n = 4;
   off = 0;
-  OK(IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_OK(IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   assert_int_equal(off, PS);
   /* NULL clears, completing */
-  RC(kIOReturnBusy, IODMACommand_setMemoryDescriptor(c, NULL, false));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_setMemoryDescriptor(c, NULL, false));
+  DKT_RC(kIOReturnBusy, IODMACommand_setMemoryDescriptor(c, NULL, false));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, NULL, false));
   assert_null(IODMACommand_getMemoryDescriptor(c));
   /* an autoPrepare that fails leaves nothing set: a transfer limit below the length */
   IODMACommand *small = IODMACommand_withSpecification(IODMACommand_OutputHost64, 64, 0, 0, PS, 1, m, NULL);
   assert_non_null(small);
-  RC(kIOReturnNoSpace, IODMACommand_setMemoryDescriptor(small, MD(b), true));
+  DKT_RC(kIOReturnNoSpace, IODMACommand_setMemoryDescriptor(small, MD(b), true));
   assert_string_equal(dk_last_failure()->function, "setMemoryDescriptor");
   assert_null(IODMACommand_getMemoryDescriptor(small));
   assert_int_equal(OSObject_getRetainCount(b), before);
   /* releasing a command that still holds a prepared descriptor completes and releases it */
-  OK(IODMACommand_setMemoryDescriptor(small, MD(b2), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(small, MD(b2), true));
   assert_int_equal(OSObject_getRetainCount(b2), 2);
   OSSafeReleaseNULL(small);
   assert_int_equal(OSObject_getRetainCount(b2), 1);
@@ -349,17 +336,17 @@ static void test_clearMemoryDescriptor_rules(void **state) {
   IOMapper *m = soft_mapper(0x100000, (1ull << 40) - 1);
   IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, m);
   IOBufferMemoryDescriptor *b = new_buffer(PS, kIODirectionInOut);
-  OK(IODMACommand_clearMemoryDescriptor(c, false));     /* nothing set */
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  RC(kIOReturnNotReady, IODMACommand_clearMemoryDescriptor(c, false));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, false));     /* nothing set */
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_clearMemoryDescriptor(c, false));
   assert_ptr_equal(IODMACommand_getMemoryDescriptor(c), b);
-  OK(IODMACommand_clearMemoryDescriptor(c, true));       /* completes both prepares */
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));       /* completes both prepares */
   assert_null(IODMACommand_getMemoryDescriptor(c));
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
   assert_int_equal(OSObject_getRetainCount(b), 1);
   dk_mapper_info info;
-  OK(dk_mapper_get_info(m, &info));
+  DKT_OK(dk_mapper_get_info(m, &info));
   assert_int_equal(info.mappings_live, 0);
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
@@ -376,61 +363,61 @@ static void test_prepare_complete_rules(void **state) {
   IODMACommand *c = IODMACommand_withSpecification(IODMACommand_OutputHost64, 64, 0, 0, 8 * PS, 1, m, NULL);
   assert_non_null(c);
   /* no descriptor */
-  RC(kIOReturnNotReady, IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_prepare(c, 0, 0, true, true));
   assert_string_equal(dk_last_failure()->function, "prepare");
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
   assert_string_equal(dk_last_failure()->function, "complete");
   IOBufferMemoryDescriptor *b = new_buffer(16 * PS, kIODirectionInOut);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
   /* longer than the maximum transfer: kIOReturnNoSpace (the whole descriptor, and explicitly) */
-  RC(kIOReturnNoSpace, IODMACommand_prepare(c, 0, 0, true, true));
-  RC(kIOReturnNoSpace, IODMACommand_prepare(c, 0, 8 * PS + 1, true, true));
+  DKT_RC(kIOReturnNoSpace, IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_RC(kIOReturnNoSpace, IODMACommand_prepare(c, 0, 8 * PS + 1, true, true));
   /* outside the descriptor */
-  RC(kIOReturnBadArgument, IODMACommand_prepare(c, 15 * PS, 2 * PS, true, true));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_prepare(c, 15 * PS, 2 * PS, true, true));
   assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
-  RC(kIOReturnBadArgument, IODMACommand_prepare(c, UINT64_MAX - 10, 100, true, true));
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));   /* nothing was counted */
+  DKT_RC(kIOReturnBadArgument, IODMACommand_prepare(c, UINT64_MAX - 10, 100, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));   /* nothing was counted */
   /* counted: the same range nests, another range does not (and is not counted) */
-  OK(IODMACommand_prepare(c, PS, 8 * PS, true, true));
-  OK(IODMACommand_prepare(c, PS, 8 * PS, true, true));
-  RC(kIOReturnNotReady, IODMACommand_prepare(c, 0, 8 * PS, true, true));
-  RC(kIOReturnNotReady, IODMACommand_prepare(c, PS, 4 * PS, true, true));
-  OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_prepare(c, PS, 8 * PS, true, true));
+  DKT_OK(IODMACommand_prepare(c, PS, 8 * PS, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_prepare(c, 0, 8 * PS, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_prepare(c, PS, 4 * PS, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
   UInt64 off = 0;
   IODMACommandSegment64 s[2];
   UInt32 n = 2;
-  OK(IODMACommand_gen64IOVMSegments(c, &off, s, &n));     /* still prepared once */
+  DKT_OK(IODMACommand_gen64IOVMSegments(c, &off, s, &n));     /* still prepared once */
   assert_int_equal(off, 8 * PS);
-  OK(IODMACommand_complete(c, true, true));
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
   n = 2;
   off = 0;
-  RC(kIOReturnNotReady, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
 
   /* pageable memory must be prepared first (XNU panics) */
   IOBufferMemoryDescriptor *pg = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut |
                                                                             kIOMemoryPageable, 4 * PS, PS);
   assert_non_null(pg);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(pg), false));
-  RC(kIOReturnNotReady, IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(pg), false));
+  DKT_RC(kIOReturnNotReady, IODMACommand_prepare(c, 0, 0, true, true));
   assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_STATE);
-  OK(IOMemoryDescriptor_prepare(MD(pg), kIODirectionNone));
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
-  OK(IOMemoryDescriptor_complete(MD(pg), kIODirectionNone));
+  DKT_OK(IOMemoryDescriptor_prepare(MD(pg), kIODirectionNone));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IOMemoryDescriptor_complete(MD(pg), kIODirectionNone));
 
   /* length 0 is the descriptor's length as XNU takes it, whatever the offset */
-  OK(IODMACommand_setMemoryDescriptor(c, MD(pg), false));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(pg), false));
   OSSafeReleaseNULL(c);
   c = new_command(64, 0, 0, 1, m);
-  OK(IOMemoryDescriptor_prepare(MD(pg), kIODirectionNone));
-  OK(IODMACommand_setMemoryDescriptor(c, MD(pg), false));
-  RC(kIOReturnBadArgument, IODMACommand_prepare(c, PS, 0, true, true));
-  OK(IODMACommand_prepare(c, PS, 3 * PS, true, true));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IOMemoryDescriptor_complete(MD(pg), kIODirectionNone));
+  DKT_OK(IOMemoryDescriptor_prepare(MD(pg), kIODirectionNone));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(pg), false));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_prepare(c, PS, 0, true, true));
+  DKT_OK(IODMACommand_prepare(c, PS, 3 * PS, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IOMemoryDescriptor_complete(MD(pg), kIODirectionNone));
 
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
@@ -448,37 +435,37 @@ static void test_gen_rules(void **state) {
   UInt64 off = 0;
   IODMACommandSegment64 s[4];
   UInt32 n = 4;
-  RC(kIOReturnNotReady, IODMACommand_gen64IOVMSegments(c, &off, s, &n));     /* no descriptor */
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-  RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, NULL, s, &n));
-  RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, &off, NULL, &n));
-  RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, &off, s, NULL));
+  DKT_RC(kIOReturnNotReady, IODMACommand_gen64IOVMSegments(c, &off, s, &n));     /* no descriptor */
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, NULL, s, &n));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, &off, NULL, &n));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, &off, s, NULL));
   n = 0;
-  RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   assert_string_equal(dk_last_failure()->function, "gen64IOVMSegments");
   /* at and past the end: kIOReturnOverrun, outputs untouched */
   off = 4 * PS;
   n = 4;
-  RC(kIOReturnOverrun, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_RC(kIOReturnOverrun, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   assert_int_equal(off, 4 * PS);
   assert_int_equal(n, 4);
   off = UINT64_MAX;
-  RC(kIOReturnOverrun, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_RC(kIOReturnOverrun, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   /* from the middle */
   off = PS + 3;
   n = 4;
-  OK(IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_OK(IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   assert_int_equal(n, 1);
   assert_int_equal(off, 4 * PS);
   assert_int_equal(s[0].fLength, 3 * PS - 3);
   /* genIOVMSegments with the command's own function does the same */
   off = 0;
   n = 4;
-  OK(IODMACommand_genIOVMSegments(c, &off, s, &n));
+  DKT_OK(IODMACommand_genIOVMSegments(c, &off, s, &n));
   assert_int_equal(off, 4 * PS);
   assert_string_equal(dk_last_failure()->function, "genIOVMSegments");
   assert_int_equal(dk_last_failure()->code, kIOReturnSuccess);
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   close_clean(m);
@@ -491,16 +478,16 @@ static void test_synchronize_rules(void **state) {
   IOMapper *m = soft_mapper(0x100000, (1ull << 40) - 1);
   IODMACommand *c = new_command(64, 0, 0, 1, m);
   IOBufferMemoryDescriptor *b = new_buffer(PS, kIODirectionInOut);
-  RC(kIOReturnBadArgument, IODMACommand_synchronize(c, kIODirectionInOut));   /* checked first */
-  RC(kIOReturnNotReady, IODMACommand_synchronize(c, kIODirectionIn));
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-  RC(kIOReturnBadArgument, IODMACommand_synchronize(c, kIODirectionInOut | kIODMACommandForceDoubleBuffer));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_synchronize(c, kIODirectionInOut));   /* checked first */
+  DKT_RC(kIOReturnNotReady, IODMACommand_synchronize(c, kIODirectionIn));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_synchronize(c, kIODirectionInOut | kIODMACommandForceDoubleBuffer));
   /* nothing bounced: nothing to copy */
-  OK(IODMACommand_synchronize(c, kIODirectionIn));
-  OK(IODMACommand_synchronize(c, kIODirectionOut));
-  OK(IODMACommand_synchronize(c, kIODirectionNone));
+  DKT_OK(IODMACommand_synchronize(c, kIODirectionIn));
+  DKT_OK(IODMACommand_synchronize(c, kIODirectionOut));
+  DKT_OK(IODMACommand_synchronize(c, kIODirectionNone));
   assert_false(dk_dmacommand_is_double_buffered(c));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   close_clean(m);
@@ -565,15 +552,15 @@ static void test_mapped_one_iova_range(void **state) {
   size_t len = 24 * PS;
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
   dk_buffer_info bi;
-  OK(dk_buffer_get_info(b, &bi));
+  DKT_OK(dk_buffer_get_info(b, &bi));
   assert_null(bi.mapper);           /* no system mapper: the buffer itself is not mapped */
   /* 32 address bits, segments of at most 5 pages + 100 bytes, 4 KiB-aligned segments */
   IODMACommand *c = new_command(32, 5 * PS + 100, kIODMAMapOptionMapped, (UInt32)PS, m);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
-  OK(IODMACommand_prepare(c, PS, 20 * PS, true, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_prepare(c, PS, 20 * PS, true, true));
   assert_false(dk_dmacommand_is_double_buffered(c));
   dk_mapper_info info;
-  OK(dk_mapper_get_info(m, &info));
+  DKT_OK(dk_mapper_get_info(m, &info));
   assert_int_equal(info.mappings_live, 1);
   static seg got[MAXSEGS];
   size_t n = collect(c, got, 3);
@@ -589,22 +576,22 @@ static void test_mapped_one_iova_range(void **state) {
   }
   assert_int_equal(total, 20 * PS);
   /* nested prepare shares; complete unmaps at the last */
-  OK(IODMACommand_prepare(c, PS, 20 * PS, true, true));
-  OK(IODMACommand_complete(c, true, true));
-  OK(dk_mapper_get_info(m, &info));
+  DKT_OK(IODMACommand_prepare(c, PS, 20 * PS, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(dk_mapper_get_info(m, &info));
   assert_int_equal(info.mappings_live, 1);
-  OK(IODMACommand_complete(c, true, true));
-  OK(dk_mapper_get_info(m, &info));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(dk_mapper_get_info(m, &info));
   assert_int_equal(info.mappings_live, 0);
 
   /* a 32-bit output function writes Segment32s */
   IODMACommand *c32 = IODMACommand_withSpecification(IODMACommand_OutputLittle32, 0, 0, 0, 0, 1, m, NULL);
   assert_non_null(c32);
-  OK(IODMACommand_setMemoryDescriptor(c32, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c32, MD(b), true));
   IODMACommandSegment32 s32[4];
   UInt64 off = 0;
   UInt32 k = 4;
-  OK(IODMACommand_genIOVMSegments(c32, &off, s32, &k));
+  DKT_OK(IODMACommand_genIOVMSegments(c32, &off, s32, &k));
   assert_int_equal(k, 1);
   assert_int_equal(le32toh(s32[0].fLength), len);
   assert_true(le32toh(s32[0].fIOVMAddr) != 0);
@@ -612,8 +599,8 @@ static void test_mapped_one_iova_range(void **state) {
   IODMACommandSegment64 s64[4];
   off = 0;
   k = 4;
-  RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c32, &off, s64, &k));
-  OK(IODMACommand_clearMemoryDescriptor(c32, true));
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen64IOVMSegments(c32, &off, s64, &k));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c32, true));
 
   OSSafeReleaseNULL(c32);
   OSSafeReleaseNULL(c);
@@ -632,7 +619,7 @@ static void test_mapped_system_mapper_shares_buffer_iova(void **state) {
   size_t len = 8 * PS;
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
   dk_buffer_info bi;
-  OK(dk_buffer_get_info(b, &bi));
+  DKT_OK(dk_buffer_get_info(b, &bi));
   if (!bi.mapper || !bi.iova) {
     OSSafeReleaseNULL(b);
     dk_mapper_set_system(NULL);
@@ -640,11 +627,11 @@ static void test_mapped_system_mapper_shares_buffer_iova(void **state) {
     DKT_SKIP("buffers are not mapped by the system mapper yet (the IOBufferMemoryDescriptor mapper integration)");
   }
   dk_mapper_info before, after;
-  OK(dk_mapper_get_info(m, &before));
+  DKT_OK(dk_mapper_get_info(m, &before));
   IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
-  OK(IODMACommand_prepare(c, 2 * PS, 3 * PS, true, true));
-  OK(dk_mapper_get_info(m, &after));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_prepare(c, 2 * PS, 3 * PS, true, true));
+  DKT_OK(dk_mapper_get_info(m, &after));
   assert_int_equal(after.mappings_live, before.mappings_live);
   static seg got[MAXSEGS];
   size_t n = collect(c, got, 8);
@@ -654,10 +641,10 @@ static void test_mapped_system_mapper_shares_buffer_iova(void **state) {
   /* getPhysicalSegment with options 0 says the same */
   IOByteCount sl = 0;
   assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(MD(b), 2 * PS, &sl, 0), got[0].a);
-  OK(IODMACommand_complete(c, true, true));
-  OK(dk_mapper_get_info(m, &after));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(dk_mapper_get_info(m, &after));
   assert_int_equal(after.mappings_live, before.mappings_live);
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   dk_mapper_set_system(NULL);
@@ -675,8 +662,8 @@ static void test_mapped_misaligned_start_bounces(void **state) {
   uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   fill(va, len, 1);
   IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 8, m);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
-  OK(IODMACommand_prepare(c, 4, 2 * PS, true, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_prepare(c, 4, 2 * PS, true, true));
   assert_true(dk_dmacommand_is_double_buffered(c));
   uint64_t blen = 0;
   uint8_t *bb = dk__dmacommand_bounce_bytes(c, &blen);
@@ -690,17 +677,17 @@ static void test_mapped_misaligned_start_bounces(void **state) {
   assert_int_equal(got[0].l, 2 * PS);
   /* the device writes; complete copies it back into [4, 4 + 2 pages) only */
   fill(bb, blen, 2);
-  OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
   assert_false(dk_dmacommand_is_double_buffered(c));
   assert_true(filled(va + 4, 2 * PS, 2));
   uint8_t head[4];
   fill(head, 4, 1);
   assert_memory_equal(va, head, 4);
   /* an aligned start is not bounced */
-  OK(IODMACommand_prepare(c, 8, 2 * PS, true, true));
+  DKT_OK(IODMACommand_prepare(c, 8, 2 * PS, true, true));
   assert_false(dk_dmacommand_is_double_buffered(c));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   close_clean(m);
@@ -714,15 +701,15 @@ static void test_mapped_no_iova_below_limit(void **state) {
   IOMapper *m = soft_mapper(1ull << 32, (1ull << 33) - 1);     /* every IOVA above 4 GiB */
   IOBufferMemoryDescriptor *b = new_buffer(PS, kIODirectionInOut);
   IODMACommand *c = new_command(32, 0, kIODMAMapOptionMapped, 1, m);
-  RC(kIOReturnNoResources, IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnNoResources, IODMACommand_setMemoryDescriptor(c, MD(b), true));
   assert_null(IODMACommand_getMemoryDescriptor(c));
   OSSafeReleaseNULL(c);
   c = new_command(33, 0, kIODMAMapOptionMapped, 1, m);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
   static seg got[MAXSEGS];
   assert_int_equal(collect(c, got, 1), 1);
   assert_true(got[0].a >= (1ull << 32) && got[0].a + got[0].l - 1 <= (1ull << 33) - 1);
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   close_clean(m);
@@ -740,43 +727,43 @@ static void test_force_double_buffer(void **state) {
   uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   fill(va, len, 3);
   IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, m);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
   assert_false(dk_dmacommand_is_double_buffered(c));
-  OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
+  DKT_OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
   assert_true(dk_dmacommand_is_double_buffered(c));
   uint64_t blen;
   uint8_t *bb = dk__dmacommand_bounce_bytes(c, &blen);
   assert_int_equal(blen, len);
   assert_true(filled(bb, len, 3));
-  OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));   /* already: success */
+  DKT_OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));   /* already: success */
   /* explicit copies */
   fill(bb, len, 4);
-  OK(IODMACommand_synchronize(c, kIODirectionIn));
+  DKT_OK(IODMACommand_synchronize(c, kIODirectionIn));
   assert_true(filled(va, len, 4));
   fill(va, len, 5);
-  OK(IODMACommand_synchronize(c, kIODirectionOut));
+  DKT_OK(IODMACommand_synchronize(c, kIODirectionOut));
   assert_true(filled(bb, len, 5));
   /* complete(synchronize = false) leaves the memory as it is */
   fill(bb, len, 6);
-  OK(IODMACommand_complete(c, true, false));
+  DKT_OK(IODMACommand_complete(c, true, false));
   assert_true(filled(va, len, 5));
 
   /* nested: no bounce now, at the next first prepare */
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
   assert_false(dk_dmacommand_is_double_buffered(c));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_complete(c, true, true));
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
-  OK(IODMACommand_prepare(c, 0, 0, true, false));      /* no Out copy: the bounce stays zero */
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, false));      /* no Out copy: the bounce stays zero */
   assert_true(dk_dmacommand_is_double_buffered(c));
   bb = dk__dmacommand_bounce_bytes(c, &blen);
   assert_true(dkt_all_bytes(bb, len, 0));
-  OK(IODMACommand_complete(c, true, false));
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_complete(c, true, false));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
   assert_false(dk_dmacommand_is_double_buffered(c));   /* used up */
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   close_clean(m);
@@ -798,8 +785,8 @@ static void test_copies_follow_direction(void **state) {
     uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
     fill(va, len, 7);
     IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, m);
-    OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-    OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
+    DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+    DKT_OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
     uint64_t blen;
     uint8_t *bb = dk__dmacommand_bounce_bytes(c, &blen);
     bool out = dir == kIODirectionNone || (dir & kIODirectionOut);
@@ -808,12 +795,12 @@ static void test_copies_follow_direction(void **state) {
     else assert_true(dkt_all_bytes(bb, len, 0));
     fill(bb, len, 8);
     if (dir == kIODirectionOut) {
-      RC(kIOReturnUnderrun, IODMACommand_synchronize(c, kIODirectionIn));
+      DKT_RC(kIOReturnUnderrun, IODMACommand_synchronize(c, kIODirectionIn));
       assert_true(filled(va, len, 7));
     }
-    OK(IODMACommand_complete(c, true, true));
+    DKT_OK(IODMACommand_complete(c, true, true));
     assert_true(filled(va, len, in ? 8 : 7));
-    OK(IODMACommand_clearMemoryDescriptor(c, true));
+    DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
     OSSafeReleaseNULL(c);
     OSSafeReleaseNULL(b);
   }
@@ -834,19 +821,19 @@ static void segments_are_physical_runs(void **state) {
   const uint64_t max_segs[] = { 0, 3 * PS + 100, PS / 2, 1000 };
   for (size_t k = 0; k < sizeof max_segs / sizeof max_segs[0]; k++) {
     IODMACommand *c = new_command(64, max_segs[k], kIODMAMapOptionMapped, 1, NULL);
-    OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+    DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
     assert_false(dk_dmacommand_is_double_buffered(c));
     size_t nw = expected_runs(va, len, max_segs[k] ? max_segs[k] : UINT64_MAX, want);
     size_t ng = collect(c, got, max_segs[k] == 1000 ? 64 : 5);
     same_segments(got, ng, want, nw, "whole buffer");
     /* a sub-range: the same, from its own offset */
-    OK(IODMACommand_clearMemoryDescriptor(c, true));
-    OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
-    OK(IODMACommand_prepare(c, PS + 17, 20 * PS, true, true));
+    DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
+    DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+    DKT_OK(IODMACommand_prepare(c, PS + 17, 20 * PS, true, true));
     nw = expected_runs(va + PS + 17, 20 * PS, max_segs[k] ? max_segs[k] : UINT64_MAX, want);
     ng = collect(c, got, 1);
     same_segments(got, ng, want, nw, "sub-range");
-    OK(IODMACommand_clearMemoryDescriptor(c, true));
+    DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
     OSSafeReleaseNULL(c);
   }
   OSSafeReleaseNULL(b);
@@ -872,17 +859,17 @@ static void test_split_keeps_alignment(void **state) {
   assert_int_equal(run, len);
   static seg got[MAXSEGS];
   IODMACommand *c = new_command(64, 10000, kIODMAMapOptionMapped, 1, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
   size_t n = collect(c, got, 4);
   assert_int_equal(n, (len + 9999) / 10000);
   for (size_t i = 0; i < n; i++) {
     assert_int_equal(got[i].a, pa + i * 10000);
     assert_int_equal(got[i].l, i + 1 < n ? 10000 : len - (n - 1) * 10000);
   }
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   c = new_command(64, 10000, kIODMAMapOptionMapped, 4096, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
   assert_false(dk_dmacommand_is_double_buffered(c));
   n = collect(c, got, 4);
   assert_int_equal(n, len / 8192);
@@ -890,7 +877,7 @@ static void test_split_keeps_alignment(void **state) {
     assert_int_equal(got[i].a, pa + i * 8192);
     assert_int_equal(got[i].l, 8192);
   }
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -906,11 +893,11 @@ static void test_physical_misaligned_start_bounces(void **state) {
   uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
   fill(va, len, 9);
   IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 16, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
-  OK(IODMACommand_prepare(c, 0, 0, true, true));            /* aligned: not bounced */
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));            /* aligned: not bounced */
   assert_false(dk_dmacommand_is_double_buffered(c));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_prepare(c, 1, 5 * PS, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_prepare(c, 1, 5 * PS, true, true));
   assert_true(dk_dmacommand_is_double_buffered(c));
   static seg got[MAXSEGS];
   size_t n = collect(c, got, 16);
@@ -923,8 +910,8 @@ static void test_physical_misaligned_start_bounces(void **state) {
   uint64_t blen;
   uint8_t *bb = dk__dmacommand_bounce_bytes(c, &blen);
   assert_memory_equal(bb, va + 1, 5 * PS);
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -962,7 +949,7 @@ static void test_bounce_round_trip(void **state) {
   uint64_t limit = (1ull << bits) - 1;
   assert_true(hi > limit);
   IODMACommand *c = new_command((UInt8)bits, 3 * PS, kIODMAMapOptionMapped, 1, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
   IOReturn rc = IODMACommand_prepare(c, 0, 0, true, true);
   if (rc == kIOReturnMessageTooLarge) {
     char why[400];
@@ -971,7 +958,7 @@ static void test_bounce_round_trip(void **state) {
     OSSafeReleaseNULL(b);
     DKT_SKIP("no memory below 2^%u here for the bounce buffer: %s", bits, why);
   }
-  OK(rc);
+  DKT_OK(rc);
   assert_true(dk_dmacommand_is_double_buffered(c));
   uint64_t blen = 0;
   uint8_t *bb = dk__dmacommand_bounce_bytes(c, &blen);
@@ -987,16 +974,16 @@ static void test_bounce_round_trip(void **state) {
   IOByteCount sl = 0;
   assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(bmd, 0, &sl, kIOMemoryMapperNone), got[0].a);
   /* nested prepare of the same range: the same bounce */
-  OK(IODMACommand_prepare(c, 0, 0, true, true));
-  OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
   assert_ptr_equal(dk__dmacommand_bounce_bytes(c, NULL), bb);
   /* the device writes into the bounce; complete copies it into the memory */
   fill(bb, len, 12);
-  OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_complete(c, true, true));
   assert_false(dk_dmacommand_is_double_buffered(c));
   assert_null(dk__dmacommand_bounce_bytes(c, NULL));
   assert_true(filled(va, len, 12));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -1013,7 +1000,7 @@ static void test_iterate_only_does_not_bounce(void **state) {
   unsigned bits = bitlen(highest_phys(va, len)) - 1;
   if (bits < dk_capabilities()->page_shift) DKT_SKIP("the buffer lies in the lowest pages");
   IODMACommand *c = new_command((UInt8)bits, 0, kIODMAMapOptionMapped | kIODMAMapOptionIterateOnly, 1, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
   assert_false(dk_dmacommand_is_double_buffered(c));
   UInt64 off = 0;
   IOReturn rc = kIOReturnSuccess;
@@ -1023,9 +1010,9 @@ static void test_iterate_only_does_not_bounce(void **state) {
     rc = IODMACommand_gen64IOVMSegments(c, &off, s, &n);
     if (rc == kIOReturnSuccess) assert_true(s[0].fIOVMAddr + s[0].fLength - 1 < (1ull << bits));
   }
-  RC(kIOReturnMessageTooLarge, rc);
+  DKT_RC(kIOReturnMessageTooLarge, rc);
   assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_MASK);
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -1047,28 +1034,28 @@ static void test_32bit_device(void **state) {
   }
   IODMACommand *c = IODMACommand_withSpecification(IODMACommand_OutputHost32, 0, 0, 0, 0, 1, NULL, NULL);
   assert_non_null(c);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
   IOReturn rc = IODMACommand_prepare(c, 0, 0, true, true);
   if (rc == kIOReturnSuccess) {
     assert_true(dk_dmacommand_is_double_buffered(c));
     IODMACommandSegment32 s[64];
     UInt64 off = 0;
     UInt32 n = 64;
-    OK(IODMACommand_genIOVMSegments(c, &off, s, &n));
+    DKT_OK(IODMACommand_genIOVMSegments(c, &off, s, &n));
     assert_int_equal(off, len);
     for (UInt32 i = 0; i < n; i++) assert_true((uint64_t)s[i].fIOVMAddr + s[i].fLength - 1 <= 0xffffffffull);
-    OK(IODMACommand_complete(c, true, true));
+    DKT_OK(IODMACommand_complete(c, true, true));
   } else {
-    RC(kIOReturnMessageTooLarge, rc);
+    DKT_RC(kIOReturnMessageTooLarge, rc);
     const dk_failure *f = dk_last_failure();
     assert_string_equal(f->function, "prepare");
     assert_true(dkt_text_has(f->text, "0xffffffff"));
     assert_true(dkt_text_has(f->text, "bounce"));
     printf("note: 32-bit device here: %s\n", f->text);
     assert_false(dk_dmacommand_is_double_buffered(c));
-    RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+    DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
   }
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -1084,7 +1071,7 @@ static void test_impossible_bounce(void **state) {
   IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
   /* the smallest device: one page of address space, 64 KiB to move */
   IODMACommand *c = new_command((UInt8)shift, 0, kIODMAMapOptionMapped, 1, NULL);
-  RC(kIOReturnMessageTooLarge, IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnMessageTooLarge, IODMACommand_setMemoryDescriptor(c, MD(b), true));
   const dk_failure *f = dk_last_failure();
   assert_int_equal(f->constraint, DK_CONSTRAINT_MASK);
   assert_true(dkt_text_has(f->text, "bounce"));
@@ -1097,16 +1084,16 @@ static void test_impossible_bounce(void **state) {
   long pool = dk_option_get(DK_OPTION_POOL);
   dk_option_set(DK_OPTION_POOL, 0);
   c = new_command((UInt8)bits, 0, kIODMAMapOptionMapped, 1, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
   IOReturn rc = IODMACommand_prepare(c, 0, PS, true, true);
   dk_option_set(DK_OPTION_POOL, pool);
-  RC(kIOReturnMessageTooLarge, rc);
+  DKT_RC(kIOReturnMessageTooLarge, rc);
   f = dk_last_failure();
   assert_string_equal(f->function, "prepare");
   assert_int_equal(f->constraint, DK_CONSTRAINT_MASK);
   printf("note: %s\n", f->text);
-  RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);
@@ -1119,12 +1106,12 @@ static void test_noncoherent(void **state) {
   IOMapper *m = soft_mapper(0x100000, (1ull << 40) - 1);
   IOBufferMemoryDescriptor *b = new_buffer(2 * PS, kIODirectionInOut);
   IODMACommand *c = new_command(64, 0, kIODMAMapOptionNonCoherent, 1, m);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
-  OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
-  OK(IODMACommand_complete(c, true, true));
-  OK(IODMACommand_prepare(c, 0, 0, false, true));
-  OK(IODMACommand_complete(c, false, true));
-  OK(IODMACommand_clearMemoryDescriptor(c, true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
+  DKT_OK(IODMACommand_complete(c, true, true));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, false, true));
+  DKT_OK(IODMACommand_complete(c, false, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   close_clean(m);
@@ -1282,16 +1269,16 @@ static void test_unprivileged_physical(void **state) {
   long live = dk__objects_live();
   IOBufferMemoryDescriptor *b = new_buffer(PS, kIODirectionInOut);
   IODMACommand *c = new_command(32, 0, kIODMAMapOptionMapped, 1, NULL);
-  RC(kIOReturnNotPrivileged, IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_RC(kIOReturnNotPrivileged, IODMACommand_setMemoryDescriptor(c, MD(b), true));
   assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_PRIVILEGE);
   OSSafeReleaseNULL(c);
   /* no limit: nothing to decide at prepare; the segments themselves are refused */
   c = new_command(64, 0, kIODMAMapOptionMapped, 1, NULL);
-  OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), true));
   UInt64 off = 0;
   IODMACommandSegment64 s[1];
   UInt32 n = 1;
-  RC(kIOReturnNotPrivileged, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
+  DKT_RC(kIOReturnNotPrivileged, IODMACommand_gen64IOVMSegments(c, &off, s, &n));
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);
   assert_int_equal(dk__objects_live(), live);

@@ -302,6 +302,39 @@ static IOReturn op_mapped_command(void)
   return rc;
 }
 
+/* DriverKit's IODMACommand: a 64 KiB DriverKit buffer prepared with room for one segment, the
+ * one segment checked, completed. With the soft system mapper it is one IOVA range; without a
+ * mapper (root, pool) its 4K pages go through a contiguous double buffer. */
+static IOReturn op_driverkit_dma(void)
+{
+  IOBufferMemoryDescriptor *b = NULL;
+  IODMACommand *c = NULL;
+  /* 36 bits under the mapper (an IOVA limit to check); none without it, where a double buffer
+   * that cannot be had under a limit is reported as the limit (MessageTooLarge) */
+  IODMACommandSpecification spec = { kIODMACommandSpecificationNoOptions, g_mapper ? 36 : 64, { 0 } };
+  if (g_mapper) dk_mapper_set_system(g_mapper);
+  IOReturn rc = IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 64 * 1024, 0, &b);
+  if (rc == kIOReturnSuccess) rc = IODMACommand_Create(NULL, kIODMACommandCreateNoOptions, &spec, &c);
+  if (g_mapper) dk_mapper_set_system(NULL);
+  if (rc == kIOReturnSuccess) {
+    IOAddressSegment seg[2] = { { 0, 0 }, { 0, 0 } };
+    uint64_t flags = 0;
+    uint32_t n = 1;
+    rc = IODMACommand_PrepareForDMA(c, kIODMACommandPrepareForDMANoOptions, MD(b), 0, 0, &flags, &n, seg);
+    if (rc == kIOReturnSuccess && (n != 1 || seg[0].length != 64 * 1024 || (g_mapper && seg[0].address + seg[0].length > (1ull << 36)) ||
+                                   flags != kIOMemoryDirectionInOut)) {
+      snprintf(g_reason, sizeof g_reason, "PrepareForDMA gave %u segment(s), the first 0x%llx+0x%llx, flags 0x%llx", n,
+               (unsigned long long)seg[0].address, (unsigned long long)seg[0].length, (unsigned long long)flags);
+      rc = kIOReturnInternalError;
+    }
+    if (rc == kIOReturnSuccess) rc = IODMACommand_CompleteDMA(c, kIODMACommandCompleteDMANoOptions);
+    else if (rc == kIOReturnInternalError) IODMACommand_CompleteDMA(c, kIODMACommandCompleteDMANoOptions);
+  }
+  OSSafeReleaseNULL(c);
+  OSSafeReleaseNULL(b);
+  return rc;
+}
+
 /* ---- the harness ---------------------------------------------------------------------- */
 
 typedef struct snapshot { dk_prim_counters c; long pins, objects; } snapshot;
@@ -500,6 +533,21 @@ static void faults_mapped_pageable(void **s)
   (void)s;
   run_faults("pageable buffer under the soft system mapper, prepare/complete", op_mapped_pageable);
 }
+static void faults_driverkit_dma_mapped(void **s)
+{
+  (void)s;
+  run_faults("DriverKit IODMACommand, PrepareForDMA with room for one segment, soft mapper", op_driverkit_dma);
+}
+static void faults_driverkit_dma_bounce(void **s)
+{
+  (void)s;
+  if (!dk_capabilities()->pagemap_frames || !dk_capabilities()->pool_usable || !dk_option_get(DK_OPTION_POOL)) {
+    print_message("SKIP: a contiguous double buffer needs frame numbers and the hugepage pool (root, hugetlb)\n");
+    skip();
+  }
+  run_faults("DriverKit IODMACommand, PrepareForDMA with room for one segment, contiguous double buffer",
+             op_driverkit_dma);
+}
 static void faults_mapped_command(void **s)
 {
   (void)s;
@@ -598,6 +646,8 @@ int main(void)
     cmocka_unit_test_setup_teardown(faults_mapped_pageable, mapper_setup, mapper_teardown),
     cmocka_unit_test_setup_teardown(faults_mapped_command, mapper_setup, mapper_teardown),
     cmocka_unit_test_setup_teardown(faults_frees_never_allocate, mapper_setup, mapper_teardown),
+    cmocka_unit_test_setup_teardown(faults_driverkit_dma_mapped, mapper_setup, mapper_teardown),
+    cmocka_unit_test(faults_driverkit_dma_bounce),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

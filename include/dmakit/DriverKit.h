@@ -1,10 +1,14 @@
 /* dmakit/DriverKit.h: DriverKit's IOBufferMemoryDescriptor surface (REFERENCE.md §1.8, §6):
  * Create, SetLength, GetAddressRange, CreateMapping and the IOMemoryMap getters, each a
- * kern_return_t call shaped as in DriverKit, mapped onto the kernel-style calls. */
+ * kern_return_t call shaped as in DriverKit, mapped onto the kernel-style calls; and DriverKit's
+ * IODMACommand (Create, PrepareForDMA, CompleteDMA, GetPreparation, PerformOperation), the same
+ * object as the kernel-style IODMACommand. docs/dmacommand.md, "DriverKit". */
 #ifndef DMAKIT_DRIVERKIT_H
 #define DMAKIT_DRIVERKIT_H
 
 #include <dmakit/IOBufferMemoryDescriptor.h>
+#include <dmakit/IODMACommand.h>
+#include <dmakit/IOService.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,6 +57,53 @@ DK_API kern_return_t IOMemoryDescriptor_CreateMapping(IOMemoryDescriptor *self, 
 DK_API uint64_t IOMemoryMap_GetAddress(IOMemoryMap *map);
 DK_API uint64_t IOMemoryMap_GetLength(IOMemoryMap *map);
 DK_API uint64_t IOMemoryMap_GetOffset(IOMemoryMap *map);
+
+/* ---- IODMACommand (DriverKit IODMACommand.iig) --------------------------------------- */
+#define kIODMACommandCreateNoOptions             0ull
+#define kIODMACommandPrepareForDMANoOptions      0ull
+#define kIODMACommandCompleteDMANoOptions        0ull
+#define kIODMACommandSpecificationNoOptions      0ull
+#define kIODMACommandPerformOperationOptionRead  0x00000001ull
+#define kIODMACommandPerformOperationOptionWrite 0x00000002ull
+#define kIODMACommandPerformOperationOptionZero  0x00000004ull
+
+typedef struct IODMACommandSpecification {
+  uint64_t options;          /* kIODMACommandSpecificationNoOptions */
+  uint64_t maxAddressBits;   /* what the device addresses; 0 = 64 */
+  uint64_t _resv[16];
+} IODMACommandSpecification;
+
+/* A command for `device`'s DMA (XNU IODMACommand::Create_Impl): 64-bit host-order segments of any
+ * size, maxAddressBits address bits, through the device's mapper (IOMapper_copyMapperForDevice),
+ * else the system mapper (a NULL device: the system mapper). kIOReturnBadArgument for options,
+ * a NULL specification or command pointer, maxAddressBits above 255, or a device that is no
+ * IOService; any other failure is kIOReturnNoMemory, as in DriverKit. *command is NULL on failure. */
+DK_API kern_return_t IODMACommand_Create(IOService *device, uint64_t options, const IODMACommandSpecification *spec,
+                                         IODMACommand **command);
+/* Prepare `memory` (IOMemoryDescriptor_prepare) and its range [offset, offset + length) (length
+ * 0: the descriptor's length) for the device, and return its segments: on input
+ * *segmentsCount is the room in `segments`, on output how many were written; *flags gets
+ * kIOMemoryDirectionOut/In from the descriptor's direction. The segments always cover the whole
+ * range: without a mapper a range of more physical runs than the room given is double-buffered
+ * (into contiguous memory), so one segment of room gives one segment; when that cannot be done
+ * it fails (kIOReturnMessageTooLarge / kIOReturnNoResources) instead of returning part of the
+ * range. kIOReturnBusy while prepared. On failure nothing stays prepared. */
+DK_API kern_return_t IODMACommand_PrepareForDMA(IODMACommand *command, uint64_t options, IOMemoryDescriptor *memory,
+                                                uint64_t offset, uint64_t length, uint64_t *flags,
+                                                uint32_t *segmentsCount, IOAddressSegment *segments);
+/* Undo PrepareForDMA: copy back what the device wrote into a double buffer, release the
+ * mapping, complete the descriptor. kIOReturnNotReady when PrepareForDMA did not prepare it. */
+DK_API kern_return_t IODMACommand_CompleteDMA(IODMACommand *command, uint64_t options);
+/* The prepared range (each pointer may be NULL) and the descriptor, retained for the caller
+ * (OSObject_release). kIOReturnNotReady when not prepared. */
+DK_API kern_return_t IODMACommand_GetPreparation(IODMACommand *command, uint64_t *offset, uint64_t *length,
+                                                 IOMemoryDescriptor **memory);
+/* CPU access to what the device sees of the preparation (the double buffer when there is one):
+ * Write copies `length` bytes of `data` from dataOffset to dmaOffset, Read the other way, Zero
+ * zeroes (data NULL). kIOReturnUnderrun when the range does not fit, kIOReturnBadArgument for
+ * anything but exactly one option, kIOReturnNotReady when not prepared. */
+DK_API kern_return_t IODMACommand_PerformOperation(IODMACommand *command, uint64_t options, uint64_t dmaOffset,
+                                                   uint64_t length, uint64_t dataOffset, IOMemoryDescriptor *data);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@
 #define DMAKIT_IOMAPPER_H
 
 #include <dmakit/IOMemoryDescriptor.h>
+#include <dmakit/IOService.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -63,6 +64,16 @@ DK_API IOMapper *dk_mapper_get_system(void);
  * mappings themselves go when the buffers holding them are freed; the container closes when
  * the last of them has. */
 DK_API unsigned dk_mapper_close(IOMapper *mapper, char *report, size_t cap);
+
+/* XNU's IOMapper::copyMapperForDevice: the device's own mapper (its VFIO mapper when it is bound
+ * to vfio-pci), retained (OSObject_release), or NULL when it has none (then IODMACommand takes
+ * the system mapper, as XNU's does). NULL for a NULL device. */
+DK_API IOMapper *IOMapper_copyMapperForDevice(IOService *device);
+
+/* DriverKit's IOVMPageSize: the unit of I/O mappings, the CPU page size
+ * (sysconf(_SC_PAGESIZE)), raised to an IOMMU's smallest page when a VFIO mapper opened here
+ * has a larger one. */
+extern DK_API uint64_t IOVMPageSize;
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include <dmakit/DriverKit.h>
 #include <dmakit/dk.h>
 #include <dmakit/share.h>
+#include <dmakit/IOService.h>
 #include <dmakit/IOMapper.h>
 #include <dmakit/IODMACommand.h>
 

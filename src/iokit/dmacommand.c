@@ -37,6 +37,7 @@ struct IODMACommand {
   uint64_t source_align_mask;   /* for the first segment (only the in-page bits with a mapper) */
   IOBufferMemoryDescriptor *bounce;
   dk_mapping iova_use;          /* with a mapper: the range's IOVA use (iova: its first byte) */
+  bool       dext_prepared;     /* DriverKit's PrepareForDMA prepared the descriptor too */
 };
 
 static void dmacommand_free(OSObject *o);
@@ -282,12 +283,19 @@ static IOReturn segment_at(IODMACommand *c, uint64_t off, uint64_t *addr, uint64
 
 /* Walk the prepared range as gen would and say whether the device can take it as it is: every
  * segment ends at or below max_phys, the first starts aligned to source_align_mask and the
- * others to the alignment (XNU segmentOp under kWalkPreflight). `why` tells the first problem. */
-static IOReturn walk_check(IODMACommand *c, bool *reachable, char *why, size_t cap)
+ * others to the alignment (XNU segmentOp under kWalkPreflight), and with `max_segments` (0:
+ * any number) there are no more segments than that. `why` tells the first problem. */
+static IOReturn walk_check(IODMACommand *c, uint32_t max_segments, bool *reachable, char *why, size_t cap)
 {
   uint64_t off = c->prep_offset, end = c->prep_offset + c->prep_length;
   *reachable = true;
   for (uint32_t i = 0; off < end; i++) {
+    if (max_segments && i == max_segments) {
+      snprintf(why, cap, "the range is more than %u physical segment%s (the room given for segments)", max_segments,
+               max_segments == 1 ? "" : "s");
+      *reachable = false;
+      return kIOReturnSuccess;
+    }
     uint64_t a, l;
     IOReturn rc = segment_at(c, off, &a, &l);
     if (rc != kIOReturnSuccess) return rc;
@@ -328,7 +336,7 @@ static bool is_device_constraint(dk_constraint_kind k)
  * below the device's limit, or meeting its alignment, could be had (whatever the allocator's
  * reason: a low-memory search also fails for want of hugepages), kIOReturnMessageTooLarge;
  * memory without such a constraint could not be had, kIOReturnNoResources (XNU's code). */
-static IOReturn make_bounce(IODMACommand *c, const char *why)
+static IOReturn make_bounce(IODMACommand *c, const char *why, bool contiguous)
 {
   uint64_t len = c->prep_length, page = dk__caps()->page_size;
   IOBufferMemoryDescriptor *b;
@@ -343,6 +351,7 @@ static IOReturn make_bounce(IODMACommand *c, const char *why)
     dk_constraints k = DK_CONSTRAINTS_NONE;
     k.high = c->max_phys == UINT64_MAX ? 0 : c->max_phys;
     k.alignment = c->align_mask + 1;
+    k.contiguous = contiguous;
     b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut | kIOMemoryMapperNone, len, &k);
   }
   if (!b) {
@@ -352,7 +361,9 @@ static IOReturn make_bounce(IODMACommand *c, const char *why)
     snprintf(inner, sizeof inner, "%s (%s)", f->text, dk_ioreturn_name(f->code));
     dk__enter("");
     bool limited = !c->mapper && c->max_phys != UINT64_MAX;
-    return dk__fail(limited || is_device_constraint(kind) ? kIOReturnMessageTooLarge : kIOReturnNoResources, kind,
+    /* contiguity asked for only to fit the caller's segments is memory, not the device's reach */
+    bool device = is_device_constraint(kind) && !(contiguous && kind == DK_CONSTRAINT_CONTIGUITY);
+    return dk__fail(limited || device ? kIOReturnMessageTooLarge : kIOReturnNoResources, kind,
                     "%s; no bounce buffer of 0x%llx bytes the device reaches: %s", why, (unsigned long long)len,
                     inner);
   }
@@ -360,7 +371,7 @@ static IOReturn make_bounce(IODMACommand *c, const char *why)
   if (!c->mapper && (c->max_phys != UINT64_MAX || c->align_mask)) {
     bool ok;
     char bwhy[200];
-    IOReturn rc = walk_check(c, &ok, bwhy, sizeof bwhy);
+    IOReturn rc = walk_check(c, 0, &ok, bwhy, sizeof bwhy);
     if (rc == kIOReturnSuccess && !ok)
       rc = dk__fail(kIOReturnMessageTooLarge, DK_CONSTRAINT_MASK, "%s, and the bounce buffer does not meet it either: %s",
                     why, bwhy);
@@ -410,7 +421,11 @@ static IOReturn map_range(IODMACommand *c)
 
 /* ---- prepare / complete (XNU IODMACommand::prepare, complete, walkAll) --------------------- */
 
-static IOReturn do_prepare(IODMACommand *c, uint64_t offset, uint64_t length, bool flush, bool sync)
+/* `max_segments` (0: any number): without a mapper the range must come out in at most that
+ * many segments, else it is double-buffered, into physically contiguous memory when fewer
+ * segments than its pages are allowed (DriverKit's PrepareForDMA). */
+static IOReturn do_prepare(IODMACommand *c, uint64_t offset, uint64_t length, bool flush, bool sync,
+                           uint32_t max_segments)
 {
   if (!c->md)
     return dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE, "no memory descriptor: call setMemoryDescriptor() first");
@@ -446,7 +461,7 @@ static IOReturn do_prepare(IODMACommand *c, uint64_t offset, uint64_t length, bo
   uintptr_t start_va = (uintptr_t)(md->buffer + offset);
   bool start_ok = !(start_va & c->source_align_mask);
   bool iterate_only = (c->mapping_options & kIODMAMapOptionIterateOnly) != 0;
-  c->cursor = iterate_only || (!force && !c->check_addressing &&
+  c->cursor = iterate_only || (!force && !max_segments && !c->check_addressing &&
                                (!c->source_align_mask || (c->source_align_mask < page && start_ok)));
 
   IOReturn rc;
@@ -460,12 +475,14 @@ static IOReturn do_prepare(IODMACommand *c, uint64_t offset, uint64_t length, bo
                  (unsigned long long)(start_va & (page - 1)), (unsigned long long)c->source_align_mask + 1);
     } else {
       bool reachable;
-      if ((rc = walk_check(c, &reachable, why, sizeof why)) != kIOReturnSuccess) return rc;
+      if ((rc = walk_check(c, max_segments, &reachable, why, sizeof why)) != kIOReturnSuccess) return rc;
       bounce = !reachable;
     }
   }
   if (bounce) {
-    if ((rc = make_bounce(c, why)) != kIOReturnSuccess) return rc;
+    uint64_t pages = (length + page - 1) / page + 1;     /* the most a page-aligned copy can take */
+    bool contiguous = !c->mapper && max_segments && max_segments < pages;
+    if ((rc = make_bounce(c, why, contiguous)) != kIOReturnSuccess) return rc;
     if (sync && should_copy(c, false) && (rc = bounce_copy(c, false)) != kIOReturnSuccess) goto fail;
   }
   if (is_noncoherent(c) && flush) cache_op(c, kIOMemoryIncoherentIOStore);
@@ -481,6 +498,7 @@ static IOReturn do_complete(IODMACommand *c, bool invalidate, bool sync)
 {
   if (!c->active) return dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE, "the command is not prepared");
   if (--c->active) return kIOReturnSuccess;
+  c->dext_prepared = false;
   IOReturn rc = kIOReturnSuccess;
   if (is_noncoherent(c) && invalidate) cache_op(c, kIOMemoryIncoherentIOFlush);
   if (c->bounce && sync && should_copy(c, true)) rc = bounce_copy(c, true);
@@ -543,7 +561,7 @@ IOReturn IODMACommand_setMemoryDescriptor(IODMACommand *p, const IOMemoryDescrip
     uint64_t ram_top = dk__caps()->ram_top;
     c->check_addressing = !c->mapper && c->max_phys != UINT64_MAX && (ram_top == 0 || ram_top - 1 > c->max_phys);
     if (autoPrepare) {
-      IOReturn rc = do_prepare(c, 0, 0, true, true);
+      IOReturn rc = do_prepare(c, 0, 0, true, true, 0);
       if (rc != kIOReturnSuccess) {
         clear_md(c);
         return leave(fn, rc);
@@ -578,7 +596,7 @@ IOReturn IODMACommand_prepare(IODMACommand *p, UInt64 offset, UInt64 length, boo
   static const char fn[] = "prepare";
   IODMACommand *c = enter_cmd(fn, p);
   if (!c) return kIOReturnBadArgument;
-  return leave(fn, do_prepare(c, offset, length, flushCache, synchronize));
+  return leave(fn, do_prepare(c, offset, length, flushCache, synchronize, 0));
 }
 
 IOReturn IODMACommand_complete(IODMACommand *p, bool invalidateCache, bool synchronize)
@@ -605,7 +623,7 @@ IOReturn IODMACommand_synchronize(IODMACommand *p, IOOptionBits options)
     uint64_t off = c->prep_offset, len = c->prep_length;
     do_complete(c, false, true);
     c->force_double_buffer = true;
-    return leave(fn, do_prepare(c, off, len, false, true));
+    return leave(fn, do_prepare(c, off, len, false, true, 0));
   }
   if (c->cursor || !c->bounce) return leave(fn, kIOReturnSuccess);
   IOReturn rc = kIOReturnSuccess;
@@ -692,4 +710,37 @@ uint8_t *dk__dmacommand_bounce_bytes(IODMACommand *p, uint64_t *length)
   IODMACommand *c = as_cmd(p);
   if (length) *length = c && c->active && c->bounce ? c->prep_length : 0;
   return c && c->active && c->bounce ? c->bounce->md.buffer : NULL;
+}
+
+/* ---- for DriverKit's calls (driverkit_dma.c) --------------------------------------------- */
+
+IOReturn dk__dmacommand_prepare_fit(IODMACommand *c, uint64_t offset, uint64_t length, uint32_t max_segments)
+{
+  return do_prepare(c, offset, length, true, true, max_segments);
+}
+
+void dk__dmacommand_set_dext_prepared(IODMACommand *c, bool prepared) { c->dext_prepared = prepared; }
+bool dk__dmacommand_dext_prepared(const IODMACommand *c) { return c->active && c->dext_prepared; }
+
+bool dk__dmacommand_preparation(IODMACommand *c, uint64_t *offset, uint64_t *length, IOMemoryDescriptor **md)
+{
+  if (!c->active) return false;
+  if (offset) *offset = c->prep_offset;
+  if (length) *length = c->prep_length;
+  if (md) *md = c->md;
+  return true;
+}
+
+uint64_t dk__dmacommand_transfer(IODMACommand *c, bool to_dma, uint64_t offset, void *bytes, uint64_t length)
+{
+  if (!c->active || offset >= c->prep_length) return 0;
+  if (length > c->prep_length - offset) length = c->prep_length - offset;
+  uint8_t *dma = c->bounce ? c->bounce->md.buffer + offset : c->md->buffer + c->prep_offset + offset;
+  if (to_dma) {
+    if (bytes) memcpy(dma, bytes, length);
+    else memset(dma, 0, length);
+  } else {
+    memcpy(bytes, dma, length);
+  }
+  return length;
 }

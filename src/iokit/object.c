@@ -1,6 +1,7 @@
 /* src/iokit/object.c: OSObject reference counting and the task handles. Counts are atomic
  * (acquire/release), so retain/release are safe from any thread; the last release calls the
- * class's free. */
+ * class's free. IOMappers, which count their own references (src/mapper), are told apart by
+ * their first word and passed to their own retain and release. */
 #include "base/counters.h"
 #include "iokit/internal.h"
 
@@ -32,8 +33,14 @@ static OSObject *any_object(void *p)
   return o;
 }
 
+/* An IOMapper (IOMapper_copyMapperForDevice's result) keeps its own count: IOKit code releases
+ * it as any object. */
 void OSObject_retain(void *object)
 {
+  if (dk__mapper_is(object)) {
+    dk__mapper_retain(object);
+    return;
+  }
   OSObject *o = any_object(object);
   if (o) atomic_fetch_add_explicit(&o->refcount, 1, memory_order_relaxed);
 }
@@ -50,6 +57,10 @@ bool dk__object_try_retain(OSObject *o)
 
 void OSObject_release(void *object)
 {
+  if (dk__mapper_is(object)) {
+    dk__mapper_release(object);
+    return;
+  }
   OSObject *o = any_object(object);
   if (!o) return;
   /* The caller's reference is the only one: no other thread holds one to retain or release
@@ -67,6 +78,7 @@ void OSObject_release(void *object)
 
 int OSObject_getRetainCount(const void *object)
 {
+  if (dk__mapper_is(object)) return dk__mapper_refs(object);
   OSObject *o = any_object((void *)(uintptr_t)object);
   return o ? atomic_load_explicit(&o->refcount, memory_order_relaxed) : 0;
 }

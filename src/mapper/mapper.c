@@ -37,6 +37,7 @@ void dk__mapper_release(IOMapper *m)
 {
   if (!(m = as_mapper(m)) || m->is_static) return;
   if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
+  dk__mapper_unregister(m);                      /* registry.c: no device finds it any more */
   /* the last reference: every buffer that used it is gone, so nothing is mapped; a region
    * left (cannot happen) is unmapped defensively */
   dk__xtree_walk(&m->regions, drop_region, m);

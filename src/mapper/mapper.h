@@ -55,4 +55,27 @@ IOReturn dk__mapper_map(IOMapper *m, const void *va, uint64_t len, uint64_t gran
  * is counted as a double unmap by the tracker (and otherwise ignored). Never allocates. */
 void dk__mapper_unmap(IOMapper *m, dk_mapping *use);
 
+/* ---- registry.c: mappers by device, and as objects --------------------------------------- */
+/* A PCI address such as 0000:00:04.0 (hex digits, ':' and '.'; 7 to 31 characters). */
+bool dk__pci_address_ok(const char *address);
+/* `p` is an IOMapper: its first word is the mapper's magic. The magic is odd, and an OSObject
+ * starts with a pointer to its (8-byte aligned) class, so neither is taken for the other. */
+#define DK_MAPPER_MAGIC 0x10a99e55u
+static inline bool dk__mapper_is(const void *p)
+{
+  uint32_t first;
+  if (!p) return false;
+  __builtin_memcpy(&first, p, sizeof first);
+  return first == DK_MAPPER_MAGIC;
+}
+int  dk__mapper_refs(const IOMapper *m);
+/* Record `m` as the mapper of the PCI function `address` (dk_mapper_open_vfio; tests). The
+ * record goes when the mapper's last reference does (dk__mapper_unregister). */
+IOReturn dk__mapper_register_device(IOMapper *m, const char *address);
+void dk__mapper_unregister(IOMapper *m);
+/* An IOMMU's page sizes (a bit per size): IOVMPageSize becomes its smallest if that is larger. */
+void dk__mapper_note_page_sizes(uint64_t sizes);
+/* The mapper recorded for `address`, retained, or NULL. */
+IOMapper *dk__mapper_copy_for_device(const char *address);
+
 #endif

@@ -9,8 +9,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define DK_MAPPER_MAGIC 0x10a99e55u
-
 typedef struct dk_mapper_ops {
   /* map [va, va+len) at [iova, iova+len), device read and write; 0, or -1 with errno */
   int  (*map)(IOMapper *m, uint64_t va, uint64_t iova, uint64_t len);

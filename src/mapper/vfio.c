@@ -48,15 +48,6 @@ static void vfio_close(IOMapper *m)
 
 static const dk_mapper_ops vfio_ops = { vfio_map, vfio_unmap, vfio_close };
 
-static bool bdf_ok(const char *bdf)
-{
-  size_t n = 0;
-  for (const char *p = bdf; *p; p++, n++)
-    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') || *p == ':' || *p == '.'))
-      return false;
-  return n >= 7 && n < 32;
-}
-
 /* The IOVA apertures and the mapping limit from VFIO_IOMMU_GET_INFO's capability chain. */
 static IOReturn read_info(int container, uint64_t (*ranges)[2], size_t *nranges, uint32_t *avail, uint64_t *pgsizes)
 {
@@ -111,7 +102,7 @@ IOReturn dk_mapper_open_vfio(const char *bdf, IOMapper **out)
 {
   dk__enter("dk_mapper_open_vfio");
   if (out) *out = NULL;
-  if (!bdf || !out || !bdf_ok(bdf))
+  if (!bdf || !out || !dk__pci_address_ok(bdf))
     return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
                     "a PCI address such as 0000:00:02.0 and an out pointer are needed");
   char path[128], link[256];
@@ -194,6 +185,11 @@ IOReturn dk_mapper_open_vfio(const char *bdf, IOMapper **out)
   m->device_fd = device;
   m->info.dma_limit = avail;
   m->info.page_sizes = pgsizes;
+  if ((rc = dk__mapper_register_device(m, bdf)) != kIOReturnSuccess) {
+    dk__mapper_release(m);               /* closes the descriptors it now owns */
+    return rc;
+  }
+  dk__mapper_note_page_sizes(pgsizes);
   *out = m;
   return kIOReturnSuccess;
 fail:
