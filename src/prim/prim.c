@@ -166,10 +166,15 @@ int dk__mprotect(void *addr, size_t len, int prot)
   if (fault(DK_PRIM_MPROTECT)) return -1;
   return dk__prim.mprotect(addr, len, prot);
 }
+/* Populating (madvise) and allocating file pages (fallocate) stop with EINTR when the thread
+ * has a signal or io_uring task work pending (TIF_NOTIFY_SIGNAL: an io_uring buffer just
+ * unregistered is enough); both are safe to repeat, so the wrapper repeats them. */
 int dk__madvise(void *addr, size_t len, int advice)
 {
   if (fault(DK_PRIM_MADVISE)) return -1;
-  return dk__prim.madvise(addr, len, advice);
+  int r, tries = 0;
+  while ((r = dk__prim.madvise(addr, len, advice)) < 0 && errno == EINTR && ++tries < DK_EINTR_RETRIES) {}
+  return r;
 }
 int dk__mlock(const void *addr, size_t len)
 {
@@ -200,7 +205,9 @@ int dk__ftruncate(int fd, off_t len)
 int dk__fallocate(int fd, int mode, off_t off, off_t len)
 {
   if (fault(DK_PRIM_FALLOCATE)) return -1;
-  return dk__prim.fallocate(fd, mode, off, len);
+  int r, tries = 0;
+  while ((r = dk__prim.fallocate(fd, mode, off, len)) < 0 && errno == EINTR && ++tries < DK_EINTR_RETRIES) {}
+  return r;
 }
 int dk__open(const char *path, int flags) { return dk__open_mode(path, flags, 0); }
 int dk__open_mode(const char *path, int flags, mode_t mode)
