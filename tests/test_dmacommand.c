@@ -33,20 +33,8 @@ static int group_setup(void **state) {
 }
 
 
-#define OK(expr)                                                                           \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != kIOReturnSuccess)                                                           \
-      fail_msg("%s: %s (%s)", #expr, dk_ioreturn_name(rc_), dkt_failure_text());           \
-  } while (0)
-
-#define RC(expected, expr)                                                                 \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != (IOReturn)(expected))                                                       \
-      fail_msg("%s: got %s, expected %s (%s)", #expr, dk_ioreturn_name(rc_),               \
-               dk_ioreturn_name((IOReturn)(expected)), dkt_failure_text());                \
-  } while (0)
+#define OK DKT_OK
+#define RC DKT_RC
 
 static IOMemoryDescriptor *MD(IOBufferMemoryDescriptor *b) { return (IOMemoryDescriptor *)b; }
 

@@ -20,20 +20,8 @@ long dk__objects_live(void);
 IOMapper *dk__mapper_create_soft(const uint64_t (*ranges)[2], size_t n, uint32_t dma_limit);
 }
 
-#define OK(expr)                                                                           \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != kIOReturnSuccess)                                                           \
-      fail_msg("%s: %s (%s)", #expr, dk_ioreturn_name(rc_), dkt_failure_text());           \
-  } while (0)
-
-#define RC(expected, expr)                                                                 \
-  do {                                                                                     \
-    IOReturn rc_ = (expr);                                                                 \
-    if (rc_ != (IOReturn)(expected))                                                       \
-      fail_msg("%s: got %s, expected %s (%s)", #expr, dk_ioreturn_name(rc_),               \
-               dk_ioreturn_name((IOReturn)(expected)), dkt_failure_text());                \
-  } while (0)
+#define OK DKT_OK
+#define RC DKT_RC
 
 /* A software IOMapper (IOVAs allocated and tracked, nothing programmed: no IOMMU or privilege
  * needed) over [start, end], made the system mapper; dkt_soft_mapper_end undoes it and checks

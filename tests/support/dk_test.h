@@ -153,6 +153,23 @@ const char *dkt_check_physical_promise(const void *va, size_t len, uint64_t alig
     }                                                                                      \
   } while (0)
 
+/* An IOReturn expression that must succeed (DKT_OK) or give `expected` (DKT_RC); a failure
+ * names the expression, the codes and dk_last_failure(). For tests that include dmakit.h. */
+#define DKT_OK(expr)                                                                       \
+  do {                                                                                     \
+    IOReturn rc_ = (expr);                                                                 \
+    if (rc_ != kIOReturnSuccess)                                                           \
+      fail_msg("%s: %s (%s)", #expr, dk_ioreturn_name(rc_), dkt_failure_text());           \
+  } while (0)
+
+#define DKT_RC(expected, expr)                                                             \
+  do {                                                                                     \
+    IOReturn rc_ = (expr);                                                                 \
+    if (rc_ != (IOReturn)(expected))                                                       \
+      fail_msg("%s: got %s, expected %s (%s)", #expr, dk_ioreturn_name(rc_),               \
+               dk_ioreturn_name((IOReturn)(expected)), dkt_failure_text());                \
+  } while (0)
+
 /* The parent side: assert that a child exited 0 (and say how it ended otherwise). */
 void dkt_assert_child_ok(int status);
 
