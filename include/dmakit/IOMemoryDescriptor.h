@@ -12,9 +12,9 @@
 extern "C" {
 #endif
 
-typedef struct IOMemoryDescriptor IOMemoryDescriptor;
-typedef struct IOMemoryMap IOMemoryMap;
-typedef struct IOMapper IOMapper;
+DK_OBJECT_TYPEDEF(IOMemoryDescriptor);
+DK_OBJECT_TYPEDEF(IOMemoryMap);
+DK_OBJECT_TYPEDEF(IOMapper);
 
 /* ---- §1.2 directions ---------------------------------------------------------------- */
 #define kIODirectionNone                   0x0u
