@@ -20,6 +20,8 @@ struct sockaddr;
 struct msghdr;
 struct pollfd;
 struct stat;
+struct statfs;
+struct flock;
 
 typedef struct dk_prim_table {
   void   *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
@@ -57,6 +59,12 @@ typedef struct dk_prim_table {
   int     (*lstat)(const char *path, struct stat *st);
   int     (*ioctl)(int fd, unsigned long request, void *arg);
   ssize_t (*readlink)(const char *path, char *buf, size_t cap);
+  int     (*mount)(const char *src, const char *target, const char *type, unsigned long flags, const void *data);
+  int     (*umount)(const char *target);
+  int     (*mkdir)(const char *path, mode_t mode);
+  int     (*rename)(const char *from, const char *to);
+  int     (*fcntl_lock)(int fd, int cmd, struct flock *lock);
+  int     (*statfs)(const char *path, struct statfs *st);
   int     (*pipe2)(int fds[2], int flags);
   int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
   int     (*thread_join)(pthread_t t);
@@ -75,6 +83,7 @@ typedef enum dk_prim_call {
   DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
   DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
   DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK,
+  DK_PRIM_MOUNT, DK_PRIM_UMOUNT, DK_PRIM_MKDIR, DK_PRIM_RENAME, DK_PRIM_FCNTL_LOCK, DK_PRIM_STATFS,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -85,7 +94,7 @@ const char *dk__prim_call_name(dk_prim_call call);
 /* ---- fault injection ---------------------------------------------------------------- */
 /* Fail the `nth` (1-based) eligible call from now on; `forever` keeps failing every eligible
  * call after it. `calls` is a bit mask of DK_PRIM_BIT(dk_prim_call), 0 = every call except the
- * release-type calls (munmap, munlock, close, shutdown, unlink, free), which cannot
+ * release-type calls (munmap, munlock, close, shutdown, unlink, umount, free), which cannot
  * meaningfully fail.
  * `err` is the errno to report; 0 picks the call's most typical error. */
 #define DK_PRIM_BIT(call) (1ull << (call))
@@ -153,6 +162,14 @@ int     dk__lstat(const char *path, struct stat *st);
 int     dk__ioctl(int fd, unsigned long request, void *arg);
 /* readlink, NUL-terminated; -1 with errno (ENAMETOOLONG when it does not fit). */
 ssize_t dk__readlink(const char *path, char *buf, size_t cap);
+/* For reservations (src/phys/reserve.c): mounting hugetlbfs, their directories and records,
+ * and open-file-description byte-range locks (fcntl F_OFD_SETLK/SETLKW/GETLK). */
+int     dk__mount(const char *src, const char *target, const char *type, unsigned long flags, const void *data);
+int     dk__umount(const char *target);
+int     dk__mkdir(const char *path, mode_t mode);
+int     dk__rename(const char *from, const char *to);
+int     dk__fcntl_lock(int fd, int cmd, struct flock *lock);
+int     dk__statfs(const char *path, struct statfs *st);
 int     dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 int     dk__thread_join(pthread_t t);
 void   *dk__malloc(size_t n);
@@ -164,5 +181,7 @@ void    dk__free(void *p);
 
 /* Read a small text file (sysctl, /proc) into buf, NUL-terminated; -1 on error. */
 ssize_t dk__read_text(const char *path, char *buf, size_t cap);
+/* Write `text` to an existing file (a sysctl, a sysfs knob) in one write; 0, or -1 with errno. */
+int     dk__write_text(const char *path, const char *text);
 
 #endif
