@@ -32,15 +32,21 @@ typedef struct dk_reserve_cost {
   uint64_t bytes;         /* what the reservation under this mask is to hold (asked) */
   uint64_t have;          /* what it holds now */
   uint64_t need;          /* to find: bytes - have in whole 2 MiB pages (0: nothing to do) */
-  uint64_t free_above;    /* free memory the kernel hands out before any below the mask */
+  uint64_t free_above;    /* free memory in zones wholly above the mask: the kernel hands all of it
+                             out (down to each zone's low watermark) before any page below the mask */
+  uint64_t free_cut;      /* free memory above the mask in the zone the mask cuts: the kernel hands
+                             out that zone's pages in no address order, so some or all of it comes
+                             before enough pages below the mask (pro rata of the zone's span) */
   uint64_t free_below;    /* free memory below the mask the search may get (watermarks and
-                             lowmem protection taken off; a zone cut by the mask counted pro rata) */
-  uint64_t hold;          /* the most the search is expected to hold: free_above + need */
+                             lowmem protection taken off; the cut zone counted pro rata) */
+  uint64_t hold;          /* what the search must hold at least: free_above + need */
+  uint64_t hold_max;      /* what it may hold at most: free_above + free_cut + need (the bounds
+                             stop it earlier) */
   uint64_t available;     /* MemAvailable now */
   uint64_t max_hold;      /* the bounds in force (defaults filled in) */
   uint64_t keep_free;
   uint32_t max_seconds;
-  bool     fits;          /* need == 0, or enough below the mask and hold within the bounds */
+  bool     fits;          /* need == 0, or enough below the mask and `hold` within the bounds */
   char     text[512];     /* the estimate in words, and why it does not fit when it does not */
 } dk_reserve_cost;
 

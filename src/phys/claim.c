@@ -143,6 +143,16 @@ static bool build(pick *p, const dk_constraints *c, dk_hchunk *out)
   return true;
 }
 
+/* A reservation serves a request when its mask lies within the request's limit, or when some of
+ * its pages were found within it (every page is checked against the request when claimed). */
+static bool applies(const dk_rsv *r, const dk_constraints *c)
+{
+  if (r->mask <= c->high) return true;
+  for (uint32_t i = 0; i < r->npages; i++)
+    if (r->pages[i].frame + P2 - 1 <= c->high && r->pages[i].frame >= c->low) return true;
+  return false;
+}
+
 static int claim_once(const dk_constraints *c, uint64_t len, uint64_t align, dk_hchunk *out)
 {
   int lockfd = dk__rsv_lock_open();
@@ -166,7 +176,7 @@ static int claim_once(const dk_constraints *c, uint64_t len, uint64_t align, dk_
   for (;;) {
     const dk_rsv *r = NULL;
     for (uint32_t i = 0; i < t.n; i++)
-      if (t.r[i].mask <= c->high && (!best || t.r[i].mask < best->mask) && (!r || t.r[i].mask > r->mask)) r = &t.r[i];
+      if (applies(&t.r[i], c) && (!best || t.r[i].mask < best->mask) && (!r || t.r[i].mask > r->mask)) r = &t.r[i];
     if (!r) break;
     best = r;
     result = -1;

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,11 +257,33 @@ static int nr_set(long nr)
   return dk__write_text(NR_PATH, txt);
 }
 
-/* Lower nr_hugepages by n (never below zero): pages dmakit raised and no longer keeps. */
+/* Lower nr_hugepages by n (never below zero): pages dmakit raised and no longer keeps. What the
+ * kernel's count could not be lowered by (a failed write) is owed, and paid at this process's
+ * next reservation call or at its exit. */
+static pthread_mutex_t g_owed_lock = PTHREAD_MUTEX_INITIALIZER;
+static long g_owed;
+
 static void nr_lower(long n)
 {
-  long nr = nr_now();
-  if (n > 0 && nr >= 0) nr_set(nr - n);
+  pthread_mutex_lock(&g_owed_lock);
+  n += g_owed;
+  g_owed = 0;
+  long nr = n > 0 ? nr_now() : 0;
+  if (n > 0 && (nr < 0 || nr_set(nr - n) < 0)) g_owed = n;
+  pthread_mutex_unlock(&g_owed_lock);
+}
+
+static void pay_owed(void) { nr_lower(0); }
+static pthread_once_t g_owed_once = PTHREAD_ONCE_INIT;
+static void owed_at_exit(void) { atexit(pay_owed); }
+
+/* Pages of nr_hugepages this process still owes the kernel (tests). */
+long dk__reserve_owed(void)
+{
+  pthread_mutex_lock(&g_owed_lock);
+  long n = g_owed;
+  pthread_mutex_unlock(&g_owed_lock);
+  return n;
 }
 
 /* ---- the journal of a running search ---------------------------------------------------------- */
@@ -426,7 +449,7 @@ static int estimate(uint64_t mask, uint64_t bytes, uint64_t have, const dk_reser
         z[i].end > z[i].start && z[i].index > top)
       top = z[i].index;
   const uint64_t page = dk__caps()->page_size, limit = mask + 1;
-  double above = 0, below = 0;
+  double above = 0, cut = 0, below = 0;
   for (int i = 0; i < nz; i++) {
     const zone *w = &z[i];
     if (w->end <= w->start || w->index > top || !strcmp(w->name, "Movable") || !strcmp(w->name, "Device")) continue;
@@ -438,32 +461,35 @@ static int estimate(uint64_t mask, uint64_t bytes, uint64_t have, const dk_reser
     else {
       double f = (double)(limit - w->start) / (double)(w->end - w->start);
       below += bytes_usable * f;
-      above += bytes_usable * (1 - f);
+      cut += bytes_usable * (1 - f);
     }
   }
   e->free_above = (uint64_t)above / P2 * P2;
+  e->free_cut = (uint64_t)cut / P2 * P2;
   e->free_below = (uint64_t)below / P2 * P2;
   e->hold = e->need ? e->free_above + e->need : 0;
-  char a[24], c[24], d[24], f[24], g[24];
+  e->hold_max = e->need ? e->free_above + e->free_cut + e->need : 0;
+  char a[24], c[24], d[24], f[24], g[24], h[24];
   int n = snprintf(e->text, sizeof e->text,
-                   "below mask 0x%llx: %s reserved, %s more to find; the kernel hands out about %s above the mask "
-                   "before any page below it, and about %s lies free below it; the search may hold up to %s",
-                   (unsigned long long)mask, mib(a, have), mib(c, e->need), mib(d, e->free_above), mib(f, e->free_below),
-                   mib(g, e->hold));
+                   "below mask 0x%llx: %s reserved, %s more to find; %s lies free below the mask; the search must "
+                   "hold at least %s (what the kernel hands out from zones above the mask first) and may hold up to "
+                   "%s (%s more from the zone the mask cuts)",
+                   (unsigned long long)mask, mib(a, have), mib(c, e->need), mib(f, e->free_below), mib(g, e->hold),
+                   mib(h, e->hold_max), mib(d, e->free_cut));
   e->fits = true;
   if (e->need == 0) return 0;
   if (e->free_below < e->need) {
     e->fits = false;
     snprintf(e->text + n, sizeof e->text - (size_t)n, "; not enough free memory below the mask (%s of %s)",
              mib(a, e->free_below), mib(c, e->need));
-  } else if (e->hold > e->max_hold) {
-    e->fits = false;
-    snprintf(e->text + n, sizeof e->text - (size_t)n, "; that is more than the bound on what it may hold (%s)",
-             mib(a, e->max_hold));
   } else if (e->hold + e->keep_free > e->available) {
     e->fits = false;
     snprintf(e->text + n, sizeof e->text - (size_t)n, "; that would leave less than %s of the %s available",
              mib(a, e->keep_free), mib(c, e->available));
+  } else if (e->hold > e->max_hold) {
+    e->fits = false;
+    snprintf(e->text + n, sizeof e->text - (size_t)n, "; that is more than the bound on what it may hold (%s)",
+             mib(a, e->max_hold));
   }
   return 0;
 }
@@ -659,8 +685,11 @@ static IOReturn run_search(search *s, int lockfd)
     }
     if (room == 0) { why = "it reached its bound on memory held (--max-hold / --keep-free)"; break; }
     if (now_s() - s->t0 >= s->est.max_seconds) { why = "it ran out of time (--max-seconds)"; break; }
-    uint32_t step = room < STEP_MAX ? (uint32_t)room : STEP_MAX;
-    long got = search_step(s, step);
+    /* big steps where memory must be drained, small ones where a few pages may do */
+    uint64_t left = s->need_pages - s->nkeep, step = left < 8 ? 8 : left > STEP_MAX ? STEP_MAX : left;
+    if (s->est.free_above > (uint64_t)s->n * P2) step = STEP_MAX;
+    if (step > room) step = room;
+    long got = search_step(s, (uint32_t)step);
     if (got < 0) { rc = dk__failure_code(); break; }
     if (got == 0 && ++empty >= 3) { why = "the kernel had no more 2 MiB pages to give"; break; }
   }
@@ -704,6 +733,8 @@ IOReturn dk_reserve_create(uint64_t mask, uint64_t bytes, const dk_reserve_bound
                            void *arg)
 {
   dk__enter("dk_reserve_create");
+  pthread_once(&g_owed_once, owed_at_exit);
+  pay_owed();
   IOReturn rc = check_args(mask, bytes);
   if (rc) return rc;
   if (!dk__caps()->root || !dk__caps()->pagemap_frames)
@@ -842,6 +873,8 @@ IOReturn dk_reserve_pages(dk_reserve_page *out, size_t capacity, size_t *count)
 IOReturn dk_reserve_release(uint64_t mask)
 {
   dk__enter("dk_reserve_release");
+  pthread_once(&g_owed_once, owed_at_exit);
+  pay_owed();
   if (mask && !mask_ok(mask))
     return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "mask 0x%llx is not 2^n - 1 with n >= 22",
                     (unsigned long long)mask);

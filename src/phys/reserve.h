@@ -42,6 +42,9 @@ int  dk__rsv_lock(int fd, short type, uint64_t at, uint64_t len, bool wait);
 /* Whether another open file holds a lock on byte `at`; -1 with errno when unknown. */
 int  dk__rsv_locked(int fd, uint64_t at);
 
+/* Pages of nr_hugepages this process failed to give back and will retry (tests). */
+long dk__reserve_owed(void);
+
 /* ---- claim.c ---------------------------------------------------------------------------- */
 /* For a pool request under c->high: claim reservation pages that can hold it (len bytes at
  * `align`, one contiguous run) and build them into *out, mapped, pinned, frames read again and
