@@ -33,17 +33,26 @@
 
 #define P2 (2ull << 20)
 #define NR "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+#define SURPLUS "/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages"
 
 static char g_dir[64];
 static uint64_t g_wide;          /* 2^n - 1 at or above the top of RAM: every page is below it */
 static long g_nr_before;
 
-static long nr_now(void)
+static long read_long(const char *path)
 {
-  FILE *f = fopen(NR, "r");
+  FILE *f = fopen(path, "r");
   long v = -1;
   if (f) { if (fscanf(f, "%ld", &v) != 1) v = -1; fclose(f); }
   return v;
+}
+
+/* Persistent 2 MiB hugepages: nr_hugepages also counts surplus pages, which a pool that just
+ * exited may still hold for a moment (the kernel drops its io_uring pins after the exit). */
+static long nr_now(void)
+{
+  long nr = read_long(NR), surplus = read_long(SURPLUS);
+  return nr < 0 ? -1 : nr - (surplus > 0 ? surplus : 0);
 }
 
 static void require(void)

@@ -244,10 +244,16 @@ static long claimed_pages(const dk_rsv *r)
 }
 
 /* ---- the kernel's hugepage count -------------------------------------------------------------- */
+/* Persistent 2 MiB pages: nr_hugepages reads back persistent + surplus pages, and writing it sets
+ * the persistent count. Raising it while surplus pages exist (another process's pool) first makes
+ * those persistent; lowering it below the pages in use makes in-use pages surplus again. So every
+ * count here is persistent, and what a search raised is given back as such. */
+static long persistent(const dk_huge_counts *k) { return k->nr - (k->surplus > 0 ? k->surplus : 0); }
+
 static long nr_now(void)
 {
   dk_huge_counts k;
-  return dk__huge_counts(P2, &k) < 0 ? -1 : k.nr;
+  return dk__huge_counts(P2, &k) < 0 ? -1 : persistent(&k);
 }
 
 static int nr_set(long nr)
@@ -531,6 +537,7 @@ typedef struct search {
   int fd;                       /* the search file */
   uint32_t n;                   /* pages in it */
   long raised;                  /* what nr_hugepages was raised by */
+  long step_raised;             /* ... in the last step (surplus pages made persistent count) */
   uint32_t gen;
   uint64_t *keep_off, *keep_frame;
   uint32_t nkeep;
@@ -550,14 +557,16 @@ static double now_s(void)
 static long search_step(search *s, uint32_t step)
 {
   dk_huge_counts k0, k1;
-  if (dk__huge_counts(P2, &k0) < 0 || nr_set(k0.nr + step) < 0 || dk__huge_counts(P2, &k1) < 0) {
+  if (dk__huge_counts(P2, &k0) < 0 || nr_set(persistent(&k0) + step) < 0 || dk__huge_counts(P2, &k1) < 0) {
     if (errno != ENOMEM) {
       dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "raising %s failed: %s", NR_PATH, strerror(errno));
       return -1;
     }
     if (dk__huge_counts(P2, &k1) < 0) return -1;
   }
-  if (k1.nr > k0.nr) s->raised += k1.nr - k0.nr;
+  /* surplus pages made persistent count as raised: lowering gives them back as surplus */
+  s->step_raised = persistent(&k1) > persistent(&k0) ? persistent(&k1) - persistent(&k0) : 0;
+  s->raised += s->step_raised;
   if (journal_write(s->raised, s->mask, s->gen) < 0) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "writing the search journal failed: %s", strerror(errno));
     return -1;
@@ -691,7 +700,9 @@ static IOReturn run_search(search *s, int lockfd)
     if (step > room) step = room;
     long got = search_step(s, (uint32_t)step);
     if (got < 0) { rc = dk__failure_code(); break; }
-    if (got == 0 && ++empty >= 3) { why = "the kernel had no more 2 MiB pages to give"; break; }
+    /* a step that only made other processes' surplus pages persistent is no sign of the end */
+    empty = got == 0 && s->step_raised == 0 ? empty + 1 : 0;
+    if (empty >= 3) { why = "the kernel had no more 2 MiB pages to give"; break; }
   }
   report(s, hold_limit);
   /* everything not kept goes back now: punched out of the file, then off nr_hugepages */
