@@ -11,29 +11,10 @@
 #include <errno.h>
 #include <grp.h>
 #include <string.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
 #include <stdio.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-static int forbid_io_uring(void)
-{
-  struct sock_filter f[] = {
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog prog = { (unsigned short)(sizeof f / sizeof f[0]), f };
-  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) ? -1 : 0;
-}
+#include "no_io_uring.h"   /* tests/support: dkt_forbid_io_uring */
 
 int main(int argc, char **argv)
 {
@@ -47,7 +28,7 @@ int main(int argc, char **argv)
       return 1;
     }
   } else if (!strcmp(argv[1], "no-io-uring")) {
-    if (forbid_io_uring()) {
+    if (dkt_forbid_io_uring()) {
       perror("runas: seccomp");
       return 1;
     }

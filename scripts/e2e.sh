@@ -5,6 +5,8 @@
 #   sudo scripts/e2e.sh            env: E2E_BUILD (default <repo>/build-e2e), E2E_MEM (1536M),
 #                                  E2E_APPEND (extra kernel words, e.g. DMAKIT_LOWMEM_SEARCH_MB=1024),
 #                                  E2E_DMA_MASK (edu's DMA mask, 2^n - 1; default 0x0fffffff),
+#                                  E2E_RESERVE_MB (variant r's reservation, 16), E2E_DOCTOR_MEM
+#                                  (variant d's guest, 3G),
 #                                  E2E_TIMEOUT (seconds for QEMU, 300), E2E_SEARCH_MS (20000: the
 #                                  guest's DMAKIT_LOWMEM_SEARCH_MS; TCG zeroes hugepages ~10x slower
 #                                  than hardware, and the search took 2.6 s of the default 3 s here)
@@ -76,7 +78,7 @@ done
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -D_GNU_SOURCE -DDK_SOURCE_DIR='""' -I"$ROOT/include" \
     -o "$B/dmakit" "$ROOT"/tools/dmakit.c "$ROOT"/tools/util.c "$ROOT"/tools/canvas.c "$ROOT"/tools/cmd_*.c \
     "$B/libdmakit.a" -lpthread -lm
-gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -o "$B/runas" "$ROOT/e2e/runas.c"
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/tests/support" -o "$B/runas" "$ROOT/e2e/runas.c"
 lap "libdmakit.a and the static guest programs built"
 
 # 4. initramfs: busybox, /init, the program
@@ -123,7 +125,7 @@ for v in $VARIANTS; do
   timeout "$TMO" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$vmem" -smp 1 \
       -display none -serial stdio -monitor none -no-reboot -nic none \
       -kernel "$VMLINUZ" -initrd "$B/initrd.cpio.gz" \
-      -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK $words $APPEND" \
+      -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK E2E_RESERVE_MB=${E2E_RESERVE_MB:-16} $words $APPEND" \
       -device edu,dma_mask=$DMA_MASK </dev/null >"$LOG" 2>&1 || qrc=$?
   qt=$(awk -v a="$(date +%s.%N)" -v b="$s" 'BEGIN{printf "%.1f", a-b}')
   echo "----- guest output, variant $v ($LOG) -----"

@@ -341,15 +341,23 @@ static void holder_end(holder *h, bool kill_it)
   else dkt_assert_child_ok(st);
 }
 
-static void reserve_concurrent_claims(void **s)
+/* A fresh reservation of 4 pages; *high is the limit that draws from them (limit_of). */
+static frames four_pages(uint64_t *high, size_t *usable)
 {
-  (void)s;
   require();
   assert_clean();
   assert_int_equal(dk_reserve_create(g_wide, 4 * P2, NULL, NULL, NULL), kIOReturnSuccess);
   frames fr = reserved();
+  *high = limit_of(&fr, usable);
+  return fr;
+}
+
+static void reserve_concurrent_claims(void **s)
+{
+  (void)s;
   size_t usable;
-  uint64_t high = limit_of(&fr, &usable);
+  uint64_t high;
+  frames fr = four_pages(&high, &usable);
   holder h[4];
   uint64_t got[4];
   /* every child holds its page at once: no two share a frame, each is a reserved page */
@@ -399,12 +407,9 @@ static void exhausted_in_child(void *arg)
 static void reserve_killed_claim_returns_zeroed(void **s)
 {
   (void)s;
-  require();
-  assert_clean();
-  assert_int_equal(dk_reserve_create(g_wide, 4 * P2, NULL, NULL, NULL), kIOReturnSuccess);
-  frames fr = reserved();
   size_t usable;
-  uint64_t high = limit_of(&fr, &usable);
+  uint64_t high;
+  frames fr = four_pages(&high, &usable);
   holder h[4];
   bool failed;
   for (size_t i = 0; i < usable; i++) h[i] = hold_page(high, 0xA5);

@@ -820,14 +820,22 @@ static void sort_table(dk_rtable *t)
     }
 }
 
-IOReturn dk_reserve_list(dk_reserve_info *out, size_t capacity, size_t *count)
+/* The start of list and pages: the arguments, then the table, narrowest mask first. */
+static IOReturn read_for(const char *function, const void *out, size_t capacity, size_t *count, dk_rtable *t)
 {
-  dk__enter("dk_reserve_list");
+  dk__enter(function);
   if (!count || (capacity && !out))
     return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "count is NULL, or out is NULL with a capacity");
+  if (dk__rsv_read(t) < 0) return dk__failure_code();
+  sort_table(t);
+  return kIOReturnSuccess;
+}
+
+IOReturn dk_reserve_list(dk_reserve_info *out, size_t capacity, size_t *count)
+{
   dk_rtable t;
-  if (dk__rsv_read(&t) < 0) return dk__failure_code();
-  sort_table(&t);
+  IOReturn rc = read_for("dk_reserve_list", out, capacity, count, &t);
+  if (rc) return rc;
   *count = t.n;
   for (uint32_t i = 0; i < t.n && i < capacity; i++) {
     const dk_rsv *r = &t.r[i];
@@ -857,12 +865,9 @@ static int by_frame(const void *a, const void *b)
 
 IOReturn dk_reserve_pages(dk_reserve_page *out, size_t capacity, size_t *count)
 {
-  dk__enter("dk_reserve_pages");
-  if (!count || (capacity && !out))
-    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "count is NULL, or out is NULL with a capacity");
   dk_rtable t;
-  if (dk__rsv_read(&t) < 0) return dk__failure_code();
-  sort_table(&t);
+  IOReturn rc = read_for("dk_reserve_pages", out, capacity, count, &t);
+  if (rc) return rc;
   size_t n = 0;
   for (uint32_t i = 0; i < t.n; i++) {
     const dk_rsv *r = &t.r[i];
