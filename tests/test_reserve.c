@@ -391,6 +391,42 @@ static void reserve_concurrent_claims(void **s)
   assert_clean();
 }
 
+/* Growing a reservation adds a second file of pages; all of them serve, and release takes both. */
+static void reserve_grows(void **s)
+{
+  (void)s;
+  require();
+  assert_clean();
+  assert_int_equal(dk_reserve_create(g_wide, 2 * P2, NULL, NULL, NULL), kIOReturnSuccess);
+  assert_int_equal(nr_now(), g_nr_before + 2);
+  assert_int_equal(dk_reserve_create(g_wide, 4 * P2, NULL, NULL, NULL), kIOReturnSuccess);
+  assert_int_equal(nr_now(), g_nr_before + 4);
+  dk_reserve_info ri;
+  size_t n;
+  assert_int_equal(dk_reserve_list(&ri, 1, &n), kIOReturnSuccess);
+  assert_int_equal(n, 1);
+  assert_int_equal(ri.pages, 4);
+  char p[160];
+  for (int gen = 0; gen < 2; gen++) {
+    snprintf(p, sizeof p, "%s/hugetlbfs-2M/mask-0x%llx.%d.pages", g_dir, (unsigned long long)g_wide, gen);
+    assert_int_equal(access(p, F_OK), 0);
+  }
+  frames fr = reserved();
+  size_t usable;
+  uint64_t high = limit_of(&fr, &usable);
+  holder h[4];
+  bool failed;
+  for (size_t i = 0; i < usable; i++) h[i] = hold_page(high, 0x42);
+  for (size_t i = 0; i < usable; i++) {
+    assert_true(in_frames(&fr, holder_frame(&h[i], &failed)));
+    assert_false(failed);
+  }
+  for (size_t i = 0; i < usable; i++) holder_end(&h[i], false);
+  assert_int_equal(dk_reserve_release(g_wide), kIOReturnSuccess);
+  assert_clean();
+  assert_int_equal(access(p, F_OK), -1);
+}
+
 static void exhausted_in_child(void *arg)
 {
   const use_args *u = arg;
@@ -575,6 +611,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(reserve_persists_and_serves),
     cmocka_unit_test(reserve_concurrent_claims),
     cmocka_unit_test(reserve_killed_claim_returns_zeroed),
+    cmocka_unit_test(reserve_grows),
     cmocka_unit_test(reserve_low_mask_search),
     cmocka_unit_test(reserve_faults),
   };
