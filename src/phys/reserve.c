@@ -268,16 +268,30 @@ static int nr_set(long nr)
  * next reservation call or at its exit. */
 static pthread_mutex_t g_owed_lock = PTHREAD_MUTEX_INITIALIZER;
 static long g_owed;
+/* A raise whose result could not be read back: the persistent count before it, and the most it
+ * raised. Settled (from the count read later) with what is owed. */
+static long g_pending_p0 = -1, g_pending_step;
 
-static void nr_lower(long n)
+static void nr_lower_pending(long n, long p0, long step)
 {
   pthread_mutex_lock(&g_owed_lock);
+  if (p0 >= 0) {
+    g_pending_p0 = p0;
+    g_pending_step = step;
+  }
   n += g_owed;
   g_owed = 0;
-  long nr = n > 0 ? nr_now() : 0;
+  long nr = nr_now();
+  if (nr >= 0 && g_pending_p0 >= 0) {
+    long r = nr - g_pending_p0;
+    n += r < 0 ? 0 : r > g_pending_step ? g_pending_step : r;
+    g_pending_p0 = -1;
+  }
   if (n > 0 && (nr < 0 || nr_set(nr - n) < 0)) g_owed = n;
   pthread_mutex_unlock(&g_owed_lock);
 }
+
+static void nr_lower(long n) { nr_lower_pending(n, -1, 0); }
 
 static void pay_owed(void) { nr_lower(0); }
 static pthread_once_t g_owed_once = PTHREAD_ONCE_INIT;
@@ -287,7 +301,7 @@ static void owed_at_exit(void) { atexit(pay_owed); }
 long dk__reserve_owed(void)
 {
   pthread_mutex_lock(&g_owed_lock);
-  long n = g_owed;
+  long n = g_owed + (g_pending_p0 >= 0 ? 1 : 0);
   pthread_mutex_unlock(&g_owed_lock);
   return n;
 }
@@ -477,24 +491,23 @@ static int estimate(uint64_t mask, uint64_t bytes, uint64_t have, const dk_reser
   e->hold_max = e->need ? e->free_above + e->free_cut + e->need : 0;
   char a[24], c[24], d[24], f[24], g[24], h[24];
   int n = snprintf(e->text, sizeof e->text,
-                   "below mask 0x%llx: %s reserved, %s more to find; %s lies free below the mask; the search must "
-                   "hold at least %s (what the kernel hands out from zones above the mask first) and may hold up to "
-                   "%s (%s more from the zone the mask cuts)",
+                   "below mask 0x%llx: %s reserved, %s to find, %s free below it; the search holds at least %s "
+                   "(free above the mask) and up to %s (%s more in the zone the mask cuts)",
                    (unsigned long long)mask, mib(a, have), mib(c, e->need), mib(f, e->free_below), mib(g, e->hold),
                    mib(h, e->hold_max), mib(d, e->free_cut));
   e->fits = true;
   if (e->need == 0) return 0;
   if (e->free_below < e->need) {
     e->fits = false;
-    snprintf(e->text + n, sizeof e->text - (size_t)n, "; not enough free memory below the mask (%s of %s)",
+    snprintf(e->text + n, sizeof e->text - (size_t)n, "; too little free below the mask (%s of %s)",
              mib(a, e->free_below), mib(c, e->need));
   } else if (e->hold + e->keep_free > e->available) {
     e->fits = false;
-    snprintf(e->text + n, sizeof e->text - (size_t)n, "; that would leave less than %s of the %s available",
+    snprintf(e->text + n, sizeof e->text - (size_t)n, "; that would leave less than %s of %s available",
              mib(a, e->keep_free), mib(c, e->available));
   } else if (e->hold > e->max_hold) {
     e->fits = false;
-    snprintf(e->text + n, sizeof e->text - (size_t)n, "; that is more than the bound on what it may hold (%s)",
+    snprintf(e->text + n, sizeof e->text - (size_t)n, "; more than the bound on what it may hold (%s)",
              mib(a, e->max_hold));
   }
   return 0;
@@ -538,6 +551,7 @@ typedef struct search {
   uint32_t n;                   /* pages in it */
   long raised;                  /* what nr_hugepages was raised by */
   long step_raised;             /* ... in the last step (surplus pages made persistent count) */
+  long pend_p0, pend_step;      /* a step whose raise could not be read back (pend_p0 >= 0) */
   uint32_t gen;
   uint64_t *keep_off, *keep_frame;
   uint32_t nkeep;
@@ -557,12 +571,15 @@ static double now_s(void)
 static long search_step(search *s, uint32_t step)
 {
   dk_huge_counts k0, k1;
-  if (dk__huge_counts(P2, &k0) < 0 || nr_set(persistent(&k0) + step) < 0 || dk__huge_counts(P2, &k1) < 0) {
-    if (errno != ENOMEM) {
-      dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "raising %s failed: %s", NR_PATH, strerror(errno));
-      return -1;
-    }
-    if (dk__huge_counts(P2, &k1) < 0) return -1;
+  if (dk__huge_counts(P2, &k0) < 0 || nr_set(persistent(&k0) + step) < 0) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "raising %s failed: %s", NR_PATH, strerror(errno));
+    return -1;
+  }
+  if (dk__huge_counts(P2, &k1) < 0) {           /* raised by up to `step`: settled when it can be read */
+    s->pend_p0 = persistent(&k0);
+    s->pend_step = step;
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "reading %s back failed: %s", NR_PATH, strerror(errno));
+    return -1;
   }
   /* surplus pages made persistent count as raised: lowering gives them back as surplus */
   s->step_raised = persistent(&k1) > persistent(&k0) ? persistent(&k1) - persistent(&k0) : 0;
@@ -734,7 +751,7 @@ static IOReturn run_search(search *s, int lockfd)
     dk__unlink(path);
     pages_file(f, sizeof f, s->mask, s->gen);
     dk__unlink(f);
-    nr_lower(s->raised);
+    nr_lower_pending(s->raised, s->pend_p0, s->pend_step);
   }
   journal_remove();
   return rc;
@@ -768,6 +785,7 @@ IOReturn dk_reserve_create(uint64_t mask, uint64_t bytes, const dk_reserve_bound
   search s;
   memset(&s, 0, sizeof s);
   s.fd = -1;
+  s.pend_p0 = -1;
   dk_rtable t;
   if (!ensure_mount() || dk__rsv_read(&t) < 0) {
     rc = dk__failure_code();
@@ -938,20 +956,22 @@ IOReturn dk_reserve_release(uint64_t mask)
     dk_rtable keep;
     memset(&keep, 0, sizeof keep);
     long pages = 0;
-    for (uint32_t i = 0; i < t.n; i++) {
-      dk_rsv *r = &t.r[i];
-      if (mask && r->mask != mask) { keep.r[keep.n++] = *r; continue; }
-      for (uint32_t g = 0; g < r->next_gen; g++) {
-        char f[512];
-        pages_file(f, sizeof f, r->mask, g);
-        dk__unlink(f);
-      }
-      pages += r->npages;
-    }
+    for (uint32_t i = 0; i < t.n; i++)
+      if (mask && t.r[i].mask != mask) keep.r[keep.n++] = t.r[i];
+    /* the table first: if it cannot be rewritten, nothing is gone */
     if (table_write(&keep) < 0) {
       rc = dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "rewriting the reservation table failed: %s",
                     strerror(errno));
     } else {
+      for (uint32_t i = 0; i < t.n; i++) {
+        if (mask && t.r[i].mask != mask) continue;
+        for (uint32_t g = 0; g < t.r[i].next_gen; g++) {
+          char f[512];
+          pages_file(f, sizeof f, t.r[i].mask, g);
+          dk__unlink(f);
+        }
+        pages += t.r[i].npages;
+      }
       nr_lower(pages);
       if (keep.n == 0) {
         char p[512];
