@@ -511,12 +511,14 @@ static void reserve_low_mask_search(void **s)
 /* ---- injected failures ---------------------------------------------------------------------- */
 typedef IOReturn (*op_fn)(void);
 static uint64_t g_high;
+static char g_reason[320];      /* the failure of an operation that calls the API again after it */
 
 static IOReturn op_create_release(void)
 {
   IOReturn rc = dk_reserve_create(g_wide, 2 * P2, NULL, NULL, NULL);
-  if (rc != kIOReturnSuccess) return rc;
-  return dk_reserve_release(g_wide);
+  if (rc == kIOReturnSuccess) rc = dk_reserve_release(g_wide);
+  snprintf(g_reason, sizeof g_reason, "%s", rc ? dk_last_failure()->text : "");
+  return rc;
 }
 
 static IOReturn op_claim(void)
@@ -526,6 +528,7 @@ static IOReturn op_claim(void)
   c.contiguous = true;
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, P2, &c);
   IOReturn rc = b ? kIOReturnSuccess : dk_last_failure()->code;
+  snprintf(g_reason, sizeof g_reason, "%s", b ? "" : dk_last_failure()->text);
   if (b) OSObject_release(b);
   dk_pool_trim();
   return rc;
@@ -550,8 +553,10 @@ static void sweep(const char *what, op_fn op, bool keep_reservation)
       int fired = dk__fault_fired();
       dk__fault_disarm();
       if (!documented(rc)) fail_msg("%s, fault at call %lu: undocumented %s: %s", what, nth, dk_ioreturn_name(rc),
-                                    dk_last_failure()->text);
-      if (rc != kIOReturnSuccess && !fired) fail_msg("%s failed with no fault injected: %s", what, dk_last_failure()->text);
+                                    g_reason);
+      if (rc != kIOReturnSuccess && !fired) fail_msg("%s failed with no fault injected: %s", what, g_reason);
+      if (rc != kIOReturnSuccess && !g_reason[0]) fail_msg("%s, fault at call %lu: %s without a reason", what, nth,
+                                                            dk_ioreturn_name(rc));
       /* whatever was left is put right by the next unfaulted call */
       dk_pool_trim();
       if (!keep_reservation) {

@@ -122,16 +122,22 @@ static bool build(pick *p, const dk_constraints *c, dk_hchunk *out)
     const dk_hrun *run = &out->runs[i];
     for (uint64_t at = 0; at < run->len && ok; at += P2) {
       uint64_t pfn = 0, pa = out->pa[run->first + at / P2];
-      ok = dk__pagemap_frames((uintptr_t)(run->va + at), 1, &pfn) == 0 && pfn << dk__caps()->page_shift == pa &&
-           pa >= c->low && pa + P2 - 1 <= c->high;
+      if (dk__pagemap_frames((uintptr_t)(run->va + at), 1, &pfn) < 0) {
+        dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "reading the frame of a claimed page failed: %s",
+                 strerror(errno));
+        ok = false;
+        break;
+      }
+      uint64_t now = pfn << dk__caps()->page_shift;
+      ok = now == pa && now >= c->low && now + P2 - 1 <= c->high;
       if (!ok) {
         for (uint32_t j = 0; j < p->k; j++)
           if (r->pages[p->idx[j]].off == out->off[run->first + at / P2]) mark_bad(r->mask, &r->pages[p->idx[j]]);
         dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_MASK,
                  "a page reserved below mask 0x%llx now lies at 0x%llx (the kernel migrated it), outside 0x%llx-0x%llx: "
                  "it is not handed out",
-                 (unsigned long long)r->mask, (unsigned long long)(pfn << dk__caps()->page_shift),
-                 (unsigned long long)c->low, (unsigned long long)c->high);
+                 (unsigned long long)r->mask, (unsigned long long)now, (unsigned long long)c->low,
+                 (unsigned long long)c->high);
       }
     }
   }
