@@ -476,6 +476,40 @@ static void reserve_killed_claim_returns_zeroed(void **s)
   assert_clean();
 }
 
+/* A search killed while it holds pages: the next search or release undoes it from the journal. */
+static bool die_after_a_step(const dk_reserve_progress *p, void *arg)
+{
+  (void)arg;
+  if (p->held) kill(getpid(), SIGKILL);
+  return true;
+}
+
+static void search_and_die(void *arg)
+{
+  (void)arg;
+  dk_reserve_create(g_wide, 64 * P2, NULL, die_after_a_step, NULL);   /* more than one step finds */
+  _exit(3);                                                           /* not reached */
+}
+
+static void reserve_killed_search_recovered(void **s)
+{
+  (void)s;
+  require();
+  assert_clean();
+  int st;
+  assert_int_equal(dkt_run_in_child(search_and_die, NULL, &st), 0);
+  assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  long held = nr_now() - g_nr_before;
+  print_message("a search killed after its first step left %ld pages raised\n", held);
+  assert_true(held > 0);                         /* it died holding them */
+  char p[160];
+  snprintf(p, sizeof p, "%s/reserve/search", g_dir);
+  assert_int_equal(access(p, F_OK), 0);          /* and its journal says so */
+  assert_int_equal(dk_reserve_release(0), kIOReturnNotFound);   /* nothing was reserved ... */
+  assert_int_equal(access(p, F_OK), -1);
+  assert_clean();                                /* ... and what it held is given back */
+}
+
 /* ---- a real search below a low mask, within a small bound --------------------------------------- */
 static void reserve_low_mask_search(void **s)
 {
@@ -620,6 +654,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(reserve_concurrent_claims),
     cmocka_unit_test(reserve_killed_claim_returns_zeroed),
     cmocka_unit_test(reserve_grows),
+    cmocka_unit_test(reserve_killed_search_recovered),
     cmocka_unit_test(reserve_low_mask_search),
     cmocka_unit_test(reserve_faults),
   };
