@@ -82,7 +82,13 @@ static int group_teardown(void **s)
 {
   (void)s;
   if (!g_dir[0]) return 0;
-  dk_reserve_release(0);
+  dk_pool_trim();
+  IOReturn rc = dk_reserve_release(0);
+  if (rc != kIOReturnSuccess && rc != kIOReturnNotFound) {
+    /* left for `DMAKIT_RESERVE_DIR=<dir> dmakit reserve --release` once this process is gone */
+    fprintf(stderr, "reservations in %s could not be released: %s\n", g_dir, dkt_failure_text());
+    return 0;
+  }
   char p[128];
   snprintf(p, sizeof p, "%s/hugetlbfs-2M", g_dir);
   umount2(p, MNT_DETACH);
@@ -555,16 +561,19 @@ static IOReturn op_create_release(void)
   return rc;
 }
 
+/* The buffer op_claim made, released after the faults are disarmed: a pool free that fails to
+ * get a free-list node loses the range until the process exits (pool.c, give()), which for a
+ * claimed chunk keeps its claim until then; that is the pool's, not the claim's, to test. */
+static IOBufferMemoryDescriptor *g_claimed;
+
 static IOReturn op_claim(void)
 {
   dk_constraints c = DK_CONSTRAINTS_NONE;
   c.high = g_high;
   c.contiguous = true;
-  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, P2, &c);
-  IOReturn rc = b ? kIOReturnSuccess : dk_last_failure()->code;
-  snprintf(g_reason, sizeof g_reason, "%s", b ? "" : dk_last_failure()->text);
-  if (b) OSObject_release(b);
-  dk_pool_trim();
+  g_claimed = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, P2, &c);
+  IOReturn rc = g_claimed ? kIOReturnSuccess : dk_last_failure()->code;
+  snprintf(g_reason, sizeof g_reason, "%s", g_claimed ? "" : dk_last_failure()->text);
   return rc;
 }
 
@@ -592,6 +601,8 @@ static void sweep(const char *what, op_fn op, bool keep_reservation)
       if (rc != kIOReturnSuccess && !g_reason[0]) fail_msg("%s, fault at call %lu: %s without a reason", what, nth,
                                                             dk_ioreturn_name(rc));
       /* whatever was left is put right by the next unfaulted call */
+      if (g_claimed) OSObject_release(g_claimed);
+      g_claimed = NULL;
       dk_pool_trim();
       if (!keep_reservation) {
         IOReturn r = dk_reserve_release(0);
@@ -605,7 +616,8 @@ static void sweep(const char *what, op_fn op, bool keep_reservation)
         size_t n;
         assert_int_equal(dk_reserve_list(&ri, 1, &n), kIOReturnSuccess);
         if (n != 1 || ri.pages_claimed != 0)
-          fail_msg("%s, fault at call %lu: %zu reservations, %u pages still claimed", what, nth, n, ri.pages_claimed);
+          fail_msg("%s, fault at call %lu (%s): %zu reservations, %u pages still claimed", what, nth,
+                   forever ? "forever" : "once", n, ri.pages_claimed);
       }
       assert_int_equal(dk__reserve_owed(), 0);
       dk_prim_counters now = dk__prim_counters();
@@ -638,6 +650,8 @@ static void reserve_faults(void **s)
   long grow = dk_option_get(DK_OPTION_POOL_MAX_MB);
   dk_option_set(DK_OPTION_POOL_MAX_MB, 2);         /* a claim or nothing: no pool growth */
   assert_int_equal(op_claim(), kIOReturnSuccess);
+  OSSafeReleaseNULL(g_claimed);
+  dk_pool_trim();
   sweep("claim from a reservation", op_claim, true);
   dk_option_set(DK_OPTION_POOL_MAX_MB, grow);
   assert_int_equal(dk_reserve_release(0), kIOReturnSuccess);
