@@ -359,6 +359,21 @@ static frames four_pages(uint64_t *high, size_t *usable)
   return fr;
 }
 
+/* n holders at once (fill 0: a different byte each), every one given a distinct reserved page:
+ * got[i] receives holder i's frame. */
+static void hold_all(holder *h, size_t n, uint64_t high, unsigned char fill, const frames *fr, uint64_t *got)
+{
+  for (size_t i = 0; i < n; i++) h[i] = hold_page(high, fill ? fill : (unsigned char)(0x11 * (i + 1)));
+  for (size_t i = 0; i < n; i++) {
+    bool failed;
+    got[i] = holder_frame(&h[i], &failed);
+    assert_false(failed);
+    assert_true(in_frames(fr, got[i]));
+    assert_int_equal(got[i] % P2, 0);
+    for (size_t j = 0; j < i; j++) assert_true(got[j] != got[i]);
+  }
+}
+
 static void reserve_concurrent_claims(void **s)
 {
   (void)s;
@@ -368,15 +383,7 @@ static void reserve_concurrent_claims(void **s)
   holder h[4];
   uint64_t got[4];
   /* every child holds its page at once: no two share a frame, each is a reserved page */
-  for (size_t i = 0; i < usable; i++) h[i] = hold_page(high, (unsigned char)(0x11 * (i + 1)));
-  for (size_t i = 0; i < usable; i++) {
-    bool failed;
-    got[i] = holder_frame(&h[i], &failed);
-    assert_false(failed);
-    assert_true(in_frames(&fr, got[i]));
-    assert_int_equal(got[i] % P2, 0);
-    for (size_t j = 0; j < i; j++) assert_true(got[j] != got[i]);
-  }
+  hold_all(h, usable, high, 0, &fr, got);
   dk_reserve_info ri;
   size_t n;
   assert_int_equal(dk_reserve_list(&ri, 1, &n), kIOReturnSuccess);
@@ -422,12 +429,8 @@ static void reserve_grows(void **s)
   size_t usable;
   uint64_t high = limit_of(&fr, &usable);
   holder h[4];
-  bool failed;
-  for (size_t i = 0; i < usable; i++) h[i] = hold_page(high, 0x42);
-  for (size_t i = 0; i < usable; i++) {
-    assert_true(in_frames(&fr, holder_frame(&h[i], &failed)));
-    assert_false(failed);
-  }
+  uint64_t got[4];
+  hold_all(h, usable, high, 0x42, &fr, got);
   for (size_t i = 0; i < usable; i++) holder_end(&h[i], false);
   assert_int_equal(dk_reserve_release(g_wide), kIOReturnSuccess);
   assert_clean();
@@ -454,12 +457,8 @@ static void reserve_killed_claim_returns_zeroed(void **s)
   uint64_t high;
   frames fr = four_pages(&high, &usable);
   holder h[4];
-  bool failed;
-  for (size_t i = 0; i < usable; i++) h[i] = hold_page(high, 0xA5);
-  for (size_t i = 0; i < usable; i++) {
-    holder_frame(&h[i], &failed);
-    assert_false(failed);
-  }
+  uint64_t got[4];
+  hold_all(h, usable, high, 0xA5, &fr, got);
   /* exhausted: the refusal says what the reservation holds and how to grow it */
   use_args u = { high, &fr };
   int st;
@@ -472,11 +471,7 @@ static void reserve_killed_claim_returns_zeroed(void **s)
   size_t n;
   assert_int_equal(dk_reserve_list(&ri, 1, &n), kIOReturnSuccess);
   assert_int_equal(ri.pages_claimed, 0);
-  for (size_t i = 0; i < usable; i++) h[i] = hold_page(high, 0x5A);
-  for (size_t i = 0; i < usable; i++) {
-    assert_true(in_frames(&fr, holder_frame(&h[i], &failed)));
-    assert_false(failed);
-  }
+  hold_all(h, usable, high, 0x5A, &fr, got);
   for (size_t i = 0; i < usable; i++) holder_end(&h[i], false);
   assert_int_equal(dk_reserve_release(0), kIOReturnSuccess);
   assert_clean();
