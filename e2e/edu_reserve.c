@@ -14,6 +14,8 @@
  *   edu_reserve zero       takes every free reserved page under the mask as 2 MiB buffers and
  *                          checks each reads zero (what a killed holder wrote is gone).
  *   edu_reserve check      one 64 KiB buffer under the mask: reserved, below it, no search.
+ *   edu_reserve applies    exit 0 when the mask lies below the top of RAM, else 3 (dmakit drops a
+ *                          mask that covers all RAM: nothing then draws from a reservation).
  *
  * Prints "E2E-RESERVE [mode]: PASS (0 failures)" or "... FAIL (n failures)"; exit 0 on PASS.
  */
@@ -52,6 +54,13 @@ static bool reserved(uint64_t pa)
   for (size_t i = 0; i < g_npages; i++)
     if (pa >= g_pages[i].frame && pa < g_pages[i].frame + RESERVED_PAGE) return true;
   return false;
+}
+
+/* A mask at or above the top of RAM is no limit (dmakit drops it, as XNU does). */
+static bool mask_covers_ram(void)
+{
+  uint64_t top = dk_capabilities()->ram_top;
+  return top && dma_mask >= top - 1;
 }
 
 /* Every page of the buffer, read through our own pagemap reader: below the mask, reserved. */
@@ -219,6 +228,13 @@ int main(int argc, char **argv)
   else if (!strcmp(mode, "hold")) mode_hold();
   else if (!strcmp(mode, "zero")) mode_zero();
   else if (!strcmp(mode, "check")) mode_check();
+  else if (!strcmp(mode, "applies")) {
+    /* a mask at or above the top of RAM is dropped (as XNU): no buffer ever needs a reservation */
+    if (!mask_covers_ram()) return 0;
+    printf("the mask 0x%llx covers all RAM (top 0x%llx): dmakit drops it, nothing needs a reservation\n",
+           (unsigned long long)dma_mask, (unsigned long long)dk_capabilities()->ram_top);
+    return 3;
+  }
   else DIE("unknown mode %s", mode);
   printf("E2E-RESERVE [%s%s%s]: %s (%d failures)\n", mode, argc > 2 ? " " : "", argc > 2 ? argv[2] : "",
          failures ? "FAIL" : "PASS", failures);
