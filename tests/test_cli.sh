@@ -296,6 +296,29 @@ run "bench --where" 0 "$bin" bench --where && { [ -f "$(cat "$tmp/out")" ] && ok
 run "bench without a source tree" 1 env DMAKIT_SOURCE_DIR="$tmp/nowhere" "$bin" bench &&
   { grep -q "scripts/bench.sh" "$tmp/err" && ok "bench says where the script lives" || nok "bench message" "$tmp/err"; }
 
+# ---- a reservation, seen by reserve --status, stats, map and doctor (root; the private directory) --
+hp=/sys/kernel/mm/hugepages/hugepages-2048kB
+if [ $root -eq 1 ] && [ -w "$hp/nr_hugepages" ]; then
+  persistent() { echo $(( $(cat "$hp/nr_hugepages") - $(cat "$hp/surplus_hugepages") )); }
+  nr0=$(persistent)
+  # 48 bits lie above all RAM here: every page qualifies, so this reservation never searches
+  run "reserve --mask 48bit --yes 2M" 0 "$bin" reserve --mask 48bit --yes 2M &&
+    { grep -q "reserved below mask 0xffffffffffff: 2 MiB in 1 pages" "$tmp/out" && ok "reserve reports what it kept" ||
+      nok "reserve output" "$tmp/out"; }
+  run "reserve --status --json (one)" 0 "$bin" reserve --status --json &&
+    schema reserve_status "$tmp/out" "len(d['reservations']) == 1" "d['reservations'][0]['bytes'] == 2 << 20"
+  run "stats --json shows the reservation" 0 "$bin" stats --json &&
+    schema stats "$tmp/out" "d['reservations'] == [{'mask': (1 << 48) - 1, 'bytes': 2 << 20, 'pages': 1, 'pages_claimed': 0}]"
+  run "map --json counts the reserved page" 0 "$bin" map --json -o "$tmp/rmap.svg" &&
+    schema map "$tmp/out" "d['reserved_pages'] == 1"
+  grep -q 'reserved page 0x' "$tmp/rmap.svg" && ok "map draws the reserved page" || nok "map: no reserved page" "$tmp/rmap.svg"
+  "$bin" doctor --no-probe --json >"$tmp/out" 2>"$tmp/err" </dev/null
+  schema doctor "$tmp/out" "d['reservations'] == [{'mask': (1 << 48) - 1, 'bytes': 2 << 20, 'pages': 1, 'pages_claimed': 0}]"
+  run "reserve --release" 0 "$bin" reserve --release
+  [ "$(persistent)" -eq "$nr0" ] && ok "release gives the page back" || nok "persistent hugepages $(persistent), were $nr0"
+  grep -q " $DMAKIT_RESERVE_DIR/hugetlbfs-2M " /proc/mounts && nok "release left hugetlbfs mounted" || ok "release unmounts hugetlbfs"
+fi
+
 # ---- demo ----------------------------------------------------------------------------------------
 run "demo" 0 "$bin" demo && { grep -q "What to look at" "$tmp/out" && ok "demo ends with what to look at" || nok "demo text" "$tmp/out"; }
 
