@@ -74,7 +74,7 @@ for prog in edu_dma edu_vfio edu_reserve; do
       "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread
 done
 # the dmakit command itself (variants r and d run it as an administrator would) and the
-# helper that forbids io_uring (variant d)
+# helper that runs a command as uid 65534 or with io_uring forbidden (variant d)
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -D_GNU_SOURCE -DDK_SOURCE_DIR='""' -I"$ROOT/include" \
     -o "$B/dmakit" "$ROOT"/tools/dmakit.c "$ROOT"/tools/util.c "$ROOT"/tools/canvas.c "$ROOT"/tools/cmd_*.c \
     "$B/libdmakit.a" -lpthread -lm
