@@ -45,33 +45,6 @@
 
 #include "edu.h"
 
-static void open_edu(const char *bdf)
-{
-  char p[512];
-  snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/config", bdf);
-  int cfg = open(p, O_RDWR);
-  if (cfg < 0) DIE("open %s", p);
-  uint16_t cmd;
-  if (pread(cfg, &cmd, 2, 4) != 2) DIE("read PCI command");
-  cmd |= 0x6;                                   /* memory space + bus master */
-  if (pwrite(cfg, &cmd, 2, 4) != 2) DIE("write PCI command");
-  if (pread(cfg, &cmd, 2, 4) != 2) DIE("read PCI command");
-  close(cfg);
-  printf("PCI command register = 0x%04x\n", cmd);
-  CHECK((cmd & 0x6) == 0x6, "memory decoding and bus mastering enabled");
-
-  snprintf(p, sizeof p, "/sys/bus/pci/devices/%s/resource0", bdf);
-  int fd = open(p, O_RDWR | O_SYNC);
-  if (fd < 0) DIE("open %s", p);
-  bar = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (bar == MAP_FAILED) DIE("mmap resource0");
-  uint32_t id = rd32(REG_ID);
-  printf("edu id register = 0x%08x\n", id);
-  CHECK((id & 0xffff) == 0x00ed, "id register low half is 0x00ed");
-  wr32(REG_LIVE, 0x12345678);
-  CHECK(rd32(REG_LIVE) == ~0x12345678u, "liveness register inverts");
-}
-
 /* Walk a buffer's segments: count them, check each lies below `mask` (0 = no check) and
  * agrees page by page with pagemap. Returns the number of segments, 0 on a broken walk. */
 static unsigned check_segments(const char *name, IOBufferMemoryDescriptor *b, uint64_t mask,

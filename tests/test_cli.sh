@@ -60,15 +60,23 @@ SCHEMAS = {
              "memory": {"source": S, "ram_top": I, "ranges": ranges},
              "lowest_frame": {"pages_4k": opt(I), "pages_4k_reason": opt(S), "pool": opt(I),
                               "pool_reason": opt(S)},
-             "masks": [{"bits": I, "mask": I, "pages_4k": path3, "pool": path3, "iommu": path3}],
+             "masks": [{"bits": I, "mask": I, "pages_4k": path3, "pool": path3, "iommu": path3,
+                        "next_process": {"state": S, "reserved": I, "reserved_free": I}}],
+             "reservations": [{"mask": I, "bytes": I, "pages": I, "pages_claimed": I}],
              "iommu": {"present": B, "groups": I, "iommufd": B},
              "vfio": {"dev_vfio": B, "container": B, "vfio_pci": B},
              "memlock_limit": opt(I), "pin": {"method": S, "detail": S, "compact_unevictable_allowed": I},
-             "problems": [{"severity": S, "text": S, "fix": S}]},
+             "problems": [{"severity": S, "text": S, "fix": opt(S), "fix_kind": opt(S)}]},
+  "reserve_status": {"reservations": [{"mask": I, "page_size": I, "pages": I, "bytes": I, "pages_claimed": I,
+                                       "lowest": I, "highest": I, "created": I}],
+                     "nr_hugepages?": I, "free_hugepages?": I},
+  "reserve_estimate": {"estimate": {"mask": I, "bytes": I, "have": I, "need": I, "free_above": I, "free_cut": I,
+                                    "free_below": I, "hold": I, "hold_max": I, "available": I, "max_hold": I,
+                                    "keep_free": I, "max_seconds": I, "fits": B, "text": S}},
   "alloc": {"ok": B, "call": S, "request": S, "buffer": buffer},
   "alloc_error": {"ok": B, "call": S, "request": S, "error": error},
   "map": {"svg": S, "png": opt(S), "memory": {"source": S, "ram_top": I, "ranges": ranges},
-          "pool": {"bytes_held": I, "runs": I, "lowest_frame": I},
+          "pool": {"bytes_held": I, "runs": I, "lowest_frame": I}, "reserved_pages": I,
           "buffers": [{"index": I, "request": S, "ok": B, "buffer?": buffer, "error?": error}]},
   "stats": {"pool": {"version": I, "bytes_4k": I, "bytes_pool_2m": I, "bytes_pool_1g": I,
                      "bytes_pool_used": I, "bytes_pool_free": I, "runs": I, "largest_run": I,
@@ -77,6 +85,7 @@ SCHEMAS = {
                      "hugepages_raised_2m": I, "hugepages_raised_1g": I, "lowest_frame": I,
                      "failures": dict},
             "system_hugepages": [{"size": I, "nr": I, "free": I, "reserved": I, "surplus": I}],
+            "reservations": [{"mask": I, "bytes": I, "pages": I, "pages_claimed": I}],
             "reserved_now": I, "buffers": I},
 }
 def check(v, s, where):
@@ -128,7 +137,7 @@ echo "# dmakit CLI tests: $bin (root=$root)"
 # ---- conventions: help on every command, bad usage --------------------------------------
 run "dmakit --help" 0 "$bin" --help
 run "dmakit without a command" 2 "$bin"
-for c in doctor caps alloc map stats bench demo; do
+for c in doctor caps alloc map stats bench demo reserve; do
   if run "$c --help" 0 "$bin" "$c" --help && grep -q "usage: dmakit $c" "$tmp/out"; then ok "$c --help prints usage"
   else nok "$c --help prints usage" "$tmp/out"; fi
   bad "$c --no-such-flag" "--no-such-flag" "$bin" "$c" --no-such-flag
@@ -148,6 +157,23 @@ bad "stats --reserve bad" "--reserve" "$bin" stats --reserve lots
 bad "stats --page-size bad" "--page-size" "$bin" stats --reserve 2M --page-size 4K
 bad "bench --hugepages bad" "--hugepages" "$bin" bench --hugepages many
 bad "bench --only bad" "--only" "$bin" bench --only everything
+bad "reserve without SIZE" "SIZE" "$bin" reserve
+bad "reserve --mask not 2^n - 1" "--mask" "$bin" reserve --mask 0x12345 4M
+bad "reserve --max-seconds bad" "--max-seconds" "$bin" reserve --max-seconds forever 4M
+bad "reserve --status with --release" "--status" "$bin" reserve --status --release
+
+# ---- reserve (read-only here: a private directory, nothing is reserved) --------------------------
+DMAKIT_RESERVE_DIR="$tmp/reserve-dir"
+export DMAKIT_RESERVE_DIR
+run "reserve --status" 0 "$bin" reserve --status && grep -q "no reservations" "$tmp/out" && ok "reserve --status: none"
+run "reserve --status --json" 0 "$bin" reserve --status --json && schema reserve_status "$tmp/out" "d['reservations'] == []"
+st=0; "$bin" reserve --estimate --json --mask 40bit 4M >"$tmp/out" 2>"$tmp/err" </dev/null || st=$?
+case $st in 0|1) schema reserve_estimate "$tmp/out" "d['estimate']['need'] == 4 << 20" \
+                   "(d['estimate']['hold'] <= d['estimate']['max_hold']) == d['estimate']['fits'] or not d['estimate']['fits']" ;;
+  *) nok "reserve --estimate --json exit $st" "$tmp/err" ;; esac
+run "reserve without --yes and no terminal is not started" 1 "$bin" reserve --mask 40bit --max-hold 8M 4M &&
+  { grep -q -- "--yes" "$tmp/err" && ok "reserve: asks for --yes" || nok "reserve: asks for --yes" "$tmp/err"; }
+run "reserve --release with none" 1 "$bin" reserve --release
 
 # ---- caps ------------------------------------------------------------------------------------
 run "caps" 0 "$bin" caps
@@ -158,7 +184,9 @@ run "caps --json" 0 "$bin" caps --json && schema caps "$tmp/out" "d['page_size']
 st=$?
 case $st in 0|1|3) ok "doctor --json exit $st is 0, 1 or 3" ;; *) nok "doctor --json exit $st" "$tmp/err" ;; esac
 schema doctor "$tmp/doctor.json" "d['exit_code'] == $st" "[m['bits'] for m in d['masks']] == [28, 32, 36, 40]" \
-  "all(p['fix'] for p in d['problems'] if p['severity'] != 'note')"
+  "all((p['fix'] is None) == (p['fix_kind'] is None) for p in d['problems'])" \
+  "all(p['fix_kind'] in (None, 'root', 'compact-unevictable', 'reserve') for p in d['problems'])" \
+  "all(m['next_process']['state'] in ('all-ram', 'reserved', 'found-now', 'no', 'unknown') for m in d['masks'])"
 "$bin" doctor >"$tmp/out" 2>&1 </dev/null
 if [ $? -eq "$st" ] && grep -q "^result:" "$tmp/out" && grep -q "^masks" "$tmp/out"; then ok "doctor text: same exit, masks and result"
 else nok "doctor text" "$tmp/out"; fi
@@ -269,6 +297,29 @@ run "bench --where" 0 "$bin" bench --where && { [ -f "$(cat "$tmp/out")" ] && ok
 run "bench without a source tree" 1 env DMAKIT_SOURCE_DIR="$tmp/nowhere" "$bin" bench &&
   { grep -q "scripts/bench.sh" "$tmp/err" && ok "bench says where the script lives" || nok "bench message" "$tmp/err"; }
 
+# ---- a reservation, seen by reserve --status, stats, map and doctor (root; the private directory) --
+hp=/sys/kernel/mm/hugepages/hugepages-2048kB
+if [ $root -eq 1 ] && [ -w "$hp/nr_hugepages" ]; then
+  persistent() { echo $(( $(cat "$hp/nr_hugepages") - $(cat "$hp/surplus_hugepages") )); }
+  nr0=$(persistent)
+  # 48 bits lie above all RAM here: every page qualifies, so this reservation never searches
+  run "reserve --mask 48bit --yes 2M" 0 "$bin" reserve --mask 48bit --yes 2M &&
+    { grep -q "reserved below mask 0xffffffffffff: 2 MiB in 1 pages" "$tmp/out" && ok "reserve reports what it kept" ||
+      nok "reserve output" "$tmp/out"; }
+  run "reserve --status --json (one)" 0 "$bin" reserve --status --json &&
+    schema reserve_status "$tmp/out" "len(d['reservations']) == 1" "d['reservations'][0]['bytes'] == 2 << 20"
+  run "stats --json shows the reservation" 0 "$bin" stats --json &&
+    schema stats "$tmp/out" "d['reservations'] == [{'mask': (1 << 48) - 1, 'bytes': 2 << 20, 'pages': 1, 'pages_claimed': 0}]"
+  run "map --json counts the reserved page" 0 "$bin" map --json -o "$tmp/rmap.svg" &&
+    schema map "$tmp/out" "d['reserved_pages'] == 1"
+  grep -q 'reserved page 0x' "$tmp/rmap.svg" && ok "map draws the reserved page" || nok "map: no reserved page" "$tmp/rmap.svg"
+  "$bin" doctor --no-probe --json >"$tmp/out" 2>"$tmp/err" </dev/null
+  schema doctor "$tmp/out" "d['reservations'] == [{'mask': (1 << 48) - 1, 'bytes': 2 << 20, 'pages': 1, 'pages_claimed': 0}]"
+  run "reserve --release" 0 "$bin" reserve --release
+  [ "$(persistent)" -eq "$nr0" ] && ok "release gives the page back" || nok "persistent hugepages $(persistent), were $nr0"
+  grep -q " $DMAKIT_RESERVE_DIR/hugetlbfs-2M " /proc/mounts && nok "release left hugetlbfs mounted" || ok "release unmounts hugetlbfs"
+fi
+
 # ---- demo ----------------------------------------------------------------------------------------
 run "demo" 0 "$bin" demo && { grep -q "What to look at" "$tmp/out" && ok "demo ends with what to look at" || nok "demo text" "$tmp/out"; }
 
@@ -282,7 +333,7 @@ if [ $root -eq 1 ] && command -v setpriv >/dev/null; then
   asuser() { setpriv --reuid=65534 --regid=65534 --clear-groups "$udir/dmakit" "$@"; }
   run "user: doctor --json exits 3" 3 asuser doctor --json &&
     schema doctor "$tmp/out" "d['status'] == 'no-physical-dma'" "not d['root']" "d['memory']['source'] == '/proc/zoneinfo'" \
-      "any('run as root' in p['fix'] for p in d['problems'])"
+      "any(p['fix'] == 'sudo dmakit doctor' and p['fix_kind'] == 'root' for p in d['problems'])"
   run "user: alloc 64K works without addresses" 0 asuser alloc --json 64K &&
     schema alloc "$tmp/out" "d['buffer']['segments'] == []" "not d['buffer']['verified']['all']"
   run "user: a mask is refused (not privileged)" 1 asuser alloc --mask 32bit 4K &&
@@ -308,7 +359,7 @@ if command -v bash >/dev/null && [ -f "$comp" ]; then
 fi
 man="$src/docs/dmakit.1"
 missing=""
-for c in doctor caps alloc map stats bench demo; do grep -q "^\.SS $c" "$man" 2>/dev/null || missing="$missing $c"; done
+for c in doctor caps alloc map stats bench demo reserve; do grep -q "^\.SS $c" "$man" 2>/dev/null || missing="$missing $c"; done
 if [ -z "$missing" ] && grep -q '^\.TH DMAKIT 1' "$man"; then ok "man page documents every command"
 else nok "man page: missing$missing"; fi
 

@@ -138,6 +138,21 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
     }
     free(runs);
   }
+  /* every reserved page (dmakit reserve), in its own colour: claimed pages darker */
+  size_t nres = 0;
+  if (dk_reserve_pages(NULL, 0, &nres) == kIOReturnSuccess && nres) {
+    dk_reserve_page *pages = calloc(nres, sizeof *pages);
+    if (pages && dk_reserve_pages(pages, nres, &nres) == kIOReturnSuccess) {
+      for (size_t i = 0; i < nres; i++) {
+        double x = xpos(pages[i].frame, top, x0, bw);
+        shape *r = canvas_rect(cv, x, y + 4, 3, bh - 8, pages[i].claimed ? 0x5b3a9e : 0x9b7fd4, NO_COLOR);
+        snprintf(r->cls, sizeof r->cls, "reserved");
+        snprintf(r->text, sizeof r->text, "reserved page %s (2 MiB, below mask %s)%s", hex(h1, pages[i].frame),
+                 hex(h2, pages[i].mask), pages[i].claimed ? ", held by a running process" : ", free");
+      }
+    }
+    free(pages);
+  }
   /* buffers: a tick per segment, a numbered marker above */
   for (int i = 0; i < nb; i++) {
     mbuf *m = &bufs[i];
@@ -259,6 +274,8 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
   canvas_rect(cv, x0 + 160, yk, 14, 10, 0xf4a259, NO_COLOR);
   canvas_text(cv, x0 + 180, yk + 9, 10, 0x555555, ANCHOR_START,
               "the pool's runs of hugepages");
+  canvas_rect(cv, x0 + 360, yk, 14, 10, 0x9b7fd4, NO_COLOR);
+  canvas_text(cv, x0 + 380, yk + 9, 10, 0x555555, ANCHOR_START, "reserved pages (darker: held by a process)");
 }
 
 int cmd_map(int argc, char **argv)
@@ -354,6 +371,9 @@ int cmd_map(int argc, char **argv)
     jw_u64(&w, "runs", st.runs);
     jw_u64(&w, "lowest_frame", st.lowest_frame);
     jw_end_obj(&w);
+    size_t nrp = 0;
+    dk_reserve_pages(NULL, 0, &nrp);
+    jw_u64(&w, "reserved_pages", nrp);
     jw_arr(&w, "buffers");
     for (int i = 0; i < nb; i++) {
       mbuf *m = &bufs[i];

@@ -4,6 +4,7 @@
 #include "alloc/pool_impl.h"
 #include "base/counters.h"
 #include "phys/budget.h"
+#include "phys/reserve.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -188,6 +189,52 @@ static uint64_t held_bytes(void) { return g_stats.bytes_pool_2m + g_stats.bytes_
 
 static uint64_t cap_bytes(void) { return (uint64_t)dk__option(DK_OPTION_POOL_MAX_MB) << 20; }
 
+/* Put a new chunk's runs into the pool; false (chunk destroyed, the limits it raised given back,
+ * node freed) when there is no memory for its records. */
+static bool add_chunk(dk_chunk_node *node)
+{
+  uint64_t page = node->chunk.page, n = node->chunk.npages;
+  uint32_t nruns = node->chunk.nruns;
+  node->regs = dk__calloc(nruns, sizeof *node->regs);
+  dk_xnode **exts = node->regs ? dk__calloc(nruns, sizeof *exts) : NULL;
+  for (uint32_t i = 0; exts && i < nruns; i++)
+    if (!(exts[i] = node_get())) {
+      while (i-- > 0) node_put(exts[i]);
+      dk__free(exts);
+      exts = NULL;
+    }
+  if (!exts) {
+    dk__free(node->regs);
+    dk__hchunk_destroy(&node->chunk);
+    dk__huge_give_back(page, node->raised);
+    dk__free(node);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for region records");
+    return false;
+  }
+  for (uint32_t i = 0; i < nruns; i++) {
+    const dk_hrun *run = &node->chunk.runs[i];
+    dk_region *r = &node->regs[i];
+    r->owner = node;
+    r->run = i;
+    r->va = run->va;
+    r->pa = run->pa;
+    r->len = run->len;
+    r->free_bytes = run->len;
+    exts[i]->start = run->pa;
+    exts[i]->end = run->pa + run->len;
+    exts[i]->owner = r;
+    dk__xtree_insert(&g_free, exts[i]);
+    insert_region(r);
+  }
+  dk__free(exts);
+  node->next = g_chunks;
+  g_chunks = node;
+  if (page >= (1ull << 30)) g_stats.bytes_pool_1g += page * n;
+  else g_stats.bytes_pool_2m += page * n;
+  g_stats.grows++;
+  return true;
+}
+
 /* Add a chunk of n pages; false with the failure recorded. *added receives it. */
 static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
 {
@@ -219,44 +266,7 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
     dk__free(node);
     return false;
   }
-  uint32_t nruns = node->chunk.nruns;
-  node->regs = dk__calloc(nruns, sizeof *node->regs);
-  dk_xnode **exts = node->regs ? dk__calloc(nruns, sizeof *exts) : NULL;
-  for (uint32_t i = 0; exts && i < nruns; i++)
-    if (!(exts[i] = node_get())) {
-      while (i-- > 0) node_put(exts[i]);
-      dk__free(exts);
-      exts = NULL;
-    }
-  if (!exts) {
-    dk__free(node->regs);
-    dk__hchunk_destroy(&node->chunk);
-    dk__huge_give_back(page, raised);
-    dk__free(node);
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for region records");
-    return false;
-  }
-  for (uint32_t i = 0; i < nruns; i++) {
-    const dk_hrun *run = &node->chunk.runs[i];
-    dk_region *r = &node->regs[i];
-    r->owner = node;
-    r->run = i;
-    r->va = run->va;
-    r->pa = run->pa;
-    r->len = run->len;
-    r->free_bytes = run->len;
-    exts[i]->start = run->pa;
-    exts[i]->end = run->pa + run->len;
-    exts[i]->owner = r;
-    dk__xtree_insert(&g_free, exts[i]);
-    insert_region(r);
-  }
-  dk__free(exts);
-  node->next = g_chunks;
-  g_chunks = node;
-  if (page >= (1ull << 30)) g_stats.bytes_pool_1g += page * n;
-  else g_stats.bytes_pool_2m += page * n;
-  g_stats.grows++;
+  if (!add_chunk(node)) return false;
   *added = node;
   return true;
 }
@@ -342,6 +352,24 @@ static uint64_t lowest_held(void)
   return low;
 }
 
+/* A chunk of pages claimed from a reservation (src/phys/claim.c) for a request under its mask:
+ * no growth, no search. Dropping it returns the pages to the reservation. 1 placed, 0 no
+ * reservation applies, -1 one applies but cannot serve this request (failure recorded). */
+static int grow_reserved(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
+{
+  dk_chunk_node *node = dk__calloc(1, sizeof *node);
+  if (!node) return 0;
+  int r = dk__reserve_claim(c, len, align, &node->chunk);
+  if (r <= 0 || !add_chunk(node)) {
+    if (r <= 0) dk__free(node);
+    return r < 0 ? -1 : 0;
+  }
+  if (nodes_ready(2) && try_place(c, len, align, out)) return 1;
+  drop_chunk(node);
+  return -1;
+}
+
+/* Grow until the request fits, within bounds; records why not. Called with the lock held. */
 /* Grow until the request fits, within bounds; records why not. Called with the lock held and
  * two nodes ready. */
 static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
@@ -354,6 +382,9 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   bool big = align > P2 || len > 64 * P2;
   uint64_t lowest_seen = UINT64_MAX;
   bool short_of_memory = false;      /* the memory budget ended the growth */
+
+  /* 0. a reservation under the limit: its pages first, no search (on -1 its reason stands) */
+  if (c->high && grow_reserved(c, len, align, out) > 0) return true;
 
   /* 1. 2 MiB pages. When what the pool grew by does not meet the request, search on, holding
    *    what the kernel hands out (freed, the same pages would come back): below a mask in

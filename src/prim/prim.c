@@ -6,11 +6,14 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
@@ -40,6 +43,8 @@ static int sys_getsockopt(int fd, int lv, int n, void *v, unsigned *l) { return 
 static int sys_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 static int sys_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 static int sys_ioctl(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
+static int sys_umount(const char *t) { return umount2(t, UMOUNT_NOFOLLOW); }
+static int sys_fcntl_lock(int fd, int cmd, struct flock *l) { return fcntl(fd, cmd, l); }
 static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
 static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
 
@@ -55,6 +60,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
   .mkdir = mkdir, .kill = kill, .opendir = opendir,\
+  .mount = mount, .umount = sys_umount, .rename = rename, .fcntl_lock = sys_fcntl_lock, .statfs = statfs,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -69,6 +75,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
   "mkdir", "kill", "opendir",
+  "mount", "umount", "rename", "fcntl_lock", "statfs",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -89,11 +96,13 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
   [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT, [DK_PRIM_FSTAT] = EIO,
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
+  [DK_PRIM_MOUNT] = ENOMEM, [DK_PRIM_UMOUNT] = EBUSY, [DK_PRIM_RENAME] = ENOSPC,
+  [DK_PRIM_FCNTL_LOCK] = ENOLCK, [DK_PRIM_STATFS] = EIO,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
 #define RELEASE_CALLS (DK_PRIM_BIT(DK_PRIM_MUNMAP) | DK_PRIM_BIT(DK_PRIM_MUNLOCK) | DK_PRIM_BIT(DK_PRIM_CLOSE) | \
-                       DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK))
+                       DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK) | DK_PRIM_BIT(DK_PRIM_UMOUNT))
 
 static _Atomic int           fault_armed;
 static _Atomic unsigned long fault_seen;
@@ -369,6 +378,16 @@ void dk__sleep_ms(unsigned ms)
   struct timespec t = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
   while (nanosleep(&t, &t) < 0 && errno == EINTR) {}
 }
+int dk__mount(const char *src, const char *target, const char *type, unsigned long flags, const void *data)
+{
+  if (fault(DK_PRIM_MOUNT)) return -1;
+  return dk__prim.mount(src, target, type, flags, data);
+}
+int dk__umount(const char *target)
+{
+  if (fault(DK_PRIM_UMOUNT)) return -1;
+  return dk__prim.umount(target);
+}
 int dk__mkdir(const char *path, mode_t mode)
 {
   if (fault(DK_PRIM_MKDIR)) return -1;
@@ -396,6 +415,21 @@ void dk__closedir(DIR *d)
   if (!d) return;
   COUNT(c_fds, -1);
   closedir(d);
+}
+int dk__rename(const char *from, const char *to)
+{
+  if (fault(DK_PRIM_RENAME)) return -1;
+  return dk__prim.rename(from, to);
+}
+int dk__fcntl_lock(int fd, int cmd, struct flock *lock)
+{
+  if (fault(DK_PRIM_FCNTL_LOCK)) return -1;
+  return dk__prim.fcntl_lock(fd, cmd, lock);
+}
+int dk__statfs(const char *path, struct statfs *st)
+{
+  if (fault(DK_PRIM_STATFS)) return -1;
+  return dk__prim.statfs(path, st);
 }
 int dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {
@@ -455,4 +489,17 @@ ssize_t dk__read_text(const char *path, char *buf, size_t cap)
   buf[got] = '\0';
   dk__close(fd);
   return (ssize_t)got;
+}
+
+int dk__write_text(const char *path, const char *text)
+{
+  int fd = dk__open(path, O_WRONLY);
+  if (fd < 0) return -1;
+  size_t n = strlen(text);
+  ssize_t w = dk__write(fd, text, n);
+  int e = w < 0 ? errno : EIO;
+  dk__close(fd);
+  if (w == (ssize_t)n) return 0;
+  errno = e;
+  return -1;
 }
