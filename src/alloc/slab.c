@@ -12,10 +12,16 @@
 #include "base/tld.h"
 #include "prim/prim.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #define NBAND       49                   /* band = bit length of the slab's top address - 16 */
+#define OBJ         DK_NCLASS            /* the class of descriptor objects (dk__obj_alloc) */
+#define NQ          (DK_NCLASS + 1)
+#define OBJ_HEADER  64u                  /* an object slab's block starts with its record's address */
 #define NWORDS      (DK_SLAB_BYTES / DK_SLAB_MIN / 64)
 #define EMPTY_KEEP  1                    /* empty slabs a heap keeps per class */
 #define SCAN_LIMIT  8                    /* slabs looked at in one band before the next band */
@@ -32,6 +38,7 @@ struct dk_slab {
   uint16_t  k;                           /* size class */
   uint16_t  nslots, nfree;
   uint16_t  hint;                        /* the lowest bitmap word that may have a free slot */
+  uint16_t  base;                        /* offset of slot 0 in the block (OBJ_HEADER for objects) */
   uint8_t   band;
   bool      queued;
   uint64_t  used[NWORDS];                /* 1 = taken (a remote free not yet folded in counts) */
@@ -48,8 +55,8 @@ typedef struct slabq {
 } slabq;
 
 struct dk_theap {
-  slabq             q[DK_NCLASS];
-  uint32_t          nempty[DK_NCLASS];
+  slabq             q[NQ];
+  uint32_t          nempty[NQ];
   dk_slab          *all;
   _Atomic(dk_slab *) remote;             /* slabs with slots freed by other threads */
   bool              in_use;              /* a thread has it (pool lock) */
@@ -58,7 +65,8 @@ struct dk_theap {
 
 static _Thread_local dk_theap *tl_heap __attribute__((tls_model("initial-exec")));
 static dk_theap *g_heaps;                /* pool lock */
-static slabq     g_orphans[DK_NCLASS];   /* pool lock */
+static slabq     g_orphans[NQ];          /* pool lock */
+static _Atomic uint32_t g_obj_size;      /* dk__obj_alloc: the one object size */
 static dk_slab  *g_orphan_all;           /* pool lock */
 static dk_slab  *g_records;              /* pool lock: records for reuse */
 
@@ -174,12 +182,42 @@ static dk_slab *record_get(void)
 
 /* Give an empty slab's 64 KiB back to the pool and keep its record for reuse. Pool lock held;
  * the slab is in no queue and no heap's list. */
+static void obj_block_put(dk_block *mem);
 static void release_locked(dk_slab *s)
 {
   atomic_store(&s->owner, NULL);
-  dk__pool_give_locked(&s->mem);
+  if (s->k == OBJ) obj_block_put(&s->mem);
+  else dk__pool_give_locked(&s->mem);
   s->free_next = g_records;
   g_records = s;
+}
+
+/* ---- the memory of object slabs ------------------------------------------------------------ *
+ * Descriptor objects live in slabs of ordinary memory: 64 KiB blocks mapped on their own,
+ * aligned to 64 KiB so that an object's block (and from its header, its slab) is found from
+ * the object's address. */
+
+static bool obj_block_get(dk_block *mem)
+{
+  uint8_t *p = dk__reserve_aligned(DK_SLAB_BYTES, DK_SLAB_BYTES, 0);
+  if (p && dk__mprotect(p, DK_SLAB_BYTES, PROT_READ | PROT_WRITE) < 0) {
+    dk__munmap(p, DK_SLAB_BYTES);
+    p = NULL;
+  }
+  if (!p) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for descriptor objects: %s", strerror(errno));
+    return false;
+  }
+  memset(mem, 0, sizeof *mem);
+  mem->va = p;
+  mem->len = DK_SLAB_BYTES;
+  return true;
+}
+
+static void obj_block_put(dk_block *mem)
+{
+  dk__munmap(mem->va, DK_SLAB_BYTES);
+  mem->va = NULL;
 }
 
 /* ---- the heap of this thread ------------------------------------------------------------ */
@@ -322,7 +360,7 @@ static void take(dk_theap *h, dk_slab *s, dk_block *out)
     unsigned b = (unsigned)__builtin_ctzll(free_bits);
     s->used[w] |= 1ull << b;
     s->hint = (uint16_t)w;
-    uint64_t off = (uint64_t)(w * 64 + b) * s->cls;
+    uint64_t off = s->base + (uint64_t)(w * 64 + b) * s->cls;
     out->region = s->mem.region;
     out->slab = s;
     out->spare = NULL;
@@ -347,18 +385,26 @@ static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
   } else {
     s = record_get();
     if (!s) return NULL;
-    dk_constraints sc = *c;
-    sc.boundary = 0;                     /* 64 KiB aligned: no slot crosses a line of 64 KiB or more */
-    if (!dk__pool_carve_locked(&sc, DK_SLAB_BYTES, DK_SLAB_BYTES, &s->mem)) {
+    bool got;
+    if (k == OBJ) {
+      got = obj_block_get(&s->mem);
+    } else {
+      dk_constraints sc = *c;
+      sc.boundary = 0;                   /* 64 KiB aligned: no slot crosses a line of 64 KiB or more */
+      got = dk__pool_carve_locked(&sc, DK_SLAB_BYTES, DK_SLAB_BYTES, &s->mem);
+    }
+    if (!got) {
       s->free_next = g_records;
       g_records = s;
       return NULL;
     }
-    s->cls = DK_SLAB_MIN << k;
+    if (k == OBJ) *(dk_slab **)(void *)s->mem.va = s;   /* the block's header: its record */
+    s->cls = k == OBJ ? atomic_load(&g_obj_size) : DK_SLAB_MIN << k;
     s->k = (uint16_t)k;
-    s->nslots = s->nfree = (uint16_t)(DK_SLAB_BYTES / s->cls);
+    s->base = k == OBJ ? OBJ_HEADER : 0;
+    s->nslots = s->nfree = (uint16_t)((DK_SLAB_BYTES - s->base) / s->cls);
     s->hint = 0;
-    s->band = (uint8_t)band_of(s->mem.pa + DK_SLAB_BYTES - 1);
+    s->band = k == OBJ ? 0 : (uint8_t)band_of(s->mem.pa + DK_SLAB_BYTES - 1);
     s->queued = false;
     memset(s->used, 0, sizeof s->used);
     /* the remote bitmap is clear (the slab was empty when it was given up) and `notified` is
@@ -394,7 +440,7 @@ bool dk__slab_alloc(const dk_constraints *c, int k, dk_block *out)
 void dk__slab_free(dk_block *b)
 {
   dk_slab *s = b->slab;
-  unsigned slot = (unsigned)((b->pa - s->mem.pa) / s->cls), w = slot / 64;
+  unsigned slot = (unsigned)((uint64_t)(b->va - s->mem.va - s->base) / s->cls), w = slot / 64;
   uint64_t bit = 1ull << (slot % 64);
   dk_theap *h = tl_heap;
   for (;;) {
@@ -429,6 +475,28 @@ void dk__slab_free(dk_block *b)
     }
     pthread_mutex_unlock(&dk__pool_lock);    /* adopted meanwhile: try again */
   }
+}
+
+void *dk__obj_alloc(size_t size)
+{
+  uint32_t want = (uint32_t)((size + 15) & ~(size_t)15), none = 0;
+  if (!atomic_compare_exchange_strong((_Atomic uint32_t *)&g_obj_size, &none, want) && none != want) {
+    dk__fail(kIOReturnInternalError, DK_CONSTRAINT_RESOURCE, "descriptor objects are %u bytes, not %u", none, want);
+    return NULL;
+  }
+  static const dk_constraints anywhere = DK_CONSTRAINTS_NONE;
+  dk_block b;
+  if (!dk__slab_alloc(&anywhere, OBJ, &b)) return NULL;
+  return b.va;
+}
+
+void dk__obj_free(void *p)
+{
+  if (!p) return;
+  dk_block b = { 0 };
+  b.slab = *(dk_slab **)(void *)((uintptr_t)p & ~(uintptr_t)(DK_SLAB_BYTES - 1));
+  b.va = p;
+  dk__slab_free(&b);
 }
 
 void dk__pool_thread_flush(void)

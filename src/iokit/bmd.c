@@ -23,16 +23,13 @@ static _Thread_local int tl_nobjs;
 
 static void objs_flush(void)
 {
-  while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
+  while (tl_nobjs > 0) dk__obj_free(tl_objs[--tl_nobjs]);
 }
 
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
-  IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__malloc(sizeof *b);
-  if (!b) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor object");
-    return NULL;
-  }
+  IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__obj_alloc(sizeof *b);
+  if (!b) return NULL;
   memset(b, 0, sizeof *b);
   dk__object_init(&b->md.obj, &dk__bmd_class);
   return b;
@@ -106,7 +103,7 @@ static void ready_destroy(IOBufferMemoryDescriptor *b)
 {
   dk__pool_unpark(dk__ctr_self(), &b->md.mem.u.pool, false);
   dk__md_teardown(&b->md);
-  dk__free(b);
+  dk__obj_free(b);
 }
 
 static void ready_flush(void)
@@ -199,7 +196,7 @@ static void bmd_free(OSObject *o)
     tl_objs[tl_nobjs++] = b;
     return;
   }
-  dk__free(b);
+  dk__obj_free(b);
 }
 
 /* ---- init (§2) ------------------------------------------------------------------------ */
