@@ -12,6 +12,10 @@
 # IODMACommand bounce pages) and variant B (q35 + intel-iommu, edu on vfio-pci: e2e/edu_vfio.c,
 # bus addresses from dmakit's VFIO mapper). E2E_VARIANTS="a b" (default) picks them.
 # Exits 0 when every variant's guest printed its PASS line and QEMU printed "EDU: clamping DMA".
+# E2E_COVERAGE=1 (scripts/coverage.sh sets it): libdmakit.a is built with --coverage, exactly as
+# the host coverage build, the guest writes its .gcda files under /gcov and prints them (tar,
+# gzip, base64) on the console after the PASS line; each variant's archive is saved as
+# $E2E_BUILD/guest-<variant>-gcda.tar.gz (absolute paths of the build's object files).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${E2E_BUILD:-$ROOT/build-e2e}
@@ -61,11 +65,19 @@ if [ -z "$VMLINUZ" ]; then
 fi
 
 # 3. dmakit (static library) and the guest program
-cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DDK_BUILD_TESTS=OFF -DDK_BUILD_TOOLS=OFF >/dev/null
+COVERAGE=${E2E_COVERAGE:-0}
+if [ "$COVERAGE" = 1 ]; then
+  # the same flags as scripts/coverage.sh's host build, so that the two reports merge line by line
+  cov=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS=--coverage -fprofile-update=atomic"); covlib=(-lgcov)
+  find "$B" -name '*.gcda' -delete
+else
+  cov=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS="); covlib=()
+fi
+cmake -S "$ROOT" -B "$B" "${cov[@]}" -DDK_BUILD_TESTS=OFF -DDK_BUILD_TOOLS=OFF -DDK_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$B" --target dmakit_static -j"$(nproc)" >/dev/null
 for prog in edu_dma edu_vfio; do
   gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -o "$B/$prog" \
-      "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread
+      "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread "${covlib[@]}"
 done
 lap "libdmakit.a and the static guest programs built"
 
@@ -101,12 +113,21 @@ for v in $VARIANTS; do
   timeout "$TMO" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$MEM" -smp 1 \
       -display none -serial stdio -monitor none -no-reboot -nic none \
       -kernel "$VMLINUZ" -initrd "$B/initrd.cpio.gz" \
-      -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK $words $APPEND" \
+      -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK E2E_COVERAGE=$COVERAGE $words $APPEND" \
       -device edu,dma_mask=$DMA_MASK </dev/null >"$LOG" 2>&1 || qrc=$?
   qt=$(awk -v a="$(date +%s.%N)" -v b="$s" 'BEGIN{printf "%.1f", a-b}')
   echo "----- guest output, variant $v ($LOG) -----"
-  tr -d '\r' < "$LOG"
+  tr -d '\r' < "$LOG" | sed '/^E2E-GCOV-BEGIN/,/^E2E-GCOV-END/d'
   echo "----- end of guest output -----"
+  if [ "$COVERAGE" = 1 ]; then
+    rm -f "$B/guest-$v-gcda.tar.gz"
+    if tr -d '\r' < "$LOG" | sed -n '/^E2E-GCOV-BEGIN/,/^E2E-GCOV-END/p' | grep -v '^E2E-GCOV-' \
+         | base64 -d > "$B/guest-$v-gcda.tar.gz" 2>/dev/null && [ -s "$B/guest-$v-gcda.tar.gz" ]; then
+      lap "variant $v: coverage data saved ($B/guest-$v-gcda.tar.gz)"
+    else
+      lap "variant $v: no coverage data on the console"; rm -f "$B/guest-$v-gcda.tar.gz"; rc=1
+    fi
+  fi
   if [ $qrc -eq 124 ]; then lap "variant $v: QEMU timed out after ${TMO}s"; fi
   # edu clamps in the negative controls; only with all RAM below a wide mask has variant A none
   if grep -q "$pass" "$LOG" && { grep -q 'EDU: clamping DMA' "$LOG" || grep -q 'E2E-NO-CLAMP' "$LOG"; }; then
