@@ -225,8 +225,12 @@ fi
 # --hold: alive until a signal, then releases and exits 0
 "$bin" alloc --hold 64K >"$tmp/hold.out" 2>"$tmp/hold.err" </dev/null &
 hp=$!
-sleep 1
-if kill -0 "$hp" 2>/dev/null; then ok "alloc --hold keeps running"; else nok "alloc --hold keeps running" "$tmp/hold.err"; fi
+# it says "holding" once its signal handlers are in place (a loaded machine may take a while)
+i=0
+while [ $i -lt 300 ] && ! grep -q "holding" "$tmp/hold.err" && kill -0 "$hp" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+sleep 0.2
+if grep -q "holding" "$tmp/hold.err" && kill -0 "$hp" 2>/dev/null; then ok "alloc --hold keeps running"
+else nok "alloc --hold keeps running" "$tmp/hold.err"; fi
 kill -TERM "$hp" 2>/dev/null
 wait "$hp"
 hs=$?
