@@ -37,13 +37,17 @@ echo "=== coverage: host build and tests"
 cmake -S . -B "$out/host" -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS=$flags" >/dev/null
 cmake --build "$out/host" -j"$(nproc)" >/dev/null
 find "$out/host" -name '*.gcda' -delete
-# a failing test still leaves its coverage; the run's status is reported at the end
+# A failing test still leaves its coverage; the run's status is reported at the end. The two
+# build-level checks are left out: an instrumented library exports gcov's symbols and needs
+# libgcov in its consumer, and neither check runs code of src/.
 host_rc=0
 ( flock 9 && LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" \
-    ctest --test-dir "$out/host" --output-on-failure --timeout 900 ) 9<"$lock" >"$out/host-ctest.log" 2>&1 || host_rc=$?
-tail -n 3 "$out/host-ctest.log"
+    ctest --test-dir "$out/host" --output-on-failure --timeout 900 -E '^(exported_symbols|install_smoke)$' ) \
+  9<"$lock" >"$out/host-ctest.log" 2>&1 || host_rc=$?
+grep -E 'tests passed|tests failed' "$out/host-ctest.log" || tail -n 3 "$out/host-ctest.log"
+objs=CMakeFiles/dmakit_obj.dir     # the library's objects: the only .gcda files that count
 # shellcheck disable=SC2086
-gcovr $gcovr_common --object-directory "$out/host" "$out/host" --json -o "$out/host.json"
+gcovr $gcovr_common --object-directory "$out/host" "$out/host/$objs" --json -o "$out/host.json"
 traces="--add-tracefile $out/host.json"
 
 # 2. guests
@@ -62,7 +66,7 @@ if [ "${DK_COV_GUEST:-1}" = 1 ] && [ "$(id -u)" -eq 0 ]; then
     (cd "$x$out/guest" && find . -name '*.gcda' | while read -r f; do cp "$f" "$out/guest/$f"; done)
     rm -rf "$x"
     # shellcheck disable=SC2086
-    gcovr $gcovr_common --object-directory "$out/guest" "$out/guest" --json -o "$out/$v.json"
+    gcovr $gcovr_common --object-directory "$out/guest" "$out/guest/$objs" --json -o "$out/$v.json"
     traces="$traces --add-tracefile $out/$v.json"
   done
 elif [ "${DK_COV_GUEST:-1}" = 1 ]; then
