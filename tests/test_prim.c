@@ -307,10 +307,12 @@ static void prim_real_failures_count_nothing(void **state)
   void *hole = mmap(NULL, 2 * PS, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   assert_true(hole != MAP_FAILED);
   munmap(hole, 2 * PS);
-  assert_int_equal(dk__mlock(hole, PS), -1);                             /* nothing mapped there */
-  assert_int_equal(errno, ENOMEM);
-  assert_int_equal(dk__munlock(hole, PS), -1);
-  assert_int_equal(errno, ENOMEM);
+  if (dkt_mlock_works()) {                                               /* ASan makes mlock a no-op */
+    assert_int_equal(dk__mlock(hole, PS), -1);                           /* nothing mapped there */
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(dk__munlock(hole, PS), -1);
+    assert_int_equal(errno, ENOMEM);
+  }
   assert_int_equal(dk__memfd_create("dk-test-prim", 0x7fff0000u), -1);  /* unknown flags */
   assert_int_equal(errno, EINVAL);
   assert_int_equal(dk__open("/nonexistent/dmakit", O_RDONLY), -1);
