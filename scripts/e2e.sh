@@ -76,7 +76,7 @@ fi
 cmake -S "$ROOT" -B "$B" "${cov[@]}" -DDK_BUILD_TESTS=OFF -DDK_BUILD_TOOLS=OFF -DDK_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$B" --target dmakit_static -j"$(nproc)" >/dev/null
 for prog in edu_dma edu_vfio; do
-  gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -o "$B/$prog" \
+  gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -I"$ROOT/src" -o "$B/$prog" \
       "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread "${covlib[@]}"
 done
 lap "libdmakit.a and the static guest programs built"
