@@ -1,0 +1,164 @@
+/* tests/test_badargs.c: bad input to the IOMemoryMap accessors and the DriverKit calls gets
+ * the neutral value the signature allows (0, NULL) or a clear IOReturn with a reason, never a
+ * crash: NULL, a descriptor where a map is expected (a type-checked cast), an unknown cache or
+ * guard selector, options a DriverKit Create does not take; and DriverKit's option translation
+ * (cache selectors, guards by default, read-only, a fixed address) reaches the kernel-style
+ * map as IOKit does it. Needs no privilege. */
+#include "dk_test.h"
+
+#include <dmakit/dmakit.h>
+#include <dmakit/DriverKit.h>
+#include <string.h>
+
+static void expect_failure(IOReturn code, dk_constraint_kind kind, const char *what)
+{
+  const dk_failure *f = dk_last_failure();
+  if (f->code != code || f->constraint != kind || !f->text[0])
+    fail_msg("%s: %s (%s) \"%s\", expected %s (%s)", what, dk_ioreturn_name(f->code), dk_constraint_name(f->constraint),
+             f->text, dk_ioreturn_name(code), dk_constraint_name(kind));
+}
+
+static void map_accessors_refuse_non_maps(void **state)
+{
+  (void)state;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 4096, 1);
+  assert_non_null(b);
+  IOMemoryMap *not_maps[] = { NULL, (IOMemoryMap *)b };   /* a descriptor is no map */
+  for (size_t i = 0; i < 2; i++) {
+    IOMemoryMap *m = not_maps[i];
+    assert_int_equal(IOMemoryMap_getAddress(m), 0);
+    assert_int_equal(IOMemoryMap_getVirtualAddress(m), 0);
+    assert_int_equal(IOMemoryMap_getSize(m), 0);
+    assert_int_equal(IOMemoryMap_getLength(m), 0);
+    assert_int_equal(IOMemoryMap_getMapOptions(m), 0);
+    assert_null(IOMemoryMap_getAddressTask(m));
+    assert_null(IOMemoryMap_getMemoryDescriptor(m));
+    assert_int_equal(IOMemoryMap_GetAddress(m), 0);
+    assert_int_equal(IOMemoryMap_GetLength(m), 0);
+    assert_int_equal(IOMemoryMap_GetOffset(m), 0);
+    IOPhysicalLength len = 77;
+    assert_int_equal(IOMemoryMap_getPhysicalSegment(m, 0, &len, 0), 0);
+    assert_int_equal(len, 0);
+    expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "getPhysicalSegment of a non-map");
+    assert_int_equal(IOMemoryMap_getPhysicalSegment(m, 0, NULL, 0), 0);
+    assert_int_equal(IOMemoryMap_getPhysicalAddress(m), 0);
+    assert_int_equal(IOMemoryMap_unmap(m), kIOReturnBadArgument);
+    expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "unmap of a non-map");
+  }
+  /* and a map where a descriptor is expected */
+  IOMemoryMap *real = IOMemoryDescriptor_map((IOMemoryDescriptor *)b, 0);
+  assert_non_null(real);
+  assert_null(IOMemoryDescriptor_map((IOMemoryDescriptor *)real, 0));
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "map of a map");
+  assert_null(IOMemoryDescriptor_createMappingInTask((IOMemoryDescriptor *)real, kernel_task, 0, kIOMapAnywhere, 0, 0));
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "createMappingInTask of a map");
+  assert_null(IOMemoryDescriptor_map(NULL, 0));
+  /* the real map answers, and its task is this process */
+  assert_true(IOMemoryMap_getAddressTask(real) == kernel_task);
+  assert_true(IOMemoryMap_getMemoryDescriptor(real) == (IOMemoryDescriptor *)b);
+  assert_int_equal(IOMemoryMap_GetOffset(real), 0);
+  assert_int_equal(IOMemoryMap_unmap(real), kIOReturnSuccess);
+  assert_int_equal(IOMemoryMap_unmap(real), kIOReturnSuccess);   /* nothing left to do */
+  assert_int_equal(IOMemoryMap_getAddress(real), 0);
+  OSObject_release(real);
+  OSObject_release(b);
+}
+
+/* A mapping into a task that is neither this process nor a connected client is refused. */
+static void map_into_unknown_task_refused(void **state)
+{
+  (void)state;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 4096, 1);
+  assert_non_null(b);
+  int not_a_task;
+  assert_null(IOMemoryDescriptor_createMappingInTask((IOMemoryDescriptor *)b, (task_t)&not_a_task, 0, kIOMapAnywhere, 0, 0));
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_TASK, "a mapping into an unknown task");
+  OSObject_release(b);
+}
+
+static void driverkit_refusals(void **state)
+{
+  (void)state;
+  IOBufferMemoryDescriptor *b = NULL;
+  assert_int_equal(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 4096, 0, NULL), kIOReturnBadArgument);
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "Create without a result pointer");
+  b = (IOBufferMemoryDescriptor *)&b;
+  assert_int_equal(IOBufferMemoryDescriptor_Create(0x100, 4096, 0, &b), kIOReturnBadArgument);
+  assert_null(b);   /* cleared on failure */
+  assert_int_equal(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 4096, 0, &b), kIOReturnSuccess);
+  assert_non_null(b);
+
+  IOAddressSegment range;
+  assert_int_equal(IOBufferMemoryDescriptor_GetAddressRange(NULL, &range), kIOReturnBadArgument);
+  assert_int_equal(IOBufferMemoryDescriptor_GetAddressRange(b, NULL), kIOReturnBadArgument);
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "GetAddressRange without a result pointer");
+  uint64_t len = 0;
+  assert_int_equal(IOMemoryDescriptor_GetLength(NULL, &len), kIOReturnBadArgument);
+  assert_int_equal(IOMemoryDescriptor_GetLength((IOMemoryDescriptor *)b, NULL), kIOReturnBadArgument);
+  assert_int_equal(IOMemoryDescriptor_GetLength((IOMemoryDescriptor *)b, &len), kIOReturnSuccess);
+  assert_int_equal(len, 4096);
+  assert_int_equal(IOBufferMemoryDescriptor_SetLength(b, UINT64_MAX), kIOReturnSuccess);   /* always, as DriverKit */
+
+  IOMemoryMap *m = (IOMemoryMap *)&m;
+  assert_int_equal(IOMemoryDescriptor_CreateMapping(NULL, 0, 0, 0, 0, 0, &m), kIOReturnBadArgument);
+  assert_null(m);
+  assert_int_equal(IOMemoryDescriptor_CreateMapping((IOMemoryDescriptor *)b, 0, 0, 0, 0, 0, NULL), kIOReturnBadArgument);
+  assert_int_equal(IOMemoryDescriptor_CreateMapping((IOMemoryDescriptor *)b, 0xFF00, 0, 0, 0, 0, &m), kIOReturnBadArgument);
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "an unknown cache selector");
+  assert_int_equal(IOMemoryDescriptor_CreateMapping((IOMemoryDescriptor *)b, kIOMemoryMapGuardedMask, 0, 0, 0, 0, &m),
+                   kIOReturnBadArgument);
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "an unknown guard selector");
+  OSObject_release(b);
+}
+
+/* DriverKit options become the kernel-style map's options: each cache selector, guards (small
+ * by default, none, small, large), read-only; a fixed address needs one and gets no guard. */
+static void driverkit_option_translation(void **state)
+{
+  (void)state;
+  IOBufferMemoryDescriptor *b = NULL;
+  assert_int_equal(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 8192, 0, &b), kIOReturnSuccess);
+  static const struct { uint64_t dk; IOOptionBits cache; } caches[] = {
+    { kIOMemoryMapCacheModeDefault, kIOMapDefaultCache }, { kIOMemoryMapCacheModeInhibit, kIOMapInhibitCache },
+    { kIOMemoryMapCacheModeCopyback, kIOMapCopybackCache }, { kIOMemoryMapCacheModeWriteThrough, kIOMapWriteThruCache },
+    { kIOMemoryMapCacheModeRealTime, kIOMapRealTimeCache },
+  };
+  static const struct { uint64_t dk; IOOptionBits guard; } guards[] = {
+    { kIOMemoryMapGuardedDefault, kIOMapGuardedSmall }, { kIOMemoryMapGuardedNone, 0 },
+    { kIOMemoryMapGuardedSmall, kIOMapGuardedSmall }, { kIOMemoryMapGuardedLarge, kIOMapGuardedLarge },
+  };
+  for (size_t c = 0; c < sizeof caches / sizeof caches[0]; c++)
+    for (size_t g = 0; g < sizeof guards / sizeof guards[0]; g++)
+      for (int ro = 0; ro < 2; ro++) {
+        IOMemoryMap *m = NULL;
+        uint64_t o = caches[c].dk | guards[g].dk | (ro ? kIOMemoryMapReadOnly : 0);
+        IOReturn rc = IOMemoryDescriptor_CreateMapping((IOMemoryDescriptor *)b, o, 0, 0, 0, 0, &m);
+        if (rc != kIOReturnSuccess) fail_msg("CreateMapping(0x%llx): %s", (unsigned long long)o, dk_last_failure()->text);
+        IOOptionBits k = IOMemoryMap_getMapOptions(m);
+        assert_int_equal(k & kIOMapCacheMask, caches[c].cache);
+        assert_int_equal(k & kIOMapGuardedMask, guards[g].guard);
+        assert_int_equal(!!(k & kIOMapReadOnly), ro);
+        assert_true(k & kIOMapAnywhere);
+        assert_int_equal(IOMemoryMap_GetLength(m), 8192);
+        OSObject_release(m);
+      }
+  /* a fixed address of 0 is refused as the kernel-style call refuses it, folded to kIOReturnError */
+  IOMemoryMap *m = NULL;
+  assert_int_equal(IOMemoryDescriptor_CreateMapping((IOMemoryDescriptor *)b, kIOMemoryMapFixedAddress, 0, 0, 0, 0, &m),
+                   kIOReturnError);
+  assert_null(m);
+  assert_string_equal(dk_last_failure()->function, "IOMemoryDescriptor::CreateMapping");
+  assert_true(dk_last_failure()->text[0] != '\0');
+  OSObject_release(b);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(map_accessors_refuse_non_maps),
+    cmocka_unit_test(map_into_unknown_task_refused),
+    cmocka_unit_test(driverkit_refusals),
+    cmocka_unit_test(driverkit_option_translation),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
