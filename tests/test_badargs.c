@@ -1,4 +1,4 @@
-/* tests/test_badargs.c: bad input to the IOMemoryMap accessors and the DriverKit calls gets
+/* tests/test_badargs.c: bad input to the IOMemoryMap accessors, IODMACommand and the DriverKit calls gets
  * the neutral value the signature allows (0, NULL) or a clear IOReturn with a reason, never a
  * crash: NULL, a descriptor where a map is expected (a type-checked cast), an unknown cache or
  * guard selector, options a DriverKit Create does not take; and DriverKit's option translation
@@ -9,6 +9,7 @@
 #include <dmakit/dmakit.h>
 #include <dmakit/DriverKit.h>
 #include <string.h>
+#include "iokit/dmacommand.h"
 
 static void expect_failure(IOReturn code, dk_constraint_kind kind, const char *what)
 {
@@ -152,6 +153,38 @@ static void driverkit_option_translation(void **state)
   OSObject_release(b);
 }
 
+/* Every IODMACommand call given NULL or an object that is no command. */
+static void dmacommand_refuses_non_commands(void **state)
+{
+  (void)state;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 4096, 1);
+  assert_non_null(b);
+  IODMACommand *not_cmds[] = { NULL, (IODMACommand *)b };
+  for (size_t i = 0; i < 2; i++) {
+    IODMACommand *c = not_cmds[i];
+    assert_int_equal(IODMACommand_setMemoryDescriptor(c, (IOMemoryDescriptor *)b, true), kIOReturnBadArgument);
+    assert_int_equal(IODMACommand_clearMemoryDescriptor(c, true), kIOReturnBadArgument);
+    assert_null(IODMACommand_getMemoryDescriptor(c));
+    assert_int_equal(IODMACommand_prepare(c, 0, 0, false, false), kIOReturnBadArgument);
+    assert_int_equal(IODMACommand_complete(c, false, false), kIOReturnBadArgument);
+    assert_int_equal(IODMACommand_synchronize(c, kIODirectionOut), kIOReturnBadArgument);
+    UInt64 off = 0;
+    UInt32 n = 1;
+    IODMACommandSegment64 seg64;
+    IODMACommandSegment32 seg32;
+    assert_int_equal(IODMACommand_gen64IOVMSegments(c, &off, &seg64, &n), kIOReturnBadArgument);
+    assert_int_equal(IODMACommand_genIOVMSegments(c, &off, &seg32, &n), kIOReturnBadArgument);
+    assert_null(IODMACommand_getRefCon(c));
+    assert_false(dk_dmacommand_is_double_buffered(c));
+    uint64_t len = 9;
+    assert_null(dk__dmacommand_bounce(c));
+    assert_null(dk__dmacommand_bounce_bytes(c, &len));
+    assert_int_equal(len, 0);
+    assert_null(dk__dmacommand_bounce_bytes(c, NULL));
+  }
+  OSObject_release(b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -159,6 +192,7 @@ int main(void)
     cmocka_unit_test(map_into_unknown_task_refused),
     cmocka_unit_test(driverkit_refusals),
     cmocka_unit_test(driverkit_option_translation),
+    cmocka_unit_test(dmacommand_refuses_non_commands),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
