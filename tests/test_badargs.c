@@ -185,6 +185,48 @@ static void dmacommand_refuses_non_commands(void **state)
   OSObject_release(b);
 }
 
+/* The segment output functions: the byte order each promises, at index i; refused (false,
+ * nothing written) without a segment array, and, for the 32-bit ones, for an address or a
+ * length beyond 32 bits. */
+static void dmacommand_output_functions(void **state)
+{
+  (void)state;
+  typedef bool (*outf)(IODMACommand *, IODMACommandSegment64, void *, UInt32);
+  static const struct { outf f; int bits; int big; } outs[] = {
+    { IODMACommand_OutputHost32, 32, -1 }, { IODMACommand_OutputBig32, 32, 1 }, { IODMACommand_OutputLittle32, 32, 0 },
+    { IODMACommand_OutputHost64, 64, -1 }, { IODMACommand_OutputBig64, 64, 1 }, { IODMACommand_OutputLittle64, 64, 0 },
+  };
+  const IODMACommandSegment64 seg = { .fIOVMAddr = 0x12345678, .fLength = 0x9abc };
+  const IODMACommandSegment64 high = { .fIOVMAddr = 0x100000000ull, .fLength = 0x1000 };
+  const IODMACommandSegment64 long_seg = { .fIOVMAddr = 0x1000, .fLength = 0x100000000ull };
+  for (size_t k = 0; k < sizeof outs / sizeof outs[0]; k++) {
+    uint8_t buf[64], zero[64];
+    memset(buf, 0, sizeof buf);
+    memset(zero, 0, sizeof zero);
+    assert_false(outs[k].f(NULL, seg, NULL, 0));
+    assert_true(outs[k].f(NULL, seg, buf, 1));
+    size_t w = outs[k].bits / 8;   /* bytes per field */
+    assert_memory_equal(buf, zero, 2 * w);   /* index 0 untouched */
+    uint64_t a = 0, l = 0;
+    for (size_t i = 0; i < w; i++) {
+      size_t ai = outs[k].big == 1 ? i : outs[k].big == 0 ? w - 1 - i : 0;
+      if (outs[k].big < 0) break;
+      a = (a << 8) | buf[2 * w + ai];
+      l = (l << 8) | buf[3 * w + ai];
+    }
+    if (outs[k].big < 0) {
+      if (w == 4) { uint32_t a32, l32; memcpy(&a32, buf + 8, 4); memcpy(&l32, buf + 12, 4); a = a32; l = l32; }
+      else { memcpy(&a, buf + 16, 8); memcpy(&l, buf + 24, 8); }
+    }
+    assert_int_equal(a, seg.fIOVMAddr);
+    assert_int_equal(l, seg.fLength);
+    memset(buf, 0, sizeof buf);
+    assert_int_equal(outs[k].f(NULL, high, buf, 0), outs[k].bits == 64);
+    assert_int_equal(outs[k].f(NULL, long_seg, buf, 1), outs[k].bits == 64);
+    if (outs[k].bits == 32) assert_memory_equal(buf, zero, sizeof buf);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -193,6 +235,7 @@ int main(void)
     cmocka_unit_test(driverkit_refusals),
     cmocka_unit_test(driverkit_option_translation),
     cmocka_unit_test(dmacommand_refuses_non_commands),
+    cmocka_unit_test(dmacommand_output_functions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
