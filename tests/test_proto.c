@@ -2,11 +2,21 @@
  * rule: a valid record of every type passes in its own direction only, and each mutation that
  * breaks one rule (size, magic, version, type, descriptor count, request number, text
  * termination, access rights, map geometry and flags, ids, a successful map at 0) is refused
- * with a reason naming it. Pure: no sockets, no privilege. */
+ * with a reason naming it. Then the record transport (src/share/util.c) on a socket pair: the
+ * socket path's bounds, sends retried on EINTR, a full socket waited for until the deadline, a
+ * short send, receives retried on EINTR, descriptors kept or closed, other control messages
+ * skipped. No privilege. */
 #include "dk_test.h"
+#include "prim/prim.h"
 #include "share/proto.h"
+#include "share/share.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/mman.h>
+#include <sys/un.h>
 
 #define PG 4096u
 
@@ -143,12 +153,114 @@ static void proto_body_rules(void **state)
   assert_int_equal(check(&r, NULL, 0), 0);
 }
 
+/* ---- the transport ---------------------------------------------------------------------- */
+static void transport_socket_path(void **state)
+{
+  (void)state;
+  struct sockaddr_un sa;
+  char longp[sizeof sa.sun_path + 1];
+  memset(longp, 'p', sizeof longp - 1);
+  longp[sizeof longp - 1] = '\0';
+  assert_int_equal(dk__share_sockaddr(NULL, &sa), kIOReturnBadArgument);
+  assert_int_equal(dk__share_sockaddr("", &sa), kIOReturnBadArgument);
+  assert_int_equal(dk__share_sockaddr(longp, &sa), kIOReturnBadArgument);
+  longp[sizeof sa.sun_path - 1] = '\0';   /* the longest that fits */
+  assert_int_equal(dk__share_sockaddr(longp, &sa), kIOReturnSuccess);
+  assert_string_equal(sa.sun_path, longp);
+}
+
+static ssize_t short_sendmsg(int fd, const struct msghdr *m, int flags)
+{
+  (void)m;
+  return dk__prim_default.sendmsg(fd, &(struct msghdr){ .msg_iov = &(struct iovec){ "x", 1 }, .msg_iovlen = 1 }, flags);
+}
+
+static void transport_send_and_receive(void **state)
+{
+  (void)state;
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  long fds0 = dk__prim_counters().fds;
+  rec r = valid(DK_MSG_RESULT);
+  dk_msg got;
+  int keep, nfds, flags;
+  /* interrupted once: sent; interrupted for ever: given up with EINTR */
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_SENDMSG), EINTR);
+  assert_int_equal(dk__share_send(sv[0], &r.m, -1, 0), 0);
+  dk__fault_disarm();
+  dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_SENDMSG), EINTR);
+  assert_int_equal(dk__share_send(sv[0], &r.m, -1, 0), -1);
+  assert_int_equal(errno, EINTR);
+  dk__fault_disarm();
+  /* a receive interrupted once is retried */
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_RECVMSG), EINTR);
+  assert_int_equal(dk__share_recv(sv[1], &got, sizeof got, 0, &keep, &nfds, &flags), (ssize_t)r.n);
+  dk__fault_disarm();
+  assert_int_equal(keep, -1);
+  assert_int_equal(nfds, 0);
+  assert_string_equal(got.u.result.text, "ok");
+  /* a short send is an error (EMSGSIZE), never half a record taken for a whole one */
+  dk__prim.sendmsg = short_sendmsg;
+  assert_int_equal(dk__share_send(sv[0], &r.m, -1, 0), -1);
+  assert_int_equal(errno, EMSGSIZE);
+  dk__prim.sendmsg = dk__prim_default.sendmsg;
+  assert_int_equal(dk__share_recv(sv[1], &got, sizeof got, 0, NULL, &nfds, &flags), 1);   /* drain it */
+  /* a descriptor travels: kept, or closed when nobody keeps it */
+  int mfd = memfd_create("dk-test-proto", MFD_CLOEXEC);
+  assert_true(mfd >= 0);
+  assert_int_equal(dk__share_send(sv[0], &r.m, mfd, 0), 0);
+  assert_int_equal(dk__share_recv(sv[1], &got, sizeof got, 0, &keep, &nfds, &flags), (ssize_t)r.n);
+  assert_true(keep >= 0);
+  assert_int_equal(nfds, 1);
+  assert_int_equal(dk__prim_counters().fds, fds0 + 1);
+  dk__close(keep);
+  assert_int_equal(dk__share_send(sv[0], &r.m, mfd, 0), 0);
+  assert_int_equal(dk__share_recv(sv[1], &got, sizeof got, 0, NULL, &nfds, &flags), (ssize_t)r.n);
+  assert_int_equal(nfds, 1);
+  assert_int_equal(dk__prim_counters().fds, fds0);   /* closed by the receiver */
+  close(mfd);
+  /* a full socket: waited for until the deadline, then ETIMEDOUT */
+  int sndbuf = 4096;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  int sent = 0, rc;
+  while ((rc = dk__share_send(sv[0], &r.m, -1, 0)) == 0 && sent < 100000) sent++;
+  assert_int_equal(rc, -1);
+  assert_int_equal(errno, ETIMEDOUT);             /* no wait asked for: at once */
+  assert_int_equal(dk__share_send(sv[0], &r.m, -1, 50), -1);
+  assert_int_equal(errno, ETIMEDOUT);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+/* A control message that is no SCM_RIGHTS (credentials) is skipped; descriptors beside it count. */
+static void transport_other_control_messages(void **state)
+{
+  (void)state;
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  int on = 1;
+  assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on), 0);
+  rec r = valid(DK_MSG_RESULT);
+  assert_int_equal(dk__share_send(sv[0], &r.m, -1, 0), 0);
+  dk_msg got;
+  int keep, nfds, flags;
+  assert_int_equal(dk__share_recv(sv[1], &got, sizeof got, 0, &keep, &nfds, &flags), (ssize_t)r.n);
+  assert_int_equal(nfds, 0);
+  assert_int_equal(keep, -1);
+  close(sv[0]);
+  assert_int_equal(dk__share_recv(sv[1], &got, sizeof got, 0, &keep, &nfds, &flags), 0);   /* the end */
+  close(sv[1]);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(proto_valid_records_pass_one_way),
     cmocka_unit_test(proto_header_rules),
     cmocka_unit_test(proto_body_rules),
+    cmocka_unit_test(transport_socket_path),
+    cmocka_unit_test(transport_send_and_receive),
+    cmocka_unit_test(transport_other_control_messages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
