@@ -195,6 +195,63 @@ static void server_push_answered_with_failure(void **state)
   paths_gone();
 }
 
+static dk_access admit_read_only(void *ctx, const dk_peer *peer)
+{
+  (void)ctx;
+  (void)peer;
+  return DK_ACCESS_READ;
+}
+
+/* A push whose own calls fail (the mapping record's memory, sealing the memfd, its mode, the
+ * read-only file description, the send) fails with the reason, sends nothing, leaves no
+ * descriptor or heap block behind and keeps the client connected; a send that finds the
+ * client gone (EPIPE) is NotAttached and cuts it off. */
+static void server_push_calls_fail(void **state)
+{
+  (void)state;
+  paths();
+  dk_server_policy pol = { .admit = admit_read_only, .timeout_ms = WAIT_MS };
+  dk_server *s = NULL;
+  assert_int_equal(dk_server_create(g_path, &pol, &s), kIOReturnSuccess);
+  int fd = raw_client();
+  task_t t = NULL;
+  assert_int_equal(dk_server_accept(s, WAIT_MS, &t), kIOReturnSuccess);
+  static const struct { dk_prim_call call; unsigned long nth; int err; IOReturn want; const char *needle; } cases[] = {
+    { DK_PRIM_CALLOC, 2, 0, kIOReturnNoMemory, "mapping record" },   /* the 1st: the map object */
+    { DK_PRIM_FCNTL, 2, 0, kIOReturnNotPermitted, "sealed" },
+    { DK_PRIM_FCHMOD, 1, 0, kIOReturnNotPermitted, "chmod" },
+    { DK_PRIM_OPEN, 1, 0, kIOReturnNoResources, "read-only file description" },
+    { DK_PRIM_SENDMSG, 1, EIO, kIOReturnNoResources, "on this side" },
+    { DK_PRIM_SENDMSG, 1, EPIPE, kIOReturnNotAttached, "sending the mapping" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryKernelUserShared, 4096, 0);
+    assert_non_null(b);
+    dk_prim_counters c0 = dk__prim_counters();
+    dk__fault_arm(cases[i].nth, 0, DK_PRIM_BIT(cases[i].call), cases[i].err);
+    IOMemoryMap *m = IOMemoryDescriptor_createMappingInTask((IOMemoryDescriptor *)b, t, 0, kIOMapAnywhere | kIOMapReadOnly, 0, 0);
+    int fired = dk__fault_fired();
+    dk__fault_disarm();
+    if (m || !fired || dk_last_failure()->code != cases[i].want || !strstr(dk_last_failure()->text, cases[i].needle))
+      fail_msg("%s failing (errno %d): map %p, fired %d, %s \"%s\"; expected %s with \"%s\"", dk__prim_call_name(cases[i].call),
+               cases[i].err, (void *)m, fired, dk_ioreturn_name(dk_last_failure()->code), dk_last_failure()->text,
+               dk_ioreturn_name(cases[i].want), cases[i].needle);
+    dk_msg msg;
+    assert_false(raw_next(fd, &msg, 50));          /* nothing reached the client */
+    dk_prim_counters c1 = dk__prim_counters();
+    if (c1.fds != c0.fds || c1.heap_blocks != c0.heap_blocks)
+      fail_msg("%s failing: left fds %+ld, heap %+ld", dk__prim_call_name(cases[i].call), c1.fds - c0.fds,
+               c1.heap_blocks - c0.heap_blocks);
+    if (cases[i].err != EPIPE) assert_true(dk_task_is_connected(t));
+    else assert_true(WAIT_UNTIL_MS(!dk_task_is_connected(t), WAIT_MS));
+    OSObject_release(b);
+  }
+  close(fd);
+  dk_task_release(t);
+  dk_server_destroy(s);
+  paths_gone();
+}
+
 /* dk_server_create: a path that is no socket; each system call failing in turn. */
 static void server_create_failures(void **state)
 {
@@ -252,6 +309,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(server_refuses_bad_request_options),
     cmocka_unit_test(server_push_answered_with_failure),
+    cmocka_unit_test(server_push_calls_fail),
     cmocka_unit_test(server_create_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
