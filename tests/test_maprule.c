@@ -5,8 +5,10 @@
  * match is the same object; a contained range is a sub-range map at the matching address; each
  * other case is a new mapping; kIOMapReference with nothing compatible is kIOReturnNotFound. The
  * memory behind every map is the descriptor's (a store through one is seen through another).
- * A NULL-task buffer is used: it is mapped nowhere, so no mapping is the identity shortcut.
- * Needs no privilege. */
+ * A NULL-task buffer is used: it is mapped nowhere, so no mapping is the identity shortcut;
+ * kIOMemoryKernelUserShared keeps it in 4K pages (a placed mapping of hugepage-pool memory
+ * must start on the hugepage's own offset, which is another test's business). Needs no
+ * privilege. */
 #include "dk_test.h"
 
 #include <dmakit/dmakit.h>
@@ -38,7 +40,8 @@ static mach_vm_address_t free_address(size_t len)
 static void maprule_sharing_decisions(void **state)
 {
   (void)state;
-  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIODirectionInOut, 4 * PS, 1);
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIOMemoryKernelUserShared | kIODirectionInOut,
+                                                                         4 * PS, 1);
   assert_non_null(b);
   IOMemoryDescriptor *md = (IOMemoryDescriptor *)b;
   assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(b));   /* mapped nowhere */
