@@ -9,6 +9,7 @@
 #include "dk_test.h"
 #include "prim/prim.h"
 #include "share/proto.h"
+#include "share/share.h"
 
 #include <dmakit/dmakit.h>
 #include <dmakit/share.h>
@@ -35,26 +36,9 @@ typedef struct fake {
   int arg;
 } fake;
 
-static void fake_send(int fd, const dk_msg *m, int pass_fd)
-{
-  struct iovec io = { (void *)m, m->hdr.size };
-  union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } u;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof mh);
-  memset(&u, 0, sizeof u);
-  mh.msg_iov = &io;
-  mh.msg_iovlen = 1;
-  if (pass_fd >= 0) {
-    mh.msg_control = u.b;
-    mh.msg_controllen = sizeof u.b;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-  }
-  (void)sendmsg(fd, &mh, MSG_NOSIGNAL);
-}
+/* The driver's records go out through the library's own sender (its transport is tested in
+ * test_proto); the driver's misbehaviour is in what it sends, not how. */
+static void fake_send(int fd, const dk_msg *m, int pass_fd) { (void)dk__share_send(fd, m, pass_fd, 5000); }
 
 /* The next record from the client, 0 when none came within ms. */
 static int fake_recv(int fd, dk_msg *m, int ms)
@@ -183,6 +167,17 @@ static void serve(fake *f)
 /* ---- checks ------------------------------------------------------------------------------- */
 static dk_prim_counters base;
 static void mark(void) { base = dk__prim_counters(); }
+
+/* A driver playing `script` with `arg`, the counters marked, and a client connected to it. */
+static dk_client *connected(fake *f, void (*script)(fake *), int arg, int timeout_ms)
+{
+  fake_start(f, script, arg);
+  mark();
+  dk_client_options o = { .timeout_ms = timeout_ms };
+  dk_client *c = NULL;
+  assert_int_equal(dk_client_connect(f->path, &o, &c), kIOReturnSuccess);
+  return c;
+}
 static void back(const char *what)
 {
   dk_prim_counters c = dk__prim_counters();
@@ -250,11 +245,7 @@ static void client_requests(void **state)
   (void)state;
   /* a served map, its unmap; noise before it ignored */
   fake f;
-  fake_start(&f, serve, 0);
-  mark();
-  dk_client_options o = { .timeout_ms = TIMEOUT_MS };
-  dk_client *c = NULL;
-  assert_int_equal(dk_client_connect(f.path, &o, &c), kIOReturnSuccess);
+  dk_client *c = connected(&f, serve, 0, TIMEOUT_MS);
   mach_vm_address_t a = 0;
   mach_vm_size_t len = 0;
   assert_int_equal(dk_client_map_memory(c, 1, 0, &a, &len), kIOReturnSuccess);
@@ -288,11 +279,7 @@ static void client_requests(void **state)
     { 3, kIOReturnNotAttached, "went away" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    fake_start(&f, serve, cases[i].arg);
-    mark();
-    c = NULL;
-    o.timeout_ms = cases[i].arg == 2 ? SHORT_MS : TIMEOUT_MS;
-    assert_int_equal(dk_client_connect(f.path, &o, &c), kIOReturnSuccess);
+    c = connected(&f, serve, cases[i].arg, cases[i].arg == 2 ? SHORT_MS : TIMEOUT_MS);
     rc = dk_client_map_memory(c, 7, 0, &b, &len);
     if (rc != cases[i].want || !strstr(dk_last_failure()->text, cases[i].needle))
       fail_msg("case %d: %s \"%s\", expected %s with \"%s\"", cases[i].arg, dk_ioreturn_name(rc), dk_last_failure()->text,
@@ -313,11 +300,7 @@ static void client_send_fails(void **state)
 {
   (void)state;
   fake f;
-  fake_start(&f, serve, 0);
-  mark();
-  dk_client_options o = { .timeout_ms = TIMEOUT_MS };
-  dk_client *c = NULL;
-  assert_int_equal(dk_client_connect(f.path, &o, &c), kIOReturnSuccess);
+  dk_client *c = connected(&f, serve, 0, TIMEOUT_MS);
   mach_vm_address_t b = 0;
   dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_SENDMSG), EIO);
   IOReturn rc = dk_client_map_memory(c, 1, 0, &b, NULL);

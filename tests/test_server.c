@@ -24,21 +24,6 @@
 
 #define WAIT_MS 10000
 
-static uint64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-/* cond, polled every 2 ms until it holds or ms pass */
-#define WAIT_UNTIL_MS(cond, ms)                                                            \
-  ({                                                                                       \
-    uint64_t end_ = now_ms() + (uint64_t)(ms);                                             \
-    bool ok_;                                                                              \
-    while (!(ok_ = (cond)) && now_ms() < end_) usleep(2000);                               \
-    ok_;                                                                                   \
-  })
-
 static char g_dir[64], g_path[108];
 
 static void paths(void)
@@ -86,6 +71,18 @@ static bool raw_next(int fd, dk_msg *m, int ms)
   return true;
 }
 
+/* A server on a fresh path with policy `pol`, a raw client connected to it, and its task. */
+static dk_server *serve_one(const dk_server_policy *pol, int *fd, task_t *t)
+{
+  paths();
+  dk_server *s = NULL;
+  assert_int_equal(dk_server_create(g_path, pol, &s), kIOReturnSuccess);
+  *fd = raw_client();
+  *t = NULL;
+  assert_int_equal(dk_server_accept(s, WAIT_MS, t), kIOReturnSuccess);
+  return s;
+}
+
 static IOBufferMemoryDescriptor *g_mem;
 
 static IOReturn memory_for_type(void *ctx, task_t client, uint32_t type, IOOptionBits *options, IOMemoryDescriptor **memory)
@@ -103,15 +100,12 @@ static IOReturn memory_for_type(void *ctx, task_t client, uint32_t type, IOOptio
 static void server_refuses_bad_request_options(void **state)
 {
   (void)state;
-  paths();
   g_mem = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryKernelUserShared, 4096, 0);
   assert_non_null(g_mem);
   dk_server_policy pol = { .memory_for_type = memory_for_type, .timeout_ms = WAIT_MS };
-  dk_server *s = NULL;
-  assert_int_equal(dk_server_create(g_path, &pol, &s), kIOReturnSuccess);
-  int fd = raw_client();
-  task_t t = NULL;
-  assert_int_equal(dk_server_accept(s, WAIT_MS, &t), kIOReturnSuccess);
+  int fd;
+  task_t t;
+  dk_server *s = serve_one(&pol, &fd, &t);
   dk_task_retain(t);   /* a second reference, given back below */
   dk_msg m;
   dk__proto_init(&m, DK_MSG_MAP_REQ, 1);
@@ -150,15 +144,12 @@ static void *push_main(void *arg)
 static void server_push_answered_with_failure(void **state)
 {
   (void)state;
-  paths();
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryKernelUserShared, 4096, 0);
   assert_non_null(b);
   dk_server_policy pol = { .timeout_ms = WAIT_MS };
-  dk_server *s = NULL;
-  assert_int_equal(dk_server_create(g_path, &pol, &s), kIOReturnSuccess);
-  int fd = raw_client();
-  task_t t = NULL;
-  assert_int_equal(dk_server_accept(s, WAIT_MS, &t), kIOReturnSuccess);
+  int fd;
+  task_t t;
+  dk_server *s = serve_one(&pol, &fd, &t);
   static const struct { int32_t answer; IOReturn want; } cases[] = {
     { (int32_t)kIOReturnNoMemory, kIOReturnNoMemory },
     { (int32_t)kIOReturnIPCError, kIOReturnVMError },
@@ -188,7 +179,7 @@ static void server_push_answered_with_failure(void **state)
     assert_null(p.map);
     if (cases[i].answer) assert_true(dk_task_is_connected(t));
   }
-  assert_true(WAIT_UNTIL_MS(!dk_task_is_connected(t), WAIT_MS));
+  assert_true(DKT_WAIT_UNTIL(!dk_task_is_connected(t), WAIT_MS));
   dk_task_release(t);
   dk_server_destroy(s);
   OSObject_release(b);
@@ -209,13 +200,10 @@ static dk_access admit_read_only(void *ctx, const dk_peer *peer)
 static void server_push_calls_fail(void **state)
 {
   (void)state;
-  paths();
   dk_server_policy pol = { .admit = admit_read_only, .timeout_ms = WAIT_MS };
-  dk_server *s = NULL;
-  assert_int_equal(dk_server_create(g_path, &pol, &s), kIOReturnSuccess);
-  int fd = raw_client();
-  task_t t = NULL;
-  assert_int_equal(dk_server_accept(s, WAIT_MS, &t), kIOReturnSuccess);
+  int fd;
+  task_t t;
+  dk_server *s = serve_one(&pol, &fd, &t);
   static const struct { dk_prim_call call; unsigned long nth; int err; IOReturn want; const char *needle; } cases[] = {
     { DK_PRIM_CALLOC, 2, 0, kIOReturnNoMemory, "mapping record" },   /* the 1st: the map object */
     { DK_PRIM_FCNTL, 2, 0, kIOReturnNotPermitted, "sealed" },
@@ -243,7 +231,7 @@ static void server_push_calls_fail(void **state)
       fail_msg("%s failing: left fds %+ld, heap %+ld", dk__prim_call_name(cases[i].call), c1.fds - c0.fds,
                c1.heap_blocks - c0.heap_blocks);
     if (cases[i].err != EPIPE) assert_true(dk_task_is_connected(t));
-    else assert_true(WAIT_UNTIL_MS(!dk_task_is_connected(t), WAIT_MS));
+    else assert_true(DKT_WAIT_UNTIL(!dk_task_is_connected(t), WAIT_MS));
     OSObject_release(b);
   }
   close(fd);

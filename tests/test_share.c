@@ -102,21 +102,8 @@
 static size_t PS;
 
 /* ---- small utilities ----------------------------------------------------------------------- */
-static uint64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Poll `cond` every 2 ms for up to `ms`; the value of the last evaluation. */
-#define WAIT_UNTIL(cond, ms)                                                               \
-  ({                                                                                       \
-    uint64_t end_ = now_ms() + (uint64_t)(ms);                                             \
-    bool ok_;                                                                              \
-    while (!(ok_ = (cond)) && now_ms() < end_) usleep(2000);                               \
-    ok_;                                                                                   \
-  })
+#define now_ms dkt_now_ms
+#define WAIT_UNTIL DKT_WAIT_UNTIL
 
 static uint64_t fnv(const void *p, size_t n)
 {
