@@ -104,19 +104,23 @@ static const int default_errno[DK_PRIM__COUNT] = {
 #define RELEASE_CALLS (DK_PRIM_BIT(DK_PRIM_MUNMAP) | DK_PRIM_BIT(DK_PRIM_MUNLOCK) | DK_PRIM_BIT(DK_PRIM_CLOSE) | \
                        DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK) | DK_PRIM_BIT(DK_PRIM_UMOUNT))
 
+/* The settings are atomics too: a test may arm while the library's own threads (a server's,
+ * a client connection's) keep making calls; they see the old or the new settings. */
 static _Atomic int           fault_armed;
 static _Atomic unsigned long fault_seen;
-static unsigned long         fault_nth;
-static int                   fault_forever, fault_err;   /* set before the operation runs */
+static _Atomic unsigned long fault_nth;
+static _Atomic int           fault_forever, fault_err;
 static _Atomic int           fault_fired_flag;           /* any thread of the operation sets it */
-static uint64_t              fault_calls;
+static _Atomic uint64_t      fault_calls;
+#define RELAXED(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 void dk__fault_arm(unsigned long nth, int forever, uint64_t calls, int err)
 {
-  fault_nth = nth;
-  fault_forever = forever;
-  fault_calls = calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
-  fault_err = err;
+  atomic_store_explicit(&fault_nth, nth, memory_order_relaxed);
+  atomic_store_explicit(&fault_forever, forever, memory_order_relaxed);
+  atomic_store_explicit(&fault_calls, calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS),
+                        memory_order_relaxed);
+  atomic_store_explicit(&fault_err, err, memory_order_relaxed);
   atomic_store(&fault_fired_flag, 0);
   atomic_store(&fault_seen, 0);
   atomic_store(&fault_armed, 1);
@@ -130,12 +134,13 @@ static inline int fault(dk_prim_call call)
 {
   if (__builtin_expect(!atomic_load_explicit(&fault_armed, memory_order_relaxed), 1))
     return 0;
-  if (!(fault_calls & DK_PRIM_BIT(call)))
+  if (!(RELAXED(fault_calls) & DK_PRIM_BIT(call)))
     return 0;
-  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1;
-  if (n == fault_nth || (fault_forever && n > fault_nth)) {
+  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1, nth = RELAXED(fault_nth);
+  if (n == nth || (RELAXED(fault_forever) && n > nth)) {
     atomic_store(&fault_fired_flag, 1);
-    errno = fault_err ? fault_err : default_errno[call];
+    int err = RELAXED(fault_err);
+    errno = err ? err : default_errno[call];
     return 1;
   }
   return 0;
