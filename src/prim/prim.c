@@ -50,6 +50,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink,\
+  .chmod = chmod,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -62,7 +63,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "fallocate", "open", "close", "pread", "read", "write", "io_uring_setup", "io_uring_register",
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
-  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink",
+  "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "chmod",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -82,6 +83,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_SENDMSG] = ENOBUFS, [DK_PRIM_RECVMSG] = ENOMEM, [DK_PRIM_POLL] = ENOMEM,
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
   [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT,
+  [DK_PRIM_CHMOD] = EPERM,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
@@ -311,7 +313,9 @@ int dk__fchmod(int fd, mode_t mode)
 int dk__fcntl(int fd, int cmd, int arg)
 {
   if (fault(DK_PRIM_FCNTL)) return -1;
-  return dk__prim.fcntl(fd, cmd, arg);
+  int r = dk__prim.fcntl(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) COUNT(c_fds, 1);   /* a new descriptor */
+  return r;
 }
 int dk__unlink(const char *path)
 {
@@ -329,6 +333,11 @@ int dk__lstat(const char *path, struct stat *st)
 {
   if (fault(DK_PRIM_LSTAT)) return -1;
   return dk__prim.lstat(path, st);
+}
+int dk__chmod(const char *path, mode_t mode)
+{
+  if (fault(DK_PRIM_CHMOD)) return -1;
+  return dk__prim.chmod(path, mode);
 }
 int dk__ioctl(int fd, unsigned long request, void *arg)
 {

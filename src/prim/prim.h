@@ -57,6 +57,7 @@ typedef struct dk_prim_table {
   int     (*lstat)(const char *path, struct stat *st);
   int     (*ioctl)(int fd, unsigned long request, void *arg);
   ssize_t (*readlink)(const char *path, char *buf, size_t cap);
+  int     (*chmod)(const char *path, mode_t mode);
   int     (*pipe2)(int fds[2], int flags);
   int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
   int     (*thread_join)(pthread_t t);
@@ -74,7 +75,7 @@ typedef enum dk_prim_call {
   DK_PRIM_GETRLIMIT, DK_PRIM_PROCESS_VM_READV, DK_PRIM_THREAD_CREATE, DK_PRIM_MALLOC, DK_PRIM_CALLOC, DK_PRIM_REALLOC,
   DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
   DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
-  DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK,
+  DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK, DK_PRIM_CHMOD,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -149,6 +150,7 @@ int     dk__fcntl(int fd, int cmd, int arg);
 int     dk__unlink(const char *path);
 int     dk__pipe(int fds[2]);
 int     dk__lstat(const char *path, struct stat *st);
+int     dk__chmod(const char *path, mode_t mode);
 /* ioctl with a pointer argument (VFIO); EINTR is retried by the caller. */
 int     dk__ioctl(int fd, unsigned long request, void *arg);
 /* readlink, NUL-terminated; -1 with errno (ENAMETOOLONG when it does not fit). */
