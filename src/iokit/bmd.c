@@ -3,6 +3,7 @@
  * promise through the frames before the buffer is returned, the buffer methods of §4, free. */
 #include "alloc/geom.h"
 #include "iokit/internal.h"
+#include "iokit/refusal.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -247,33 +248,25 @@ static bool verify(IOBufferMemoryDescriptor *b, const dk_constraints *c, uint64_
   return false;
 }
 
-/* Why the pool did not serve a request that 4K pages cannot. */
-static const char *pool_why(void)
-{
-  const dk_caps *caps = dk__caps();
-  if (!caps->pagemap_frames) return "needs root (frame numbers in /proc/self/pagemap)";
-  if (!caps->hugepage_size_count) return "needs hugetlb support in the kernel";
-  if (!dk__option(DK_OPTION_POOL)) return "is turned off (DMAKIT_POOL=0)";
-  return "could not meet it either";
-}
-
 /* What the 4K provider can promise before it tries: one page is contiguous, alignment up to
- * a page. Anything more needs the hugepage pool; with `report`, why not is recorded. */
+ * a page. Anything more needs the hugepage pool; with `report`, why not is recorded
+ * (refusal.c: privilege, or the pool off). */
 static bool provider_can(const dk_constraints *c, uint64_t size, uint64_t page, bool report)
 {
+  char what[120];
   if (c->alignment > page) {
-    if (report)
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT,
-               "physical alignment 0x%llx is above the page size 0x%llx: 4K pages cannot promise "
-               "it, and the hugepage pool %s", (unsigned long long)c->alignment, (unsigned long long)page,
-               pool_why());
+    if (report) {
+      snprintf(what, sizeof what, "physical alignment 0x%llx is above the page size 0x%llx",
+               (unsigned long long)c->alignment, (unsigned long long)page);
+      dk__refuse_pool_only(DK_CONSTRAINT_ALIGNMENT, what);
+    }
     return false;
   }
   if (c->contiguous && size > page) {
-    if (report)
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY,
-               "%llu physically contiguous bytes are more than one 4K page can promise, and the "
-               "hugepage pool %s", (unsigned long long)size, pool_why());
+    if (report) {
+      snprintf(what, sizeof what, "%llu physically contiguous bytes are more than one page", (unsigned long long)size);
+      dk__refuse_pool_only(DK_CONSTRAINT_CONTIGUITY, what);
+    }
     return false;
   }
   if (c->boundary && c->boundary < page && size > c->boundary) {
