@@ -1,4 +1,4 @@
-/* tests/test_share.c: buffers shared with other processes (issue 8, dmakit/share.h).
+/* tests/test_share.c: buffers shared with other processes (dmakit/share.h).
  *
  * The test process is the driver (its server thread serves the clients); clients are other
  * processes. Every client is this very program run again (fork + exec of /proc/self/exe with
@@ -54,6 +54,13 @@
  *    full backlog and dk_client_map_memory to a driver that reads nothing return within their
  *    timeout (kIOReturnNotResponding); seals added by another thread meanwhile; accept(2)
  *    failures back off;
+ *  - what the documentation promises, each failing before the code kept it: an empty record
+ *    gets a RESULT; nothing sent to a client is dropped (10,000 pipelined requests answered in
+ *    order; a client that reads nothing is cut off after timeout_ms, what waits for it
+ *    bounded); the MAP answering a client's own request times out; every admitted connection
+ *    is reported to `disconnected` once; the socket is mode 0666 whatever the umask, so uid
+ *    65534 reaches the policy; kIOMapAnywhere (and what IOConnectMapMemory64 callers pass) is
+ *    accepted in a client's request;
  *  - a bounded stress (DK_SHARE_STRESS_MS, default 2000): 16 client processes mapping and
  *    unmapping, 4 of them killed, the driver pushing buffers and creating buffers in them;
  *    contents checked on both sides, no leaks at the end.
