@@ -326,6 +326,7 @@ static int conn_send_locked(dk_conn *c, const dk_msg *m, int fd, uint64_t map_id
     c->nout--;
     requeue_head(c, o);
   }
+  if (c->server) wake_server(c->server);     /* it left the socket to this thread meanwhile */
   return 0;
 }
 
@@ -1020,7 +1021,7 @@ static void *server_main(void *arg)
       for (dk_conn *c = s->conns; c; c = c->next) {
         /* its requests while few records wait for room in its socket; room while any do */
         pthread_mutex_lock(&c->lock);
-        bool room = c->nout && now >= c->out_retry;
+        bool room = c->nout && now >= c->out_retry && !c->sending;   /* a sender wakes it when done */
         if (c->nout && !room && (retry < 0 || c->out_retry - now < (uint64_t)retry)) retry = (int)(c->out_retry - now);
         short ev = (short)((c->nout < OUT_PAUSE ? POLLIN : 0) | (room ? POLLOUT : 0));
         pthread_mutex_unlock(&c->lock);
