@@ -75,7 +75,7 @@ SCHEMAS = {
                                     "keep_free": I, "max_seconds": I, "fits": B, "text": S}},
   "alloc": {"ok": B, "call": S, "request": S, "buffer": buffer},
   "alloc_error": {"ok": B, "call": S, "request": S, "error": error},
-  "map": {"svg": S, "png": opt(S), "memory": {"source": S, "ram_top": I, "ranges": ranges},
+  "map": {"svg": opt(S), "png": opt(S), "memory": {"source": S, "ram_top": I, "ranges": ranges},
           "pool": {"bytes_held": I, "runs": I, "lowest_frame": I}, "reserved_pages": I,
           "buffers": [{"index": I, "request": S, "ok": B, "buffer?": buffer, "error?": error}]},
   "stats": {"pool": {"version": I, "bytes_4k": I, "bytes_pool_2m": I, "bytes_pool_1g": I,
@@ -306,6 +306,28 @@ else
   run "map --png without cairo is bad usage" 2 "$bin" map --png "$tmp/x.png" -o "$tmp/x.svg"
   echo "# cairo not built in: PNG not checked"
 fi
+# the picture's format comes from -o's extension; anything else is refused, nothing written
+if [ -n "$png_flag" ]; then
+  run "map -o FILE.png writes a PNG" 0 "$bin" map -o "$tmp/o.png" --alloc 8K --json &&
+    if [ "$(od -An -tx1 -N8 "$tmp/o.png" | tr -d ' \n')" = "89504e470d0a1a0a" ]; then ok "-o FILE.png holds a PNG, not SVG"
+    else nok "-o FILE.png holds a PNG" "$tmp/o.png"; fi
+  schema map "$tmp/out" "d['png'].endswith('o.png') and d['svg'] is None"
+  run "map -o FILE.PNG (any case) writes a PNG" 0 "$bin" map -o "$tmp/o2.PNG" --alloc 8K &&
+    if [ "$(od -An -tx1 -N8 "$tmp/o2.PNG" | tr -d ' \n')" = "89504e470d0a1a0a" ]; then ok "-o FILE.PNG holds a PNG"
+    else nok "-o FILE.PNG holds a PNG" "$tmp/o2.PNG"; fi
+else
+  run "map -o FILE.png without cairo is bad usage" 2 "$bin" map -o "$tmp/o.png" --alloc 8K &&
+    { grep -q "without cairo" "$tmp/err" && [ ! -e "$tmp/o.png" ] && ok "no PNG support: said so, nothing written" ||
+      nok "-o FILE.png without cairo" "$tmp/err"; }
+fi
+for o in o.jpg o.svgz noext o.png.txt; do
+  run "map -o $o is bad usage" 2 "$bin" map -o "$tmp/$o" --alloc 8K &&
+    { grep -q "extension: .svg or .png" "$tmp/err" && [ ! -e "$tmp/$o" ] && ok "-o $o: refused with the reason, nothing written" ||
+      nok "-o $o refusal" "$tmp/err"; }
+done
+run "map --png FILE.svg is bad usage" 2 "$bin" map -o "$tmp/p.svg" --png "$tmp/p2.svg" --alloc 8K &&
+  { grep -q "must end in .png" "$tmp/err" && [ ! -e "$tmp/p.svg" ] && ok "--png FILE.svg: refused with the reason" ||
+    nok "--png FILE.svg refusal" "$tmp/err"; }
 run "map -o - writes the SVG on stdout" 0 "$bin" map -o - --alloc 8K &&
   { python3 -c 'import sys,xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$tmp/out" && ok "stdout SVG parses" || nok "stdout SVG" "$tmp/out"; }
 
@@ -363,6 +385,10 @@ if [ $root -eq 1 ] && command -v setpriv >/dev/null; then
     schema alloc "$tmp/out" "d['buffer']['segments'] == []" "not d['buffer']['verified']['all']"
   run "user: a mask is refused (not privileged)" 1 asuser alloc --mask 32bit 4K &&
     { grep -q "kIOReturnNotPrivileged" "$tmp/err" && ok "user: refusal names kIOReturnNotPrivileged" || nok "user refusal" "$tmp/err"; }
+  run "user: a contiguous 8K buffer is refused (not privileged)" 1 asuser alloc --contiguous 8K &&
+    { grep -q "kIOReturnNotPrivileged" "$tmp/err" && grep -q "privilege" "$tmp/err" &&
+      ok "user: contiguity beyond a page names kIOReturnNotPrivileged and the privilege constraint" ||
+      nok "user contiguity refusal" "$tmp/err"; }
   run "user: map draws zones" 0 asuser map --json -o "$udir/u.svg" --alloc 64K --alloc 4K,contiguous &&
     schema map "$tmp/out" "d['memory']['source'] == '/proc/zoneinfo'"
   if python3 "$tmp/svg.py" "$udir/u.svg" 2 0 >"$tmp/svg.err" 2>&1; then ok "user: SVG parses and lists both buffers"

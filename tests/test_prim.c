@@ -18,6 +18,10 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
 #include <sys/un.h>
 
 static size_t PS;
@@ -223,6 +227,60 @@ static bool call_once(dk_prim_call call)
     close(fd);
     return n < 0;
   }
+  case DK_PRIM_FSTAT: {
+    struct stat st;
+    fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    r = dk__fstat(fd, &st);
+    close(fd);
+    return r != 0;
+  }
+  case DK_PRIM_MKDIR: case DK_PRIM_RENAME: case DK_PRIM_CHMOD: case DK_PRIM_FCNTL_LOCK: {
+    char dir[] = "/tmp/dk-test-prim.XXXXXX", a[64], b[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    if (call == DK_PRIM_MKDIR) {
+      r = dk__mkdir(a, 0700);
+      rmdir(a);
+    } else {
+      fd = open(a, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      assert_true(fd >= 0);
+      if (call == DK_PRIM_RENAME) {
+        r = dk__rename(a, b);
+      } else if (call == DK_PRIM_CHMOD) {
+        r = dk__chmod(a, 0600);
+      } else {
+        struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+        r = dk__fcntl_lock(fd, F_OFD_SETLK, &l);
+      }
+      close(fd);
+      unlink(a);
+      unlink(b);
+    }
+    rmdir(dir);
+    return r != 0;
+  }
+  case DK_PRIM_KILL:
+    return dk__kill(getpid(), 0) != 0;
+  case DK_PRIM_OPENDIR: {
+    DIR *d = dk__opendir("/proc/self");
+    bool found = false;
+    for (const char *nm; d && (nm = dk__readdir(d));) found = found || !strcmp(nm, "status");
+    if (d) assert_true(found);
+    dk__closedir(d);
+    return d == NULL;
+  }
+  case DK_PRIM_STATFS: {
+    struct statfs st;
+    return dk__statfs("/tmp", &st) != 0;
+  }
+  case DK_PRIM_MOUNT:     /* needs privilege and a place: only the fault's errno tells */
+    r = dk__mount("none", "/nonexistent/dk-test-prim", "tmpfs", 0, NULL);
+    return r != 0 && dk__fault_fired();
+  case DK_PRIM_UMOUNT:
+    r = dk__umount("/nonexistent/dk-test-prim");
+    return r != 0 && dk__fault_fired();
   case DK_PRIM__COUNT:
     break;
   }

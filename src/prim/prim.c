@@ -61,6 +61,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
   .mkdir = mkdir, .kill = kill, .opendir = opendir,\
   .mount = mount, .umount = sys_umount, .rename = rename, .fcntl_lock = sys_fcntl_lock, .statfs = statfs,\
+  .chmod = chmod,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -76,6 +77,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
   "mkdir", "kill", "opendir",
   "mount", "umount", "rename", "fcntl_lock", "statfs",
+  "chmod",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -98,6 +100,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
   [DK_PRIM_MOUNT] = ENOMEM, [DK_PRIM_UMOUNT] = EBUSY, [DK_PRIM_RENAME] = ENOSPC,
   [DK_PRIM_FCNTL_LOCK] = ENOLCK, [DK_PRIM_STATFS] = EIO,
+  [DK_PRIM_CHMOD] = EPERM,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
@@ -339,7 +342,9 @@ int dk__fchmod(int fd, mode_t mode)
 int dk__fcntl(int fd, int cmd, int arg)
 {
   if (fault(DK_PRIM_FCNTL)) return -1;
-  return dk__prim.fcntl(fd, cmd, arg);
+  int r = dk__prim.fcntl(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) COUNT(c_fds, 1);   /* a new descriptor */
+  return r;
 }
 int dk__unlink(const char *path)
 {
@@ -357,6 +362,11 @@ int dk__lstat(const char *path, struct stat *st)
 {
   if (fault(DK_PRIM_LSTAT)) return -1;
   return dk__prim.lstat(path, st);
+}
+int dk__chmod(const char *path, mode_t mode)
+{
+  if (fault(DK_PRIM_CHMOD)) return -1;
+  return dk__prim.chmod(path, mode);
 }
 int dk__ioctl(int fd, unsigned long request, void *arg)
 {
