@@ -9,11 +9,13 @@
  * Slab records and heaps are never given back to the C heap (they are reused), so a late
  * remote free never touches freed memory. Frees never allocate. */
 #include "alloc/pool_impl.h"
+#include "base/fork.h"
 #include "base/tld.h"
 #include "prim/prim.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 
 #define NBAND       49                   /* band = bit length of the slab's top address - 16 */
 #define NWORDS      (DK_SLAB_BYTES / DK_SLAB_MIN / 64)
@@ -32,6 +34,7 @@ struct dk_slab {
   uint16_t  k;                           /* size class */
   uint16_t  nslots, nfree;
   uint16_t  hint;                        /* the lowest bitmap word that may have a free slot */
+  uint32_t  epoch;                       /* dk__fork_epoch() when it was made */
   uint8_t   band;
   bool      queued;
   uint64_t  used[NWORDS];                /* 1 = taken (a remote free not yet folded in counts) */
@@ -354,6 +357,7 @@ static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
       g_records = s;
       return NULL;
     }
+    s->epoch = dk__fork_epoch();
     s->cls = DK_SLAB_MIN << k;
     s->k = (uint16_t)k;
     s->nslots = s->nfree = (uint16_t)(DK_SLAB_BYTES / s->cls);
@@ -429,6 +433,20 @@ void dk__slab_free(dk_block *b)
     }
     pthread_mutex_unlock(&dk__pool_lock);    /* adopted meanwhile: try again */
   }
+}
+
+bool dk__slab_inherited(const dk_slab *s) { return s->epoch != dk__fork_epoch(); }
+
+void dk__slab_in_child(void)
+{
+  /* every heap, slab and record here is a copy of the parent's: the child keeps the copies
+   * (its inherited buffers point into them) and starts with none */
+  g_heaps = NULL;
+  memset(g_orphans, 0, sizeof g_orphans);
+  g_orphan_all = NULL;
+  g_records = NULL;
+  tl_heap = NULL;
+  dk__tl_armed &= ~(1u << DK_TLD_HEAP);
 }
 
 void dk__pool_thread_flush(void)
