@@ -26,6 +26,10 @@
 # E2E_NVME_MASK2, E2E_NVME_MASK3 (the second and third passes' DMA masks, 32 and 28 bits).
 # Exits 0 when every variant's guest printed its PASS line and QEMU printed "EDU: clamping DMA"
 # (A, B), or the host found the guest's writes, and nothing else changed, in the image (C, D).
+# E2E_COVERAGE=1 (scripts/coverage.sh sets it): libdmakit.a is built with --coverage, exactly as
+# the host coverage build, the guest writes its .gcda files under /gcov and prints them (tar,
+# gzip, base64) on the console after the PASS line; each variant's archive is saved as
+# $E2E_BUILD/guest-<variant>-gcda.tar.gz (absolute paths of the build's object files).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${E2E_BUILD:-$ROOT/build-e2e}
@@ -76,20 +80,28 @@ if [ -z "$VMLINUZ" ]; then
 fi
 
 # 3. dmakit (static library) and the guest program
-cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DDK_BUILD_TESTS=OFF -DDK_BUILD_TOOLS=OFF >/dev/null
+COVERAGE=${E2E_COVERAGE:-0}
+if [ "$COVERAGE" = 1 ]; then
+  # the same flags as scripts/coverage.sh's host build, so that the two reports merge line by line
+  cov=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS=--coverage -fprofile-update=atomic"); covlib=(-lgcov)
+  find "$B" -name '*.gcda' -delete
+else
+  cov=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS="); covlib=()
+fi
+cmake -S "$ROOT" -B "$B" "${cov[@]}" -DDK_BUILD_TESTS=OFF -DDK_BUILD_TOOLS=OFF -DDK_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$B" --target dmakit_static -j"$(nproc)" >/dev/null
 for prog in edu_dma edu_vfio budget edu_reserve; do
-  gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -o "$B/$prog" \
-      "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread
+  gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -I"$ROOT/src" -o "$B/$prog" \
+      "$ROOT/e2e/$prog.c" "$B/libdmakit.a" -lpthread "${covlib[@]}"
 done
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/include" -I"$ROOT/examples/nvme" -o "$B/nvme_e2e" \
-    "$ROOT/e2e/nvme_e2e.c" "$ROOT/examples/nvme/nvme.c" "$B/libdmakit.a" -lpthread
+    "$ROOT/e2e/nvme_e2e.c" "$ROOT/examples/nvme/nvme.c" "$B/libdmakit.a" -lpthread "${covlib[@]}"
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -o "$B/nvme_image" "$ROOT/e2e/nvme_image.c"
 # the dmakit command itself (variants r and f run it as an administrator would) and the
 # helper that runs a command as uid 65534 or with io_uring forbidden (variant f)
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -D_GNU_SOURCE -DDK_SOURCE_DIR='""' -I"$ROOT/include" \
     -o "$B/dmakit" "$ROOT"/tools/dmakit.c "$ROOT"/tools/util.c "$ROOT"/tools/canvas.c "$ROOT"/tools/cmd_*.c \
-    "$B/libdmakit.a" -lpthread -lm
+    "$B/libdmakit.a" -lpthread -lm "${covlib[@]}"
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -static -I"$ROOT/tests/support" -o "$B/runas" "$ROOT/e2e/runas.c"
 lap "libdmakit.a and the static guest programs built"
 
@@ -152,14 +164,24 @@ for v in $VARIANTS; do
   timeout "$TMO" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$vmem" -smp 1 \
       -display none -serial stdio -monitor none -no-reboot -nic none \
       -kernel "$VMLINUZ" -initrd "$B/initrd.cpio.gz" \
-      -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK E2E_RESERVE_MB=${E2E_RESERVE_MB:-16} $words $APPEND" \
+      -append "console=ttyS0 quiet panic=-1 DMAKIT_LOWMEM_SEARCH_MS=$SEARCH_MS E2E_DMA_MASK=$DMA_MASK E2E_RESERVE_MB=${E2E_RESERVE_MB:-16} E2E_COVERAGE=$COVERAGE $words $APPEND" \
       "${devices[@]}" </dev/null >"$LOG" 2>&1 || qrc=$?
   qt=$(awk -v a="$(date +%s.%N)" -v b="$s" 'BEGIN{printf "%.1f", a-b}')
   echo "----- guest output, variant $v ($LOG) -----"
-  tr -d '\r' < "$LOG"
+  tr -d '\r' < "$LOG" | sed '/^E2E-GCOV-BEGIN/,/^E2E-GCOV-END/d'
   echo "----- end of guest output -----"
+  if [ "$COVERAGE" = 1 ]; then
+    rm -f "$B/guest-$v-gcda.tar.gz"
+    if tr -d '\r' < "$LOG" | sed -n '/^E2E-GCOV-BEGIN/,/^E2E-GCOV-END/p' | grep -v '^E2E-GCOV-' \
+         | base64 -d > "$B/guest-$v-gcda.tar.gz" 2>/dev/null && [ -s "$B/guest-$v-gcda.tar.gz" ]; then
+      lap "variant $v: coverage data saved ($B/guest-$v-gcda.tar.gz)"
+    else
+      lap "variant $v: no coverage data on the console"; rm -f "$B/guest-$v-gcda.tar.gz"; rc=1
+    fi
+  fi
   if [ $qrc -eq 124 ]; then lap "variant $v: QEMU timed out after ${TMO}s"; fi
-  # edu clamps in the negative controls; only with all RAM below a wide mask has variant A none
+  # edu clamps in the negative controls; variant A has none when no page above the mask was
+  # handed out (all RAM below a wide mask, or the kernel's layout this run): it says E2E-NO-CLAMP
   if [ "$v" = c ] || [ "$v" = d ]; then
     # the NVMe variants: the guest's PASS line, then the host's own look at the image
     seen=0; grep -q "$pass" "$LOG" && seen=1

@@ -440,7 +440,7 @@ static void reserve_grows(void **s)
 static void exhausted_in_child(void *arg)
 {
   const use_args *u = arg;
-  dk_option_set(DK_OPTION_POOL_MAX_MB, 2);        /* no room to grow: only the reservation */
+  dk_option_set(DK_OPTION_POOL_MAX_MB, 0);        /* no room to grow (the pool grows by as little as one page): only the reservation */
   uint64_t pa;
   IOBufferMemoryDescriptor *b = child_buffer(P2, u->high, &pa);
   DKT_CHILD_CHECK(b == NULL);
@@ -643,7 +643,7 @@ static void reserve_faults(void **s)
   g_high = limit_of(&fr, &usable);
   assert_true(usable >= 1);
   long grow = dk_option_get(DK_OPTION_POOL_MAX_MB);
-  dk_option_set(DK_OPTION_POOL_MAX_MB, 2);         /* a claim or nothing: no pool growth */
+  dk_option_set(DK_OPTION_POOL_MAX_MB, 0);         /* a claim or nothing: no pool growth */
   assert_int_equal(op_claim(), kIOReturnSuccess);
   OSSafeReleaseNULL(g_claimed);
   dk_pool_trim();

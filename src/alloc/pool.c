@@ -3,6 +3,7 @@
  * slab.c, which takes its slabs from here. */
 #include "alloc/pool_impl.h"
 #include "base/counters.h"
+#include "base/fork.h"
 #include "phys/budget.h"
 #include "phys/reserve.h"
 #include "prim/prim.h"
@@ -17,6 +18,7 @@
 
 struct dk_chunk_node {
   dk_hchunk             chunk;
+  uint32_t              epoch;           /* dk__fork_epoch() when it was added */
   long                  raised;          /* kernel limit this chunk's growth raised, in pages */
   dk_region            *regs;            /* one per run, an array */
   struct dk_chunk_node *next;
@@ -195,6 +197,7 @@ static bool add_chunk(dk_chunk_node *node)
 {
   uint64_t page = node->chunk.page, n = node->chunk.npages;
   uint32_t nruns = node->chunk.nruns;
+  node->epoch = dk__fork_epoch();
   node->regs = dk__calloc(nruns, sizeof *node->regs);
   dk_xnode **exts = node->regs ? dk__calloc(nruns, sizeof *exts) : NULL;
   for (uint32_t i = 0; exts && i < nruns; i++)
@@ -383,8 +386,16 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   uint64_t lowest_seen = UINT64_MAX;
   bool short_of_memory = false;      /* the memory budget ended the growth */
 
-  /* 0. a reservation under the limit: its pages first, no search (on -1 its reason stands) */
-  if (c->high && grow_reserved(c, len, align, out) > 0) return true;
+  /* 0. a reservation under the limit: its pages first, no search. When one applies but cannot
+   *    serve (its pages are held), the pool grows as it would without it, and if that fails
+   *    too, the reservation's reason is the one reported (it says how to grow it). */
+  dk_failure reserved = { .code = kIOReturnSuccess };
+  if (c->high) {
+    int r = grow_reserved(c, len, align, out);
+    if (r > 0) return true;
+    if (r < 0) reserved = *dk_last_failure();
+    dk__fail_forget();
+  }
 
   /* 1. 2 MiB pages. When what the pool grew by does not meet the request, search on, holding
    *    what the kernel hands out (freed, the same pages would come back): below a mask in
@@ -457,6 +468,10 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
              "the pool cannot place %llu bytes at alignment 0x%llx under these constraints",
              (unsigned long long)len, (unsigned long long)align);
   }
+  if (reserved.code != kIOReturnSuccess) {
+    dk__fail_forget();
+    dk__fail(reserved.code, reserved.constraint, "%s", reserved.text);
+  }
   return false;
 }
 
@@ -464,6 +479,28 @@ bool dk__pool_carve_locked(const dk_constraints *c, uint64_t len, uint64_t align
 {
   if (!nodes_ready(2)) return false;
   return try_place(c, len, align, out) || grow_for(c, len, align, out);
+}
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+/* In a forked child: the parent's chunks are mapped here too (MAP_SHARED), but they are the
+ * parent's: the child forgets them (its copies of the records stay, for the buffers it
+ * inherited) and grows a pool of its own. */
+static void pool_in_child(void)
+{
+  pthread_mutex_init(&g_lock, NULL);
+  g_regions = NULL;
+  g_chunks = NULL;
+  g_free = (dk_xtree){ 0 };
+  g_nodes = NULL;
+  memset(&g_stats, 0, sizeof g_stats);
+  g_bytes_4k = g_requests_4k = 0;
+  dk__slab_in_child();
+}
+
+bool dk__pool_inherited(const dk_block *b)
+{
+  return b->region && b->region->owner->epoch != dk__fork_epoch();
 }
 
 /* ---- public to the library ----------------------------------------------------------- */
@@ -477,8 +514,12 @@ uint64_t dk__pool_free_bytes(void)
   return n;
 }
 
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+static void register_fork(void) { dk__fork_register(DK_FORK_POOL, pool_in_child); }
+
 bool dk__pool_usable(void)
 {
+  pthread_once(&g_fork_once, register_fork);
   return dk__caps()->pool_usable && dk__option(DK_OPTION_POOL);
 }
 
@@ -540,6 +581,10 @@ void dk__pool_zero_stream(uint8_t *p, size_t n)
 void dk__pool_free(dk_block *b)
 {
   if (!b->region) return;
+  if (__builtin_expect(b->slab ? dk__slab_inherited(b->slab) : dk__pool_inherited(b), 0)) {
+    memset(b, 0, sizeof *b);               /* a parent's memory: nothing to give back here */
+    return;
+  }
   dk__pool_zero(b->va, (size_t)b->len);    /* every free byte is zero */
   dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
   if (b->slab) {

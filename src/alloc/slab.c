@@ -9,6 +9,7 @@
  * Slab records and heaps are never given back to the C heap (they are reused), so a late
  * remote free never touches freed memory. Frees never allocate. */
 #include "alloc/pool_impl.h"
+#include "base/fork.h"
 #include "base/tld.h"
 #include "prim/prim.h"
 
@@ -39,6 +40,7 @@ struct dk_slab {
   uint16_t  nslots, nfree;
   uint16_t  hint;                        /* the lowest bitmap word that may have a free slot */
   uint16_t  base;                        /* offset of slot 0 in the block (OBJ_HEADER for objects) */
+  uint32_t  epoch;                       /* dk__fork_epoch() when it was made */
   uint8_t   band;
   bool      queued;
   uint64_t  used[NWORDS];                /* 1 = taken (a remote free not yet folded in counts) */
@@ -399,6 +401,7 @@ static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
       return NULL;
     }
     if (k == OBJ) *(dk_slab **)(void *)s->mem.va = s;   /* the block's header: its record */
+    s->epoch = dk__fork_epoch();
     s->cls = k == OBJ ? atomic_load(&g_obj_size) : DK_SLAB_MIN << k;
     s->k = (uint16_t)k;
     s->base = k == OBJ ? OBJ_HEADER : 0;
@@ -496,7 +499,22 @@ void dk__obj_free(void *p)
   dk_block b = { 0 };
   b.slab = *(dk_slab **)(void *)((uintptr_t)p & ~(uintptr_t)(DK_SLAB_BYTES - 1));
   b.va = p;
+  if (__builtin_expect(dk__slab_inherited(b.slab), 0)) return;   /* the parent's slab */
   dk__slab_free(&b);
+}
+
+bool dk__slab_inherited(const dk_slab *s) { return s->epoch != dk__fork_epoch(); }
+
+void dk__slab_in_child(void)
+{
+  /* every heap, slab and record here is a copy of the parent's: the child keeps the copies
+   * (its inherited buffers point into them) and starts with none */
+  g_heaps = NULL;
+  memset(g_orphans, 0, sizeof g_orphans);
+  g_orphan_all = NULL;
+  g_records = NULL;
+  tl_heap = NULL;
+  dk__tl_armed &= ~(1u << DK_TLD_HEAP);
 }
 
 void dk__pool_thread_flush(void)

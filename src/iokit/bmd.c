@@ -3,6 +3,7 @@
  * verification of every physical promise through the frames, happen there), the buffer
  * methods of §4, free; and the per-thread caches that keep malloc off the create path. */
 #include "alloc/geom.h"
+#include "base/fork.h"
 #include "base/tld.h"
 #include "iokit/internal.h"
 #include "prim/prim.h"
@@ -26,8 +27,12 @@ static void objs_flush(void)
   while (tl_nobjs > 0) dk__obj_free(tl_objs[--tl_nobjs]);
 }
 
+static void register_fork(void);
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
+  pthread_once(&g_fork_once, register_fork);
   IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__obj_alloc(sizeof *b);
   if (!b) return NULL;
   memset(b, 0, sizeof *b);
@@ -178,6 +183,17 @@ static bool ready_park(IOBufferMemoryDescriptor *b)
   tl_ready[tl_nready++] = b;
   return true;
 }
+
+/* In a forked child: buffers kept built and objects cached are the parent's (their slots may
+ * be handed out again there): forgotten, never handed out here. */
+static void iokit_in_child(void)
+{
+  tl_nobjs = 0;
+  tl_nready = 0;
+  pthread_mutex_init(&g_intern_lock, NULL);
+  dk__map_in_child();
+}
+static void register_fork(void) { dk__fork_register(DK_FORK_IOKIT, iokit_in_child); }
 
 void dk__objects_cache_flush(void)
 {

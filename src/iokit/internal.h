@@ -98,6 +98,8 @@ struct IOMemoryDescriptor {
 /* The lock of a descriptor's set of mappings: one of a fixed table, by address (map.c), so a
  * descriptor that is never mapped pays nothing for it. Never held with another. */
 pthread_mutex_t *dk__md_set_lock(const IOMemoryDescriptor *md);
+/* In a forked child: the map-set locks as new (one may have been held by another thread). */
+void dk__map_in_child(void);
 /* The descriptor's ext, allocated on first need; NULL with the failure recorded. */
 dk_md_ext *dk__md_ext(IOMemoryDescriptor *md);
 static inline dk_md_ext *dk__md_ext_peek(const IOMemoryDescriptor *md)

@@ -18,6 +18,11 @@ static IOMemoryMap *as_map(const void *p) { return dk__object_cast(p, &dk__map_c
 #define SET_LOCKS 64
 static pthread_mutex_t g_set_locks[SET_LOCKS] = { [0 ... SET_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER };
 
+void dk__map_in_child(void)
+{
+  for (int i = 0; i < SET_LOCKS; i++) pthread_mutex_init(&g_set_locks[i], NULL);
+}
+
 pthread_mutex_t *dk__md_set_lock(const IOMemoryDescriptor *md)
 {
   uintptr_t a = (uintptr_t)md;

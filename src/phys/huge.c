@@ -1,5 +1,6 @@
 /* src/phys/huge.c: hugepage reservations and chunks (see huge.h). */
 #include "phys/huge.h"
+#include "base/fork.h"
 #include "prim/prim.h"
 
 #include <dirent.h>
@@ -121,10 +122,23 @@ __attribute__((destructor)) static void give_back_at_exit(void)
 
 static pthread_once_t g_reclaim_once = PTHREAD_ONCE_INIT;
 
+/* In a forked child: the limits were raised by the parent, which gives them back. */
+static void huge_in_child(void)
+{
+  pthread_mutex_init(&g_lock, NULL);
+  g_raised[0] = g_raised[1] = 0;
+}
+
+static void first_use(void)
+{
+  dk__huge_reclaim_dead();
+  dk__fork_register(DK_FORK_HUGE, huge_in_child);
+}
+
 bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
 {
   *raised = 0;
-  pthread_once(&g_reclaim_once, dk__huge_reclaim_dead);
+  pthread_once(&g_reclaim_once, first_use);
   dk_huge_counts k;
   if (dk__huge_counts(page, &k) < 0) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the kernel has no %llu KiB hugepages",

@@ -61,6 +61,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
   .mkdir = mkdir, .kill = kill, .opendir = opendir,\
   .mount = mount, .umount = sys_umount, .rename = rename, .fcntl_lock = sys_fcntl_lock, .statfs = statfs,\
+  .chmod = chmod,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -76,6 +77,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
   "mkdir", "kill", "opendir",
   "mount", "umount", "rename", "fcntl_lock", "statfs",
+  "chmod",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -98,25 +100,30 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
   [DK_PRIM_MOUNT] = ENOMEM, [DK_PRIM_UMOUNT] = EBUSY, [DK_PRIM_RENAME] = ENOSPC,
   [DK_PRIM_FCNTL_LOCK] = ENOLCK, [DK_PRIM_STATFS] = EIO,
+  [DK_PRIM_CHMOD] = EPERM,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
 #define RELEASE_CALLS (DK_PRIM_BIT(DK_PRIM_MUNMAP) | DK_PRIM_BIT(DK_PRIM_MUNLOCK) | DK_PRIM_BIT(DK_PRIM_CLOSE) | \
                        DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK) | DK_PRIM_BIT(DK_PRIM_UMOUNT))
 
+/* The settings are atomics too: a test may arm while the library's own threads (a server's,
+ * a client connection's) keep making calls; they see the old or the new settings. */
 static _Atomic int           fault_armed;
 static _Atomic unsigned long fault_seen;
-static unsigned long         fault_nth;
-static int                   fault_forever, fault_err;   /* set before the operation runs */
+static _Atomic unsigned long fault_nth;
+static _Atomic int           fault_forever, fault_err;
 static _Atomic int           fault_fired_flag;           /* any thread of the operation sets it */
-static uint64_t              fault_calls;
+static _Atomic uint64_t      fault_calls;
+#define RELAXED(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 void dk__fault_arm(unsigned long nth, int forever, uint64_t calls, int err)
 {
-  fault_nth = nth;
-  fault_forever = forever;
-  fault_calls = calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
-  fault_err = err;
+  atomic_store_explicit(&fault_nth, nth, memory_order_relaxed);
+  atomic_store_explicit(&fault_forever, forever, memory_order_relaxed);
+  atomic_store_explicit(&fault_calls, calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS),
+                        memory_order_relaxed);
+  atomic_store_explicit(&fault_err, err, memory_order_relaxed);
   atomic_store(&fault_fired_flag, 0);
   atomic_store(&fault_seen, 0);
   atomic_store(&fault_armed, 1);
@@ -130,12 +137,13 @@ static inline int fault(dk_prim_call call)
 {
   if (__builtin_expect(!atomic_load_explicit(&fault_armed, memory_order_relaxed), 1))
     return 0;
-  if (!(fault_calls & DK_PRIM_BIT(call)))
+  if (!(RELAXED(fault_calls) & DK_PRIM_BIT(call)))
     return 0;
-  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1;
-  if (n == fault_nth || (fault_forever && n > fault_nth)) {
+  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1, nth = RELAXED(fault_nth);
+  if (n == nth || (RELAXED(fault_forever) && n > nth)) {
     atomic_store(&fault_fired_flag, 1);
-    errno = fault_err ? fault_err : default_errno[call];
+    int err = RELAXED(fault_err);
+    errno = err ? err : default_errno[call];
     return 1;
   }
   return 0;
@@ -334,7 +342,9 @@ int dk__fchmod(int fd, mode_t mode)
 int dk__fcntl(int fd, int cmd, int arg)
 {
   if (fault(DK_PRIM_FCNTL)) return -1;
-  return dk__prim.fcntl(fd, cmd, arg);
+  int r = dk__prim.fcntl(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) COUNT(c_fds, 1);   /* a new descriptor */
+  return r;
 }
 int dk__unlink(const char *path)
 {
@@ -352,6 +362,11 @@ int dk__lstat(const char *path, struct stat *st)
 {
   if (fault(DK_PRIM_LSTAT)) return -1;
   return dk__prim.lstat(path, st);
+}
+int dk__chmod(const char *path, mode_t mode)
+{
+  if (fault(DK_PRIM_CHMOD)) return -1;
+  return dk__prim.chmod(path, mode);
 }
 int dk__ioctl(int fd, unsigned long request, void *arg)
 {

@@ -66,6 +66,7 @@ typedef struct dk_prim_table {
   int     (*rename)(const char *from, const char *to);
   int     (*fcntl_lock)(int fd, int cmd, struct flock *lock);
   int     (*statfs)(const char *path, struct statfs *st);
+  int     (*chmod)(const char *path, mode_t mode);
   int     (*pipe2)(int fds[2], int flags);
   int     (*mkdir)(const char *path, mode_t mode);
   int     (*kill)(pid_t pid, int sig);
@@ -89,6 +90,7 @@ typedef enum dk_prim_call {
   DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK, DK_PRIM_FSTAT,
   DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR,
   DK_PRIM_MOUNT, DK_PRIM_UMOUNT, DK_PRIM_RENAME, DK_PRIM_FCNTL_LOCK, DK_PRIM_STATFS,
+  DK_PRIM_CHMOD,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -163,6 +165,7 @@ int     dk__fcntl(int fd, int cmd, int arg);
 int     dk__unlink(const char *path);
 int     dk__pipe(int fds[2]);
 int     dk__lstat(const char *path, struct stat *st);
+int     dk__chmod(const char *path, mode_t mode);
 /* ioctl with a pointer argument (VFIO); EINTR is retried by the caller. */
 int     dk__ioctl(int fd, unsigned long request, void *arg);
 /* readlink, NUL-terminated; -1 with errno (ENAMETOOLONG when it does not fit). */

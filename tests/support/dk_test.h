@@ -173,4 +173,15 @@ const char *dkt_check_physical_promise(const void *va, size_t len, uint64_t alig
 /* The parent side: assert that a child exited 0 (and say how it ended otherwise). */
 void dkt_assert_child_ok(int status);
 
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t dkt_now_ms(void);
+/* Poll `cond` every 2 ms for up to `ms`; the value of the last evaluation. */
+#define DKT_WAIT_UNTIL(cond, ms)                                                           \
+  ({                                                                                       \
+    uint64_t end_ = dkt_now_ms() + (uint64_t)(ms);                                         \
+    bool ok_;                                                                              \
+    while (!(ok_ = (cond)) && dkt_now_ms() < end_) usleep(2000);                           \
+    ok_;                                                                                   \
+  })
+
 #endif
