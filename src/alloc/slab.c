@@ -206,6 +206,9 @@ static bool obj_block_get(dk_block *mem)
     dk__munmap(p, DK_SLAB_BYTES);
     p = NULL;
   }
+  /* the block's pages in one call, not one page fault per 4 KiB on the create path; a kernel
+   * without MADV_POPULATE_WRITE (5.14) faults them in as they are used */
+  if (p) (void)dk__madvise(p, DK_SLAB_BYTES, MADV_POPULATE_WRITE);
   if (!p) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for descriptor objects: %s", strerror(errno));
     return false;

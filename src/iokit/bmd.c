@@ -156,7 +156,7 @@ static void ready_key_set(IOBufferMemoryDescriptor *b)
     return;
   if (b->extra && !(b->extra = intern(b->extra))) return;   /* too many distinct sets */
   b->init_flags = md->flags;
-  b->keyed = true;
+  b->md.keyed = true;
 }
 
 /* Keep b built if it is as init left it (but for what a caller may change and revival resets:
@@ -164,11 +164,11 @@ static void ready_key_set(IOBufferMemoryDescriptor *b)
 static bool ready_park(IOBufferMemoryDescriptor *b)
 {
   IOMemoryDescriptor *md = &b->md;
-  if (!b->keyed || !tl_ready_creator || dk__md_ext_peek(md) ||
+  if (!b->md.keyed || !tl_ready_creator || dk__md_ext_peek(md) ||
       atomic_load_explicit(&md->wire_count, memory_order_relaxed) != 1)
     return false;
   uint64_t gen = dk__config_gen();
-  if (b->gen != gen) return false;
+  if (b->md.gen != gen) return false;
   if (tl_ready_gen != gen) {
     ready_flush();
     tl_ready_gen = gen;
@@ -463,7 +463,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   dk_mem_req rq = { .size = p->alloc_size, .len = p->capacity, .valign = valign, .c = &c,
                     .wire = !p->pageable, .shared = (options & kIOMemorySharingTypeMask) != 0 };
   if (!dk__mem_alloc(&md->mem, &rq)) return false;
-  md->buffer = md->mem.va;
+  md->buffer = dk__mem_va(&md->mem);
   md->phys_fixed = (md->mem.flags & DK_MEM_FRAMES_FIXED) && !mapper;
   if (!p->pageable) {
     /* auto-prepared (§2 step 17); nobody else sees the object yet: no fence needed */
@@ -513,7 +513,7 @@ static __attribute__((noinline)) IOBufferMemoryDescriptor *build(const char *fn,
     OSObject_release(b);
     return NULL;
   }
-  b->gen = gen;
+  b->md.gen = gen;
   ready_key_set(b);
   dk__enter(fn);       /* success: a provider that was tried and passed over is not a failure */
   return b;
