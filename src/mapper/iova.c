@@ -24,13 +24,18 @@ static void node_keep(dk_iova_space *s, dk_xnode *n)
   s->nspare++;
 }
 
-/* Nodes in the tree and kept add up to at least `need`. */
+/* Nodes in the tree and kept add up to at least `need`; on failure none is added. */
 static bool nodes_for(dk_iova_space *s, size_t need)
 {
+  size_t added = 0;
   while (s->free.count + s->nspare < need) {
     dk_xnode *n = dk__malloc(sizeof *n);
-    if (!n) return false;
+    if (!n) {
+      while (added--) dk__free(node_take(s));
+      return false;
+    }
     node_keep(s, n);
+    added++;
   }
   return true;
 }
