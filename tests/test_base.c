@@ -33,7 +33,9 @@ static void options_set_get_names(void **state)
     [DK_OPTION_POOL] = "POOL", [DK_OPTION_POOL_MAX_MB] = "POOL_MAX_MB", [DK_OPTION_POOL_GROW_MB] = "POOL_GROW_MB",
     [DK_OPTION_LOWMEM_SEARCH_MB] = "LOWMEM_SEARCH_MB", [DK_OPTION_LOWMEM_SEARCH_MS] = "LOWMEM_SEARCH_MS",
     [DK_OPTION_SHARE_TIMEOUT_MS] = "SHARE_TIMEOUT_MS", [DK_OPTION_MAPPER_DEBUG] = "MAPPER_DEBUG",
+    [DK_OPTION_MEMORY_MARGIN_MB] = "MEMORY_MARGIN_MB",
   };
+  for (int o = 0; o < DK_OPTION__COUNT; o++) assert_non_null(names[o]);   /* a new option is named here */
   for (int o = 0; o < DK_OPTION__COUNT; o++) {
     assert_string_equal(dk_option_name((dk_option)o), names[o]);
     long was = dk_option_get((dk_option)o);

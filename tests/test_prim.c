@@ -240,8 +240,10 @@ static bool call_once(dk_prim_call call)
     assert_non_null(mkdtemp(dir));
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
+    int e;
     if (call == DK_PRIM_MKDIR) {
       r = dk__mkdir(a, 0700);
+      e = errno;
       rmdir(a);
     } else {
       fd = open(a, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -254,11 +256,13 @@ static bool call_once(dk_prim_call call)
         struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
         r = dk__fcntl_lock(fd, F_OFD_SETLK, &l);
       }
+      e = errno;
       close(fd);
       unlink(a);
       unlink(b);
     }
     rmdir(dir);
+    errno = e;                           /* the call's, not the clean-up's */
     return r != 0;
   }
   case DK_PRIM_KILL:

@@ -117,7 +117,7 @@ static void server_refuses_bad_request_options(void **state)
   assert_int_equal(r.hdr.type, DK_MSG_RESULT);
   assert_int_equal(r.hdr.seq, 1);
   assert_int_equal(r.u.result.code, kIOReturnBadArgument);
-  assert_non_null(strstr(r.u.result.text, "only kIOMapReadOnly"));
+  assert_non_null(strstr(r.u.result.text, "only kIOMapAnywhere, a cache mode, kIOMapReadOnly and kIOMapPrefault"));
   assert_true(dk_task_is_connected(t));   /* a refused request does not cut the client off */
   dk_task_release(t);
   dk_task_release(t);

@@ -29,47 +29,16 @@ pthread_mutex_t dk__pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static dk_region     *g_regions;         /* by descending pa */
 static dk_chunk_node *g_chunks;
 static dk_xtree       g_free;            /* every free extent, by physical address */
-static dk_xnode      *g_nodes;           /* extent nodes kept for reuse */
 static dk_pool_stats  g_stats;
 static uint64_t       g_bytes_4k, g_requests_4k;
 
-/* ---- extent nodes -------------------------------------------------------------------- */
+/* ---- extent nodes -------------------------------------------------------------------- *
+ * Taken from the C heap when a carve needs them (before it changes anything) and given back
+ * when a free joins extents; a large block keeps the one its own free will need. No cache:
+ * what the heap holds for the pool is exactly its extents and its blocks' spares. */
 
-static dk_xnode *node_get(void)
-{
-  dk_xnode *n = g_nodes;
-  if (n) {
-    g_nodes = n->r;
-    return n;
-  }
-  return dk__malloc(sizeof *n);
-}
-
-static void node_put(dk_xnode *n)
-{
-  if (!n) return;
-  n->r = g_nodes;
-  g_nodes = n;
-}
-
-/* At least n nodes in the cache; false (failure recorded) if they cannot be had. */
-static bool nodes_ready(int n)
-{
-  dk_xnode *got[2];
-  int have = 0;
-  for (dk_xnode *x = g_nodes; x && have < n; x = x->r) have++;
-  int add = n - have;
-  for (int i = 0; i < add; i++) {
-    got[i] = dk__malloc(sizeof *got[i]);
-    if (!got[i]) {
-      while (i-- > 0) node_put(got[i]);
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
-      return false;
-    }
-  }
-  for (int i = 0; i < add; i++) node_put(got[i]);
-  return true;
-}
+static dk_xnode *node_get(void) { return dk__malloc(sizeof(dk_xnode)); }
+static void node_put(dk_xnode *n) { dk__free(n); }
 
 /* ---- extents ----------------------------------------------------------------------------- */
 
@@ -96,15 +65,22 @@ static dk_xnode *find_place(const dk_constraints *c, uint64_t len, uint64_t alig
   return n;
 }
 
-/* Carve [x, x+len) out of extent n; the block gets a node for its free. Needs two nodes in
- * the cache (nodes_ready(2)); cannot fail. */
-static void carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
+/* Carve [x, x+len) out of extent n; the block gets a node for its free. The nodes it needs
+ * are taken first: false (nothing changed, failure recorded) when there is no memory. */
+static bool carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
 {
   dk_region *r = n->owner;
   uint64_t end = x + len;
-  dk_xnode *spare = NULL;
-  if (x > n->start && end < n->end) {            /* split in two */
-    dk_xnode *tail = node_get();
+  bool split = x > n->start && end < n->end, whole = x == n->start && end == n->end;
+  dk_xnode *tail = split ? node_get() : NULL;
+  dk_xnode *spare = whole ? n : node_get();
+  if ((split && !tail) || !spare) {
+    node_put(tail);
+    if (!whole) node_put(spare);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
+    return false;
+  }
+  if (split) {                                   /* split in two */
     tail->start = end;
     tail->end = n->end;
     tail->owner = r;
@@ -117,17 +93,17 @@ static void carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
   } else if (end < n->end) {
     n->start = end;
     dk__xtree_update(&g_free, n);
-  } else {                                       /* the whole extent */
+  } else {                                       /* the whole extent: its node is the spare */
     dk__xtree_remove(&g_free, n);
-    spare = n;
   }
   r->free_bytes -= len;
   out->region = r;
   out->slab = NULL;
-  out->spare = spare ? spare : node_get();
+  out->spare = spare;
   out->pa = x;
   out->va = r->va + (x - r->pa);
   out->len = len;
+  return true;
 }
 
 /* Return [pa, pa+len) to its region's free extents, coalescing; the memory is already zero.
@@ -168,13 +144,13 @@ static void give(dk_block *b)
 
 void dk__pool_give_locked(dk_block *b) { give(b); }
 
-static bool try_place(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
+/* 1 placed, 0 nowhere to place it, -1 no memory to carve it (failure recorded). */
+static int try_place(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
   uint64_t x;
   dk_xnode *n = find_place(c, len, align, &x);
-  if (!n) return false;
-  carve(n, x, len, out);
-  return true;
+  if (!n) return 0;
+  return carve(n, x, len, out) ? 1 : -1;
 }
 
 /* ---- growth ---------------------------------------------------------------------------- */
@@ -367,7 +343,7 @@ static int grow_reserved(const dk_constraints *c, uint64_t len, uint64_t align, 
     if (r <= 0) dk__free(node);
     return r < 0 ? -1 : 0;
   }
-  if (nodes_ready(2) && try_place(c, len, align, out)) return 1;
+  if (try_place(c, len, align, out) > 0) return 1;
   drop_chunk(node);
   return -1;
 }
@@ -415,9 +391,15 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
       uint32_t n = (uint32_t)((bytes + P2 - 1) / P2);
       if (!grow_some(P2, need, n, &node, &short_of_memory)) break;
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
-      if (nodes_ready(2) && try_place(c, len, align, out)) {
+      int placed = try_place(c, len, align, out);
+      if (placed > 0) {
         drop_unused(searched, nsearched);
         return true;
+      }
+      if (placed < 0) {                    /* no memory to carve: what this growth took goes back */
+        searched[nsearched++] = node;
+        drop_unused(searched, nsearched);
+        return false;
       }
       bool below = !c->high || chunk_has_below(node, c->high);
       if (!below && !lowmem) {
@@ -439,8 +421,10 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
     dk_chunk_node *node;
     if (grow(P1G, n, &node)) {
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
-      if (nodes_ready(2) && try_place(c, len, align, out)) return true;
+      int placed = try_place(c, len, align, out);
+      if (placed > 0) return true;
       if (chunk_unused(node)) drop_chunk(node);
+      if (placed < 0) return false;
     }
   }
   /* say which constraint could not be met */
@@ -477,8 +461,8 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
 
 bool dk__pool_carve_locked(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
-  if (!nodes_ready(2)) return false;
-  return try_place(c, len, align, out) || grow_for(c, len, align, out);
+  int placed = try_place(c, len, align, out);
+  return placed ? placed > 0 : grow_for(c, len, align, out);
 }
 
 /* ---- fork ------------------------------------------------------------------------------ */
@@ -492,7 +476,6 @@ static void pool_in_child(void)
   g_regions = NULL;
   g_chunks = NULL;
   g_free = (dk_xtree){ 0 };
-  g_nodes = NULL;
   memset(&g_stats, 0, sizeof g_stats);
   g_bytes_4k = g_requests_4k = 0;
   dk__slab_in_child();
@@ -802,11 +785,6 @@ IOReturn dk_pool_trim(void)
   for (dk_chunk_node *n = g_chunks, *next; n; n = next) {
     next = n->next;
     if (chunk_unused(n)) drop_chunk(n);
-  }
-  while (g_nodes) {                       /* nodes kept for reuse; live blocks keep their own */
-    dk_xnode *n = g_nodes;
-    g_nodes = n->r;
-    dk__free(n);
   }
   g_stats.trims++;
   pthread_mutex_unlock(&g_lock);

@@ -267,8 +267,8 @@ void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
     dk__xtree_remove(&m->regions, &r->node);
     /* an IOVA the kernel would not unmap stays allocated: handing it out again would fail
      * (or alias) in the IOMMU */
-    if (m->ops->unmap(m, r->iova, rlen) == 0 && !dk__iova_free(&m->space, r->iova, rlen))
-      m->info.double_unmaps++;
+    if (m->ops->unmap(m, r->iova, rlen) != 0) dk__iova_retire(&m->space, r->iova, rlen);
+    else if (!dk__iova_free(&m->space, r->iova, rlen)) m->info.double_unmaps++;
     m->info.mappings_live--;
     m->info.bytes_mapped -= rlen;
     dk__free(r);
