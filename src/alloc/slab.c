@@ -195,34 +195,114 @@ static void release_locked(dk_slab *s)
 }
 
 /* ---- the memory of object slabs ------------------------------------------------------------ *
- * Descriptor objects live in slabs of ordinary memory: 64 KiB blocks mapped on their own,
- * aligned to 64 KiB so that an object's block (and from its header, its slab) is found from
- * the object's address. */
+ * Descriptor objects live in slabs of ordinary memory: 64 KiB blocks, aligned to 64 KiB so that
+ * an object's block (and from its header, its slab) is found from the object's address. Blocks
+ * are cut from 2 MiB arenas, mapped on their own and 2 MiB-aligned; every arena after a
+ * process's first asks for transparent hugepages, so a million live descriptors sit in a
+ * hundred TLB entries, not fifty thousand. An empty block goes back to its arena and stays
+ * mapped (its next slab takes no page fault); dk_pool_trim() unmaps the arenas with no block
+ * in use. All under the pool lock. */
+
+#define ARENA_BYTES  (2u << 20)
+#define ARENA_BLOCKS (ARENA_BYTES / DK_SLAB_BYTES)
+_Static_assert(ARENA_BLOCKS <= 32, "an arena's free blocks are one 32-bit mask");
+
+typedef struct obj_arena {
+  uint8_t          *base;
+  uint32_t          free;                /* bit i: block i is free */
+  struct obj_arena *prev, *next;         /* in g_arenas_free while it has a free block */
+  struct obj_arena *all_next;            /* every arena (records are reused, never freed) */
+  bool              mapped, listed;
+} obj_arena;
+
+static obj_arena *g_arenas_free;         /* pool lock: arenas with a free block */
+static obj_arena *g_arenas_all;          /* pool lock */
+static unsigned   g_arenas_mapped;       /* pool lock */
+
+/* a block's header: its slab record at +0, its arena at +8 (kept while the block is free) */
+static obj_arena **block_arena(uint8_t *block) { return (obj_arena **)(void *)(block + sizeof(void *)); }
+
+static void arena_list(obj_arena *a)
+{
+  a->prev = NULL;
+  a->next = g_arenas_free;
+  if (a->next) a->next->prev = a;
+  g_arenas_free = a;
+  a->listed = true;
+}
+
+static void arena_unlist(obj_arena *a)
+{
+  if (a->prev) a->prev->next = a->next;
+  else g_arenas_free = a->next;
+  if (a->next) a->next->prev = a->prev;
+  a->prev = a->next = NULL;
+  a->listed = false;
+}
+
+static obj_arena *arena_new(void)
+{
+  obj_arena *a = g_arenas_all;
+  while (a && a->mapped) a = a->all_next;
+  if (!a) {
+    if (!(a = dk__alloc_persistent(64, sizeof *a))) return NULL;
+    memset(a, 0, sizeof *a);
+    a->all_next = g_arenas_all;
+    g_arenas_all = a;
+  }
+  uint8_t *p = dk__reserve_aligned(ARENA_BYTES, ARENA_BYTES, 0);
+  if (p && dk__mprotect(p, ARENA_BYTES, PROT_READ | PROT_WRITE) < 0) {
+    dk__munmap(p, ARENA_BYTES);
+    p = NULL;
+  }
+  if (!p) return NULL;
+  /* a process with a few buffers keeps a few 64 KiB of descriptors; past the first arena the
+   * count is large and hugepages pay (a kernel without them ignores the advice) */
+  if (g_arenas_mapped > 0) (void)dk__madvise(p, ARENA_BYTES, MADV_HUGEPAGE);
+  a->base = p;
+  a->free = (uint32_t)((1ull << ARENA_BLOCKS) - 1);
+  a->mapped = true;
+  g_arenas_mapped++;
+  for (unsigned i = 0; i < ARENA_BLOCKS; i++) *block_arena(p + (size_t)i * DK_SLAB_BYTES) = a;
+  arena_list(a);
+  return a;
+}
 
 static bool obj_block_get(dk_block *mem)
 {
-  uint8_t *p = dk__reserve_aligned(DK_SLAB_BYTES, DK_SLAB_BYTES, 0);
-  if (p && dk__mprotect(p, DK_SLAB_BYTES, PROT_READ | PROT_WRITE) < 0) {
-    dk__munmap(p, DK_SLAB_BYTES);
-    p = NULL;
-  }
-  /* the block's pages in one call, not one page fault per 4 KiB on the create path; a kernel
-   * without MADV_POPULATE_WRITE (5.14) faults them in as they are used */
-  if (p) (void)dk__madvise(p, DK_SLAB_BYTES, MADV_POPULATE_WRITE);
-  if (!p) {
+  obj_arena *a = g_arenas_free;
+  if (!a && !(a = arena_new())) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for descriptor objects: %s", strerror(errno));
     return false;
   }
+  unsigned i = (unsigned)__builtin_ctz(a->free);
+  a->free &= ~(1u << i);
+  if (!a->free) arena_unlist(a);
   memset(mem, 0, sizeof *mem);
-  mem->va = p;
+  mem->va = a->base + (size_t)i * DK_SLAB_BYTES;
   mem->len = DK_SLAB_BYTES;
   return true;
 }
 
 static void obj_block_put(dk_block *mem)
 {
-  dk__munmap(mem->va, DK_SLAB_BYTES);
+  obj_arena *a = *block_arena(mem->va);
+  a->free |= 1u << ((unsigned)(mem->va - a->base) / DK_SLAB_BYTES);
+  if (!a->listed) arena_list(a);
   mem->va = NULL;
+}
+
+/* Unmap every arena with no block in use. Pool lock held. */
+static void arenas_trim_locked(void)
+{
+  for (obj_arena *a = g_arenas_all; a; a = a->all_next) {
+    if (!a->mapped || a->free != (uint32_t)((1ull << ARENA_BLOCKS) - 1)) continue;
+    arena_unlist(a);
+    dk__munmap(a->base, ARENA_BYTES);
+    a->base = NULL;
+    a->mapped = false;
+    g_arenas_mapped--;
+  }
 }
 
 /* ---- the heap of this thread ------------------------------------------------------------ */
@@ -516,6 +596,8 @@ void dk__slab_in_child(void)
   memset(g_orphans, 0, sizeof g_orphans);
   g_orphan_all = NULL;
   g_records = NULL;
+  g_arenas_free = g_arenas_all = NULL;    /* (the copies of the parent's arenas stay mapped) */
+  g_arenas_mapped = 0;
   tl_heap = NULL;
   dk__tl_armed &= ~(1u << DK_TLD_HEAP);
 }
@@ -548,6 +630,7 @@ void dk__slab_trim_locked(void)
     all_remove(&g_orphan_all, s);
     release_locked(s);
   }
+  arenas_trim_locked();                  /* last: the object slabs above gave their blocks back */
 }
 
 /* The bitmap agrees with the count, and the queues hold exactly the slabs with a free slot. */
