@@ -283,45 +283,30 @@ static _Thread_local plan_key tl_plan_key;
 static _Thread_local dk_plan tl_plan;
 static _Thread_local bool tl_plan_valid;
 
-/* A plan copied word by word: GCC turns a struct copy or memcpy of this size from thread-
- * local storage into `rep movs`, whose start-up cost was the largest single item of the
- * create path. */
-static inline void plan_copy(dk_plan *dst, const dk_plan *src)
-{
-  _Static_assert(sizeof(dk_plan) % 8 == 0, "dk_plan is copied in 8-byte words");
-  unsigned char *d = (unsigned char *)dst;
-  const unsigned char *s = (const unsigned char *)src;
-  for (size_t i = 0; i < sizeof(dk_plan); i += 8) {
-    uint64_t w;
-    __builtin_memcpy(&w, s + i, 8);
-    __builtin_memcpy(d + i, &w, 8);
-  }
-}
-
-static bool plan_memo(dk_plan *out, dk_task_kind tk, bool mapped, IOOptionBits options, uint64_t capacity,
-                      uint64_t alignment, uint64_t mask, uint64_t page)
+/* The plan for these arguments: this thread's memo of its last one (no copy: GCC turns a copy
+ * of a plan into `rep movs`, whose start-up cost was the largest single item of the create
+ * path). Valid until this thread's next plan_memo; NULL with the failure recorded. */
+static const dk_plan *plan_memo(dk_task_kind tk, bool mapped, IOOptionBits options, uint64_t capacity,
+                                uint64_t alignment, uint64_t mask, uint64_t page)
 {
   /* compared field by field: a byte compare of a key just built from narrow stores stalls on
    * store forwarding, which cost more than the whole comparison */
   const plan_key *o = &tl_plan_key;
   if (tl_plan_valid && o->capacity == capacity && o->options == options && o->mask == mask &&
-      o->alignment == alignment && o->task == tk && o->mapped == mapped && o->page == page) {
-    plan_copy(out, &tl_plan);
-    return true;
-  }
-  plan_key k = { .task = tk, .mapped = mapped, .options = options, .capacity = capacity,
-                 .alignment = alignment, .mask = mask, .page = page };
+      o->alignment == alignment && o->task == tk && o->mapped == mapped && o->page == page)
+    return &tl_plan;
+  tl_plan_valid = false;
   dk_constraint_kind kind;
   char why[200];
-  IOReturn rc = dk__plan(out, tk, options, capacity, alignment, mask, page, mapped, &kind, why, sizeof why);
+  IOReturn rc = dk__plan(&tl_plan, tk, options, capacity, alignment, mask, page, mapped, &kind, why, sizeof why);
   if (rc != kIOReturnSuccess) {
     dk__fail(rc, kind, "%s", why);
-    return false;
+    return NULL;
   }
-  tl_plan_key = k;
-  plan_copy(&tl_plan, out);
+  tl_plan_key = (plan_key){ .task = tk, .mapped = mapped, .options = options, .capacity = capacity,
+                            .alignment = alignment, .mask = mask, .page = page };
   tl_plan_valid = true;
-  return true;
+  return &tl_plan;
 }
 
 /* What §2 promised for the buffer's I/O addresses with a mapper: the mask's address bits and
@@ -411,9 +396,8 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
     x->mapper = mapper;                 /* released with the descriptor, even on failure */
     md->has_mapper = true;
   }
-  dk_plan plan;
-  if (!plan_memo(&plan, tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size)) return false;
-  const dk_plan *p = &plan;
+  const dk_plan *p = plan_memo(tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size);
+  if (!p) return false;
   if (!strict_cache_ok(p->cache_mode)) return false;
   if (!p->pageable && dk__next_pow2(p->alignment ? p->alignment : 1) == 0) {
     /* XNU's physical allocator could not satisfy an alignment mask this wide either */
