@@ -9,7 +9,11 @@
 
 const dk_provider_ops *dk__mem_ops(const dk_mem *m)
 {
-  return m->kind == DK_PROVIDER_MEMFD_4K ? &dk__prov_memfd : &dk__prov_pool;
+  switch (m->kind) {
+  case DK_PROVIDER_MEMFD_4K: return &dk__prov_memfd;
+  case DK_PROVIDER_USER:     return &dk__prov_user;
+  default:                   return &dk__prov_pool;
+  }
 }
 
 /* Whether the frames must be read to keep the promise. A buffer of at most one page starts

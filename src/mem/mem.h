@@ -20,6 +20,25 @@ enum {
   DK_MEM_ZEROED       = 1u << 3,   /* known to read zero when handed out */
 };
 
+/* Memory the caller owns (prov_user.c): its ranges in descriptor order, and while wired the
+ * pins and frames of each range's pages. */
+typedef struct dk_urange {
+  uint64_t addr;                   /* the caller's address: virtual, or a bus address */
+  uint64_t len;
+  uint64_t off;                    /* the descriptor offset of its first byte */
+  uint64_t page0;                  /* its first page's index in pfn[] / run[] (virtual) */
+} dk_urange;
+typedef struct dk_user {
+  uint32_t   count;
+  bool       virt;                 /* ranges of this process (else bus addresses, wired as given) */
+  bool       frames_known;
+  dk_urange *r;
+  uint64_t   pages;                /* pages the ranges' page spans cover */
+  dk_pin    *pins;                 /* one per range while pinned */
+  uint64_t  *pfn;                  /* frame of each page, while wired (privileged) */
+  uint32_t  *run;                  /* pages from each to the end of its contiguous run */
+} dk_user;
+
 typedef struct dk_mem {
   uint8_t    *va;                  /* the memory in this process (the internal view) */
   uint64_t    len;                 /* bytes it spans */
@@ -28,6 +47,7 @@ typedef struct dk_mem {
   union {
     dk_block    pool;              /* DK_PROVIDER_POOL, DK_PROVIDER_POOL_SLAB */
     dk_backing *memfd;             /* DK_PROVIDER_MEMFD_4K */
+    dk_user    *user;              /* DK_PROVIDER_USER */
   } u;
 } dk_mem;
 
@@ -73,6 +93,20 @@ typedef struct dk_provider_ops {
 
 extern const dk_provider_ops dk__prov_pool;
 extern const dk_provider_ops dk__prov_memfd;
+extern const dk_provider_ops dk__prov_user;
+
+/* A record of `count` ranges ({address, length}) the caller owns: virtual ranges of this
+ * process, or bus addresses (physical, remote) that are wired as given. Nothing is touched
+ * until it is wired. false with the failure recorded. */
+bool dk__user_create(dk_mem *m, const uint64_t (*ranges)[2], uint32_t count, bool virt);
+/* Wire a virtual record: pin every range (frames read) where frames can be handed out, else
+ * fault the pages in; `device_writes` words the refusal of read-only memory. */
+bool dk__user_wire(dk_mem *m, bool device_writes);
+/* The mapping of this process that holds `va` (/proc/self/maps): its end and permissions
+ * ("rw-s"); false when nothing is mapped there. */
+bool dk__vma_find(uint64_t va, uint64_t *end, char perms[5]);
+/* The range holding descriptor offset `off`, or NULL past the end. */
+const dk_urange *dk__user_range_at(const dk_user *u, uint64_t off);
 
 const dk_provider_ops *dk__mem_ops(const dk_mem *m);
 
@@ -103,6 +137,7 @@ static inline uint64_t dk__mem_phys(const dk_mem *m, uint64_t off, uint64_t *run
 static inline bool dk__mem_frames_known(const dk_mem *m)
 {
   if (m->kind == DK_PROVIDER_MEMFD_4K) return m->u.memfd->frames_known;
+  if (m->kind == DK_PROVIDER_USER) return !m->u.user->virt || m->u.user->frames_known;
   return m->kind != DK_PROVIDER_NONE;
 }
 

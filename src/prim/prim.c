@@ -42,6 +42,10 @@ static int sys_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 static int sys_ioctl(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
 static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
 static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
+static void *sys_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
+{
+  return mremap(old, old_len, new_len, flags, new_addr);
+}
 
 #define DK_PRIM_DEFAULTS {\
   .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,\
@@ -54,7 +58,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
-  .mkdir = mkdir, .kill = kill, .opendir = opendir,\
+  .mkdir = mkdir, .kill = kill, .opendir = opendir, .mremap = sys_mremap,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -68,7 +72,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
-  "mkdir", "kill", "opendir",
+  "mkdir", "kill", "opendir", "mremap",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -89,6 +93,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
   [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT, [DK_PRIM_FSTAT] = EIO,
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
+  [DK_PRIM_MREMAP] = ENOMEM,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
@@ -144,6 +149,7 @@ dk_prim_counters dk__prim_counters(void)
 #define COUNT(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
 
 void dk__prim_count_adopted(size_t len) { COUNT(c_map, (long)len); }
+void dk__prim_count_within(size_t len) { COUNT(c_map, -(long)len); }
 
 /* ---- wrappers ------------------------------------------------------------------------ */
 void *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -160,6 +166,11 @@ int dk__munmap(void *addr, size_t len)
   int r = dk__prim.munmap(addr, len);
   if (r == 0) COUNT(c_map, -(long)len);
   return r;
+}
+void *dk__mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
+{
+  if (fault(DK_PRIM_MREMAP)) return MAP_FAILED;
+  return dk__prim.mremap(old, old_len, new_len, flags, new_addr);
 }
 int dk__mprotect(void *addr, size_t len, int prot)
 {

@@ -63,6 +63,7 @@ typedef struct dk_prim_table {
   int     (*mkdir)(const char *path, mode_t mode);
   int     (*kill)(pid_t pid, int sig);
   DIR    *(*opendir)(const char *path);
+  void   *(*mremap)(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
   int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
   int     (*thread_join)(pthread_t t);
   void   *(*malloc)(size_t n);
@@ -80,7 +81,7 @@ typedef enum dk_prim_call {
   DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
   DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
   DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK, DK_PRIM_FSTAT,
-  DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR,
+  DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR, DK_PRIM_MREMAP,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -112,11 +113,17 @@ dk_prim_counters dk__prim_counters(void);
 /* A MAP_FIXED mapping over address space dmakit did not reserve (kIOMapOverwrite) becomes
  * dmakit's: count it, so its munmap balances. */
 void dk__prim_count_adopted(size_t len);
+/* The opposite: a fixed mapping counted as adopted landed inside dmakit's own reservation,
+ * which is counted already. */
+void dk__prim_count_within(size_t len);
 
 /* ---- wrappers: the library calls these, never the table directly -------------------- */
 void   *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int     dk__munmap(void *addr, size_t len);
 int     dk__mprotect(void *addr, size_t len, int prot);
+/* mremap with a new address (MREMAP_FIXED); with old_len 0 a second mapping of the same shared
+ * pages. Counted like a MAP_FIXED mmap: it replaces address space already counted. */
+void   *dk__mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int     dk__madvise(void *addr, size_t len, int advice);
 int     dk__mlock(const void *addr, size_t len);
 int     dk__munlock(const void *addr, size_t len);
