@@ -140,6 +140,7 @@ typedef enum dk_provider {
   DK_PROVIDER_POOL,           /* a contiguous range of the hugepage pool */
   DK_PROVIDER_POOL_SLAB,      /* a slot of a small-buffer slab in the hugepage pool */
   DK_PROVIDER_USER,           /* memory the caller already had (IOMemoryDescriptor_withAddressRange) */
+  DK_PROVIDER_HUGEFD,         /* a hugepage with a file of its own: shared memory 4K pages cannot serve */
 } dk_provider;
 
 /* What §2 derived for a buffer and where its memory came from. */

@@ -720,6 +720,7 @@ const char *dk_provider_name(dk_provider p)
   case DK_PROVIDER_POOL:      return "hugepage-pool";
   case DK_PROVIDER_POOL_SLAB: return "hugepage-pool-slab";
   case DK_PROVIDER_USER:      return "user-range";
+  case DK_PROVIDER_HUGEFD:    return "hugepage-own";
   default:                   return "none";
   }
 }

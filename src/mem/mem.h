@@ -39,6 +39,17 @@ typedef struct dk_user {
   uint32_t  *run;                  /* pages from each to the end of its contiguous run */
 } dk_user;
 
+/* One hugepage with a file of its own (prov_hugefd.c): shareable memory under a constraint 4K
+ * pages cannot keep. */
+typedef struct dk_hugefd {
+  int       fd;
+  uint8_t  *base;
+  uint64_t  size;                  /* the hugepage size */
+  uint64_t  pa;
+  long      raised;                /* hugepages this record raised the kernel's limit by */
+  dk_pin    pin;
+} dk_hugefd;
+
 typedef struct dk_mem {
   uint8_t    *va;                  /* the memory in this process (the internal view) */
   uint64_t    len;                 /* bytes it spans */
@@ -48,6 +59,7 @@ typedef struct dk_mem {
     dk_block    pool;              /* DK_PROVIDER_POOL, DK_PROVIDER_POOL_SLAB */
     dk_backing *memfd;             /* DK_PROVIDER_MEMFD_4K */
     dk_user    *user;              /* DK_PROVIDER_USER */
+    dk_hugefd  *hugefd;            /* DK_PROVIDER_HUGEFD */
   } u;
 } dk_mem;
 
@@ -94,6 +106,7 @@ typedef struct dk_provider_ops {
 extern const dk_provider_ops dk__prov_pool;
 extern const dk_provider_ops dk__prov_memfd;
 extern const dk_provider_ops dk__prov_user;
+extern const dk_provider_ops dk__prov_hugefd;
 
 /* A record of `count` ranges ({address, length}) the caller owns: virtual ranges of this
  * process, or bus addresses (physical, remote) that are wired as given. Nothing is touched
