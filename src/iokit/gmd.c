@@ -250,7 +250,10 @@ const dk_md_ops dk__gmd_ops = { gmd_segment, gmd_source, gmd_prepare, gmd_comple
 
 uint64_t dk__gmd_identity(IOMemoryDescriptor *md)
 {
-  if (md->obj.cls != &dk__gmd_class || as_gmd(md)->variant != GMD_VIRTUAL || user_of(md)->count != 1) return 0;
+  /* a copy-on-write descriptor's mappings are copies: never the range itself */
+  if (md->obj.cls != &dk__gmd_class || as_gmd(md)->variant != GMD_VIRTUAL || user_of(md)->count != 1 ||
+      (md->flags & kIOMemoryMapCopyOnWrite))
+    return 0;
   return user_of(md)->r[0].addr;
 }
 

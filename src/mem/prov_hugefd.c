@@ -40,9 +40,12 @@ static bool hugefd_can(const dk_mem_req *rq, bool report)
     why = "needs the long-term pin (io_uring), which this kernel refused";
   }
   if (!why) return true;
+  /* named after the constraint 4K pages could not keep, as their own refusal is */
+  dk_constraint_kind k = dk__pages_can_keep(rq->c, rq->size, caps->page_size);
+  if (k == DK_CONSTRAINT_NONE) k = DK_CONSTRAINT_RESOURCE;
   if (report)
     dk__fail(caps->pagemap_frames ? kIOReturnNoMemory : kIOReturnNotPrivileged,
-             caps->pagemap_frames ? DK_CONSTRAINT_RESOURCE : DK_CONSTRAINT_PRIVILEGE,
+             caps->pagemap_frames ? k : DK_CONSTRAINT_PRIVILEGE,
              "memory shared with other processes (kIOMemoryKernelUserShared) under a constraint 4K pages cannot "
              "keep gets a hugepage of its own; that %s", why);
   return false;

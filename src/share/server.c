@@ -450,7 +450,7 @@ void dk__share_unmap(task_t task, uint64_t id)
 
 /* ---- the server thread: requests ------------------------------------------------------------ */
 
-#define MAP_REQ_OPTIONS (kIOMapReadOnly | kIOMapCacheMask | kIOMapPrefault)
+#define MAP_REQ_OPTIONS (kIOMapAnywhere | kIOMapCacheMask | kIOMapReadOnly | kIOMapPrefault)
 
 static void handle_map_req(dk_server *s, dk_conn *c, const dk_msg *m)
 {
