@@ -17,6 +17,19 @@ const dk_provider_ops *dk__mem_ops(const dk_mem *m)
   }
 }
 
+bool dk__mem_wired_for_life(dk_mem *m)
+{
+  (void)m;
+  return true;
+}
+void dk__mem_keep_wired(dk_mem *m) { (void)m; }
+int dk__mem_discard_busy(dk_mem *m)
+{
+  (void)m;
+  errno = EBUSY;
+  return -1;
+}
+
 /* Whether the frames must be read to keep the promise. A buffer of at most one page starts
  * on a page and so is contiguous and page-aligned by construction. */
 static bool has_physical_promise(const dk_constraints *c, uint64_t size, uint64_t page)

@@ -122,6 +122,11 @@ bool dk__vma_find(uint64_t va, uint64_t *end, char perms[5]);
 const dk_urange *dk__user_range_at(const dk_user *u, uint64_t off);
 
 const dk_provider_ops *dk__mem_ops(const dk_mem *m);
+/* The operations of memory wired for life (the pool, a hugepage of its own): wiring succeeds,
+ * unwiring does nothing, discarding is refused (EBUSY). */
+bool dk__mem_wired_for_life(dk_mem *m);
+void dk__mem_keep_wired(dk_mem *m);
+int  dk__mem_discard_busy(dk_mem *m);
 
 /* The ladder: memory for rq, every physical promise verified through the frames. false with
  * the failure recorded (the first provider's reason when none could). */

@@ -122,14 +122,6 @@ static void hugefd_free(dk_mem *m)
   dk__free(h);
 }
 
-static bool hugefd_wire(dk_mem *m)
-{
-  (void)m;
-  return true;                          /* wired for life */
-}
-
-static void hugefd_unwire(dk_mem *m) { (void)m; }
-
 static uint64_t hugefd_phys(const dk_mem *m, uint64_t off, uint64_t *run)
 {
   if (run) *run = m->len - off;
@@ -192,14 +184,7 @@ static int hugefd_share(const dk_mem *m, uint64_t off, uint64_t len, uint64_t *f
   return m->u.hugefd->fd;
 }
 
-static int hugefd_discard(dk_mem *m)
-{
-  (void)m;
-  errno = EBUSY;                        /* wired for life */
-  return -1;
-}
-
 const dk_provider_ops dk__prov_hugefd = {
-  DK_PROVIDER_HUGEFD, "hugepage-own", hugefd_can, hugefd_alloc, hugefd_free, hugefd_wire, hugefd_unwire,
-  hugefd_phys, hugefd_map, hugefd_granule, hugefd_share, hugefd_discard,
+  DK_PROVIDER_HUGEFD, "hugepage-own", hugefd_can, hugefd_alloc, hugefd_free, dk__mem_wired_for_life, dk__mem_keep_wired,
+  hugefd_phys, hugefd_map, hugefd_granule, hugefd_share, dk__mem_discard_busy,
 };

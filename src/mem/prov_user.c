@@ -166,9 +166,7 @@ static bool read_frames(dk_user *u, uint32_t i)
                (unsigned long long)(first + k * p), (unsigned long long)r->addr, (unsigned long long)r->len);
       return false;
     }
-  uint32_t *run = u->run + r->page0;
-  run[n - 1] = 1;
-  for (size_t k = n - 1; k-- > 0;) run[k] = pfn[k + 1] == pfn[k] + 1 ? run[k + 1] + 1 : 1;
+  dk__frame_runs(pfn, u->run + r->page0, n);
   return true;
 }
 
