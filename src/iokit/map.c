@@ -236,13 +236,14 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "guarded mappings need kIOMapAnywhere");
     return NULL;
   }
-  uint64_t min_addr = dk__caps()->mmap_min_addr;
-  if (!(options & kIOMapAnywhere) && !client && at < min_addr) {
-    /* XNU refuses an address outside the kernel map; here, below the lowest address Linux lets
-     * a process map (vm.mmap_min_addr, and never below 64 KiB) */
+  /* XNU refuses an address outside the kernel map; here, below the lowest address Linux lets
+   * a process map (vm.mmap_min_addr, and never below 64 KiB); in a client, the null page */
+  uint64_t min_addr = client ? dk__caps()->page_size : dk__caps()->mmap_min_addr;
+  if (!(options & kIOMapAnywhere) && at < min_addr) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
              "a placed mapping (no kIOMapAnywhere) at 0x%llx is below 0x%llx, the lowest address a mapping may "
-             "take (vm.mmap_min_addr, at least 64 KiB)", (unsigned long long)at, (unsigned long long)min_addr);
+             "take there (%s)", (unsigned long long)at, (unsigned long long)min_addr,
+             client ? "the null page" : "vm.mmap_min_addr, at least 64 KiB");
     return NULL;
   }
   if (md->obj.cls->md && client) {
