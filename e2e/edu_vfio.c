@@ -19,11 +19,18 @@
  *      device does not read that buffer (so the limit is real)
  *   6. refusal: an IODMACommand whose address space is too small for the buffer fails cleanly
  *   7. teardown: no mapping left live, dk_mapper_close reports no leak
+ *   0. first, fault sweeps (the library's fault injector, src/prim): every system call of
+ *      dk_mapper_open_vfio, then of creating a masked buffer mapped through the mapper, made to
+ *      fail in turn (the Nth call, once and for ever, with each call's typical errno and with
+ *      EINTR, EBUSY and ENOENT): each failure is an IOReturn with a reason, nothing is left
+ *      behind (descriptors, mapped and locked bytes, heap blocks, live IOMMU mappings), and
+ *      the operation works again unfaulted. Only a guest with a VFIO device reaches these paths.
  *
  * Usage: edu_vfio. Prints "E2E-VFIO: PASS (0 failures)" or "E2E-VFIO: FAIL (n failures)".
  */
 #define _GNU_SOURCE
 #include "edu.h"
+#include "prim/prim.h"          /* the fault injector and the live-resource counters */
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -70,6 +77,105 @@ static void open_edu_vfio(const char *bdf, IOMapper **mapper)
   CHECK(rd32(REG_LIVE) == ~0x12345678u, "liveness register inverts");
 }
 
+/* ---- 0. fault sweeps ------------------------------------------------------------------ */
+typedef struct sweep { unsigned runs, failed, harmless, bad; } sweep;
+
+static bool counters_equal(dk_prim_counters a, dk_prim_counters b)
+{
+  return a.fds == b.fds && a.map_bytes == b.map_bytes && a.lock_bytes == b.lock_bytes && a.heap_blocks == b.heap_blocks;
+}
+
+/* One faulted run of `op`; true while faults still fire (the sweep goes on). */
+static bool sweep_step(sweep *w, const char *name, unsigned long n, int forever, int err,
+                       IOReturn (*op)(void *), void *arg, uint32_t (*live)(void *))
+{
+  dk_prim_counters c0 = dk__prim_counters();
+  uint32_t l0 = live(arg);
+  dk__fault_arm(n, forever, 0, err);
+  IOReturn rc = op(arg);
+  int fired = dk__fault_fired();
+  dk__fault_disarm();
+  w->runs++;
+  if (rc == kIOReturnSuccess) w->harmless += fired != 0;
+  else w->failed++;
+  if (rc != kIOReturnSuccess && (!fired || !dk_last_failure()->text[0])) {
+    w->bad++;
+    printf("  %s, call %lu%s errno %d: %s without %s\n", name, n, forever ? "+" : "", err, dk_ioreturn_name(rc),
+           fired ? "a reason" : "a fault");
+  }
+  dk_prim_counters c1 = dk__prim_counters();
+  uint32_t l1 = live(arg);
+  if (!counters_equal(c0, c1) || l0 != l1) {
+    w->bad++;
+    printf("  %s, call %lu%s errno %d (%s): left fds %+ld, mapped %+ld, locked %+ld, heap %+ld, IOMMU mappings %+d\n",
+           name, n, forever ? "+" : "", err, dk_ioreturn_name(rc), c1.fds - c0.fds, c1.map_bytes - c0.map_bytes,
+           c1.lock_bytes - c0.lock_bytes, c1.heap_blocks - c0.heap_blocks, (int)(l1 - l0));
+  }
+  return fired != 0;
+}
+
+static void sweep_all(sweep *w, const char *name, IOReturn (*op)(void *), void *arg, uint32_t (*live)(void *))
+{
+  static const int errs[] = { 0, EINTR, EBUSY, ENOENT };
+  for (size_t e = 0; e < sizeof errs / sizeof errs[0]; e++)
+    for (int forever = 0; forever < 2; forever++)
+      for (unsigned long n = 1; n < 1000 && sweep_step(w, name, n, forever, errs[e], op, arg, live); n++) {}
+}
+
+static uint32_t no_mappings(void *arg) { (void)arg; return 0; }
+
+static IOReturn open_close(void *bdf)
+{
+  IOMapper *m = NULL;
+  IOReturn rc = dk_mapper_open_vfio(bdf, &m);
+  if (rc == kIOReturnSuccess && m == NULL) return kIOReturnInternalError;
+  if (rc != kIOReturnSuccess && m != NULL) return kIOReturnInternalError;
+  if (m) dk_mapper_close(m, NULL, 0);
+  return rc;
+}
+
+static uint32_t live_mappings(void *mapper)
+{
+  dk_mapper_info info;
+  dk_mapper_get_info(mapper, &info);
+  return info.mappings_live;
+}
+
+static IOReturn masked_buffer(void *mapper)
+{
+  (void)mapper;
+  IOBufferMemoryDescriptor *b =
+      IOBufferMemoryDescriptor_inTaskWithPhysicalMask(kernel_task, kIODirectionInOut, PG, dma_mask);
+  if (!b) return dk_last_failure()->code ? dk_last_failure()->code : kIOReturnNoMemory;
+  uint64_t len = 0;
+  uint64_t iova = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)b, 0, &len, 0);
+  OSObject_release(b);
+  return iova && iova + PG - 1 <= dma_mask ? kIOReturnSuccess : kIOReturnInternalError;
+}
+
+static void fault_sweeps(const char *bdf)
+{
+  sweep w = { 0 };
+  CHECK(open_close((void *)bdf) == kIOReturnSuccess, "warm-up: the VFIO mapper opens and closes");
+  sweep_all(&w, "dk_mapper_open_vfio", open_close, (void *)bdf, no_mappings);
+  printf("open sweep: %u faulted runs, %u failed cleanly, %u succeeded despite the fault\n", w.runs, w.failed, w.harmless);
+  CHECK(w.bad == 0 && w.failed > 0, "every failure of dk_mapper_open_vfio is clean (%u not)", w.bad);
+
+  IOMapper *m = NULL;
+  if (dk_mapper_open_vfio(bdf, &m) != kIOReturnSuccess) DIE("open after the sweep");
+  dk_mapper_set_system(m);
+  long pool = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);            /* a new buffer each time (no kept pool buffers) */
+  sweep b = { 0 };
+  CHECK(masked_buffer(m) == kIOReturnSuccess, "warm-up: a masked buffer through the mapper");
+  sweep_all(&b, "masked buffer through the mapper", masked_buffer, m, live_mappings);
+  printf("buffer sweep: %u faulted runs, %u failed cleanly, %u succeeded despite the fault\n", b.runs, b.failed, b.harmless);
+  CHECK(b.bad == 0 && b.failed > 0, "every failure of a masked buffer through the mapper is clean (%u not)", b.bad);
+  dk_option_set(DK_OPTION_POOL, pool);
+  dk_mapper_set_system(NULL);
+  CHECK(dk_mapper_close(m, NULL, 0) == 0, "after the sweeps the mapper closes with no mapping left");
+}
+
 static IOBufferMemoryDescriptor *masked(size_t size, const char *what)
 {
   IOBufferMemoryDescriptor *b =
@@ -92,6 +198,7 @@ int main(void)
   char *bdf = find_edu();
   if (!bdf) DIE("no edu device");
   printf("edu device at %s\n", bdf);
+  fault_sweeps(bdf);
   IOMapper *m = NULL;
   open_edu_vfio(bdf, &m);
   dk_mapper_set_system(m);

@@ -306,8 +306,13 @@ static void do_map(state *s, reader *r, bool via_map)
              opts |= kIOMapOverwrite; }
     }
     if (placement == 3) {
+      /* a map we still hold occupies its address; a released one's address is free again (a
+       * placed mapping there may succeed), so only held, mapped ones are picked */
+      int live[MAX_MAPS], nlive = 0;
+      for (int i = 0; i < s->nmaps; i++)
+        if (s->maps[i].refs > 0 && s->maps[i].addr) live[nlive++] = i;
       int k = s->nmaps ? (int)(u8(r) % s->nmaps) : -1;
-      if (k >= 0 && s->maps[k].addr) at = s->maps[k].addr + (off - s->maps[k].offset);
+      if (k >= 0 && nlive) { k = live[k % nlive]; at = s->maps[k].addr + (off - s->maps[k].offset); }
       else at = (uint64_t)(uintptr_t)g_slots;   /* occupied by our PROT_NONE reservation */
     }
   }

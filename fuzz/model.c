@@ -121,36 +121,45 @@ static void predict_init(bool null_task, uint32_t options, uint64_t capacity, ui
   o->pageable = pageable;
   o->prepare_count = pageable ? 0 : 1;
 
-  /* A capacity no process can map must fail, whichever rule catches it. */
+  /* The physical promises of a wired buffer (none for pageable memory: §2 step 14). */
+  bool promise = false;
+  if (!pageable) {
+    bool contig = (options & (M_HOST_CONTIG | M_PHYS_CONTIG)) != 0;   /* no mapper */
+    if (extra) {
+      o->limit = extra->high;
+      o->low = extra->low;
+      o->phys_align = extra->alignment > 1 ? extra->alignment : 0;
+      o->contig = extra->contiguous;
+      o->boundary = extra->boundary;
+      o->max_segment_size = extra->max_segment_size;
+      o->max_segments = extra->max_segments;
+    } else {
+      o->limit = limit;
+      o->phys_align = alignment > page ? pow2_up(alignment) : 0;
+      o->contig = contig;
+    }
+    /* a limit at or above the top of RAM is dropped (as XNU drops it) */
+    if (o->limit && env->ram_top && o->limit >= env->ram_top - 1) o->limit = 0;
+    promise = o->limit || o->low || o->phys_align > page || (o->contig && size > page) ||
+              o->boundary || o->max_segments || o->max_segment_size;
+  }
+
+  /* A capacity no process can map must fail, whichever rule catches it: without frame numbers
+   * a physical promise may be refused for privilege before the size is looked at. */
   if (capacity > (1ull << 46) || size > (1ull << 46)) {
-    fail_with(o, MV_MUST_FAIL, "too large to map", 2, kIOReturnNoMemory, kIOReturnBadArgument);
+    if (promise && !env->frames)
+      fail_with(o, MV_MUST_FAIL, "too large to map (or not privileged)", 3, kIOReturnNoMemory,
+                kIOReturnBadArgument, kIOReturnNotPrivileged);
+    else
+      fail_with(o, MV_MUST_FAIL, "too large to map", 2, kIOReturnNoMemory, kIOReturnBadArgument);
     return;
   }
   if (pageable) return;   /* §2 step 14: contiguity, limit, big alignment ignored */
 
-  /* The physical promises of a wired buffer. */
-  bool contig = (options & (M_HOST_CONTIG | M_PHYS_CONTIG)) != 0;   /* no mapper */
-  if (extra) {
-    o->limit = extra->high;
-    o->low = extra->low;
-    o->phys_align = extra->alignment > 1 ? extra->alignment : 0;
-    o->contig = extra->contiguous;
-    o->boundary = extra->boundary;
-    o->max_segment_size = extra->max_segment_size;
-    o->max_segments = extra->max_segments;
-  } else {
-    o->limit = limit;
-    o->phys_align = alignment > page ? pow2_up(alignment) : 0;
-    o->contig = contig;
-  }
-  /* a limit at or above the top of RAM is dropped (as XNU drops it) */
-  if (o->limit && env->ram_top && o->limit >= env->ram_top - 1) o->limit = 0;
   if (o->phys_align == UINT64_MAX) {
     fail_with(o, MV_MUST_FAIL, "alignment above 2^63 cannot be met", 0);
     return;
   }
-  bool promise = o->limit || o->low || o->phys_align > page || (o->contig && size > page) ||
-                 o->boundary || o->max_segments || o->max_segment_size;
   if (promise)
     fail_with(o, MV_MAY_FAIL, "physical promise (4K provider / privilege / mask)", 3,
               kIOReturnNoMemory, kIOReturnNotPrivileged, kIOReturnCannotWire);

@@ -1,11 +1,13 @@
 #!/bin/sh
 # scripts/deps.sh: install the Debian 12 packages dmakit needs, only those missing.
 #   deps.sh build   compiler, CMake, pkg-config
-#   deps.sh test    the above plus cmocka (tests) and the sanitizer runtimes
+#   deps.sh test    the above plus cmocka (tests), the sanitizer runtimes, g++ and clang
+#                   (clang++: the C++ layer's tests build with g++ and compile with both) and
+#                   cairo (the PNG pictures of `dmakit map`, which tests/test_cli.sh checks)
 set -eu
 want="gcc make cmake pkg-config libc6-dev"
 case "${1:-build}" in
-  test) want="$want libcmocka-dev libasan8 libubsan1 libtsan2 clang python3 util-linux" ;;
+  test) want="$want libcmocka-dev libasan8 libubsan1 libtsan2 clang g++ python3 util-linux libcairo2-dev" ;;
 esac
 missing=""
 for p in $want; do

@@ -5,12 +5,27 @@
 # data through buffers dmakit placed below its mask, and whose nvme device is driven by
 # examples/nvme over an image the host checks (scripts/e2e.sh, needs root).
 # Physical tests need root (they read frame numbers, force memory compaction and use
-# hugepages); as a user they are skipped with the reason.
+# hugepages); as a user they are skipped with the reason. As an ordinary user, run it in a
+# clone you own, with the packages of `scripts/deps.sh test` installed (it names the missing
+# ones); the end-to-end test is then skipped with its reason.
+# Every test run (ctest, the fuzz run) holds an exclusive flock on $DK_TEST_LOCK
+# (/tmp/dmakit-test.lock), the lock every engineer's physical tests on a shared machine take:
+# two runs on one machine never interleave their hugepage, pinning and compaction tests.
+# Builds and the QEMU guests run without it.
 #   scripts/test.sh            all three builds, the fuzz run and the end-to-end test
 #   DK_TEST_BUILDS="default" scripts/test.sh   a subset (default asan tsan fuzz e2e)
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh test
+lock="${DK_TEST_LOCK:-/tmp/dmakit-test.lock}"
+# created readable by everyone, never re-created (a root run must be able to open a lock an
+# ordinary user's run created, and the other way round)
+[ -e "$lock" ] || (umask 0; : >"$lock")
+# locked CMD...: CMD while holding the machine's test lock (waits for other runs)
+locked() {
+  ( flock 9 || { echo "test.sh: cannot lock $lock" >&2; exit 1; }
+    DK_TEST_LOCK_HELD=1 "$@" ) 9<"$lock"
+}
 builds="${DK_TEST_BUILDS:-default asan tsan fuzz e2e}"
 jobs="$(nproc)"
 for b in $builds; do
@@ -25,7 +40,7 @@ for b in $builds; do
   fi
   if [ "$b" = fuzz ]; then
     echo "=== fuzz: ${DK_FUZZ_SECONDS:-60} s from the seed corpus"
-    sh scripts/fuzz.sh --ci
+    locked sh scripts/fuzz.sh --ci
     continue
   fi
   case "$b" in
@@ -37,8 +52,9 @@ for b in $builds; do
   echo "=== build: $b"
   cmake -S . -B "build-test-$b" $flags >/dev/null
   cmake --build "build-test-$b" -j"$jobs" >/dev/null
-  # tests run one at a time: the physical ones compact memory and count locked pages
+  # tests run one at a time, under the machine's lock: the physical ones compact memory and
+  # count locked pages
   ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp" \
-    ctest --test-dir "build-test-$b" --output-on-failure --timeout 900
+    locked ctest --test-dir "build-test-$b" --output-on-failure --timeout 900
 done
 echo "=== all builds passed: $builds"

@@ -22,7 +22,8 @@ for s in IOBufferMemoryDescriptor_inTaskWithPhysicalMask IOBufferMemoryDescripto
          IOMemoryDescriptor_setPurgeable IOMemoryDescriptor_map IOMemoryDescriptor_createMappingInTask \
          IOMemoryMap_getAddress IOMemoryMap_getSize IOMemoryMap_getLength IOMemoryMap_getMapOptions IOMemoryMap_unmap \
          OSObject_retain OSObject_release kernel_task dk_last_failure dk_ioreturn_name dk_ioreturn_string \
-         IOBufferMemoryDescriptor_inTaskWithConstraints; do
+         IOBufferMemoryDescriptor_inTaskWithConstraints dk_reserve_estimate dk_reserve_create dk_reserve_list \
+         dk_reserve_pages dk_reserve_release; do
   printf '%s\n' "$syms" | grep -qx "$s" || { echo "FAIL: $s is not exported"; exit 1; }
 done
 echo "1 passed, 0 failed"

@@ -1351,6 +1351,185 @@ static void test_complete_unmaps_before_freeing_bounce(void **state)
   assert_int_equal(g_order_uses, 1);             /* its own mapping, not the freed bounce's */
 }
 
+/* ---- gen32IOVMSegments, another output function, the accessors, readBytes/writeBytes ---------- */
+
+static void test_gen32_and_other_functions(void **state) {
+  (void)state;
+  long live = dk__objects_live();
+  IOMapper *m = soft_mapper(0x100000, 0xffffffffull);   /* every IOVA fits 32 bits */
+  IODMACommand *c32 = IODMACommand_withSpecification(kIODMACommandOutputHost32, 0, 2 * PS, kIODMAMapOptionMapped, 0,
+                                                     1, m, NULL);
+  IODMACommand *c64 = IODMACommand_withSpecification(kIODMACommandOutputHost64, 0, 2 * PS, kIODMAMapOptionMapped, 0,
+                                                     1, m, NULL);
+  assert_non_null(c32);
+  assert_non_null(c64);
+  assert_ptr_equal(kIODMACommandOutputLittle64, IODMACommand_OutputLittle64);
+  IOBufferMemoryDescriptor *b = new_buffer(5 * PS, kIODirectionInOut);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c32, MD(b), true));
+  DKT_OK(IODMACommand_setMemoryDescriptor(c64, MD(b), true));
+  /* each function with the record size it writes; the other is refused, outputs untouched */
+  UInt64 off = 0;
+  IODMACommandSegment32 s32[4];
+  IODMACommandSegment64 s64[4];
+  UInt32 n = 4;
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen32IOVMSegments(c64, &off, s32, &n));
+  assert_string_equal(dk_last_failure()->function, "gen32IOVMSegments");
+  assert_int_equal(n, 4);
+  DKT_RC(kIOReturnBadArgument, IODMACommand_gen32IOVMSegments(NULL, &off, s32, &n));
+  DKT_OK(IODMACommand_gen32IOVMSegments(c32, &off, s32, &n));
+  assert_int_equal(n, 3);                                /* 5 pages cut at 2 */
+  assert_int_equal(off, 5 * PS);
+  UInt64 off64 = 0;
+  UInt32 n64 = 4;
+  DKT_OK(IODMACommand_gen64IOVMSegments(c64, &off64, s64, &n64));
+  assert_int_equal(n64, 3);
+  for (UInt32 i = 0; i < n; i++) {                       /* the same IOVA range, one mapping shared */
+    assert_int_equal(s32[i].fIOVMAddr, s64[i].fIOVMAddr);
+    assert_int_equal(s32[i].fLength, s64[i].fLength);
+  }
+  /* another output function than the command's: big-endian 64-bit records */
+  uint8_t raw[4 * 16];
+  off = 0;
+  n = 4;
+  DKT_RC(kIOReturnBadArgument, IODMACommand_genIOVMSegmentsWithFunction(c64, NULL, &off, raw, &n));
+  DKT_OK(IODMACommand_genIOVMSegmentsWithFunction(c64, kIODMACommandOutputBig64, &off, raw, &n));
+  assert_string_equal(dk_last_failure()->function, "genIOVMSegments");
+  assert_int_equal(n, 3);
+  uint64_t d;
+  memcpy(&d, raw + 16, 8);
+  assert_int_equal(be64toh(d), s64[1].fIOVMAddr);
+  memcpy(&d, raw + 24, 8);
+  assert_int_equal(be64toh(d), s64[1].fLength);
+  /* the accessors */
+  assert_int_equal(IODMACommand_getNumAddressBits(c32), 32);   /* 0 with a 32-bit function */
+  assert_int_equal(IODMACommand_getNumAddressBits(c64), 0);
+  assert_int_equal(IODMACommand_getAlignment(c64), 1);
+  assert_int_equal(IODMACommand_getNumAddressBits(NULL), 0);
+  IODMACommand *c36 = new_command(36, 0, kIODMAMapOptionMapped, 64, m);
+  assert_int_equal(IODMACommand_getNumAddressBits(c36), 36);
+  assert_int_equal(IODMACommand_getAlignment(c36), 64);
+  OSSafeReleaseNULL(c36);
+  UInt64 po = 1, pl = 1;
+  DKT_OK(IODMACommand_getPreparedOffsetAndLength(c64, &po, &pl));
+  assert_int_equal(po, 0);
+  assert_int_equal(pl, 5 * PS);
+  DKT_OK(IODMACommand_complete(c64, true, true));
+  po = pl = 7;
+  DKT_RC(kIOReturnNotReady, IODMACommand_getPreparedOffsetAndLength(c64, &po, &pl));
+  assert_int_equal(po, 7);
+  DKT_OK(IODMACommand_prepare(c64, PS, 2 * PS, true, true));
+  DKT_OK(IODMACommand_getPreparedOffsetAndLength(c64, &po, NULL));
+  DKT_OK(IODMACommand_getPreparedOffsetAndLength(c64, NULL, &pl));
+  assert_int_equal(po, PS);
+  assert_int_equal(pl, 2 * PS);
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c32, true));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c64, true));
+  OSSafeReleaseNULL(c32);
+  OSSafeReleaseNULL(c64);
+  OSSafeReleaseNULL(b);
+  close_clean(m);
+  assert_int_equal(dk__objects_live(), live);
+}
+
+/* IODMACommand::readBytes/writeBytes reach what the device sees: the memory of the prepared
+ * range, or its bounce buffer while double-buffered; clipped to the range. */
+static void test_command_read_write_bytes(void **state) {
+  (void)state;
+  long live = dk__objects_live();
+  IOMapper *m = soft_mapper(0x100000, (1ull << 40) - 1);
+  size_t len = 4 * PS;
+  IOBufferMemoryDescriptor *b = new_buffer(len, kIODirectionInOut);
+  uint8_t *va = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+  memset(va, 21, len);
+  IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, m);
+  uint8_t buf[64];
+  assert_int_equal(IODMACommand_readBytes(c, 0, buf, sizeof buf), 0);          /* not prepared */
+  assert_int_equal(dk_last_failure()->code, kIOReturnNotReady);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, MD(b), false));
+  DKT_OK(IODMACommand_prepare(c, PS, 2 * PS, true, true));
+  /* offsets are within the prepared range: byte PS + 10 of the memory */
+  va[PS + 10] = 0xa5;
+  assert_int_equal(IODMACommand_readBytes(c, 10, buf, 1), 1);
+  assert_int_equal(buf[0], 0xa5);
+  memset(buf, 0x5a, sizeof buf);
+  assert_int_equal(IODMACommand_writeBytes(c, 2 * PS - 16, buf, sizeof buf), 16);   /* clipped */
+  assert_true(dkt_all_bytes(va + 3 * PS - 16, 16, 0x5a));
+  assert_int_equal(va[3 * PS], 21);                                               /* not past it */
+  assert_int_equal(IODMACommand_readBytes(c, 2 * PS, buf, 1), 0);                 /* past the end */
+  assert_int_equal(dk_last_failure()->code, kIOReturnOverrun);
+  /* double-buffered: the bounce buffer, not the memory */
+  DKT_OK(IODMACommand_synchronize(c, kIODMACommandForceDoubleBuffer));
+  assert_true(dk_dmacommand_is_double_buffered(c));
+  uint64_t blen = 0;
+  uint8_t *bb = dk__dmacommand_bounce_bytes(c, &blen);
+  assert_int_equal(blen, 2 * PS);
+  memset(buf, 0x77, sizeof buf);
+  assert_int_equal(IODMACommand_writeBytes(c, 0, buf, 32), 32);
+  assert_true(dkt_all_bytes(bb, 32, 0x77));
+  assert_int_equal(va[PS], 21);                          /* the memory sees it only at complete */
+  bb[40] = 0x3c;
+  assert_int_equal(IODMACommand_readBytes(c, 40, buf, 1), 1);
+  assert_int_equal(buf[0], 0x3c);
+  DKT_OK(IODMACommand_complete(c, true, true));
+  assert_true(dkt_all_bytes(va + PS, 32, 0x77));
+  DKT_OK(IODMACommand_clearMemoryDescriptor(c, true));
+  OSSafeReleaseNULL(c);
+  OSSafeReleaseNULL(b);
+  close_clean(m);
+  assert_int_equal(dk__objects_live(), live);
+}
+
+/* The SegmentOptions form: what one alignment can express is created; the rest is refused. */
+static void test_withSpecification_segment_options(void **state) {
+  (void)state;
+  long live = dk__objects_live();
+  IODMACommandSegmentOptions o = { sizeof o, 36, 2 * PS, 0, 16, 1, 16 };
+  IODMACommand *c = IODMACommand_withSpecificationOptions(kIODMACommandOutputHost64, &o, kIODMAMapOptionMapped, NULL,
+                                                          NULL);
+  assert_non_null(c);
+  assert_int_equal(IODMACommand_getNumAddressBits(c), 36);
+  assert_int_equal(IODMACommand_getAlignment(c), 16);
+  OSSafeReleaseNULL(c);
+  o.fAlignmentLength = 0;
+  o.fAlignmentInternalSegments = 0;
+  c = IODMACommand_withSpecificationOptions(kIODMACommandOutputHost64, &o, 0, NULL, NULL);
+  assert_non_null(c);
+  OSSafeReleaseNULL(c);
+  o.fAlignmentLength = 4;
+  assert_null(IODMACommand_withSpecificationOptions(kIODMACommandOutputHost64, &o, 0, NULL, NULL));
+  assert_int_equal(dk_last_failure()->code, kIOReturnUnsupported);
+  assert_true(dkt_text_has(dk_last_failure()->text, "fAlignmentLength"));
+  o.fAlignmentLength = 1;
+  o.fAlignmentInternalSegments = 8;
+  assert_null(IODMACommand_withSpecificationOptions(kIODMACommandOutputHost64, &o, 0, NULL, NULL));
+  assert_int_equal(dk_last_failure()->code, kIOReturnUnsupported);
+  assert_null(IODMACommand_withSpecificationOptions(kIODMACommandOutputHost64, NULL, 0, NULL, NULL));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  o.fAlignmentInternalSegments = 0;
+  o.fNumAddressBits = 40;          /* the factory's own rules still apply */
+  assert_null(IODMACommand_withSpecificationOptions(kIODMACommandOutputHost32, &o, 0, NULL, NULL));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_int_equal(dk__objects_live(), live);
+}
+
+/* dk_object_class_name: the IOKit class of each kind of object. */
+static void test_object_class_names(void **state) {
+  (void)state;
+  long live = dk__objects_live();
+  IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, NULL);
+  IOBufferMemoryDescriptor *b = new_buffer(PS, kIODirectionInOut);
+  IOMemoryMap *map = IOMemoryDescriptor_map(MD(b), 0);
+  assert_non_null(map);
+  assert_string_equal(dk_object_class_name(c), "IODMACommand");
+  assert_string_equal(dk_object_class_name(b), "IOBufferMemoryDescriptor");
+  assert_string_equal(dk_object_class_name(map), "IOMemoryMap");
+  assert_null(dk_object_class_name(NULL));
+  OSSafeReleaseNULL(map);
+  OSSafeReleaseNULL(c);
+  OSSafeReleaseNULL(b);
+  assert_int_equal(dk__objects_live(), live);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_withSpecification_arguments),
@@ -1381,6 +1560,10 @@ int main(void) {
       cmocka_unit_test(test_unprivileged_physical),
       cmocka_unit_test(test_faults_mapped),
       cmocka_unit_test(test_complete_unmaps_before_freeing_bounce),
+      cmocka_unit_test(test_gen32_and_other_functions),
+      cmocka_unit_test(test_command_read_write_bytes),
+      cmocka_unit_test(test_withSpecification_segment_options),
+      cmocka_unit_test(test_object_class_names),
       DKT_TEST_4K(faults_physical),
       DKT_TEST_POOL(faults_physical),
   };

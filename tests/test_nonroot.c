@@ -241,12 +241,93 @@ static void test_masks_without_privilege(void **state) {
   run_unprivileged(mask_body);
 }
 
+/* ---- what only the hugepage pool can give ---------------------------------------------------- */
+/* More than a page of physical contiguity, or alignment above a page, needs the hugepage pool,
+ * which needs root: the refusal names the cause (kIOReturnNotPrivileged, constraint
+ * privilege), as a restricting mask does, not kIOReturnNoMemory and contiguity. With the pool
+ * turned off as well, the privilege is still what is missing first, and the text says both. */
+/* A refusal of a request only the pool could meet: NULL, `code` and `kind`, and a reason that
+ * names the hugepage pool and says whether it is turned off (DMAKIT_POOL=0). */
+static void check_pool_refusal(IOBufferMemoryDescriptor *b, const char *what, IOReturn code, dk_constraint_kind kind,
+                               bool pool_off) {
+  const dk_failure *f = dk_last_failure();
+  fprintf(stderr, "%s: %s: %s (%s): %s\n", what, b ? "a buffer" : "refused", dk_ioreturn_name(f->code),
+          dk_constraint_name(f->constraint), f->text);
+  CHECK(b == NULL);
+  CHECK(f->code == code);
+  CHECK(f->constraint == kind);
+  CHECK(dkt_text_has(f->text, "hugepage pool"));
+  CHECK(dkt_text_has(f->text, "DMAKIT_POOL=0") == pool_off);
+  if (b) OSObject_release(b);
+}
+
+static void check_privilege_refusal(IOBufferMemoryDescriptor *b, const char *what, bool pool_off) {
+  check_pool_refusal(b, what, kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE, pool_off);
+  CHECK(dkt_text_has(dk_last_failure()->text, "root"));
+}
+
+static void pool_only_body(void *arg) {
+  (void)arg;
+  become_unprivileged();
+  size_t ps = dk_capabilities()->page_size;
+  for (int off = 0; off < 2; off++) {
+    dk_option_set(DK_OPTION_POOL, off ? 0 : 1);
+    check_privilege_refusal(IOBufferMemoryDescriptor_withCapacity(2 * ps, kIODirectionInOut, true),
+                            "withCapacity(2 pages, contiguous)", off);
+    check_privilege_refusal(IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPhysicallyContiguous |
+                                                                                       kIODirectionInOut, 3 * ps + 1, 1),
+                            "inTaskWithOptions(PhysicallyContiguous, 3 pages + 1)", off);
+    check_privilege_refusal(IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, ps, 4 * ps),
+                            "withOptions(1 page, aligned to 4 pages)", off);
+    dk_constraints c = DK_CONSTRAINTS_NONE;
+    c.contiguous = true;
+    check_privilege_refusal(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 8 * ps, &c),
+                            "inTaskWithConstraints(contiguous, 8 pages)", off);
+  }
+  dk_option_set(DK_OPTION_POOL, 1);
+  /* one page is contiguous and page-aligned by construction: no privilege needed */
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withCapacity(ps, kIODirectionInOut, true);
+  if (!b) print_failure("withCapacity(1 page, contiguous)");
+  CHECK(b != NULL);
+  CHECK(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), ps, 0));
+  OSObject_release(b);
+}
+
+static void test_pool_only_requests_not_privileged(void **state) {
+  (void)state;
+  run_unprivileged(pool_only_body);
+}
+
+/* As root with the pool turned off (DMAKIT_POOL=0), privilege is not the cause: the same
+ * requests are kIOReturnNoMemory with the constraint, and the reason names the switch. */
+static void pool_off_body(void *arg) {
+  (void)arg;
+  dk_option_set(DK_OPTION_POOL, 0);
+  size_t ps = dk_capabilities()->page_size;
+  check_pool_refusal(IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPhysicallyContiguous |
+                                                                                kIODirectionInOut, 3 * ps + 1, 1),
+                     "root, pool off, PhysicallyContiguous 3 pages + 1", kIOReturnNoMemory, DK_CONSTRAINT_CONTIGUITY, true);
+  check_pool_refusal(IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, ps, 4 * ps), "root, pool off, aligned to 4 pages",
+                     kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT, true);
+}
+
+static void test_pool_off_as_root_no_memory(void **state) {
+  (void)state;
+  if (geteuid() != 0) DKT_SKIP("needs root: as an ordinary user privilege is the cause (the test above)");
+  if (!dkt_pfn_readable()) DKT_SKIP("frame numbers are hidden here even as root");
+  int status = 0;
+  assert_int_equal(dkt_run_in_child(pool_off_body, NULL, &status), 0);
+  dkt_assert_child_ok(status);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_capabilities_say_no_frames),
       cmocka_unit_test(test_plain_buffer_works),
       cmocka_unit_test(test_physical_segment_not_privileged),
       cmocka_unit_test(test_masks_without_privilege),
+      cmocka_unit_test(test_pool_only_requests_not_privileged),
+      cmocka_unit_test(test_pool_off_as_root_no_memory),
   };
   return cmocka_run_group_tests_name("nonroot", tests, NULL, NULL);
 }

@@ -332,7 +332,25 @@ static void check_under_limit(IOBufferMemoryDescriptor *b, uint64_t limit, const
   free(pfn);
 }
 
-static void check_mask_limit(uint64_t limit, bool may_refuse);
+static void check_mask_limit(uint64_t limit);
+
+/* A refusal of `size` bytes under `limit` that the machine's state explains: kIOReturnNoMemory
+ * naming the mask (or, from the pool, the resource it could not reserve), while the pool holds
+ * no memory below the limit. Where the kernel puts the next frames, and what other processes
+ * hold, decide whether memory under a mask can be had; a returned buffer is always checked. */
+static bool refusal_explained(size_t size, uint64_t limit, const char *what)
+{
+  const dk_failure fc = *dk_last_failure(), *f = &fc;
+  char ftext[512];
+  snprintf(ftext, sizeof ftext, "%s", dkt_failure_text());
+  dk_pool_stats st = { .size = sizeof st };
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  if (f->code != kIOReturnNoMemory || (f->constraint != DK_CONSTRAINT_MASK && f->constraint != DK_CONSTRAINT_RESOURCE) ||
+      (st.lowest_frame != 0 && st.lowest_frame + size - 1 <= limit))
+    fail_msg("%s: NULL, %s (pool's lowest frame 0x%" PRIx64 ")", what, ftext, st.lowest_frame);
+  printf("note: %s: no memory below the limit obtainable now (%s)\n", what, ftext);
+  return true;
+}
 
 static void test_mask_above_observed_frames_succeeds(void **state) {
   (void)state;
@@ -348,23 +366,23 @@ static void test_mask_above_observed_frames_succeeds(void **state) {
     uint64_t g = 256 * MiB;
     limit = (highest_end + 64 * MiB + g - 1) / g * g - 1;
   }
-  if (caps->ram_top && limit >= caps->ram_top - 1)
-    DKT_SKIP("no restricting mask above the probe's frames (highest end 0x%" PRIx64
-             ", ram_top 0x%" PRIx64 ")", highest_end, caps->ram_top);
   /* and one just above the probe's highest frame (low bits all ones: only the top counts) */
   uint64_t tight = (highest_end + 2 * MiB - 1) / (2 * MiB) * (2 * MiB) + 2 * MiB - 1;
   printf("probe frames 0x%" PRIx64 "..0x%" PRIx64 ", ram_top 0x%" PRIx64 ", limits 0x%" PRIx64
          " and 0x%" PRIx64 "\n", lowest, highest_end, caps->ram_top, limit, tight);
-  check_mask_limit(limit, false);
-  /* 4K pages are whatever frames the kernel hands out next: 16 MiB more of them can come from
-   * above the probe's highest frame, and then the tight mask is refused (correctly). The pool
-   * keeps what it probed, and must meet it. */
-  check_mask_limit(tight, !dkt_pool_on());
+  /* The frames the probe got say nothing about the next ones: 16 MiB more 4K pages, or the
+   * pool's hugepages, can come from above the probe's highest frame, and then a limit just
+   * above it is refused (correctly). What is returned must meet it; a refusal must name it. */
+  if (caps->ram_top && limit >= caps->ram_top - 1)
+    DKT_SKIP("no restricting mask above the probe's frames (highest end 0x%" PRIx64
+             ", ram_top 0x%" PRIx64 ")", highest_end, caps->ram_top);
+  check_mask_limit(limit);
+  check_mask_limit(tight);
 }
 
-/* Every size under `limit` must be met; with `may_refuse`, a refusal that names the mask (the
- * memory did not fall under it) is accepted too. A buffer returned is always checked. */
-static void check_mask_limit(uint64_t limit, bool may_refuse) {
+/* Every size under `limit`: a buffer returned is always checked; a refusal must be one the
+ * machine's state explains. */
+static void check_mask_limit(uint64_t limit) {
   const size_t sizes[] = { 100, PS, 3 * PS + 17, 1 * MiB, 16 * MiB };
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
     char what[128];
@@ -372,11 +390,7 @@ static void check_mask_limit(uint64_t limit, bool may_refuse) {
              sizes[s], limit);
     IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(
         kernel_task, kIODirectionInOut, sizes[s], limit);
-    if (!b && may_refuse && dk_last_failure()->code == kIOReturnNoMemory &&
-        dk_last_failure()->constraint == DK_CONSTRAINT_MASK) {
-      printf("note: %s refused: %s\n", what, dkt_failure_text());
-      continue;
-    }
+    if (!b && refusal_explained(sizes[s], limit, what)) continue;
     if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
     assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), sizes[s], 0));
     dk_buffer_info info;
@@ -388,15 +402,11 @@ static void check_mask_limit(uint64_t limit, bool may_refuse) {
     /* the same through the constraint value */
     dk_constraints c = DK_CONSTRAINTS_NONE;
     c.high = limit;
+    snprintf(what, sizeof what, "inTaskWithConstraints(high 0x%" PRIx64 ", %zu)", limit, sizes[s]);
     b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, sizes[s], &c);
-    if (!b && may_refuse && dk_last_failure()->code == kIOReturnNoMemory &&
-        dk_last_failure()->constraint == DK_CONSTRAINT_MASK) {
-      printf("note: inTaskWithConstraints(high 0x%" PRIx64 ", %zu) refused: %s\n", limit, sizes[s], dkt_failure_text());
-      continue;
-    }
-    if (!b) fail_msg("inTaskWithConstraints(high 0x%" PRIx64 ", %zu): NULL, %s", limit, sizes[s],
-                     dkt_failure_text());
-    check_under_limit(b, limit, "inTaskWithConstraints(high)");
+    if (!b && refusal_explained(sizes[s], limit, what)) continue;
+    if (!b) fail_msg("%s: NULL, %s", what, dkt_failure_text());
+    check_under_limit(b, limit, what);
     OSObject_release(b);
   }
 }
@@ -423,21 +433,8 @@ static void test_mask_below_lowest_frame_fails(void **state) {
         snprintf(what, sizeof what, "pool, mask 0x%" PRIx64 ", %zu bytes", masks[m], sizes[s]);
         IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(
             kernel_task, kIODirectionInOut, sizes[s], masks[m]);
-        if (!b) {
-          /* low memory is shared with other processes (their hugepages): a refusal is
-           * accepted only as "no memory below the mask" while the pool holds none there */
-          const dk_failure fc = *dk_last_failure(), *f = &fc;
-          char ftext[512];
-          snprintf(ftext, sizeof ftext, "%s", dkt_failure_text());
-          dk_pool_stats st = { .size = sizeof st };
-          assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
-          if (f->code != kIOReturnNoMemory ||
-              (f->constraint != DK_CONSTRAINT_MASK && f->constraint != DK_CONSTRAINT_RESOURCE) ||
-              (st.lowest_frame != 0 && st.lowest_frame + sizes[s] - 1 <= masks[m]))
-            fail_msg("%s: NULL, %s (pool's lowest frame 0x%" PRIx64 ")", what, ftext, st.lowest_frame);
-          printf("note: %s: no memory below the mask obtainable now (%s); not checked\n", what, ftext);
-          continue;
-        }
+        /* low memory is shared with other processes (their hugepages) */
+        if (!b && refusal_explained(sizes[s], masks[m], what)) continue;
         assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), sizes[s], 0));
         dk_buffer_info info;
         assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);

@@ -7,6 +7,7 @@
  * stay where it was, through pagemap and through getPhysicalSegment alike; the control shows
  * that the procedure really moves locked memory (its count is printed, not asserted). */
 #include "dk_test.h"
+#include "no_io_uring.h"
 
 #include <dmakit/dmakit.h>
 
@@ -449,12 +450,6 @@ static void test_pin_none_refuses_physical_addresses(void **state) {
 
 #define PIN_NONE_ENV "DKT_PIN_NONE_CHILD"
 
-#if defined(__x86_64__)
-#define DKT_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define DKT_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#endif
-
 /* The NONE branch for real: this binary again, with io_uring_setup refused by seccomp, so
  * the library cannot take the io_uring pin (and with compact_unevictable_allowed = 1, has no
  * other). */
@@ -470,18 +465,7 @@ static void test_pin_none_without_io_uring(void **state) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    struct sock_filter filt[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, DKT_AUDIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = { (unsigned short)(sizeof filt / sizeof filt[0]), filt };
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(120);
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) _exit(121);
+    if (dkt_forbid_io_uring() != 0) _exit(121);
     setenv(PIN_NONE_ENV, "1", 1);
     unsetenv("DMAKIT_REQUIRE_PIN");
     execl("/proc/self/exe", "test_pinning", (char *)NULL);

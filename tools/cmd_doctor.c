@@ -15,15 +15,23 @@
 typedef enum severity { SEV_NOTE, SEV_WARNING, SEV_FATAL } severity;
 static const char *const sev_name[] = { "note", "warning", "fatal" };
 
-typedef struct problem { severity sev; char text[480]; char fix[200]; } problem;
+/* Every fix line is a command that works as written; its kind says which (the guest test in
+ * e2e/doctor.sh applies each kind and checks the result):
+ *   root                 run as root: sudo dmakit doctor
+ *   compact-unevictable  echo 0 > /proc/sys/vm/compact_unevictable_allowed (no io_uring pin)
+ *   reserve              dmakit reserve --mask M --yes SIZE (low memory that stays)
+ * Problems no command fixes (no hugetlb, no IOMMU, ...) say so in their text and have no fix. */
+typedef struct problem { severity sev; char text[960]; char fix[200]; const char *kind; } problem;
 static problem g_probs[24];
 static int g_nprobs;
 
-__attribute__((format(printf, 3, 4))) static void problem_add(severity sev, const char *fix, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void problem_add(severity sev, const char *kind, const char *fix,
+                                                              const char *fmt, ...)
 {
   if (g_nprobs >= (int)(sizeof g_probs / sizeof *g_probs)) return;
   problem *p = &g_probs[g_nprobs++];
   p->sev = sev;
+  p->kind = fix ? kind : NULL;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(p->text, sizeof p->text, fmt, ap);
@@ -34,10 +42,18 @@ __attribute__((format(printf, 3, 4))) static void problem_add(severity sev, cons
 /* ---- probes ------------------------------------------------------------------------------ */
 typedef struct path_result { int ok; char why[400]; } path_result;   /* ok -1: not tried */
 
+/* What the next process gets for a mask: all RAM lies below it; a reservation holds memory below
+ * it; memory was found below it now but is not held (the next process may not find it); no. */
+typedef enum next_state { NEXT_ALL_RAM, NEXT_RESERVED, NEXT_FOUND_NOW, NEXT_NO, NEXT_UNKNOWN } next_state;
+static const char *const next_name[] = { "all-ram", "reserved", "found-now", "no", "unknown" };
+
 typedef struct mask_row {
   unsigned bits;
   uint64_t mask;
   path_result pages, pool, iommu;
+  next_state next;
+  uint64_t reserved, reserved_free;            /* bytes in reservations that serve this mask */
+  bool pool_from_reserve;                      /* the pool probe drew from a reservation */
 } mask_row;
 
 typedef struct findings {
@@ -51,6 +67,8 @@ typedef struct findings {
   unsigned frames_4k;
   char low_4k_why[400], low_pool_why[400];
   mask_row masks[4];
+  dk_reserve_info rsv[16];
+  size_t nrsv;
   int iommu_groups;                            /* -1: no /sys/kernel/iommu_groups */
   bool dev_vfio, vfio_container, iommufd, vfio_pci;
   int exit_code;
@@ -108,7 +126,18 @@ static void probe_pool(findings *F)
 }
 
 /* One path for one mask: a buffer with that mask, checked from its segments. */
-static void try_mask(path_result *r, uint64_t mask, int pool)
+/* Whether [pa, pa+len) lies in a reserved page. */
+static bool in_reservation(uint64_t pa, uint64_t len)
+{
+  dk_reserve_page pages[512];
+  size_t n = 0;
+  if (dk_reserve_pages(pages, 512, &n) != kIOReturnSuccess) return false;
+  for (size_t i = 0; i < n && i < 512; i++)
+    if (pa >= pages[i].frame && pa + len <= pages[i].frame + (2u << 20)) return true;
+  return false;
+}
+
+static void try_mask(path_result *r, uint64_t mask, int pool, bool *from_reserve)
 {
   long saved = dk_option_get(DK_OPTION_POOL);
   dk_option_set(DK_OPTION_POOL, pool);
@@ -131,6 +160,7 @@ static void try_mask(path_result *r, uint64_t mask, int pool)
     else if (pool && !from_pool) { r->ok = 0; snprintf(r->why, sizeof r->why, "served by %s, not the pool", dk_provider_name(info.provider)); }
     else snprintf(r->why, sizeof r->why, "%s at 0x%" PRIx64 "%s", r->ok ? "met" : "BROKEN", s[0].cpu,
                   r->ok ? "" : " (above the mask)");
+    if (from_reserve && n) *from_reserve = in_reservation(s[0].cpu, s[0].len);
     OSSafeReleaseNULL(b);
   }
   dk_option_set(DK_OPTION_POOL, saved);
@@ -160,6 +190,8 @@ static void probe(findings *F, bool run_probes)
   const dk_caps *c = F->caps;
   F->nhuge = hugepage_info(F->huge, 4);
   F->nmem = memory_layout(F->mem, 64, &F->mem_source);
+  if (dk_reserve_list(F->rsv, 16, &F->nrsv) != kIOReturnSuccess) F->nrsv = 0;
+  if (F->nrsv > 16) F->nrsv = 16;
   probe_iommu(F);
   static const unsigned bits[4] = { 28, 32, 36, 40 };
   for (int i = 0; i < 4; i++) {
@@ -168,6 +200,12 @@ static void probe(findings *F, bool run_probes)
     m->mask = (1ull << bits[i]) - 1;
     m->pages.ok = m->pool.ok = -1;
     m->iommu.ok = 0;
+    m->next = NEXT_UNKNOWN;
+    for (size_t k = 0; k < F->nrsv; k++) {
+      if (F->rsv[k].mask > m->mask) continue;
+      m->reserved += (uint64_t)F->rsv[k].pages * F->rsv[k].page_size;
+      m->reserved_free += (uint64_t)(F->rsv[k].pages - F->rsv[k].pages_claimed) * F->rsv[k].page_size;
+    }
     if (F->iommu_groups > 0)
       snprintf(m->iommu.why, sizeof m->iommu.why, "an IOMMU is present (%d groups): through VFIO a device can be "
                "given any IOVA; dmakit does not map through VFIO yet", F->iommu_groups);
@@ -196,8 +234,8 @@ static void probe(findings *F, bool run_probes)
   probe_pool(F);
   for (int i = 3; i >= 0; i--) {               /* widest first: cheap successes before searches */
     mask_row *m = &F->masks[i];
-    try_mask(&m->pages, m->mask, 0);
-    if (c->pool_usable) try_mask(&m->pool, m->mask, 1);
+    try_mask(&m->pages, m->mask, 0, NULL);
+    if (c->pool_usable) try_mask(&m->pool, m->mask, 1, &m->pool_from_reserve);
     else { m->pool.ok = 0; snprintf(m->pool.why, sizeof m->pool.why, "%s", F->low_pool_why); }
   }
   dk_pool_trim();
@@ -209,42 +247,59 @@ static void judge(findings *F)
   const dk_caps *c = F->caps;
   char a[32];
   if (!c->pagemap_frames)
-    problem_add(SEV_FATAL, "run as root (sudo dmakit doctor)",
+    problem_add(SEV_FATAL, "root", c->root ? NULL : "sudo dmakit doctor",
                 "frame numbers in /proc/self/pagemap are hidden: no physical address can be read or "
                 "verified, so physical DMA buffers are impossible%s", c->root ? " (root without CAP_SYS_ADMIN)" : "");
   if (c->pin_method == DK_PIN_NONE && dk_option_get(DK_OPTION_REQUIRE_PIN))
-    problem_add(c->pagemap_frames ? SEV_FATAL : SEV_WARNING, "echo 0 > /proc/sys/vm/compact_unevictable_allowed",
+    problem_add(c->pagemap_frames ? SEV_FATAL : SEV_WARNING, "compact-unevictable",
+                c->root ? "echo 0 > /proc/sys/vm/compact_unevictable_allowed" : NULL,
                 "frames cannot be pinned (%s): physical addresses are refused", c->pin_detail);
   else if (c->pin_method == DK_PIN_NO_COMPACTION)
-    problem_add(SEV_NOTE, "keep vm.compact_unevictable_allowed = 0 (sysctl -w vm.compact_unevictable_allowed=0)",
-                "pinning relies on compaction being off for locked pages (io_uring registration is unavailable)");
+    problem_add(SEV_NOTE, NULL, NULL, "pinning relies on compaction being off for locked pages (io_uring "
+                "registration is unavailable): keep vm.compact_unevictable_allowed at 0");
   if (!F->nhuge)
-    problem_add(SEV_WARNING, "use a kernel built with CONFIG_HUGETLBFS=y",
-                "no hugepage sizes: the pool (contiguity and alignment beyond 4 KiB, low masks) cannot work");
+    problem_add(SEV_WARNING, NULL, NULL, "no hugepage sizes: the pool (contiguity and alignment beyond 4 KiB, low "
+                "masks) cannot work; it needs a kernel built with CONFIG_HUGETLBFS=y");
   if (!c->root && c->memlock_limit != UINT64_MAX && c->memlock_limit < (64ull << 20))
-    problem_add(SEV_WARNING, "ulimit -l unlimited (or a memlock line in /etc/security/limits.conf)",
-                "the locked-memory limit is %s: buffers beyond it are populated but not locked", fmt_size(a, c->memlock_limit));
+    problem_add(SEV_WARNING, NULL, NULL, "the locked-memory limit is %s: buffers beyond it are populated but not locked "
+                "(a memlock line in /etc/security/limits.conf raises it)", fmt_size(a, c->memlock_limit));
   if (c->pagemap_frames && c->pool_usable && !F->low_pool && F->low_pool_why[0] && !strstr(F->low_pool_why, "--no-probe"))
-    problem_add(SEV_WARNING, "echo 1 > /proc/sys/vm/compact_memory (or reserve at boot: hugepages=512 on the kernel command line)",
-                "the pool could not reserve 2 MiB: %s", F->low_pool_why);
+    problem_add(SEV_WARNING, NULL, NULL, "the pool could not reserve 2 MiB: %s (free memory is short or too "
+                "fragmented for 2 MiB pages)", F->low_pool_why);
   for (int i = 0; i < 4; i++) {
     mask_row *m = &F->masks[i];
-    if (m->pages.ok < 0 && m->pool.ok < 0) continue;
-    if (m->pages.ok > 0 || m->pool.ok > 0) continue;
-    if (m->mask + 1 >= c->ram_top) continue;
-    problem_add(m->bits >= 32 ? SEV_WARNING : SEV_NOTE,
-                F->iommu_groups > 0 ? "put the device behind the IOMMU (modprobe vfio-pci; bind it to vfio-pci)"
-                                    : "reserve hugepages at boot so low frames are taken early: hugepages=512 on the kernel "
-                                      "command line (or enable an IOMMU: intel_iommu=on / amd_iommu=on)",
-                "a %u-bit device (mask 0x%" PRIx64 ") cannot get buffers here: no path found memory below its limit",
-                m->bits, m->mask);
+    if (c->ram_top && m->mask + 1 >= c->ram_top) m->next = NEXT_ALL_RAM;
+    else if (m->reserved) m->next = NEXT_RESERVED;
+    else if (m->pages.ok > 0 || m->pool.ok > 0) m->next = NEXT_FOUND_NOW;
+    else if (m->pages.ok == 0 || m->pool.ok == 0) m->next = NEXT_NO;
+    if (m->next != NEXT_NO && m->next != NEXT_FOUND_NOW) continue;
+    /* the fix: a reservation, offered only when its search fits this machine now */
+    char fix[200] = "", why[640] = "";
+    dk_reserve_cost e;
+    const uint64_t want = 64ull << 20;
+    if (!c->root) snprintf(why, sizeof why, " (a reservation needs root)");
+    else if (dk_reserve_estimate(m->mask, want, NULL, &e) != kIOReturnSuccess)
+      snprintf(why, sizeof why, " (no reservation can be made: %s)", dk_last_failure()->text);
+    else if (!e.fits) snprintf(why, sizeof why, " (a reservation cannot be made here now: %s)", e.text);
+    else snprintf(fix, sizeof fix, "dmakit reserve --mask 0x%" PRIx64 " --yes 64M", m->mask);
+    if (m->next == NEXT_NO)
+      problem_add(m->bits >= 32 ? SEV_WARNING : SEV_NOTE, "reserve", fix[0] ? fix : NULL,
+                  "a %u-bit device (mask 0x%" PRIx64 ") cannot get buffers here: no path found memory below its "
+                  "limit%s%s", m->bits, m->mask, why,
+                  F->iommu_groups > 0 ? "; behind the IOMMU (VFIO, docs/vfio.md) its mask limits only the IOVA" : "");
+    else if (m->pages.ok <= 0)
+      problem_add(SEV_NOTE, "reserve", fix[0] ? fix : NULL,
+                  "a %u-bit device (mask 0x%" PRIx64 ") got memory below its limit now, by a search in this process; it "
+                  "is not held, so the next process may not find it%s", m->bits, m->mask, why);
   }
   if (F->iommu_groups <= 0)
-    problem_add(SEV_NOTE, "enable the IOMMU in firmware and on the kernel command line (intel_iommu=on or amd_iommu=on)",
-                "no IOMMU: devices see CPU physical addresses, so every buffer must meet the device's mask in RAM itself");
+    problem_add(SEV_NOTE, NULL, NULL, "no IOMMU: devices see CPU physical addresses, so every buffer must meet the "
+                "device's mask in RAM itself (an IOMMU is enabled in firmware and with intel_iommu=on or amd_iommu=on "
+                "on the kernel command line, then a reboot)");
   else if (!F->dev_vfio || !F->vfio_pci)
-    problem_add(SEV_WARNING, "modprobe vfio-pci", "an IOMMU is present but VFIO is not loaded (%s%s)",
-                F->dev_vfio ? "" : "/dev/vfio missing", F->vfio_pci ? "" : (F->dev_vfio ? "vfio-pci not loaded" : ", vfio-pci not loaded"));
+    problem_add(SEV_WARNING, NULL, NULL, "an IOMMU is present but VFIO is not loaded (%s%s): docs/vfio.md says how to "
+                "bind a device to vfio-pci", F->dev_vfio ? "" : "/dev/vfio missing",
+                F->vfio_pci ? "" : (F->dev_vfio ? "vfio-pci not loaded" : ", vfio-pci not loaded"));
   F->exit_code = EXIT_OK;
   for (int i = 0; i < g_nprobs; i++) {
     if (g_probs[i].sev == SEV_FATAL) F->exit_code = EXIT_NO_DMA;
@@ -326,6 +381,21 @@ static void print_json(const findings *F)
     put_path(&w, "pages_4k", &m->pages);
     put_path(&w, "pool", &m->pool);
     put_path(&w, "iommu", &m->iommu);
+    jw_obj(&w, "next_process");
+    jw_str(&w, "state", next_name[m->next]);
+    jw_u64(&w, "reserved", m->reserved);
+    jw_u64(&w, "reserved_free", m->reserved_free);
+    jw_end_obj(&w);
+    jw_end_obj(&w);
+  }
+  jw_end_arr(&w);
+  jw_arr(&w, "reservations");
+  for (size_t i = 0; i < F->nrsv; i++) {
+    jw_obj(&w, NULL);
+    jw_u64(&w, "mask", F->rsv[i].mask);
+    jw_u64(&w, "bytes", (uint64_t)F->rsv[i].pages * F->rsv[i].page_size);
+    jw_u64(&w, "pages", F->rsv[i].pages);
+    jw_u64(&w, "pages_claimed", F->rsv[i].pages_claimed);
     jw_end_obj(&w);
   }
   jw_end_arr(&w);
@@ -351,7 +421,8 @@ static void print_json(const findings *F)
     jw_obj(&w, NULL);
     jw_str(&w, "severity", sev_name[g_probs[i].sev]);
     jw_str(&w, "text", g_probs[i].text);
-    jw_str(&w, "fix", g_probs[i].fix);
+    jw_str(&w, "fix", g_probs[i].fix[0] ? g_probs[i].fix : NULL);
+    jw_str(&w, "fix_kind", g_probs[i].kind);
     jw_end_obj(&w);
   }
   jw_end_arr(&w);
@@ -388,11 +459,26 @@ static void print_text(const findings *F)
   printf("                pool:     ");
   if (F->low_pool) printf("0x%" PRIx64 " (after reserving 2 MiB; %s held)\n", F->low_pool, fmt_size(b, F->pool_reserved));
   else printf("unknown: %s\n", F->low_pool_why);
-  printf("masks           bits  mask          4K pages  pool  IOMMU\n");
+  printf("reservations    ");
+  if (!F->nrsv) printf("none (dmakit reserve keeps memory below a mask for every later process)\n");
+  for (size_t i = 0; i < F->nrsv; i++)
+    printf("%smask 0x%" PRIx64 ": %s, %u of %u pages held by running processes\n", i ? "                " : "",
+           F->rsv[i].mask, fmt_size(a, (uint64_t)F->rsv[i].pages * F->rsv[i].page_size), F->rsv[i].pages_claimed,
+           F->rsv[i].pages);
+  printf("masks           bits  mask          4K pages  pool  IOMMU    the next process\n");
   for (int i = 0; i < 4; i++) {
     const mask_row *m = &F->masks[i];
-    printf("                %-4u  0x%-10" PRIx64 "  %-8s  %-4s  %s\n", m->bits, m->mask, yes_no(m->pages.ok), yes_no(m->pool.ok),
-           F->iommu_groups > 0 ? "present" : "none");
+    char next[96];
+    switch (m->next) {
+    case NEXT_ALL_RAM:   snprintf(next, sizeof next, "yes: all RAM lies below the mask"); break;
+    case NEXT_RESERVED:  snprintf(next, sizeof next, "reserved (%s, %s free)", fmt_size(a, m->reserved),
+                                  fmt_size(b, m->reserved_free)); break;
+    case NEXT_FOUND_NOW: snprintf(next, sizeof next, "found now, not held"); break;
+    case NEXT_NO:        snprintf(next, sizeof next, "no"); break;
+    default:             snprintf(next, sizeof next, "?"); break;
+    }
+    printf("                %-4u  0x%-10" PRIx64 "  %-8s  %-4s  %-7s  %s\n", m->bits, m->mask, yes_no(m->pages.ok),
+           yes_no(m->pool.ok), F->iommu_groups > 0 ? "present" : "none", next);
   }
   for (int i = 0; i < 4; i++) {
     const mask_row *m = &F->masks[i];

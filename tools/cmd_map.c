@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,7 +45,7 @@ typedef struct window { uint64_t base; bool pool; int nbuf; } window;
 
 static void map_help(void)
 {
-  printf("usage: %s map [--alloc SPEC]... [-o FILE.svg] [--png FILE.png] [--json]\n\n"
+  printf("usage: %s map [--alloc SPEC]... [-o FILE.svg|FILE.png|-] [--png FILE.png] [--json]\n\n"
          "Draws physical memory: RAM ranges (/proc/iomem as root, else /proc/zoneinfo zones), the\n"
          "pool's hugepages, every buffer in its own colour, each buffer's mask line and the 4 GiB\n"
          "line, and a close-up of each 2 MiB window holding a buffer. Buffers exist only in the\n"
@@ -52,10 +53,24 @@ static void map_help(void)
          "  --alloc SPEC   SIZE[,mask=M][,align=A][,boundary=B][,low=L][,contiguous][,pageable]\n"
          "                 [,task=kernel|null][,direction=D][,cache=C][,pool=0|1][,label=TEXT]\n"
          "                 e.g. --alloc 2M,contiguous --alloc 4K,mask=32bit (repeatable, up to %d)\n"
-         "  -o, --output FILE   the SVG (default dmakit-map.svg; - for stdout)\n"
-         "  --png FILE     also a PNG (needs cairo at build time: libcairo2-dev)\n"
+         "  -o, --output FILE   the picture, SVG or PNG by FILE's extension (.svg, .png; default\n"
+         "                 dmakit-map.svg; - for SVG on stdout); PNG needs cairo at build time\n"
+         "                 (libcairo2-dev)\n"
+         "  --png FILE     also a PNG (FILE ends in .png; needs cairo)\n"
          "  --json         the buffers and the layout as JSON on stdout instead of the text summary\n",
          prog, MAX_BUFS);
+}
+
+/* The picture format a file name asks for, by its extension (any case): 's' for .svg, 'p'
+ * for .png, 0 for anything else. "-" is SVG on stdout. */
+static int format_of(const char *path)
+{
+  if (!strcmp(path, "-")) return 's';
+  const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+  if (!dot || (slash && dot < slash)) return 0;
+  if (!strcasecmp(dot, ".svg")) return 's';
+  if (!strcasecmp(dot, ".png")) return 'p';
+  return 0;
 }
 
 /* x position of a physical address on the overview bar */
@@ -137,6 +152,21 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
       }
     }
     free(runs);
+  }
+  /* every reserved page (dmakit reserve), in its own colour: claimed pages darker */
+  size_t nres = 0;
+  if (dk_reserve_pages(NULL, 0, &nres) == kIOReturnSuccess && nres) {
+    dk_reserve_page *pages = calloc(nres, sizeof *pages);
+    if (pages && dk_reserve_pages(pages, nres, &nres) == kIOReturnSuccess) {
+      for (size_t i = 0; i < nres; i++) {
+        double x = xpos(pages[i].frame, top, x0, bw);
+        shape *r = canvas_rect(cv, x, y + 4, 3, bh - 8, pages[i].claimed ? 0x5b3a9e : 0x9b7fd4, NO_COLOR);
+        snprintf(r->cls, sizeof r->cls, "reserved");
+        snprintf(r->text, sizeof r->text, "reserved page %s (2 MiB, below mask %s)%s", hex(h1, pages[i].frame),
+                 hex(h2, pages[i].mask), pages[i].claimed ? ", held by a running process" : ", free");
+      }
+    }
+    free(pages);
   }
   /* buffers: a tick per segment, a numbered marker above */
   for (int i = 0; i < nb; i++) {
@@ -259,6 +289,8 @@ static void draw(canvas *cv, mbuf *bufs, int nb, const mem_range *mem, size_t nm
   canvas_rect(cv, x0 + 160, yk, 14, 10, 0xf4a259, NO_COLOR);
   canvas_text(cv, x0 + 180, yk + 9, 10, 0x555555, ANCHOR_START,
               "the pool's runs of hugepages");
+  canvas_rect(cv, x0 + 360, yk, 14, 10, 0x9b7fd4, NO_COLOR);
+  canvas_text(cv, x0 + 380, yk + 9, 10, 0x555555, ANCHOR_START, "reserved pages (darker: held by a process)");
 }
 
 int cmd_map(int argc, char **argv)
@@ -270,7 +302,7 @@ int cmd_map(int argc, char **argv)
   };
   static mbuf bufs[MAX_BUFS];
   int nb = 0, json = 0, ch;
-  const char *svg_path = "dmakit-map.svg", *png_path = NULL;
+  const char *out_path = "dmakit-map.svg", *svg_path = NULL, *png_path = NULL, *png_also = NULL;
   char why[200];
   optind = 1;
   opterr = 0;
@@ -281,8 +313,8 @@ int cmd_map(int argc, char **argv)
       if (dk_req_parse_spec(&bufs[nb].req, optarg, why, sizeof why)) usage_error("map", "--alloc '%s': %s", optarg, why);
       nb++;
       break;
-    case 'o': svg_path = optarg; break;
-    case 'p': png_path = optarg; break;
+    case 'o': out_path = optarg; break;
+    case 'p': png_also = optarg; break;
     case 'j': json = 1; break;
     case 'h': map_help(); return EXIT_OK;
     case ':': usage_error("map", "flag '%s' needs a value", argv[optind - 1]);
@@ -290,8 +322,23 @@ int cmd_map(int argc, char **argv)
     }
   }
   if (optind < argc) usage_error("map", "unexpected argument '%s'", argv[optind]);
-  if (png_path && !canvas_png_available())
-    usage_error("map", "--png: this dmakit was built without cairo (install libcairo2-dev and rebuild)");
+  /* the format comes from the name: an SVG is never written into a .png, nor the reverse */
+  switch (format_of(out_path)) {
+  case 's': svg_path = out_path; break;
+  case 'p': png_path = out_path; break;
+  default:
+    usage_error("map", "-o '%s': the picture's format comes from the file's extension: .svg or .png (- for SVG on "
+                "stdout)", out_path);
+  }
+  if (png_also && format_of(png_also) != 'p') usage_error("map", "--png '%s': the file name must end in .png", png_also);
+  if ((png_path || png_also) && !canvas_png_available())
+    usage_error("map", "%s '%s': this dmakit was built without cairo, so it cannot write PNG (install libcairo2-dev "
+                "and rebuild, or write .svg)", png_path ? "-o" : "--png", png_path ? png_path : png_also);
+  if (png_path && png_also && !strcmp(png_path, png_also)) png_also = NULL;
+  if (!png_path) {
+    png_path = png_also;
+    png_also = NULL;
+  }
   if (!nb)
     for (size_t i = 0; i < sizeof default_specs / sizeof *default_specs; i++)
       dk_req_parse_spec(&bufs[nb++].req, default_specs[i], why, sizeof why);
@@ -317,19 +364,25 @@ int cmd_map(int argc, char **argv)
   canvas cv;
   draw(&cv, bufs, nb, mem, nmem, mem_source, &st, caps);
   int rc = EXIT_OK;
-  FILE *f = strcmp(svg_path, "-") ? fopen(svg_path, "w") : stdout;
-  if (!f || canvas_write_svg(&cv, f) || (f != stdout && fclose(f))) {
-    errorf("map: cannot write %s: %s", svg_path, strerror(errno));
-    rc = EXIT_FAIL;
+  if (svg_path) {
+    FILE *f = strcmp(svg_path, "-") ? fopen(svg_path, "w") : stdout;
+    if (!f || canvas_write_svg(&cv, f) || (f != stdout && fclose(f))) {
+      errorf("map: cannot write %s: %s", svg_path, strerror(errno));
+      rc = EXIT_FAIL;
+    }
   }
-  const char *png_why = NULL;
-  if (png_path && canvas_write_png(&cv, png_path, &png_why)) {
-    errorf("map: cannot write %s: %s", png_path, png_why);
-    rc = EXIT_FAIL;
+  const char *pngs[2] = { png_path, png_also };
+  for (int i = 0; i < 2; i++) {
+    const char *png_why = NULL;
+    if (pngs[i] && canvas_write_png(&cv, pngs[i], &png_why)) {
+      errorf("map: cannot write %s: %s", pngs[i], png_why);
+      rc = EXIT_FAIL;
+    }
   }
   canvas_free(&cv);
 
-  FILE *out = strcmp(svg_path, "-") ? stdout : stderr;     /* the SVG may own stdout */
+  bool svg_stdout = svg_path && !strcmp(svg_path, "-");
+  FILE *out = svg_stdout ? stderr : stdout;                /* the SVG may own stdout */
   if (json) {
     jw w;
     jw_init(&w, out);
@@ -354,6 +407,9 @@ int cmd_map(int argc, char **argv)
     jw_u64(&w, "runs", st.runs);
     jw_u64(&w, "lowest_frame", st.lowest_frame);
     jw_end_obj(&w);
+    size_t nrp = 0;
+    dk_reserve_pages(NULL, 0, &nrp);
+    jw_u64(&w, "reserved_pages", nrp);
     jw_arr(&w, "buffers");
     for (int i = 0; i < nb; i++) {
       mbuf *m = &bufs[i];
@@ -396,7 +452,9 @@ int cmd_map(int argc, char **argv)
       else fprintf(out, "%s, %zu segment%s from 0x%" PRIx64 ", %s\n", dk_provider_name(m->info.provider), m->total,
                    m->total == 1 ? "" : "s", m->s[0].cpu, m->v.all ? "verified" : "A CONSTRAINT IS BROKEN");
     }
-    if (strcmp(svg_path, "-")) fprintf(out, "picture: %s%s%s\n", svg_path, png_path ? ", " : "", png_path ? png_path : "");
+    if (!svg_stdout)
+      fprintf(out, "picture: %s%s%s%s%s\n", svg_path ? svg_path : "", svg_path && png_path ? ", " : "",
+              png_path ? png_path : "", png_also ? ", " : "", png_also ? png_also : "");
   }
   for (int i = 0; i < nb; i++) dk_req_release(&bufs[i].req, bufs[i].b);
   return rc;

@@ -104,6 +104,10 @@ int cmd_stats(int argc, char **argv)
   }
   huge_info h[4];
   size_t nh = hugepage_info(h, 4);
+  dk_reserve_info rsv[16];
+  size_t nrsv = 0;
+  if (dk_reserve_list(rsv, 16, &nrsv) != kIOReturnSuccess) nrsv = 0;
+  if (nrsv > 16) nrsv = 16;
   if (json) {
     jw w;
     jw_init(&w, stdout);
@@ -143,6 +147,16 @@ int cmd_stats(int argc, char **argv)
       jw_end_obj(&w);
     }
     jw_end_arr(&w);
+    jw_arr(&w, "reservations");
+    for (size_t i = 0; i < nrsv; i++) {
+      jw_obj(&w, NULL);
+      jw_u64(&w, "mask", rsv[i].mask);
+      jw_u64(&w, "bytes", (uint64_t)rsv[i].pages * rsv[i].page_size);
+      jw_u64(&w, "pages", rsv[i].pages);
+      jw_u64(&w, "pages_claimed", rsv[i].pages_claimed);
+      jw_end_obj(&w);
+    }
+    jw_end_arr(&w);
     jw_u64(&w, "reserved_now", reserve);
     jw_u64(&w, "buffers", (uint64_t)nreq);
     jw_end_obj(&w);
@@ -172,6 +186,11 @@ int cmd_stats(int argc, char **argv)
     for (size_t i = 0; i < nh; i++)
       printf(" %s: %lld total, %lld free;", fmt_size(a, h[i].size), h[i].nr, h[i].free);
     printf("%s\n", nh ? "" : " none");
+    printf("reservations     ");
+    for (size_t i = 0; i < nrsv; i++)
+      printf("%smask 0x%" PRIx64 ": %s, %u of %u pages held by running processes", i ? "; " : "", rsv[i].mask,
+             fmt_size(a, (uint64_t)rsv[i].pages * rsv[i].page_size), rsv[i].pages_claimed, rsv[i].pages);
+    printf("%s\n", nrsv ? "" : "none (dmakit reserve)");
     if (!reserve && !nreq) printf("(the pool belongs to the process: try --reserve 64M or --alloc 2M,contiguous)\n");
   }
   for (int i = 0; i < nreq; i++) dk_req_release(&reqs[i], bufs[i]);

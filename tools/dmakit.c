@@ -16,6 +16,7 @@ static const command commands[] = {
   { "caps",   cmd_caps,   "the library's capability probe (frames, pinning, top of RAM)" },
   { "alloc",  cmd_alloc,  "allocate one buffer: descriptor, segments, every constraint verified" },
   { "map",    cmd_map,    "a picture of physical memory with live buffers (SVG, PNG)" },
+  { "reserve", cmd_reserve, "keep hugepages below a mask past the process (--status, --release)" },
   { "stats",  cmd_stats,  "hugepage pool and allocator statistics (--reserve to grow the pool)" },
   { "bench",  cmd_bench,  "run the benchmark suite (scripts/bench.sh) and print its table" },
   { "demo",   cmd_demo,   "the README demo: constrained buffers and where they landed" },
@@ -25,7 +26,7 @@ static void help(FILE *f)
 {
   fprintf(f, "usage: %s <command> [flags]\n\ncommands:\n", prog);
   for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-    fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
   fprintf(f, "\nEvery command takes --help. Sizes and addresses take decimal, 0x hex and K/M/G/T units\n"
              "(64K, 2M, 0x1000); masks also take 32bit. Exit codes: 0 success, 1 failure (doctor:\n"
              "warnings), 2 bad usage, 3 (doctor) no physical DMA buffers possible here.\n"

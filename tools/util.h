@@ -123,6 +123,7 @@ int cmd_map(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_reserve(int argc, char **argv);
 
 /* Shown by alloc and demo. */
 void show_buffer_text(const dk_req *r, IOBufferMemoryDescriptor *b, const char *indent);

@@ -10,7 +10,7 @@
 extern "C" {
 #endif
 
-typedef struct IOBufferMemoryDescriptor IOBufferMemoryDescriptor;
+DK_OBJECT_TYPEDEF(IOBufferMemoryDescriptor);
 
 #define kIOMemoryPhysicallyContiguous     0x00000010u
 #define kIOMemoryPageable                 0x00000020u

@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-typedef struct IODMACommand IODMACommand;
+DK_OBJECT_TYPEDEF(IODMACommand);
 
 /* IODMACommand::Segment64 / Segment32 */
 typedef struct IODMACommandSegment64 { UInt64 fIOVMAddr; UInt64 fLength; } IODMACommandSegment64;
@@ -30,6 +30,25 @@ DK_API bool IODMACommand_OutputHost64(IODMACommand *, IODMACommandSegment64, voi
 DK_API bool IODMACommand_OutputBig64(IODMACommand *, IODMACommandSegment64, void *, UInt32);
 DK_API bool IODMACommand_OutputLittle64(IODMACommand *, IODMACommandSegment64, void *, UInt32);
 
+/* IOKit's names for them (XNU defines these as IODMACommand::Output*, the same functions). */
+#define kIODMACommandOutputHost32   (IODMACommand_OutputHost32)
+#define kIODMACommandOutputBig32    (IODMACommand_OutputBig32)
+#define kIODMACommandOutputLittle32 (IODMACommand_OutputLittle32)
+#define kIODMACommandOutputHost64   (IODMACommand_OutputHost64)
+#define kIODMACommandOutputBig64    (IODMACommand_OutputBig64)
+#define kIODMACommandOutputLittle64 (IODMACommand_OutputLittle64)
+
+/* IODMACommand::SegmentOptions (XNU layout). */
+typedef struct IODMACommandSegmentOptions {
+  uint8_t  fStructSize;
+  uint8_t  fNumAddressBits;
+  uint64_t fMaxSegmentSize;
+  uint64_t fMaxTransferSize;
+  uint32_t fAlignment;
+  uint32_t fAlignmentLength;
+  uint32_t fAlignmentInternalSegments;
+} IODMACommandSegmentOptions;
+
 /* IODMACommand::MappingOptions (kIODMAMapOption*) are in IOMemoryDescriptor.h (REFERENCE.md §1). */
 /* IODMACommand::synchronize options besides the directions */
 #define kIODMACommandForceDoubleBuffer 0x01000000u
@@ -45,6 +64,12 @@ DK_API IODMACommand *IODMACommand_withSpecification(IODMACommandSegmentFunction 
                                                    UInt64 maxSegmentSize, UInt32 mappingOptions,
                                                    UInt64 maxTransferSize, UInt32 alignment, IOMapper *mapper,
                                                    void *refCon);
+/* The SegmentOptions form. dmakit aligns every segment start alike and no segment length:
+ * fAlignmentLength above 1, or fAlignmentInternalSegments other than 0 or fAlignment, is
+ * kIOReturnUnsupported (NULL, with the reason in dk_last_failure()). */
+DK_API IODMACommand *IODMACommand_withSpecificationOptions(IODMACommandSegmentFunction outSegFunc,
+                                                           const IODMACommandSegmentOptions *segmentOptions,
+                                                           UInt32 mappingOptions, IOMapper *mapper, void *refCon);
 DK_API IOReturn IODMACommand_setMemoryDescriptor(IODMACommand *, const IOMemoryDescriptor *mem, bool autoPrepare);
 DK_API IOReturn IODMACommand_clearMemoryDescriptor(IODMACommand *, bool autoComplete);
 DK_API const IOMemoryDescriptor *IODMACommand_getMemoryDescriptor(IODMACommand *);
@@ -55,6 +80,22 @@ DK_API IOReturn IODMACommand_synchronize(IODMACommand *, IOOptionBits options);
 DK_API IOReturn IODMACommand_gen64IOVMSegments(IODMACommand *, UInt64 *offset, IODMACommandSegment64 *segments,
                                                UInt32 *numSegments);
 DK_API IOReturn IODMACommand_genIOVMSegments(IODMACommand *, UInt64 *offset, void *segments, UInt32 *numSegments);
+/* 32-bit segments; the command's output function must be a 32-bit one (else kIOReturnBadArgument:
+ * XNU would write 64-bit records into the 32-bit array). */
+DK_API IOReturn IODMACommand_gen32IOVMSegments(IODMACommand *, UInt64 *offset, IODMACommandSegment32 *segments,
+                                               UInt32 *numSegments);
+/* genIOVMSegments with another output function than the command's (XNU's overload). */
+DK_API IOReturn IODMACommand_genIOVMSegmentsWithFunction(IODMACommand *, IODMACommandSegmentFunction segmentFunction,
+                                                         UInt64 *offset, void *segments, UInt32 *numSegments);
+/* The prepared range; kIOReturnNotReady when not prepared. Either pointer may be NULL. */
+DK_API IOReturn IODMACommand_getPreparedOffsetAndLength(IODMACommand *, UInt64 *offset, UInt64 *length);
+/* Copy from / to what the device sees at `offset` of the prepared range (the bounce buffer when
+ * double-buffered), clipped to the range; the bytes copied (0 when not prepared or past the end). */
+DK_API UInt64 IODMACommand_readBytes(IODMACommand *, UInt64 offset, void *bytes, UInt64 length);
+DK_API UInt64 IODMACommand_writeBytes(IODMACommand *, UInt64 offset, const void *bytes, UInt64 length);
+/* The specification as given: numAddressBits (32 for a 32-bit output function's 0) and alignment. */
+DK_API UInt8  IODMACommand_getNumAddressBits(IODMACommand *);
+DK_API UInt32 IODMACommand_getAlignment(IODMACommand *);
 DK_API void *IODMACommand_getRefCon(IODMACommand *);
 /* Whether the prepared range goes through bounce pages (dmakit: for tests and diagnostics). */
 DK_API bool dk_dmacommand_is_double_buffered(IODMACommand *);

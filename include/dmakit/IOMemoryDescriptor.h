@@ -12,12 +12,12 @@
 extern "C" {
 #endif
 
-typedef struct IOMemoryDescriptor IOMemoryDescriptor;
-typedef struct IOMemoryMap IOMemoryMap;
-typedef struct IOMapper IOMapper;
-typedef struct IOSubMemoryDescriptor IOSubMemoryDescriptor;
-typedef struct IOMultiMemoryDescriptor IOMultiMemoryDescriptor;
-typedef struct IOGuardPageMemoryDescriptor IOGuardPageMemoryDescriptor;
+DK_OBJECT_TYPEDEF(IOMemoryDescriptor);
+DK_OBJECT_TYPEDEF(IOMemoryMap);
+DK_OBJECT_TYPEDEF(IOMapper);
+DK_OBJECT_TYPEDEF(IOSubMemoryDescriptor);
+DK_OBJECT_TYPEDEF(IOMultiMemoryDescriptor);
+DK_OBJECT_TYPEDEF(IOGuardPageMemoryDescriptor);
 
 /* ---- §1.2 directions ---------------------------------------------------------------- */
 #define kIODirectionNone                   0x0u

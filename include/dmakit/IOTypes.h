@@ -17,6 +17,15 @@ extern "C" {
 #define DK_API
 #endif
 
+/* The object types (OSObject, IOMemoryDescriptor, ...) are opaque structs in C. In C++ they are
+ * the classes of the C++ layer (<dmakit/dmakit.hpp>), declared with IOKit's class key, so that
+ * C and C++ code share one type and a driver's own `class IOMemoryDescriptor;` matches. */
+#ifdef __cplusplus
+#define DK_OBJECT_TYPEDEF(name) typedef class name name
+#else
+#define DK_OBJECT_TYPEDEF(name) typedef struct name name
+#endif
+
 typedef uint8_t  UInt8;
 typedef uint16_t UInt16;
 typedef uint32_t UInt32;

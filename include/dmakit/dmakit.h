@@ -9,6 +9,7 @@
 #include <dmakit/IOBufferMemoryDescriptor.h>
 #include <dmakit/DriverKit.h>
 #include <dmakit/dk.h>
+#include <dmakit/reserve.h>
 #include <dmakit/share.h>
 #include <dmakit/IOService.h>
 #include <dmakit/IOMapper.h>

@@ -51,7 +51,10 @@ typedef struct dk_server dk_server;
 
 typedef struct dk_server_policy {
   /* Decide a connecting peer's access. NULL: the same effective uid as the driver, or uid 0,
-   * gets DK_ACCESS_READ_WRITE, everybody else DK_ACCESS_NONE. Called on the server thread. */
+   * gets DK_ACCESS_READ_WRITE, everybody else DK_ACCESS_NONE. Called on the server thread, only
+   * for a connection still open that could be served (below max_clients); every peer admitted
+   * is reported to `disconnected` once, even if it left before it was welcomed. The socket
+   * file is mode 0666: this callback, not the file system, decides who gets in. */
   dk_access (*admit)(void *ctx, const dk_peer *peer);
   /* IOUserClient::clientMemoryForType: the descriptor a client gets for memory type `type`,
    * returned retained (the server releases it), and map options (kIOMapReadOnly, cache mode)
@@ -59,20 +62,24 @@ typedef struct dk_server_policy {
    * kIOReturnUnsupported. Called on the server thread. */
   IOReturn (*memory_for_type)(void *ctx, task_t client, uint32_t type, IOOptionBits *options,
                               IOMemoryDescriptor **memory);
-  /* A client went away (closed, crashed, killed, or was disconnected for misbehaving). Its
-   * mappings are already gone; the task_t stays valid while references to it remain. */
+  /* A client went away (closed, crashed, killed, or was disconnected for misbehaving or for
+   * not responding). Its mappings are already gone; the task_t stays valid while references
+   * to it remain. */
   void (*disconnected)(void *ctx, task_t client);
   void *ctx;
   /* Clients connected at once; 0 means 64. More are refused (kIOReturnNoResources). */
   unsigned max_clients;
-  /* How long a call waits for a client's answer before the client is cut off as
-   * unresponsive; 0 means DK_OPTION_SHARE_TIMEOUT_MS. */
+  /* A client is cut off as unresponsive (kIOReturnNotResponding) when it takes nothing from
+   * its socket for this long while records wait for it, or leaves a MAP (pushed, or answering
+   * its own request) unanswered this long; 0 means DK_OPTION_SHARE_TIMEOUT_MS. Nothing sent to
+   * a client is dropped: what does not fit in its socket waits, in order. */
   int timeout_ms;
 } dk_server_policy;
 
-/* Listen on the Unix socket `path` (created; an existing socket file there is replaced only
- * if nobody listens on it). `policy` may be NULL (the default policy). The server's own
- * thread accepts clients and serves their requests. */
+/* Listen on the Unix socket `path` (created with mode 0666, whatever the umask: the policy is
+ * the access control; an existing socket file there is replaced only if nobody listens on
+ * it). `policy` may be NULL (the default policy). The server's own thread accepts clients
+ * and serves their requests. */
 DK_API IOReturn dk_server_create(const char *path, const dk_server_policy *policy, dk_server **out);
 /* The next client that connected and was admitted, waiting up to timeout_ms (-1: for ever).
  * The task comes retained: dk_task_release it. kIOReturnTimeout when none came;
@@ -83,6 +90,30 @@ DK_API IOReturn dk_server_accept(dk_server *server, int timeout_ms, task_t *clie
 DK_API void dk_server_destroy(dk_server *server);
 /* Clients connected now. */
 DK_API unsigned dk_server_client_count(dk_server *server);
+
+/* What a server has seen since it was created. Every connection taken from the socket is
+ * vanished (closed before the server got to it: the policy is not asked), refused (with a
+ * RESULT saying why: the policy, or max_clients) or admitted; every admitted one is reported
+ * to `disconnected` once when it ends. */
+typedef struct dk_server_stats {
+  uint32_t size;               /* sizeof(dk_server_stats): set it before the call */
+  uint32_t version;            /* 1 */
+  uint64_t connections;        /* taken from the listening socket */
+  uint64_t vanished;           /* closed before the policy was asked */
+  uint64_t refused;            /* by the policy, or over max_clients (or the accept queue's 64) */
+  uint64_t admitted;
+  uint64_t disconnected;       /* admitted clients that ended (`disconnected` was called) */
+  uint64_t cut_unresponsive;   /* of which cut off (kIOReturnNotResponding) for taking nothing
+                                  from their socket, or leaving a MAP unanswered, for timeout_ms */
+  uint64_t bad_records;        /* records the protocol gate refused (each answered with a RESULT) */
+  uint64_t queued;             /* records waiting now for room in clients' sockets */
+  uint64_t queued_max;         /* the most that waited for one client at once */
+  uint64_t read_pauses;        /* times a client's requests were left unread while 64 records
+                                  waited for room in its socket */
+} dk_server_stats;
+
+/* The server's counters (stats->size must be set; a smaller, older struct gets its fields). */
+DK_API IOReturn dk_server_get_stats(dk_server *server, dk_server_stats *stats);
 
 /* A client task's handle: counted references (dk_server_accept's is one). */
 DK_API void dk_task_retain(task_t task);
@@ -127,10 +158,13 @@ typedef struct dk_client_options {
 } dk_client_options;
 
 /* Connect to the driver listening on `path`. options may be NULL. kIOReturnNotPermitted when
- * the driver's policy refused this process (dk_last_failure says why). */
+ * the driver's policy refused this process, or the file system did (the socket's mode or a
+ * directory on the path); dk_last_failure says which and why. kIOReturnNotFound: nobody
+ * listens there; kIOReturnIPCError: the socket failed otherwise. */
 DK_API IOReturn dk_client_connect(const char *path, const dk_client_options *options, dk_client **out);
-/* IOConnectMapMemory64: ask for memory type `type`, with kIOMapReadOnly (and nothing else
- * that changes access) in options. The driver decides what that is. A client with read-only
+/* IOConnectMapMemory64: ask for memory type `type`. options: kIOMapAnywhere (the address is
+ * always this library's choice), a cache mode, kIOMapReadOnly, kIOMapPrefault; anything else
+ * is kIOReturnBadArgument. The driver decides what the memory is. A client with read-only
  * access must ask with kIOMapReadOnly (else kIOReturnNotPrivileged). */
 DK_API IOReturn dk_client_map_memory(dk_client *client, uint32_t type, IOOptionBits options,
                                      mach_vm_address_t *address, mach_vm_size_t *length);

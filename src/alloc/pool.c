@@ -3,7 +3,9 @@
  * slab.c, which takes its slabs from here. */
 #include "alloc/pool_impl.h"
 #include "base/counters.h"
+#include "base/fork.h"
 #include "phys/budget.h"
+#include "phys/reserve.h"
 #include "prim/prim.h"
 
 #include <errno.h>
@@ -16,6 +18,7 @@
 
 struct dk_chunk_node {
   dk_hchunk             chunk;
+  uint32_t              epoch;           /* dk__fork_epoch() when it was added */
   long                  raised;          /* kernel limit this chunk's growth raised, in pages */
   dk_region            *regs;            /* one per run, an array */
   struct dk_chunk_node *next;
@@ -26,47 +29,16 @@ pthread_mutex_t dk__pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static dk_region     *g_regions;         /* by descending pa */
 static dk_chunk_node *g_chunks;
 static dk_xtree       g_free;            /* every free extent, by physical address */
-static dk_xnode      *g_nodes;           /* extent nodes kept for reuse */
 static dk_pool_stats  g_stats;
 static uint64_t       g_bytes_4k, g_requests_4k;
 
-/* ---- extent nodes -------------------------------------------------------------------- */
+/* ---- extent nodes -------------------------------------------------------------------- *
+ * Taken from the C heap when a carve needs them (before it changes anything) and given back
+ * when a free joins extents; a large block keeps the one its own free will need. No cache:
+ * what the heap holds for the pool is exactly its extents and its blocks' spares. */
 
-static dk_xnode *node_get(void)
-{
-  dk_xnode *n = g_nodes;
-  if (n) {
-    g_nodes = n->r;
-    return n;
-  }
-  return dk__malloc(sizeof *n);
-}
-
-static void node_put(dk_xnode *n)
-{
-  if (!n) return;
-  n->r = g_nodes;
-  g_nodes = n;
-}
-
-/* At least n nodes in the cache; false (failure recorded) if they cannot be had. */
-static bool nodes_ready(int n)
-{
-  dk_xnode *got[2];
-  int have = 0;
-  for (dk_xnode *x = g_nodes; x && have < n; x = x->r) have++;
-  int add = n - have;
-  for (int i = 0; i < add; i++) {
-    got[i] = dk__malloc(sizeof *got[i]);
-    if (!got[i]) {
-      while (i-- > 0) node_put(got[i]);
-      dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
-      return false;
-    }
-  }
-  for (int i = 0; i < add; i++) node_put(got[i]);
-  return true;
-}
+static dk_xnode *node_get(void) { return dk__malloc(sizeof(dk_xnode)); }
+static void node_put(dk_xnode *n) { dk__free(n); }
 
 /* ---- extents ----------------------------------------------------------------------------- */
 
@@ -93,15 +65,22 @@ static dk_xnode *find_place(const dk_constraints *c, uint64_t len, uint64_t alig
   return n;
 }
 
-/* Carve [x, x+len) out of extent n; the block gets a node for its free. Needs two nodes in
- * the cache (nodes_ready(2)); cannot fail. */
-static void carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
+/* Carve [x, x+len) out of extent n; the block gets a node for its free. The nodes it needs
+ * are taken first: false (nothing changed, failure recorded) when there is no memory. */
+static bool carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
 {
   dk_region *r = n->owner;
   uint64_t end = x + len;
-  dk_xnode *spare = NULL;
-  if (x > n->start && end < n->end) {            /* split in two */
-    dk_xnode *tail = node_get();
+  bool split = x > n->start && end < n->end, whole = x == n->start && end == n->end;
+  dk_xnode *tail = split ? node_get() : NULL;
+  dk_xnode *spare = whole ? n : node_get();
+  if ((split && !tail) || !spare) {
+    node_put(tail);
+    if (!whole) node_put(spare);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
+    return false;
+  }
+  if (split) {                                   /* split in two */
     tail->start = end;
     tail->end = n->end;
     tail->owner = r;
@@ -114,17 +93,17 @@ static void carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
   } else if (end < n->end) {
     n->start = end;
     dk__xtree_update(&g_free, n);
-  } else {                                       /* the whole extent */
+  } else {                                       /* the whole extent: its node is the spare */
     dk__xtree_remove(&g_free, n);
-    spare = n;
   }
   r->free_bytes -= len;
   out->region = r;
   out->slab = NULL;
-  out->spare = spare ? spare : node_get();
+  out->spare = spare;
   out->pa = x;
   out->va = r->va + (x - r->pa);
   out->len = len;
+  return true;
 }
 
 /* Return [pa, pa+len) to its region's free extents, coalescing; the memory is already zero.
@@ -165,13 +144,13 @@ static void give(dk_block *b)
 
 void dk__pool_give_locked(dk_block *b) { give(b); }
 
-static bool try_place(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
+/* 1 placed, 0 nowhere to place it, -1 no memory to carve it (failure recorded). */
+static int try_place(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
   uint64_t x;
   dk_xnode *n = find_place(c, len, align, &x);
-  if (!n) return false;
-  carve(n, x, len, out);
-  return true;
+  if (!n) return 0;
+  return carve(n, x, len, out) ? 1 : -1;
 }
 
 /* ---- growth ---------------------------------------------------------------------------- */
@@ -187,6 +166,53 @@ static void insert_region(dk_region *n)
 static uint64_t held_bytes(void) { return g_stats.bytes_pool_2m + g_stats.bytes_pool_1g; }
 
 static uint64_t cap_bytes(void) { return (uint64_t)dk__option(DK_OPTION_POOL_MAX_MB) << 20; }
+
+/* Put a new chunk's runs into the pool; false (chunk destroyed, the limits it raised given back,
+ * node freed) when there is no memory for its records. */
+static bool add_chunk(dk_chunk_node *node)
+{
+  uint64_t page = node->chunk.page, n = node->chunk.npages;
+  uint32_t nruns = node->chunk.nruns;
+  node->epoch = dk__fork_epoch();
+  node->regs = dk__calloc(nruns, sizeof *node->regs);
+  dk_xnode **exts = node->regs ? dk__calloc(nruns, sizeof *exts) : NULL;
+  for (uint32_t i = 0; exts && i < nruns; i++)
+    if (!(exts[i] = node_get())) {
+      while (i-- > 0) node_put(exts[i]);
+      dk__free(exts);
+      exts = NULL;
+    }
+  if (!exts) {
+    dk__free(node->regs);
+    dk__hchunk_destroy(&node->chunk);
+    dk__huge_give_back(page, node->raised);
+    dk__free(node);
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for region records");
+    return false;
+  }
+  for (uint32_t i = 0; i < nruns; i++) {
+    const dk_hrun *run = &node->chunk.runs[i];
+    dk_region *r = &node->regs[i];
+    r->owner = node;
+    r->run = i;
+    r->va = run->va;
+    r->pa = run->pa;
+    r->len = run->len;
+    r->free_bytes = run->len;
+    exts[i]->start = run->pa;
+    exts[i]->end = run->pa + run->len;
+    exts[i]->owner = r;
+    dk__xtree_insert(&g_free, exts[i]);
+    insert_region(r);
+  }
+  dk__free(exts);
+  node->next = g_chunks;
+  g_chunks = node;
+  if (page >= (1ull << 30)) g_stats.bytes_pool_1g += page * n;
+  else g_stats.bytes_pool_2m += page * n;
+  g_stats.grows++;
+  return true;
+}
 
 /* Add a chunk of n pages; false with the failure recorded. *added receives it. */
 static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
@@ -219,44 +245,7 @@ static bool grow(uint64_t page, uint32_t n, dk_chunk_node **added)
     dk__free(node);
     return false;
   }
-  uint32_t nruns = node->chunk.nruns;
-  node->regs = dk__calloc(nruns, sizeof *node->regs);
-  dk_xnode **exts = node->regs ? dk__calloc(nruns, sizeof *exts) : NULL;
-  for (uint32_t i = 0; exts && i < nruns; i++)
-    if (!(exts[i] = node_get())) {
-      while (i-- > 0) node_put(exts[i]);
-      dk__free(exts);
-      exts = NULL;
-    }
-  if (!exts) {
-    dk__free(node->regs);
-    dk__hchunk_destroy(&node->chunk);
-    dk__huge_give_back(page, raised);
-    dk__free(node);
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for region records");
-    return false;
-  }
-  for (uint32_t i = 0; i < nruns; i++) {
-    const dk_hrun *run = &node->chunk.runs[i];
-    dk_region *r = &node->regs[i];
-    r->owner = node;
-    r->run = i;
-    r->va = run->va;
-    r->pa = run->pa;
-    r->len = run->len;
-    r->free_bytes = run->len;
-    exts[i]->start = run->pa;
-    exts[i]->end = run->pa + run->len;
-    exts[i]->owner = r;
-    dk__xtree_insert(&g_free, exts[i]);
-    insert_region(r);
-  }
-  dk__free(exts);
-  node->next = g_chunks;
-  g_chunks = node;
-  if (page >= (1ull << 30)) g_stats.bytes_pool_1g += page * n;
-  else g_stats.bytes_pool_2m += page * n;
-  g_stats.grows++;
+  if (!add_chunk(node)) return false;
   *added = node;
   return true;
 }
@@ -342,6 +331,24 @@ static uint64_t lowest_held(void)
   return low;
 }
 
+/* A chunk of pages claimed from a reservation (src/phys/claim.c) for a request under its mask:
+ * no growth, no search. Dropping it returns the pages to the reservation. 1 placed, 0 no
+ * reservation applies, -1 one applies but cannot serve this request (failure recorded). */
+static int grow_reserved(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
+{
+  dk_chunk_node *node = dk__calloc(1, sizeof *node);
+  if (!node) return 0;
+  int r = dk__reserve_claim(c, len, align, &node->chunk);
+  if (r <= 0 || !add_chunk(node)) {
+    if (r <= 0) dk__free(node);
+    return r < 0 ? -1 : 0;
+  }
+  if (try_place(c, len, align, out) > 0) return 1;
+  drop_chunk(node);
+  return -1;
+}
+
+/* Grow until the request fits, within bounds; records why not. Called with the lock held. */
 /* Grow until the request fits, within bounds; records why not. Called with the lock held and
  * two nodes ready. */
 static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
@@ -354,6 +361,17 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
   bool big = align > P2 || len > 64 * P2;
   uint64_t lowest_seen = UINT64_MAX;
   bool short_of_memory = false;      /* the memory budget ended the growth */
+
+  /* 0. a reservation under the limit: its pages first, no search. When one applies but cannot
+   *    serve (its pages are held), the pool grows as it would without it, and if that fails
+   *    too, the reservation's reason is the one reported (it says how to grow it). */
+  dk_failure reserved = { .code = kIOReturnSuccess };
+  if (c->high) {
+    int r = grow_reserved(c, len, align, out);
+    if (r > 0) return true;
+    if (r < 0) reserved = *dk_last_failure();
+    dk__fail_forget();
+  }
 
   /* 1. 2 MiB pages. When what the pool grew by does not meet the request, search on, holding
    *    what the kernel hands out (freed, the same pages would come back): below a mask in
@@ -373,9 +391,15 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
       uint32_t n = (uint32_t)((bytes + P2 - 1) / P2);
       if (!grow_some(P2, need, n, &node, &short_of_memory)) break;
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
-      if (nodes_ready(2) && try_place(c, len, align, out)) {
+      int placed = try_place(c, len, align, out);
+      if (placed > 0) {
         drop_unused(searched, nsearched);
         return true;
+      }
+      if (placed < 0) {                    /* no memory to carve: what this growth took goes back */
+        searched[nsearched++] = node;
+        drop_unused(searched, nsearched);
+        return false;
       }
       bool below = !c->high || chunk_has_below(node, c->high);
       if (!below && !lowmem) {
@@ -397,8 +421,10 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
     dk_chunk_node *node;
     if (grow(P1G, n, &node)) {
       if (node->chunk.npages && node->chunk.pa[0] < lowest_seen) lowest_seen = node->chunk.pa[0];
-      if (nodes_ready(2) && try_place(c, len, align, out)) return true;
+      int placed = try_place(c, len, align, out);
+      if (placed > 0) return true;
       if (chunk_unused(node)) drop_chunk(node);
+      if (placed < 0) return false;
     }
   }
   /* say which constraint could not be met */
@@ -426,13 +452,38 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
              "the pool cannot place %llu bytes at alignment 0x%llx under these constraints",
              (unsigned long long)len, (unsigned long long)align);
   }
+  if (reserved.code != kIOReturnSuccess) {
+    dk__fail_forget();
+    dk__fail(reserved.code, reserved.constraint, "%s", reserved.text);
+  }
   return false;
 }
 
 bool dk__pool_carve_locked(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
 {
-  if (!nodes_ready(2)) return false;
-  return try_place(c, len, align, out) || grow_for(c, len, align, out);
+  int placed = try_place(c, len, align, out);
+  return placed ? placed > 0 : grow_for(c, len, align, out);
+}
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+/* In a forked child: the parent's chunks are mapped here too (MAP_SHARED), but they are the
+ * parent's: the child forgets them (its copies of the records stay, for the buffers it
+ * inherited) and grows a pool of its own. */
+static void pool_in_child(void)
+{
+  pthread_mutex_init(&g_lock, NULL);
+  g_regions = NULL;
+  g_chunks = NULL;
+  g_free = (dk_xtree){ 0 };
+  memset(&g_stats, 0, sizeof g_stats);
+  g_bytes_4k = g_requests_4k = 0;
+  dk__slab_in_child();
+}
+
+bool dk__pool_inherited(const dk_block *b)
+{
+  return b->region && b->region->owner->epoch != dk__fork_epoch();
 }
 
 /* ---- public to the library ----------------------------------------------------------- */
@@ -446,8 +497,12 @@ uint64_t dk__pool_free_bytes(void)
   return n;
 }
 
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+static void register_fork(void) { dk__fork_register(DK_FORK_POOL, pool_in_child); }
+
 bool dk__pool_usable(void)
 {
+  pthread_once(&g_fork_once, register_fork);
   return dk__caps()->pool_usable && dk__option(DK_OPTION_POOL);
 }
 
@@ -509,6 +564,10 @@ void dk__pool_zero_stream(uint8_t *p, size_t n)
 void dk__pool_free(dk_block *b)
 {
   if (!b->region) return;
+  if (__builtin_expect(b->slab ? dk__slab_inherited(b->slab) : dk__pool_inherited(b), 0)) {
+    memset(b, 0, sizeof *b);               /* a parent's memory: nothing to give back here */
+    return;
+  }
   dk__pool_zero(b->va, (size_t)b->len);    /* every free byte is zero */
   dk__ctr_add(DK_CTR_BYTES_POOL_USED, -(int64_t)b->len);
   if (b->slab) {
@@ -726,11 +785,6 @@ IOReturn dk_pool_trim(void)
   for (dk_chunk_node *n = g_chunks, *next; n; n = next) {
     next = n->next;
     if (chunk_unused(n)) drop_chunk(n);
-  }
-  while (g_nodes) {                       /* nodes kept for reuse; live blocks keep their own */
-    dk_xnode *n = g_nodes;
-    g_nodes = n->r;
-    dk__free(n);
   }
   g_stats.trims++;
   pthread_mutex_unlock(&g_lock);

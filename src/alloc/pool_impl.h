@@ -43,6 +43,11 @@ void dk__slab_free(dk_block *b);
 /* Under the pool lock: give back the empty slabs the pool can reach (orphaned ones); part of
  * trim. */
 void dk__slab_trim_locked(void);
+/* In a forked child (base/fork.h): forget the slabs and heaps, which are the parent's. */
+void dk__slab_in_child(void);
+/* A slab or a block that a parent process made (this one is its forked child). */
+bool dk__slab_inherited(const dk_slab *s);
+bool dk__pool_inherited(const dk_block *b);
 /* Under the pool lock: check the slabs the pool can reach; 0 or -1 with why. */
 int  dk__slab_validate_locked(char *why, size_t cap);
 

@@ -22,6 +22,7 @@ struct IODMACommand {
   uint64_t max_transfer_size;   /* UINT64_MAX: none */
   uint64_t align_mask;          /* alignment - 1, for every segment's bus address */
   uint32_t mapping_options;
+  uint8_t  num_address_bits;    /* as given (XNU getNumAddressBits; 32 for a 32-bit function's 0) */
   IOMapper *mapper;             /* a translating mapper (retained), else NULL */
   void     *refcon;
   /* the memory descriptor (setMemoryDescriptor) */
@@ -153,12 +154,10 @@ bool IODMACommand_OutputLittle64(IODMACommand *target, IODMACommandSegment64 s, 
 
 /* ---- creation (XNU withSpecification -> setSpecification) --------------------------------- */
 
-IODMACommand *IODMACommand_withSpecification(IODMACommandSegmentFunction outSegFunc, UInt8 numAddressBits,
-                                             UInt64 maxSegmentSize, UInt32 mappingOptions,
-                                             UInt64 maxTransferSize, UInt32 alignment, IOMapper *mapper,
-                                             void *refCon)
+static IODMACommand *create(IODMACommandSegmentFunction outSegFunc, UInt8 numAddressBits, UInt64 maxSegmentSize,
+                            UInt32 mappingOptions, UInt64 maxTransferSize, UInt32 alignment, IOMapper *mapper,
+                            void *refCon)
 {
-  dk__enter("withSpecification");
   if (!outSegFunc) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
              "outSegFunc is NULL: pass an output function (IODMACommand_OutputHost64 for host-order 64-bit segments)");
@@ -227,15 +226,66 @@ IODMACommand *IODMACommand_withSpecification(IODMACommandSegmentFunction outSegF
   c->max_transfer_size = maxTransferSize ? maxTransferSize : UINT64_MAX;
   c->align_mask = (uint64_t)alignment - 1;
   c->mapping_options = mappingOptions;
+  c->num_address_bits = numAddressBits;
   c->mapper = m;
   c->refcon = refCon;
   return c;
+}
+
+IODMACommand *IODMACommand_withSpecification(IODMACommandSegmentFunction outSegFunc, UInt8 numAddressBits,
+                                             UInt64 maxSegmentSize, UInt32 mappingOptions,
+                                             UInt64 maxTransferSize, UInt32 alignment, IOMapper *mapper,
+                                             void *refCon)
+{
+  dk__enter("withSpecification");
+  return create(outSegFunc, numAddressBits, maxSegmentSize, mappingOptions, maxTransferSize, alignment, mapper,
+                refCon);
+}
+
+/* XNU's SegmentOptions form. One alignment applies to every segment start here, and lengths
+ * are not aligned: fAlignmentLength above 1, or fAlignmentInternalSegments other than 0 or
+ * fAlignment, is refused (kIOReturnUnsupported) rather than not honoured. */
+IODMACommand *IODMACommand_withSpecificationOptions(IODMACommandSegmentFunction outSegFunc,
+                                                    const IODMACommandSegmentOptions *segmentOptions,
+                                                    UInt32 mappingOptions, IOMapper *mapper, void *refCon)
+{
+  dk__enter("withSpecification");
+  const IODMACommandSegmentOptions *o = segmentOptions;
+  if (!o) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "segmentOptions is NULL");
+    return NULL;
+  }
+  if (o->fAlignmentLength > 1) {
+    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ALIGNMENT,
+             "fAlignmentLength %u: segment lengths are not aligned by dmakit (only 0 or 1)", o->fAlignmentLength);
+    return NULL;
+  }
+  if (o->fAlignmentInternalSegments && o->fAlignmentInternalSegments != (o->fAlignment ? o->fAlignment : 1)) {
+    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ALIGNMENT,
+             "fAlignmentInternalSegments %u differs from fAlignment %u: dmakit aligns every segment alike",
+             o->fAlignmentInternalSegments, o->fAlignment);
+    return NULL;
+  }
+  return create(outSegFunc, o->fNumAddressBits, o->fMaxSegmentSize, mappingOptions, o->fMaxTransferSize,
+                o->fAlignment, mapper, refCon);
 }
 
 void *IODMACommand_getRefCon(IODMACommand *p)
 {
   IODMACommand *c = as_cmd(p);
   return c ? c->refcon : NULL;
+}
+
+UInt8 IODMACommand_getNumAddressBits(IODMACommand *p)
+{
+  IODMACommand *c = as_cmd(p);
+  return c ? c->num_address_bits : 0;
+}
+
+UInt32 IODMACommand_getAlignment(IODMACommand *p)
+{
+  IODMACommand *c = as_cmd(p);
+  return c ? (UInt32)(c->align_mask + 1) : 0;
 }
 
 /* ---- segments ------------------------------------------------------------------------------ */
@@ -646,7 +696,8 @@ IOReturn IODMACommand_synchronize(IODMACommand *p, IOOptionBits options)
 
 /* ---- public: segments (XNU genIOVMSegments with kWalkClient) ----------------------------------- */
 
-static IOReturn gen(IODMACommand *c, UInt64 *offsetP, void *segments, UInt32 *numSegmentsP)
+static IOReturn gen(IODMACommand *c, IODMACommandSegmentFunction out, UInt64 *offsetP, void *segments,
+                    UInt32 *numSegmentsP)
 {
   if (!c->active) return dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE, "the command is not prepared");
   if (!offsetP || !segments || !numSegmentsP || !*numSegmentsP)
@@ -671,7 +722,7 @@ static IOReturn gen(IODMACommand *c, UInt64 *offsetP, void *segments, UInt32 *nu
       return dk__fail(kIOReturnNotAligned, DK_CONSTRAINT_ALIGNMENT, "segment 0x%llx+0x%llx is not aligned to 0x%llx",
                       (unsigned long long)a, (unsigned long long)l, (unsigned long long)mask + 1);
     IODMACommandSegment64 s = { a, l };
-    if (!c->out_seg(c, s, segments, n))
+    if (!out(c, s, segments, n))
       return dk__fail(kIOReturnMessageTooLarge, DK_CONSTRAINT_SEGMENTS,
                       "the output function refused segment %u (0x%llx+0x%llx): it does not fit its format", n,
                       (unsigned long long)a, (unsigned long long)l);
@@ -688,7 +739,18 @@ IOReturn IODMACommand_genIOVMSegments(IODMACommand *p, UInt64 *offset, void *seg
   static const char fn[] = "genIOVMSegments";
   IODMACommand *c = enter_cmd(fn, p);
   if (!c) return kIOReturnBadArgument;
-  return leave(fn, gen(c, offset, segments, numSegments));
+  return leave(fn, gen(c, c->out_seg, offset, segments, numSegments));
+}
+
+IOReturn IODMACommand_genIOVMSegmentsWithFunction(IODMACommand *p, IODMACommandSegmentFunction segmentFunction,
+                                                  UInt64 *offset, void *segments, UInt32 *numSegments)
+{
+  static const char fn[] = "genIOVMSegments";
+  IODMACommand *c = enter_cmd(fn, p);
+  if (!c) return kIOReturnBadArgument;
+  if (!segmentFunction)
+    return leave(fn, dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "segmentFunction is NULL"));
+  return leave(fn, gen(c, segmentFunction, offset, segments, numSegments));
 }
 
 IOReturn IODMACommand_gen64IOVMSegments(IODMACommand *p, UInt64 *offset, IODMACommandSegment64 *segments,
@@ -700,7 +762,69 @@ IOReturn IODMACommand_gen64IOVMSegments(IODMACommand *p, UInt64 *offset, IODMACo
   if (is_output32(c->out_seg))   /* XNU: "results will be incorrect" */
     return leave(fn, dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
                               "the command's output function writes 32-bit segments: use genIOVMSegments"));
-  return leave(fn, gen(c, offset, segments, numSegments));
+  return leave(fn, gen(c, c->out_seg, offset, segments, numSegments));
+}
+
+IOReturn IODMACommand_gen32IOVMSegments(IODMACommand *p, UInt64 *offset, IODMACommandSegment32 *segments,
+                                        UInt32 *numSegments)
+{
+  static const char fn[] = "gen32IOVMSegments";
+  IODMACommand *c = enter_cmd(fn, p);
+  if (!c) return kIOReturnBadArgument;
+  if (!is_output32(c->out_seg))   /* XNU writes 16-byte records into the 8-byte array */
+    return leave(fn, dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+                              "the command's output function does not write 32-bit segments: use gen64IOVMSegments"));
+  return leave(fn, gen(c, c->out_seg, offset, segments, numSegments));
+}
+
+/* ---- the prepared range (XNU getPreparedOffsetAndLength, readBytes, writeBytes) ------------- */
+
+IOReturn IODMACommand_getPreparedOffsetAndLength(IODMACommand *p, UInt64 *offset, UInt64 *length)
+{
+  static const char fn[] = "getPreparedOffsetAndLength";
+  IODMACommand *c = enter_cmd(fn, p);
+  if (!c) return kIOReturnBadArgument;
+  if (!c->active) return leave(fn, dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE, "the command is not prepared"));
+  if (offset) *offset = c->prep_offset;
+  if (length) *length = c->prep_length;
+  return leave(fn, kIOReturnSuccess);
+}
+
+/* XNU transfer(): copy between `buffer` and what the device sees at `offset` of the prepared
+ * range (the bounce buffer when it is double-buffered, else the memory), clipped to the range;
+ * no direction or read-only check, as XNU copies through physical addresses. */
+static UInt64 transfer(IODMACommand *p, const char *fn, bool read, UInt64 offset, void *buffer, UInt64 length)
+{
+  IODMACommand *c = enter_cmd(fn, p);
+  if (!c) return 0;
+  if (!c->active) {
+    dk__fail(kIOReturnNotReady, DK_CONSTRAINT_STATE, "the command is not prepared");
+    return 0;
+  }
+  if (offset >= c->prep_length) {
+    dk__fail(kIOReturnOverrun, DK_CONSTRAINT_RANGE, "offset 0x%llx is at or past the prepared length 0x%llx",
+             (unsigned long long)offset, (unsigned long long)c->prep_length);
+    return 0;
+  }
+  if (length > c->prep_length - offset) length = c->prep_length - offset;
+  if (length && !buffer) {
+    dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "bytes is NULL");
+    return 0;
+  }
+  if (!length) return 0;
+  /* through the descriptor's kind: memory of several ranges, sub-ranges or concatenations is
+   * not one virtual run */
+  return dk__dmacommand_transfer(c, !read, offset, buffer, length);
+}
+
+UInt64 IODMACommand_readBytes(IODMACommand *p, UInt64 offset, void *bytes, UInt64 length)
+{
+  return transfer(p, "IODMACommand::readBytes", true, offset, bytes, length);
+}
+
+UInt64 IODMACommand_writeBytes(IODMACommand *p, UInt64 offset, const void *bytes, UInt64 length)
+{
+  return transfer(p, "IODMACommand::writeBytes", false, offset, (void *)(uintptr_t)bytes, length);
 }
 
 /* ---- introspection ------------------------------------------------------------------------- */

@@ -329,7 +329,7 @@ static IOMemoryDescriptor *gmd_init(const char *fn, const IOAddressRange *ranges
   md->flags = options & ~kIOMemoryPreparedReadOnly;
   md->length = total;
   md->task = task;
-  md->buffer = md->mem.va;
+  md->buffer = dk__mem_va(&md->mem);
   md->pageable = virt;
   md->thread_safe = (options & kIOMemoryThreadSafe) != 0;
   if (md->thread_safe && !dk__md_ext(md)) goto fail;

@@ -80,7 +80,7 @@ IOReturn dk__md_map_at(IOMemoryDescriptor *md, uint64_t off, uint64_t len, int p
 {
   if (md->obj.cls->md) return md->obj.cls->md->map_at(md, off, len, prot, at);
   /* a buffer: its provider's pages again, byte `off` at `at` (whole hugepages for the pool) */
-  uint64_t src = (uint64_t)(md->buffer - md->mem.va) + off, g = dk__mem_granule(&md->mem);
+  uint64_t src = (uint64_t)(md->buffer - dk__mem_va(&md->mem)) + off, g = dk__mem_granule(&md->mem);
   if (((uint64_t)(uintptr_t)at - src) & (g - 1))
     return dk__fail(kIOReturnNotAligned, DK_CONSTRAINT_ALIGNMENT,
                     "a buffer's 0x%llx-byte pages cannot be mapped at 0x%llx: the address must have the same "

@@ -76,6 +76,12 @@ void OSObject_release(void *object)
   o->cls->free(o);
 }
 
+const char *dk_object_class_name(const void *object)
+{
+  OSObject *o = any_object((void *)(uintptr_t)object);
+  return o ? o->cls->name : NULL;
+}
+
 int OSObject_getRetainCount(const void *object)
 {
   if (dk__mapper_is(object)) return dk__mapper_refs(object);

@@ -51,10 +51,11 @@ static IOReturn map_for_type(const dk_server_policy *policy, task_t client, uint
     return dk__fail(kIOReturnInternalError, DK_CONSTRAINT_ARGUMENT,
                     "the driver's memory_for_type gave no descriptor for memory type %u", type);
   }
-  /* a fresh mapping per request (each is the client's to give back), read-only when either
-   * side asks for it */
-  IOOptionBits o = kIOMapAnywhere | kIOMapUnique | ((opts | options) & kIOMapReadOnly) |
-                   (((options & kIOMapCacheMask) ? options : opts) & kIOMapCacheMask) |
+  /* a fresh mapping per request (each is the client's to give back). As in XNU's
+   * mapClientMemory64, the client's user options (kIOMapUserOptionsMask: kIOMapAnywhere, the
+   * cache mode, kIOMapDefaultCache included) replace the driver's; beyond XNU, the mapping is
+   * read-only, or prefaulted, when either side asks for it */
+  IOOptionBits o = kIOMapAnywhere | kIOMapUnique | ((opts | options) & kIOMapReadOnly) | (options & kIOMapCacheMask) |
                    ((opts | options) & kIOMapPrefault);
   dk__share_reply_begin(seq, type);
   IOMemoryMap *m = dk__create_mapping(md, client, 0, o, 0, 0);

@@ -24,13 +24,24 @@ static void node_keep(dk_iova_space *s, dk_xnode *n)
   s->nspare++;
 }
 
-/* Nodes in the tree and kept add up to at least `need`. */
+/* Keep only the nodes the allocations still live could need for their frees. */
+static void trim(dk_iova_space *s)
+{
+  while (s->nspare && s->free.count + s->nspare > s->allocs + s->napertures + 1) dk__free(node_take(s));
+}
+
+/* Nodes in the tree and kept add up to at least `need`; on failure none is added. */
 static bool nodes_for(dk_iova_space *s, size_t need)
 {
+  size_t added = 0;
   while (s->free.count + s->nspare < need) {
     dk_xnode *n = dk__malloc(sizeof *n);
-    if (!n) return false;
+    if (!n) {
+      while (added--) dk__free(node_take(s));
+      return false;
+    }
     node_keep(s, n);
+    added++;
   }
   return true;
 }
@@ -193,9 +204,16 @@ bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len)
   }
   s->used -= len;
   if (s->allocs) s->allocs--;
-  /* keep only the nodes the allocations still live could need */
-  while (s->nspare && s->free.count + s->nspare > s->allocs + s->napertures + 1) dk__free(node_take(s));
+  trim(s);
   return true;
+}
+
+void dk__iova_retire(dk_iova_space *s, uint64_t iova, uint64_t len)
+{
+  (void)iova;
+  (void)len;
+  if (s->allocs) s->allocs--;          /* it stays used: counted in `used`, never in a free extent */
+  trim(s);
 }
 
 typedef struct ext_arg { dk_run *out; size_t cap, n; } ext_arg;

@@ -37,6 +37,9 @@ bool dk__iova_alloc_window(dk_iova_space *s, uint64_t len, uint64_t align, uint6
  * the apertures, or free already). Freeing whole ranges as they were allocated never needs
  * memory; freeing part of one may (false with nothing changed when there is none). */
 bool dk__iova_free(dk_iova_space *s, uint64_t iova, uint64_t len);
+/* [iova, iova+len), allocated, will never be freed (the IOMMU would not unmap it): it stays
+ * out of the space for good, and the nodes kept for its free are given back. */
+void dk__iova_retire(dk_iova_space *s, uint64_t iova, uint64_t len);
 /* The free extents in address order: at most cap into out; returns how many there are. */
 size_t dk__iova_extents(const dk_iova_space *s, dk_run *out, size_t cap);
 

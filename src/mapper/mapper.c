@@ -3,6 +3,7 @@
  * by every buffer range it covers under a compatible spec, the kernel's mapping limit, and
  * the debug tracker. Backends (vfio.c, and the software one tests use) only map and unmap. */
 #include "mapper/mapper_impl.h"
+#include "base/fork.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
 
@@ -24,11 +25,13 @@ void dk__mapper_retain(IOMapper *m)
   if ((m = as_mapper(m)) && !m->is_static) atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
 }
 
+static bool inherited(const IOMapper *m) { return m->epoch != dk__fork_epoch(); }
+
 static bool drop_region(dk_xnode *n, void *arg)
 {
   IOMapper *m = arg;
   dk_iova_region *r = (dk_iova_region *)n;
-  if (m->ops) m->ops->unmap(m, r->iova, n->end - n->start);
+  if (m->ops && !inherited(m)) m->ops->unmap(m, r->iova, n->end - n->start);
   dk__free(r);
   return true;
 }
@@ -58,6 +61,7 @@ IOMapper *dk__mapper_new(dk_mapper_kind kind, const dk_mapper_ops *ops, const ui
     return NULL;
   }
   m->magic = DK_MAPPER_MAGIC;
+  m->epoch = dk__fork_epoch();
   m->kind = kind;
   m->ops = ops;
   atomic_init(&m->refs, 1);
@@ -184,6 +188,10 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
   if (!dk__mapper_translates(m))
     return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT, "this mapper does not translate addresses");
   if (!len) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "a zero-length range has no IOVA");
+  if (inherited(m))
+    return dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_STATE,
+                    "this mapper was opened by the parent process (its container is shared): a forked "
+                    "child opens a mapper of its own");
   uint64_t va = (uint64_t)(uintptr_t)vp;
   uint64_t page = dk__caps()->page_size;
   if (granule < page) granule = page;
@@ -235,6 +243,11 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
 void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
 {
   if (!dk__mapper_translates(m) || !use) return;
+  if (inherited(m)) {                    /* the parent's mapping: it unmaps it, not this child */
+    use->region = NULL;
+    use->prev = use->next = NULL;
+    return;
+  }
   pthread_mutex_lock(&m->lock);
   dk_iova_region *r = use->region;
   if (!r) {
@@ -254,8 +267,8 @@ void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
     dk__xtree_remove(&m->regions, &r->node);
     /* an IOVA the kernel would not unmap stays allocated: handing it out again would fail
      * (or alias) in the IOMMU */
-    if (m->ops->unmap(m, r->iova, rlen) == 0 && !dk__iova_free(&m->space, r->iova, rlen))
-      m->info.double_unmaps++;
+    if (m->ops->unmap(m, r->iova, rlen) != 0) dk__iova_retire(&m->space, r->iova, rlen);
+    else if (!dk__iova_free(&m->space, r->iova, rlen)) m->info.double_unmaps++;
     m->info.mappings_live--;
     m->info.bytes_mapped -= rlen;
     dk__free(r);

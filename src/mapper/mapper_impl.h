@@ -27,6 +27,8 @@ typedef struct dk_iova_region {
 
 struct IOMapper {
   uint32_t             magic;
+  uint32_t             epoch;         /* dk__fork_epoch() when it was made: a parent's mapper
+                                         (its container is shared) is never programmed here */
   dk_mapper_kind       kind;
   bool                 is_static;     /* the identity mapper: never freed */
   _Atomic int          refs;          /* the opener's, the system setting's, each buffer's use */

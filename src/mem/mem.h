@@ -29,6 +29,8 @@ typedef struct dk_urange {
   uint64_t page0;                  /* its first page's index in pfn[] / run[] (virtual) */
 } dk_urange;
 typedef struct dk_user {
+  uint8_t   *va;                   /* range 0's address when the ranges are virtual (else NULL) */
+  uint64_t   len;                  /* the bytes of all ranges */
   uint32_t   count;
   bool       virt;                 /* ranges of this process (else bus addresses, wired as given) */
   bool       frames_known;
@@ -51,8 +53,6 @@ typedef struct dk_hugefd {
 } dk_hugefd;
 
 typedef struct dk_mem {
-  uint8_t    *va;                  /* the memory in this process (the internal view) */
-  uint64_t    len;                 /* bytes it spans */
   uint8_t     kind;                /* dk_provider */
   uint8_t     flags;               /* DK_MEM_* */
   union {
@@ -63,7 +63,27 @@ typedef struct dk_mem {
   } u;
 } dk_mem;
 
-#define DK_MEM_NONE_INIT ((dk_mem){ .va = NULL, .kind = DK_PROVIDER_NONE })
+/* The memory in this process (the internal view), and the bytes it spans. */
+static inline uint8_t *dk__mem_va(const dk_mem *m)
+{
+  switch (m->kind) {
+  case DK_PROVIDER_MEMFD_4K: return m->u.memfd->base;
+  case DK_PROVIDER_USER:     return m->u.user->va;
+  case DK_PROVIDER_HUGEFD:   return m->u.hugefd->base;
+  default:                   return m->u.pool.va;      /* the pool, and NONE (a zeroed union) */
+  }
+}
+static inline uint64_t dk__mem_len(const dk_mem *m)
+{
+  switch (m->kind) {
+  case DK_PROVIDER_MEMFD_4K: return m->u.memfd->size;
+  case DK_PROVIDER_USER:     return m->u.user->len;
+  case DK_PROVIDER_HUGEFD:   return m->u.hugefd->size;
+  default:                   return m->u.pool.len;
+  }
+}
+
+#define DK_MEM_NONE_INIT ((dk_mem){ .kind = DK_PROVIDER_NONE })
 
 /* What is asked of the memory. */
 typedef struct dk_mem_req {
@@ -146,7 +166,7 @@ int  dk__mem_discard(dk_mem *m);
 static inline uint64_t dk__mem_phys(const dk_mem *m, uint64_t off, uint64_t *run)
 {
   if (m->kind == DK_PROVIDER_POOL || m->kind == DK_PROVIDER_POOL_SLAB) {
-    if (run) *run = m->len - off;
+    if (run) *run = m->u.pool.len - off;
     return m->u.pool.pa + off;
   }
   return dk__mem_ops(m)->phys(m, off, run);

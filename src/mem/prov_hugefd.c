@@ -101,8 +101,6 @@ static bool hugefd_alloc(dk_mem *m, const dk_mem_req *rq)
   h->pa = pfn << dk__caps()->page_shift;
   (void)rq;
   m->kind = DK_PROVIDER_HUGEFD;
-  m->va = p;
-  m->len = hp;
   m->u.hugefd = h;
   m->flags = DK_MEM_WIRED | DK_MEM_ZEROED | DK_MEM_PINNED;   /* FRAMES_FIXED means pool memory (md.c fast path) */
   return true;
@@ -124,7 +122,7 @@ static void hugefd_free(dk_mem *m)
 
 static uint64_t hugefd_phys(const dk_mem *m, uint64_t off, uint64_t *run)
 {
-  if (run) *run = m->len - off;
+  if (run) *run = m->u.hugefd->size - off;
   return m->u.hugefd->pa + off;
 }
 

@@ -10,13 +10,19 @@
 #include <stdio.h>
 #include <string.h>
 
-/* A refusal for a promise only the pool could keep: privilege when the pool needs root. */
+/* A refusal for a promise only the pool could keep (one contiguous page and page alignment are
+ * what 4K pages promise). The cause decides the answer, as for a physical mask: without
+ * privilege (the pool reads frame numbers, which need root) kIOReturnNotPrivileged and the
+ * privilege constraint; with the pool merely turned off (DMAKIT_POOL=0), without hugetlb, or
+ * out of memory, kIOReturnNoMemory and the constraint that could not be met. */
 static bool refuse(dk_constraint_kind kind, const char *what)
 {
-  if (!dk__caps()->pagemap_frames)
+  const dk_caps *caps = dk__caps();
+  bool off = !dk__option(DK_OPTION_POOL);
+  if (!caps->pagemap_frames)
     dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
-             "%s: 4K pages cannot promise it, and the hugepage pool that could needs root "
-             "(frame numbers in /proc/self/pagemap, CAP_SYS_ADMIN)", what);
+             "%s: 4K pages cannot promise it, and the hugepage pool that can needs root (frame numbers in "
+             "/proc/self/pagemap need CAP_SYS_ADMIN)%s", what, off ? "; it is also turned off (DMAKIT_POOL=0)" : "");
   else
     dk__fail(kIOReturnNoMemory, kind, "%s: 4K pages cannot promise it, and the hugepage pool %s", what,
              dk__mem_pool_why());
@@ -86,8 +92,6 @@ static bool memfd_alloc(dk_mem *m, const dk_mem_req *rq)
     return false;
   }
   m->kind = DK_PROVIDER_MEMFD_4K;
-  m->va = b->base;
-  m->len = bytes;
   m->u.memfd = b;
   m->flags = DK_MEM_ZEROED | (b->wired ? DK_MEM_WIRED : 0) | (b->pinned ? DK_MEM_PINNED : 0);
   dk__pool_note_4k(bytes, +1);
@@ -96,7 +100,7 @@ static bool memfd_alloc(dk_mem *m, const dk_mem_req *rq)
 
 static void memfd_free(dk_mem *m)
 {
-  dk__pool_note_4k(m->len, -1);
+  dk__pool_note_4k(m->u.memfd->size, -1);
   dk__backing_destroy(m->u.memfd);
   dk__free(m->u.memfd);
 }

@@ -54,8 +54,8 @@ bool dk__user_create(dk_mem *m, const uint64_t (*ranges)[2], uint32_t count, boo
   u->r = r;
   u->pages = pages;
   m->kind = DK_PROVIDER_USER;
-  m->va = virt && count ? (uint8_t *)(uintptr_t)r[0].addr : NULL;
-  m->len = off;
+  u->va = virt && count ? (uint8_t *)(uintptr_t)r[0].addr : NULL;
+  u->len = off;
   m->u.user = u;
   m->flags = virt ? 0 : DK_MEM_WIRED | DK_MEM_PINNED | DK_MEM_FRAMES_FIXED;  /* bus addresses as given */
   return true;

@@ -1,5 +1,6 @@
 /* src/phys/huge.c: hugepage reservations and chunks (see huge.h). */
 #include "phys/huge.h"
+#include "base/fork.h"
 #include "prim/prim.h"
 
 #include <dirent.h>
@@ -121,10 +122,23 @@ __attribute__((destructor)) static void give_back_at_exit(void)
 
 static pthread_once_t g_reclaim_once = PTHREAD_ONCE_INIT;
 
+/* In a forked child: the limits were raised by the parent, which gives them back. */
+static void huge_in_child(void)
+{
+  pthread_mutex_init(&g_lock, NULL);
+  g_raised[0] = g_raised[1] = 0;
+}
+
+static void first_use(void)
+{
+  dk__huge_reclaim_dead();
+  dk__fork_register(DK_FORK_HUGE, huge_in_child);
+}
+
 bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
 {
   *raised = 0;
-  pthread_once(&g_reclaim_once, dk__huge_reclaim_dead);
+  pthread_once(&g_reclaim_once, first_use);
   dk_huge_counts k;
   if (dk__huge_counts(page, &k) < 0) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the kernel has no %llu KiB hugepages",
@@ -239,9 +253,10 @@ void dk__hchunk_destroy(dk_hchunk *c)
     if (c->runs[i].va) dk__munmap(c->runs[i].va, (size_t)c->runs[i].len);
   }
   if (c->fd >= 0) dk__close(c->fd);
+  if (c->claim_fd >= 0) dk__close(c->claim_fd);
   chunk_free_arrays(c);
   memset(c, 0, sizeof *c);
-  c->fd = -1;
+  c->fd = c->claim_fd = -1;
 }
 
 /* Populating is the kernel allocating and zeroing every page: most of a chunk's cost. Large
@@ -272,26 +287,64 @@ static int populate(uint8_t *va, uint64_t page, uint32_t npages)
 
 bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
 {
+  const uint64_t total = page * npages;
+  unsigned flag = page >= (1ull << 30) ? MFD_HUGE_1GB : MFD_HUGE_2MB;
+  int fd = dk__memfd_create("dmakit-pool", MFD_CLOEXEC | MFD_HUGETLB | flag);
+  if (fd < 0) {
+    memset(c, 0, sizeof *c);
+    c->fd = c->claim_fd = -1;
+    return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "hugetlb memfd_create failed: %s", strerror(errno)), false;
+  }
+  uint64_t *offs = dk__calloc(npages, sizeof *offs);
+  if (!offs || dk__ftruncate(fd, (off_t)total) < 0) {
+    if (offs) dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "sizing a hugetlb memfd to %llu bytes failed: %s",
+                       (unsigned long long)total, strerror(errno));
+    else dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the offsets of %u hugepages", npages);
+    dk__free(offs);
+    dk__close(fd);
+    memset(c, 0, sizeof *c);
+    c->fd = c->claim_fd = -1;
+    return false;
+  }
+  for (uint32_t i = 0; i < npages; i++) offs[i] = (uint64_t)i * page;
+  bool ok = dk__hchunk_adopt(c, fd, page, npages, offs);
+  dk__free(offs);
+  return ok;
+}
+
+/* Map pages of `fd` at offsets[0..n) one after another at a fresh address (pages whose offsets
+ * follow each other with one call). A shared hugetlb mapping reserves its pages here, so a
+ * shortage is ENOMEM now, never SIGBUS. MAP_FAILED with errno. */
+static uint8_t *map_pages(int fd, uint64_t page, uint32_t n, const uint64_t *offsets)
+{
+  size_t total = (size_t)(page * n);
+  uint8_t *va = dk__reserve_aligned(total, page, 0);
+  if (!va) return MAP_FAILED;
+  for (uint32_t k = 0; k < n;) {
+    uint32_t m = k + 1;
+    while (m < n && offsets[m] == offsets[m - 1] + page) m++;
+    if (dk__mmap(va + (uint64_t)k * page, (size_t)((uint64_t)(m - k) * page), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_FIXED, fd, (off_t)offsets[k]) == MAP_FAILED) {
+      int e = errno;
+      dk__munmap(va, total);
+      errno = e;
+      return MAP_FAILED;
+    }
+    k = m;
+  }
+  return va;
+}
+
+bool dk__hchunk_adopt(dk_hchunk *c, int fd, uint64_t page, uint32_t npages, const uint64_t *offsets)
+{
   memset(c, 0, sizeof *c);
-  c->fd = -1;
+  c->fd = fd;
+  c->claim_fd = -1;
   c->page = page;
   c->npages = npages;
   const uint64_t total = page * npages;
-  unsigned flag = page >= (1ull << 30) ? MFD_HUGE_1GB : MFD_HUGE_2MB;
-  uint8_t *tmp = MAP_FAILED;
   order *ord = NULL;
-  c->fd = dk__memfd_create("dmakit-pool", MFD_CLOEXEC | MFD_HUGETLB | flag);
-  if (c->fd < 0) {
-    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "hugetlb memfd_create failed: %s", strerror(errno));
-    goto fail;
-  }
-  if (dk__ftruncate(c->fd, (off_t)total) < 0) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "sizing a hugetlb memfd to %llu bytes failed: %s",
-             (unsigned long long)total, strerror(errno));
-    goto fail;
-  }
-  /* a shared hugetlb mapping reserves its pages here, so a shortage is ENOMEM now, never SIGBUS */
-  tmp = dk__mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
+  uint8_t *tmp = map_pages(fd, page, npages, offsets);
   if (tmp == MAP_FAILED) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "%u hugepages of %llu KiB could not be reserved: %s",
              npages, (unsigned long long)(page >> 10), strerror(errno));
@@ -321,7 +374,7 @@ bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages)
       goto fail;
     }
     ord[i].pa = pfn[i] << dk__caps()->page_shift;
-    ord[i].off = (uint64_t)i * page;
+    ord[i].off = offsets[i];
   }
   dk__free(pfn);
   qsort(ord, npages, sizeof *ord, by_pa);

@@ -40,6 +40,9 @@ typedef struct dk_hrun {
 
 typedef struct dk_hchunk {
   int       fd;
+  int       claim_fd;   /* >= 0: the pages are claimed from a reservation (phys/reserve.h);
+                           destroying the chunk closes it, which returns them, and leaves the
+                           pages in the reservation instead of giving them to the kernel */
   uint64_t  page;       /* page size */
   uint32_t  npages;
   uint64_t *pa;         /* page i in physical order: its frame address ... */
@@ -50,6 +53,9 @@ typedef struct dk_hchunk {
 
 /* npages pages of `page` bytes, populated (zeroed by the kernel), sorted, mapped, pinned. */
 bool dk__hchunk_create(dk_hchunk *c, uint64_t page, uint32_t npages);
+/* The same for pages that already exist in a hugetlb file: `fd` (which the chunk takes over,
+ * closed on failure too) at byte `offsets[i]`, i < npages. */
+bool dk__hchunk_adopt(dk_hchunk *c, int fd, uint64_t page, uint32_t npages, const uint64_t *offsets);
 void dk__hchunk_destroy(dk_hchunk *c);
 /* Map [pa, pa+len) of run r again in this process (whole pages: a mapping of a hugetlb file
  * is page-granular), `guard` bytes of no access on each side, at `fixed` when non-NULL.

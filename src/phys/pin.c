@@ -3,6 +3,7 @@
  * fail instead. User space gets that pin by registering the memory as an io_uring fixed
  * buffer. Each ring holds a sparse table of RING_SLOTS buffers of at most 1 GiB each; a pin
  * takes consecutive slots of one ring, unpinning clears them. Rings are made on demand. */
+#include "base/fork.h"
 #include "phys/budget.h"
 #include "phys/phys.h"
 #include "prim/prim.h"
@@ -28,6 +29,24 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static ring *g_rings[MAX_RINGS];
 static int g_nrings;
 static long g_pins, g_slots;
+/* Ring numbers in pins are g_base + the index: rings numbered below g_base are a parent's
+ * (this process is a forked child), whose pins are the parent's to give back. */
+static int g_base;
+
+/* In a forked child: the rings are shared with the parent, and so are their pins. The child
+ * closes its descriptors of them (the parent's stay open) and makes rings of its own. */
+static void pins_in_child(void)
+{
+  pthread_mutex_init(&g_lock, NULL);
+  for (int i = 0; i < g_nrings; i++) {
+    dk__close(g_rings[i]->fd);
+    dk__free(g_rings[i]);
+    g_rings[i] = NULL;
+  }
+  g_nrings = 0;
+  g_pins = g_slots = 0;
+  g_base += MAX_RINGS;
+}
 
 static int ring_open(void)
 {
@@ -119,13 +138,14 @@ int dk__pin(void *addr, size_t len, dk_pin *pin)
     ring *r = dk__calloc(1, sizeof *r);
     if (!r) { e = errno; goto out; }
     if ((r->fd = ring_open()) < 0) { e = errno; dk__free(r); goto out; }
+    if (!g_nrings) dk__fork_register(DK_FORK_PIN, pins_in_child);
     ri = g_nrings;
     g_rings[g_nrings++] = r;
     slot = 0;
   }
   if (update(g_rings[ri]->fd, (uint32_t)slot, iov, n) < 0) { e = errno; goto out; }
   slots_mark(g_rings[ri], (uint32_t)slot, n, 1);
-  pin->ring = (int16_t)ri;
+  pin->ring = (int16_t)(g_base + ri);
   pin->slot = (uint32_t)slot;
   pin->nslots = (uint16_t)n;
   pin->bytes = len;
@@ -144,7 +164,12 @@ void dk__unpin(dk_pin *pin)
   if (pin->ring < 0) return;
   struct iovec none = { NULL, 0 };
   pthread_mutex_lock(&g_lock);
-  ring *r = g_rings[pin->ring];
+  if (pin->ring < g_base) {              /* a parent's pin: it gives it back, not this child */
+    pthread_mutex_unlock(&g_lock);
+    *pin = DK_PIN_INIT;
+    return;
+  }
+  ring *r = g_rings[pin->ring - g_base];
   /* Clearing a slot drops its pin. A failure here leaves the pages pinned until the slot is
    * reused or the ring closes: never unpinned early, the safe direction. */
   for (uint32_t i = 0; i < pin->nslots; i++)

@@ -6,11 +6,14 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
@@ -40,6 +43,8 @@ static int sys_getsockopt(int fd, int lv, int n, void *v, unsigned *l) { return 
 static int sys_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 static int sys_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 static int sys_ioctl(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
+static int sys_umount(const char *t) { return umount2(t, UMOUNT_NOFOLLOW); }
+static int sys_fcntl_lock(int fd, int cmd, struct flock *l) { return fcntl(fd, cmd, l); }
 static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
 static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
 static void *sys_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
@@ -58,7 +63,9 @@ static void *sys_mremap(void *old, size_t old_len, size_t new_len, int flags, vo
   .connect = sys_connect, .sendmsg = sendmsg, .recvmsg = recvmsg, .poll = sys_poll,\
   .getsockopt = sys_getsockopt, .shutdown = shutdown, .fchmod = fchmod, .fcntl = sys_fcntl,\
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
-  .mkdir = mkdir, .kill = kill, .opendir = opendir, .mremap = sys_mremap,\
+  .mkdir = mkdir, .kill = kill, .opendir = opendir,\
+  .mount = mount, .umount = sys_umount, .rename = rename, .fcntl_lock = sys_fcntl_lock, .statfs = statfs,\
+  .chmod = chmod, .mremap = sys_mremap,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -72,7 +79,9 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "getrlimit", "process_vm_readv", "thread_create", "malloc", "calloc", "realloc",
   "socket", "bind", "listen", "accept", "connect", "sendmsg", "recvmsg", "poll", "getsockopt",
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
-  "mkdir", "kill", "opendir", "mremap",
+  "mkdir", "kill", "opendir",
+  "mount", "umount", "rename", "fcntl_lock", "statfs",
+  "chmod", "mremap",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -93,26 +102,32 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_GETSOCKOPT] = ENOBUFS, [DK_PRIM_SHUTDOWN] = ENOTCONN, [DK_PRIM_FCHMOD] = EPERM,
   [DK_PRIM_FCNTL] = EPERM, [DK_PRIM_UNLINK] = EACCES, [DK_PRIM_PIPE] = EMFILE, [DK_PRIM_LSTAT] = EACCES, [DK_PRIM_IOCTL] = ENOMEM, [DK_PRIM_READLINK] = ENOENT, [DK_PRIM_FSTAT] = EIO,
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
-  [DK_PRIM_MREMAP] = ENOMEM,
+  [DK_PRIM_MOUNT] = ENOMEM, [DK_PRIM_UMOUNT] = EBUSY, [DK_PRIM_RENAME] = ENOSPC,
+  [DK_PRIM_FCNTL_LOCK] = ENOLCK, [DK_PRIM_STATFS] = EIO,
+  [DK_PRIM_CHMOD] = EPERM, [DK_PRIM_MREMAP] = ENOMEM,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
 #define RELEASE_CALLS (DK_PRIM_BIT(DK_PRIM_MUNMAP) | DK_PRIM_BIT(DK_PRIM_MUNLOCK) | DK_PRIM_BIT(DK_PRIM_CLOSE) | \
-                       DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK))
+                       DK_PRIM_BIT(DK_PRIM_SHUTDOWN) | DK_PRIM_BIT(DK_PRIM_UNLINK) | DK_PRIM_BIT(DK_PRIM_UMOUNT))
 
+/* The settings are atomics too: a test may arm while the library's own threads (a server's,
+ * a client connection's) keep making calls; they see the old or the new settings. */
 static _Atomic int           fault_armed;
 static _Atomic unsigned long fault_seen;
-static unsigned long         fault_nth;
-static int                   fault_forever, fault_err;   /* set before the operation runs */
+static _Atomic unsigned long fault_nth;
+static _Atomic int           fault_forever, fault_err;
 static _Atomic int           fault_fired_flag;           /* any thread of the operation sets it */
-static uint64_t              fault_calls;
+static _Atomic uint64_t      fault_calls;
+#define RELAXED(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 void dk__fault_arm(unsigned long nth, int forever, uint64_t calls, int err)
 {
-  fault_nth = nth;
-  fault_forever = forever;
-  fault_calls = calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS);
-  fault_err = err;
+  atomic_store_explicit(&fault_nth, nth, memory_order_relaxed);
+  atomic_store_explicit(&fault_forever, forever, memory_order_relaxed);
+  atomic_store_explicit(&fault_calls, calls ? calls : ((DK_PRIM_BIT(DK_PRIM__COUNT) - 1) & ~RELEASE_CALLS),
+                        memory_order_relaxed);
+  atomic_store_explicit(&fault_err, err, memory_order_relaxed);
   atomic_store(&fault_fired_flag, 0);
   atomic_store(&fault_seen, 0);
   atomic_store(&fault_armed, 1);
@@ -126,12 +141,13 @@ static inline int fault(dk_prim_call call)
 {
   if (__builtin_expect(!atomic_load_explicit(&fault_armed, memory_order_relaxed), 1))
     return 0;
-  if (!(fault_calls & DK_PRIM_BIT(call)))
+  if (!(RELAXED(fault_calls) & DK_PRIM_BIT(call)))
     return 0;
-  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1;
-  if (n == fault_nth || (fault_forever && n > fault_nth)) {
+  unsigned long n = atomic_fetch_add(&fault_seen, 1) + 1, nth = RELAXED(fault_nth);
+  if (n == nth || (RELAXED(fault_forever) && n > nth)) {
     atomic_store(&fault_fired_flag, 1);
-    errno = fault_err ? fault_err : default_errno[call];
+    int err = RELAXED(fault_err);
+    errno = err ? err : default_errno[call];
     return 1;
   }
   return 0;
@@ -336,7 +352,9 @@ int dk__fchmod(int fd, mode_t mode)
 int dk__fcntl(int fd, int cmd, int arg)
 {
   if (fault(DK_PRIM_FCNTL)) return -1;
-  return dk__prim.fcntl(fd, cmd, arg);
+  int r = dk__prim.fcntl(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) COUNT(c_fds, 1);   /* a new descriptor */
+  return r;
 }
 int dk__unlink(const char *path)
 {
@@ -354,6 +372,11 @@ int dk__lstat(const char *path, struct stat *st)
 {
   if (fault(DK_PRIM_LSTAT)) return -1;
   return dk__prim.lstat(path, st);
+}
+int dk__chmod(const char *path, mode_t mode)
+{
+  if (fault(DK_PRIM_CHMOD)) return -1;
+  return dk__prim.chmod(path, mode);
 }
 int dk__ioctl(int fd, unsigned long request, void *arg)
 {
@@ -379,6 +402,16 @@ void dk__sleep_ms(unsigned ms)
 {
   struct timespec t = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
   while (nanosleep(&t, &t) < 0 && errno == EINTR) {}
+}
+int dk__mount(const char *src, const char *target, const char *type, unsigned long flags, const void *data)
+{
+  if (fault(DK_PRIM_MOUNT)) return -1;
+  return dk__prim.mount(src, target, type, flags, data);
+}
+int dk__umount(const char *target)
+{
+  if (fault(DK_PRIM_UMOUNT)) return -1;
+  return dk__prim.umount(target);
 }
 int dk__mkdir(const char *path, mode_t mode)
 {
@@ -407,6 +440,21 @@ void dk__closedir(DIR *d)
   if (!d) return;
   COUNT(c_fds, -1);
   closedir(d);
+}
+int dk__rename(const char *from, const char *to)
+{
+  if (fault(DK_PRIM_RENAME)) return -1;
+  return dk__prim.rename(from, to);
+}
+int dk__fcntl_lock(int fd, int cmd, struct flock *lock)
+{
+  if (fault(DK_PRIM_FCNTL_LOCK)) return -1;
+  return dk__prim.fcntl_lock(fd, cmd, lock);
+}
+int dk__statfs(const char *path, struct statfs *st)
+{
+  if (fault(DK_PRIM_STATFS)) return -1;
+  return dk__prim.statfs(path, st);
 }
 int dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {
@@ -466,4 +514,17 @@ ssize_t dk__read_text(const char *path, char *buf, size_t cap)
   buf[got] = '\0';
   dk__close(fd);
   return (ssize_t)got;
+}
+
+int dk__write_text(const char *path, const char *text)
+{
+  int fd = dk__open(path, O_WRONLY);
+  if (fd < 0) return -1;
+  size_t n = strlen(text);
+  ssize_t w = dk__write(fd, text, n);
+  int e = w < 0 ? errno : EIO;
+  dk__close(fd);
+  if (w == (ssize_t)n) return 0;
+  errno = e;
+  return -1;
 }

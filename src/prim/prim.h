@@ -21,6 +21,8 @@ struct sockaddr;
 struct msghdr;
 struct pollfd;
 struct stat;
+struct statfs;
+struct flock;
 
 typedef struct dk_prim_table {
   void   *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
@@ -59,6 +61,12 @@ typedef struct dk_prim_table {
   int     (*ioctl)(int fd, unsigned long request, void *arg);
   ssize_t (*readlink)(const char *path, char *buf, size_t cap);
   int     (*fstat)(int fd, struct stat *st);
+  int     (*mount)(const char *src, const char *target, const char *type, unsigned long flags, const void *data);
+  int     (*umount)(const char *target);
+  int     (*rename)(const char *from, const char *to);
+  int     (*fcntl_lock)(int fd, int cmd, struct flock *lock);
+  int     (*statfs)(const char *path, struct statfs *st);
+  int     (*chmod)(const char *path, mode_t mode);
   int     (*pipe2)(int fds[2], int flags);
   int     (*mkdir)(const char *path, mode_t mode);
   int     (*kill)(pid_t pid, int sig);
@@ -81,7 +89,9 @@ typedef enum dk_prim_call {
   DK_PRIM_SOCKET, DK_PRIM_BIND, DK_PRIM_LISTEN, DK_PRIM_ACCEPT, DK_PRIM_CONNECT, DK_PRIM_SENDMSG,
   DK_PRIM_RECVMSG, DK_PRIM_POLL, DK_PRIM_GETSOCKOPT, DK_PRIM_SHUTDOWN, DK_PRIM_FCHMOD, DK_PRIM_FCNTL,
   DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK, DK_PRIM_FSTAT,
-  DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR, DK_PRIM_MREMAP,
+  DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR,
+  DK_PRIM_MOUNT, DK_PRIM_UMOUNT, DK_PRIM_RENAME, DK_PRIM_FCNTL_LOCK, DK_PRIM_STATFS,
+  DK_PRIM_CHMOD, DK_PRIM_MREMAP,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -92,7 +102,7 @@ const char *dk__prim_call_name(dk_prim_call call);
 /* ---- fault injection ---------------------------------------------------------------- */
 /* Fail the `nth` (1-based) eligible call from now on; `forever` keeps failing every eligible
  * call after it. `calls` is a bit mask of DK_PRIM_BIT(dk_prim_call), 0 = every call except the
- * release-type calls (munmap, munlock, close, shutdown, unlink, free), which cannot
+ * release-type calls (munmap, munlock, close, shutdown, unlink, umount, free), which cannot
  * meaningfully fail.
  * `err` is the errno to report; 0 picks the call's most typical error. */
 #define DK_PRIM_BIT(call) (1ull << (call))
@@ -162,6 +172,7 @@ int     dk__fcntl(int fd, int cmd, int arg);
 int     dk__unlink(const char *path);
 int     dk__pipe(int fds[2]);
 int     dk__lstat(const char *path, struct stat *st);
+int     dk__chmod(const char *path, mode_t mode);
 /* ioctl with a pointer argument (VFIO); EINTR is retried by the caller. */
 int     dk__ioctl(int fd, unsigned long request, void *arg);
 /* readlink, NUL-terminated; -1 with errno (ENAMETOOLONG when it does not fit). */
@@ -176,6 +187,13 @@ int     dk__kill(pid_t pid, int sig);
 DIR    *dk__opendir(const char *path);
 const char *dk__readdir(DIR *d);
 void    dk__closedir(DIR *d);
+/* For reservations (src/phys/reserve.c): mounting hugetlbfs, their directories and records,
+ * and open-file-description byte-range locks (fcntl F_OFD_SETLK/SETLKW/GETLK). */
+int     dk__mount(const char *src, const char *target, const char *type, unsigned long flags, const void *data);
+int     dk__umount(const char *target);
+int     dk__rename(const char *from, const char *to);
+int     dk__fcntl_lock(int fd, int cmd, struct flock *lock);
+int     dk__statfs(const char *path, struct statfs *st);
 int     dk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 int     dk__thread_join(pthread_t t);
 void   *dk__malloc(size_t n);
@@ -191,5 +209,7 @@ void   *dk__alloc_persistent(size_t align, size_t n);
 
 /* Read a small text file (sysctl, /proc) into buf, NUL-terminated; -1 on error. */
 ssize_t dk__read_text(const char *path, char *buf, size_t cap);
+/* Write `text` to an existing file (a sysctl, a sysfs knob) in one write; 0, or -1 with errno. */
+int     dk__write_text(const char *path, const char *text);
 
 #endif

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct cmap {
   struct cmap      *next;
@@ -169,6 +170,7 @@ static void *client_main(void *arg)
     char buf[sizeof m + 1];
     int fd, nfds, flags;
     ssize_t n = dk__share_recv(c->fd, buf, sizeof buf, 0, &fd, &nfds, &flags);
+    if (n < 0 && errno == EBADMSG) continue;           /* an empty record: not one the driver sends */
     if (n <= 0) break;                                 /* driver gone, or we are closing */
     char why[160];
     if ((flags & (MSG_TRUNC | MSG_CTRUNC)) ||
@@ -250,10 +252,17 @@ IOReturn dk_client_connect(const char *path, const dk_client_options *options, d
       nanosleep(&t, NULL);
       continue;
     }
-    rc = e == EAGAIN ? dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
-                                "the driver on %s accepted no connection within %d ms", path, c->timeout_ms)
-                     : dk__fail(e == ENOENT || e == ECONNREFUSED ? kIOReturnNotFound : kIOReturnIPCError,
-                                DK_CONSTRAINT_CONNECTION, "no driver listens on %s: %s", path, strerror(e));
+    if (e == EAGAIN)
+      rc = dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
+                    "the driver on %s accepted no connection within %d ms", path, c->timeout_ms);
+    else if (e == ENOENT || e == ECONNREFUSED)
+      rc = dk__fail(kIOReturnNotFound, DK_CONSTRAINT_CONNECTION, "no driver listens on %s: %s", path, strerror(e));
+    else if (e == EACCES || e == EPERM)   /* the file system, before any driver was asked */
+      rc = dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_PEER,
+                    "%s cannot be reached by uid %u: %s (the socket's mode, or a directory above it that this "
+                    "user may not search)", path, (unsigned)geteuid(), strerror(e));
+    else
+      rc = dk__fail(kIOReturnIPCError, DK_CONSTRAINT_CONNECTION, "connecting to %s failed: %s", path, strerror(e));
     goto fail;
   }
   int fl = dk__fcntl(c->fd, F_GETFL, 0);              /* the library's thread reads blocking */
@@ -275,6 +284,10 @@ IOReturn dk_client_connect(const char *path, const dk_client_options *options, d
   int fd, nfds, flags;
   ssize_t n = dk__share_recv(c->fd, buf, sizeof buf, 0, &fd, &nfds, &flags);
   if (fd >= 0) dk__close(fd);
+  if (n < 0 && errno == EBADMSG) {
+    rc = dk__fail(kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "the driver's first message is an empty record");
+    goto fail;
+  }
   if (n <= 0) {
     rc = dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_PEER, "the driver on %s closed the connection at once", path);
     goto fail;

@@ -5,6 +5,11 @@
  * of the mappings the client holds (entries), and the state of the conversation. Memory leaves
  * as a memfd: sealed against shrinking and growing, mode 0600, and for read-only access as a
  * read-only file description, so the kernel, not the client, enforces what it may do.
+ * Nothing sent to a client is dropped and no thread waits for room in its socket: a record
+ * that does not fit waits in the connection's queue, in order, and the server thread sends it
+ * when the socket has room. A client that takes nothing from its socket, or leaves a MAP
+ * unanswered, for timeout_ms is cut off; while 64 records wait for it, its requests are left
+ * unread (what waits for one client stays bounded).
  * Lock order: server->lock before conn->lock; hooks' set_address runs under conn->lock. */
 #include "share/proto.h"
 #include "share/share.h"
@@ -37,7 +42,17 @@ typedef struct entry {
   bool          given_back;   /* the client gave it back before the waiting thread woke */
   IOReturn      code;         /* the client's failure, when FAILED */
   uint64_t      address;
+  uint64_t      sent_ms;      /* when its MAP left for the client (0: still queued) */
 } entry;
+
+/* A record waiting for room in the client's socket. */
+typedef struct outrec {
+  struct outrec *next;
+  int            fd;          /* the descriptor it carries (its own duplicate), or -1 */
+  uint64_t       map_id;      /* a MAP: its entry, stamped with the time it leaves */
+  uint32_t       len;
+  unsigned char  rec[];
+} outrec;
 
 typedef struct dk_conn {
   struct dk_task   task;        /* first: a task_t points here */
@@ -52,8 +67,14 @@ typedef struct dk_conn {
   unsigned         nentries;    /* mappings the client holds or is being sent (capped) */
   unsigned         npending;    /* of which not yet answered */
   bool             finalized;   /* the server let go of it */
+  IOReturn         cut_code;    /* why it was cut off (kIOReturnNotResponding ...), 0 if it ended */
   uint64_t         next_id;
   entry           *entries;
+  outrec          *out_head, *out_tail;   /* waiting for room in the client's socket, oldest first */
+  unsigned         nout;
+  bool             sending;     /* a thread has a record in sendmsg (the lock dropped) */
+  uint64_t         out_since;   /* ms: when the queue last moved (or started) */
+  uint64_t         out_retry;   /* ms: the driver's own side could not send; not before then */
   struct dk_conn  *next;        /* in server->conns */
   char             name[48];
 } dk_conn;
@@ -73,6 +94,9 @@ struct dk_server {
   unsigned         accepting;   /* threads inside dk_server_accept */
   pthread_cond_t   idle;        /* the last of them left (destroy waits for it) */
   char             path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  /* dk_server_stats */
+  _Atomic uint64_t st_connections, st_vanished, st_refused, st_admitted, st_disconnected;
+  _Atomic uint64_t st_cut, st_bad, st_queued_max, st_pauses;
 };
 
 #define g_hooks dk__share_hooks
@@ -82,6 +106,11 @@ struct dk_server {
  * the driver keep unbounded records or descriptors in flight. */
 #define CONN_MAX_ENTRIES 4096u
 #define CONN_MAX_PENDING 64u
+/* Records waiting for room in one client's socket: at OUT_PAUSE its requests are left unread
+ * (each answers with at most one record), beyond OUT_MAX (UNMAPs of everything it holds, MAPs
+ * of what is pending, and the answers) it is cut off. */
+#define OUT_PAUSE 64u
+#define OUT_MAX   (CONN_MAX_ENTRIES + CONN_MAX_PENDING + OUT_PAUSE)
 
 /* The server thread, and the request it is answering (DK_SHARE_MAP_OWNED, reply seq). */
 static _Thread_local dk_server *tl_server;
@@ -155,27 +184,23 @@ bool dk_task_is_connected(task_t task)
  * (descriptors in flight over its limit, no buffers), which must not cut the client off. */
 static bool client_fault(int err) { return err == ETIMEDOUT || err == EPIPE || err == ECONNRESET || err == ENOTCONN; }
 
-static void send_result(int fd, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
-  __attribute__((format(printf, 5, 6)));
-static void send_result(int fd, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
+static void result_init(dk_msg *m, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, va_list ap)
 {
-  dk_msg m;
-  dk__proto_init(&m, DK_MSG_RESULT, seq);
-  m.u.result.code = code;
-  m.u.result.constraint = (uint32_t)kind;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(m.u.result.text, sizeof m.u.result.text, fmt, ap);
-  va_end(ap);
-  (void)dk__share_send(fd, &m, -1, 0);   /* best effort: a client that cannot take it is cut off elsewhere */
+  dk__proto_init(m, DK_MSG_RESULT, seq);
+  m->u.result.code = code;
+  m->u.result.constraint = (uint32_t)kind;
+  vsnprintf(m->u.result.text, sizeof m->u.result.text, fmt, ap);
 }
 
-static void send_bye(int fd, IOReturn code, const char *text)
+/* A refusal on a socket that is not (yet) a connection: fresh, so it has room. */
+static void refuse(int fd, IOReturn code, dk_constraint_kind kind, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void refuse(int fd, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
 {
   dk_msg m;
-  dk__proto_init(&m, DK_MSG_BYE, 0);
-  m.u.bye.code = code;
-  snprintf(m.u.bye.text, sizeof m.u.bye.text, "%s", text);
+  va_list ap;
+  va_start(ap, fmt);
+  result_init(&m, 0, code, kind, fmt, ap);
+  va_end(ap);
   (void)dk__share_send(fd, &m, -1, 0);
 }
 
@@ -185,8 +210,193 @@ static void wake_server(dk_server *s)
   (void)dk__write(s->wake[1], &b, 1);   /* a full pipe already wakes it */
 }
 
-/* Cut a connection: no more traffic, every entry revoked (owned maps dropped), the server
- * thread told. Safe from any thread, once or many times. */
+static entry *find_entry(dk_conn *c, uint64_t id, entry ***link)
+{
+  for (entry **pp = &c->entries; *pp; pp = &(*pp)->next)
+    if ((*pp)->id == id) {
+      if (link) *link = pp;
+      return *pp;
+    }
+  return NULL;
+}
+
+/* A MAP left for the client: its answer is due timeout_ms from now. */
+static void stamp_sent(dk_conn *c, uint64_t map_id, uint64_t now)
+{
+  entry *e = find_entry(c, map_id, NULL);
+  if (e && e->state == ENTRY_PENDING && !e->sent_ms) e->sent_ms = now ? now : 1;
+}
+
+/* Append a record to the queue (its own duplicate of `fd`). Under c->lock. 0, or -1 with
+ * errno (ETIMEDOUT: the queue is full, the client takes nothing; or the driver's own). */
+static int queue_record(dk_conn *c, const dk_msg *m, int fd, uint64_t map_id)
+{
+  if (c->nout >= OUT_MAX) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
+  outrec *o = dk__malloc(sizeof *o + m->hdr.size);
+  if (!o) {
+    errno = ENOMEM;
+    return -1;
+  }
+  o->fd = fd >= 0 ? dk__fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (fd >= 0 && o->fd < 0) {
+    int e = errno;
+    dk__free(o);
+    errno = e;
+    return -1;
+  }
+  o->next = NULL;
+  o->map_id = map_id;
+  o->len = m->hdr.size;
+  memcpy(o->rec, m, m->hdr.size);
+  if (c->out_tail) c->out_tail->next = o;
+  else c->out_head = o;
+  c->out_tail = o;
+  if (c->nout++ == 0) {
+    c->out_since = dk__share_now_ms();
+    if (c->server) wake_server(c->server);   /* it watches the socket for room from now on */
+  }
+  if (c->server && c->nout > atomic_load_explicit(&c->server->st_queued_max, memory_order_relaxed))
+    atomic_store_explicit(&c->server->st_queued_max, c->nout, memory_order_relaxed);
+  return 0;
+}
+
+static void free_record(outrec *o)
+{
+  if (o->fd >= 0) dk__close(o->fd);
+  dk__free(o);
+}
+
+/* Put a record that could not leave back at the head of the queue. Under c->lock. */
+static void requeue_head(dk_conn *c, outrec *o)
+{
+  o->next = c->out_head;
+  c->out_head = o;
+  if (!c->out_tail) c->out_tail = o;
+  if (c->nout++ == 0) {
+    c->out_since = dk__share_now_ms();
+    if (c->server) wake_server(c->server);
+  }
+}
+
+/* Send a record to the client, or queue it behind those already waiting for room in its
+ * socket: records leave in the order they were sent, and nobody waits for room. Called under
+ * c->lock, which it drops while the record is in sendmsg (one sender at a time, so the order
+ * holds, and a disconnect never waits for a send); returns with it held. `fd` (or -1) goes
+ * with it; a queued record keeps its own duplicate. `map_id`: the record is that mapping's
+ * MAP. 0, or -1 with errno: ENOTCONN (cut off), the client's fault (client_fault: gone;
+ * ETIMEDOUT when its queue is full, it takes nothing), or the driver's own. */
+static int conn_send_locked(dk_conn *c, const dk_msg *m, int fd, uint64_t map_id)
+{
+  if (c->dead) {
+    errno = ENOTCONN;
+    return -1;
+  }
+  if (c->out_head || c->sending) return queue_record(c, m, fd, map_id);
+  c->sending = true;
+  pthread_mutex_unlock(&c->lock);
+  int r = dk__share_send_once(c->fd, m, m->hdr.size, fd);
+  int e = errno;
+  pthread_mutex_lock(&c->lock);
+  c->sending = false;
+  if (r == 0) {
+    if (map_id) stamp_sent(c, map_id, dk__share_now_ms());
+    if (c->out_head && c->server) wake_server(c->server);   /* queued meanwhile: the server thread sends it */
+    return 0;
+  }
+  if (c->dead) {
+    errno = ENOTCONN;
+    return -1;
+  }
+  /* no room: it waits, ahead of what was queued meanwhile. So does a record without a
+   * descriptor that the driver's own side could not send now (kernel buffers); a MAP the
+   * driver cannot send fails instead */
+  if (e != EAGAIN && e != EWOULDBLOCK && (fd >= 0 || client_fault(e))) {
+    errno = e;
+    return -1;
+  }
+  outrec *tail = c->out_tail;
+  if (queue_record(c, m, fd, map_id) != 0) return -1;
+  if (tail) {                                /* move it from the tail to the head */
+    outrec *o = c->out_tail;
+    tail->next = NULL;
+    c->out_tail = tail;
+    c->nout--;
+    requeue_head(c, o);
+  }
+  if (c->server) wake_server(c->server);     /* it left the socket to this thread meanwhile */
+  return 0;
+}
+
+/* Send what waits, oldest first, as far as the client's socket takes it; the server thread's
+ * part. Under c->lock, dropped around each sendmsg. false when the client is gone (the socket
+ * refused for its own reasons). A failure on the driver's own side (descriptors in flight,
+ * kernel buffers) is tried again 10 ms later. */
+static bool conn_flush_locked(dk_conn *c)
+{
+  while (c->out_head && !c->sending && !c->dead) {
+    outrec *o = c->out_head;
+    c->out_head = o->next;
+    if (!c->out_head) c->out_tail = NULL;
+    c->nout--;
+    c->sending = true;
+    pthread_mutex_unlock(&c->lock);
+    int r = dk__share_send_once(c->fd, o->rec, o->len, o->fd);
+    int e = errno;
+    pthread_mutex_lock(&c->lock);
+    c->sending = false;
+    if (r != 0 && c->dead) {                 /* cut off meanwhile: the rest is gone too */
+      free_record(o);
+      return true;
+    }
+    if (r != 0) {
+      requeue_head(c, o);
+      if (client_fault(e)) return false;
+      if (e != EAGAIN && e != EWOULDBLOCK) c->out_retry = dk__share_now_ms() + 10;
+      return true;
+    }
+    uint64_t now = dk__share_now_ms();
+    c->out_since = now;
+    if (o->map_id) stamp_sent(c, o->map_id, now);
+    free_record(o);
+  }
+  return true;
+}
+
+static void conn_kill(dk_conn *c, IOReturn code, const char *why);
+
+/* A record could not be sent or queued (errno `err`): what the client was sent must not be
+ * lost, so it is cut off, with the reason. */
+static void cut_for_send(dk_conn *c, int err)
+{
+  if (err == ENOTCONN) return;                                     /* cut off already */
+  if (err == ETIMEDOUT) conn_kill(c, kIOReturnNotResponding, "the client does not read its socket");
+  else if (client_fault(err)) conn_kill(c, kIOReturnSuccess, NULL);  /* it is gone */
+  else conn_kill(c, kIOReturnNoResources, "the driver could not queue a message for this client");
+}
+
+/* Answer a request (a RESULT for `seq`). A client that cannot be answered is cut off. */
+static void answer(dk_conn *c, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
+  __attribute__((format(printf, 5, 6)));
+static void answer(dk_conn *c, uint32_t seq, IOReturn code, dk_constraint_kind kind, const char *fmt, ...)
+{
+  dk_msg m;
+  va_list ap;
+  va_start(ap, fmt);
+  result_init(&m, seq, code, kind, fmt, ap);
+  va_end(ap);
+  pthread_mutex_lock(&c->lock);
+  int sent = conn_send_locked(c, &m, -1, 0);
+  int err = errno;
+  pthread_mutex_unlock(&c->lock);
+  if (sent != 0) cut_for_send(c, err);
+}
+
+/* Cut a connection: no more traffic, every entry revoked (owned maps dropped), what waited
+ * for room dropped, the server thread told. `why`: the client is told (BYE) if its socket has
+ * room. Safe from any thread, once or many times. */
 static void conn_kill(dk_conn *c, IOReturn code, const char *why)
 {
   pthread_mutex_lock(&c->lock);
@@ -195,17 +405,35 @@ static void conn_kill(dk_conn *c, IOReturn code, const char *why)
     return;
   }
   c->dead = true;
+  c->cut_code = code;
   entry *list = c->entries;
   c->entries = NULL;
   c->nentries = c->npending = 0;
+  outrec *out = c->out_head;
+  c->out_head = c->out_tail = NULL;
+  c->nout = 0;
   for (entry *e = list; e; e = e->next)
     if (g_hooks.set_address) g_hooks.set_address(e->obj, e->kind, 0);
   pthread_cond_broadcast(&c->cond);
-  if (why) send_bye(c->fd, code, why);
+  if (why) {
+    dk_msg m;
+    dk__proto_init(&m, DK_MSG_BYE, 0);
+    m.u.bye.code = code;
+    snprintf(m.u.bye.text, sizeof m.u.bye.text, "%s", why);
+    (void)dk__share_send_once(c->fd, &m, m.hdr.size, -1);
+  }
   (void)dk__shutdown(c->fd, SHUT_RDWR);
-  /* woken under the lock: reap() clears c->server under it before the server is freed */
-  if (c->server) wake_server(c->server);
+  if (c->server) {
+    if (code == kIOReturnNotResponding) atomic_fetch_add(&c->server->st_cut, 1);
+    /* woken under the lock: reap() clears c->server under it before the server is freed */
+    wake_server(c->server);
+  }
   pthread_mutex_unlock(&c->lock);
+  while (out) {
+    outrec *o = out;
+    out = o->next;
+    free_record(o);
+  }
   while (list) {
     entry *e = list;
     list = e->next;
@@ -218,16 +446,6 @@ void dk_task_disconnect(task_t task)
 {
   dk_conn *c = as_conn(task);
   if (c) conn_kill(c, kIOReturnNotAttached, "the driver disconnected this client");
-}
-
-static entry *find_entry(dk_conn *c, uint64_t id, entry ***link)
-{
-  for (entry **pp = &c->entries; *pp; pp = &(*pp)->next)
-    if ((*pp)->id == id) {
-      if (link) *link = pp;
-      return *pp;
-    }
-  return NULL;
 }
 
 /* ---- mapping into a client ------------------------------------------------------------------ */
@@ -287,8 +505,12 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
   }
   uint32_t seq = 0, reply_type = 0;
   IOReturn rc = kIOReturnSuccess;
-  dk_msg m;
-  /* 1. publish the entry (before the message: the answer may come at once) */
+  int sent = 0, err = 0;
+  uint64_t id = 0;
+  entry *gone = NULL;
+  /* publish the entry, then send its MAP (or queue it): the answer may come at once, and an
+   * UNMAP of this id can only follow (the map is not the caller's to release until this
+   * returns). From the send on, a disconnect may free the entry: it is found by its id */
   pthread_mutex_lock(&c->lock);
   bool on_server = tl_server && tl_server == c->server;
   int timeout = timeout_of(c->server);
@@ -316,6 +538,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     /* the object learns its id now, and a server-owned map its own reference (it must
      * outlive a disconnect that drops the entry while the server still builds it) */
     if (g_hooks.published) g_hooks.published(e->obj, e->kind, e->id);
+    dk_msg m;
     dk__proto_init(&m, DK_MSG_MAP, seq);
     m.u.map.id = e->id;
     m.u.map.file_offset = r->file_offset;
@@ -326,66 +549,69 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     m.u.map.populate = r->populate;
     m.u.map.tag = r->tag;
     m.u.map.type = seq ? reply_type : 0;
-  }
-  pthread_mutex_unlock(&c->lock);
-  if (rc != kIOReturnSuccess) {
-    dk__free(e);
-    if (close_after) dk__close(fd);
-    return rc;
-  }
-  uint64_t id = e->id;
-  /* 2. the message. No lock is held while it waits for room: the server thread must go on
-   * serving everyone else. Messages need no other order: an UNMAP of this id can only follow
-   * this send (the map is not the caller's to release until it returns), and one record is
-   * one sendmsg. */
-  int sent = dk__share_send(c->fd, &m, fd, on_server ? 0 : timeout);
-  int err = errno;
-  if (close_after) dk__close(fd);
-  if (sent != 0) {
-    entry *gone = NULL;
-    pthread_mutex_lock(&c->lock);
+    id = e->id;
+    sent = conn_send_locked(c, &m, fd, id);
+    err = errno;
     entry **link = NULL;
-    if (!c->dead && find_entry(c, id, &link) && link) {
+    if (sent != 0 && find_entry(c, id, &link)) {      /* never reached the client: unpublish */
       gone = *link;
       *link = gone->next;
       c->nentries--;
-      c->npending--;
+      if (gone->state == ENTRY_PENDING) c->npending--;
       if (g_hooks.set_address) g_hooks.set_address(gone->obj, gone->kind, 0);
     }
-    pthread_mutex_unlock(&c->lock);
+  }
+  pthread_mutex_unlock(&c->lock);
+  if (close_after) dk__close(fd);
+  if (rc != kIOReturnSuccess) {
+    dk__free(e);
+    return rc;
+  }
+  if (sent != 0) {
     if (gone && gone->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(gone->obj, gone->kind);
-    dk__free(gone);
+    dk__free(gone);                                    /* NULL when a disconnect took it meanwhile */
     if (client_fault(err)) {
-      conn_kill(c, kIOReturnNotResponding, err == ETIMEDOUT ? "the client does not read its socket" : NULL);
+      cut_for_send(c, err);
       return dk__fail(err == ETIMEDOUT ? kIOReturnNotResponding : kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION,
-                      "sending the mapping to client %s failed: %s", c->name, strerror(err));
+                      "sending the mapping to client %s failed: %s", c->name,
+                      err == ETIMEDOUT ? "it takes nothing from its socket" : strerror(err));
     }
     return dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
                     "sending the mapping to client %s failed on this side: %s", c->name, strerror(err));
   }
   *id_out = id;
   if (on_server) return kIOReturnSuccess;              /* the answer fills the address */
-  /* 3. wait for the client's answer; the entry may be freed meanwhile (revoked): look it up */
+  /* wait for the client's answer; the entry may be freed meanwhile (revoked): look it up.
+   * The answer is due timeout_ms after the MAP left; while it waits in the queue, the client
+   * has timeout_ms from the queue's last move (as the server thread counts it) */
+  uint64_t start = dk__share_now_ms();
   pthread_mutex_lock(&c->lock);
-  struct timespec until = dk__share_deadline(timeout);
   entry *w;
   for (;;) {
     w = c->dead ? NULL : find_entry(c, id, NULL);
     if (!w || w->state != ENTRY_PENDING) break;
-    if (pthread_cond_timedwait(&c->cond, &c->lock, &until) == ETIMEDOUT) {
-      w = find_entry(c, id, NULL);
-      if (w && w->state == ENTRY_PENDING) {
-        pthread_mutex_unlock(&c->lock);
-        conn_kill(c, kIOReturnNotResponding, "the client did not answer a mapping in time");
-        *id_out = 0;
-        return dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
-                        "client %s did not answer within %d ms; it was disconnected", c->name, timeout);
-      }
+    uint64_t since = w->sent_ms ? w->sent_ms : (c->out_since > start ? c->out_since : start);
+    uint64_t due = since + (uint64_t)timeout, now = dk__share_now_ms();
+    if (now >= due) {
+      bool unsent = !w->sent_ms;
+      pthread_mutex_unlock(&c->lock);
+      conn_kill(c, kIOReturnNotResponding, unsent ? "the client does not read its socket"
+                                                   : "the client did not answer a mapping in time");
+      *id_out = 0;
+      return dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
+                      "client %s did not %s within %d ms; it was disconnected", c->name,
+                      unsent ? "take the mapping from its socket" : "answer the mapping", timeout);
     }
+    struct timespec until = dk__share_deadline((int)(due - now));
+    pthread_cond_timedwait(&c->cond, &c->lock, &until);
   }
   if (!w) {
+    IOReturn cut = c->cut_code;
     pthread_mutex_unlock(&c->lock);
     *id_out = 0;
+    if (cut == kIOReturnNotResponding)
+      return dk__fail(kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION,
+                      "client %s stopped taking what the driver sends; it was disconnected", c->name);
     return dk__fail(kIOReturnNotAttached, DK_CONSTRAINT_CONNECTION, "client %s went away before it mapped the buffer",
                     c->name);
   }
@@ -426,30 +652,31 @@ void dk__share_unmap(task_t task, uint64_t id)
   pthread_mutex_lock(&c->lock);
   entry **link = NULL;
   entry *e = find_entry(c, id, &link);
-  bool tell = false;
-  int timeout = timeout_of(c->server);
-  bool on_server = tl_server && tl_server == c->server;
+  int sent = 0, err = 0;
   if (e) {
     *link = e->next;
     c->nentries--;
     if (e->state == ENTRY_PENDING) c->npending--;
-    tell = !c->dead;
+    if (!c->dead) {
+      /* queued behind what waits, if anything does: the releasing thread never waits */
+      dk_msg m;
+      dk__proto_init(&m, DK_MSG_UNMAP, 0);
+      m.u.id.id = id;
+      sent = conn_send_locked(c, &m, -1, 0);
+      err = errno;
+    }
   }
   pthread_mutex_unlock(&c->lock);
   dk__free(e);
-  if (!tell) return;
-  dk_msg m;
-  dk__proto_init(&m, DK_MSG_UNMAP, 0);
-  m.u.id.id = id;
-  int sent = dk__share_send(c->fd, &m, -1, on_server ? 0 : timeout);
-  int err = errno;
-  /* a client that takes no UNMAP keeps a mapping the driver let go: it is cut off */
-  if (sent != 0 && client_fault(err))
-    conn_kill(c, kIOReturnNotResponding, err == ETIMEDOUT ? "the client does not read its socket" : NULL);
+  /* a client that cannot be told keeps a mapping the driver let go: it is cut off */
+  if (sent != 0) cut_for_send(c, err);
 }
 
 /* ---- the server thread: requests ------------------------------------------------------------ */
 
+/* What IOConnectMapMemory64 callers pass: kIOMapAnywhere (the client library always chooses
+ * the address), a cache mode, and, beyond IOKit's user options, kIOMapReadOnly and
+ * kIOMapPrefault, which dmakit honours. */
 #define MAP_REQ_OPTIONS (kIOMapAnywhere | kIOMapCacheMask | kIOMapReadOnly | kIOMapPrefault)
 
 static void handle_map_req(dk_server *s, dk_conn *c, const dk_msg *m)
@@ -457,18 +684,19 @@ static void handle_map_req(dk_server *s, dk_conn *c, const dk_msg *m)
   uint32_t seq = m->hdr.seq;
   IOOptionBits opts = m->u.map_req.options;
   if (opts & ~(IOOptionBits)MAP_REQ_OPTIONS) {
-    send_result(c->fd, seq, kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
-                "map options 0x%x: only kIOMapReadOnly, a cache mode and kIOMapPrefault may be asked for", opts);
+    answer(c, seq, kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+           "map options 0x%x: only kIOMapAnywhere, a cache mode, kIOMapReadOnly and kIOMapPrefault may be asked for",
+           opts);
     return;
   }
   if (!(opts & kIOMapReadOnly) && c->access != DK_ACCESS_READ_WRITE) {
-    send_result(c->fd, seq, kIOReturnNotPrivileged, DK_CONSTRAINT_PEER,
-                "this client has read-only access: ask with kIOMapReadOnly");
+    answer(c, seq, kIOReturnNotPrivileged, DK_CONSTRAINT_PEER,
+           "this client has read-only access: ask with kIOMapReadOnly");
     return;
   }
   if (!s->policy.memory_for_type) {
-    send_result(c->fd, seq, kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
-                "the driver gives no memory types (no memory_for_type in its policy)");
+    answer(c, seq, kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
+           "the driver gives no memory types (no memory_for_type in its policy)");
     return;
   }
   dk__enter("clientMemoryForType");
@@ -477,8 +705,8 @@ static void handle_map_req(dk_server *s, dk_conn *c, const dk_msg *m)
   if (rc != kIOReturnSuccess) {
     /* the hook or the mapping said why; the MAP message would have been the answer */
     const dk_failure *f = dk_last_failure();
-    send_result(c->fd, seq, f->code ? f->code : kIOReturnError, f->constraint, "memory type %u: %s",
-                m->u.map_req.type, f->text[0] ? f->text : "refused by the driver");
+    answer(c, seq, f->code ? f->code : kIOReturnError, f->constraint, "memory type %u: %s",
+           m->u.map_req.type, f->text[0] ? f->text : "refused by the driver");
   }
   /* else: the server owns the map through its entry; the MAP message answered the request */
 }
@@ -495,7 +723,7 @@ static void handle_unmap_req(dk_conn *c, const dk_msg *m)
     e->given_back = true;
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
-    send_result(c->fd, m->hdr.seq, kIOReturnSuccess, DK_CONSTRAINT_NONE, "unmapped");
+    answer(c, m->hdr.seq, kIOReturnSuccess, DK_CONSTRAINT_NONE, "unmapped");
     return;
   }
   if (e) {
@@ -506,14 +734,13 @@ static void handle_unmap_req(dk_conn *c, const dk_msg *m)
   }
   pthread_mutex_unlock(&c->lock);
   if (!e) {
-    send_result(c->fd, m->hdr.seq, kIOReturnNotFound, DK_CONSTRAINT_ARGUMENT,
-                "mapping %llu was never granted to this client (or was already given back)",
-                (unsigned long long)id);
+    answer(c, m->hdr.seq, kIOReturnNotFound, DK_CONSTRAINT_ARGUMENT,
+           "mapping %llu was never granted to this client (or was already given back)", (unsigned long long)id);
     return;
   }
   if (e->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(e->obj, e->kind);
   dk__free(e);
-  send_result(c->fd, m->hdr.seq, kIOReturnSuccess, DK_CONSTRAINT_NONE, "unmapped");
+  answer(c, m->hdr.seq, kIOReturnSuccess, DK_CONSTRAINT_NONE, "unmapped");
 }
 
 static void handle_map_ack(dk_conn *c, const dk_msg *m)
@@ -547,11 +774,13 @@ static void handle_map_ack(dk_conn *c, const dk_msg *m)
     dk__free(failed);
   }
   if (!ok)
-    send_result(c->fd, m->hdr.seq, kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
-                "an answer for mapping %llu, which is not waiting for one", (unsigned long long)a->id);
+    answer(c, m->hdr.seq, kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
+           "an answer for mapping %llu, which is not waiting for one", (unsigned long long)a->id);
 }
 
-/* Read and serve what one client sent. Returns false when the connection ended. */
+/* Read and serve what one client sent: until nothing is left, 64 records were served (the
+ * others get their turn), or OUT_PAUSE records wait for room in its socket (the rest stays
+ * unread until they leave). false when the connection ended. */
 static bool serve_conn(dk_server *s, dk_conn *c)
 {
   for (int rounds = 0; rounds < 64; rounds++) {
@@ -560,30 +789,76 @@ static bool serve_conn(dk_server *s, dk_conn *c)
     int nfds, mflags;
     ssize_t n = dk__share_recv(c->fd, extra, sizeof extra, MSG_DONTWAIT, NULL, &nfds, &mflags);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-    if (n <= 0) return false;                                  /* closed, reset, or killed */
+    bool empty = n < 0 && errno == EBADMSG;
+    if (n <= 0 && !empty) return false;                        /* closed, reset, or killed */
     /* clients never send descriptors: any that came were closed, and the gate refuses them */
     char why[160];
     uint32_t seq = 0;
     if (n >= (ssize_t)sizeof m.hdr) memcpy(&seq, extra + offsetof(dk_msg_hdr, seq), sizeof seq);
-    if ((mflags & (MSG_TRUNC | MSG_CTRUNC)) ||
+    if (empty || (mflags & (MSG_TRUNC | MSG_CTRUNC)) ||
         dk__proto_check(extra, (size_t)n, nfds, DK_PROTO_TO_DRIVER, dk__caps()->page_size, why, sizeof why) != 0) {
-      if (mflags & (MSG_TRUNC | MSG_CTRUNC)) snprintf(why, sizeof why, "the record or its descriptors were truncated");
-      send_result(c->fd, seq, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "message refused: %s", why);
-      continue;
-    }
-    memcpy(&m, extra, (size_t)n);
-    switch (m.hdr.type) {
-    case DK_MSG_MAP_REQ:   handle_map_req(s, c, &m); break;
-    case DK_MSG_UNMAP_REQ: handle_unmap_req(c, &m); break;
-    case DK_MSG_MAP_ACK:   handle_map_ack(c, &m); break;
-    default: break;                                            /* proto_check admits no other */
+      if (empty) snprintf(why, sizeof why, "an empty record (%d descriptors)", nfds);
+      else if (mflags & (MSG_TRUNC | MSG_CTRUNC)) snprintf(why, sizeof why, "the record or its descriptors were truncated");
+      atomic_fetch_add(&s->st_bad, 1);
+      answer(c, seq, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "message refused: %s", why);
+    } else {
+      memcpy(&m, extra, (size_t)n);
+      switch (m.hdr.type) {
+      case DK_MSG_MAP_REQ:   handle_map_req(s, c, &m); break;
+      case DK_MSG_UNMAP_REQ: handle_unmap_req(c, &m); break;
+      case DK_MSG_MAP_ACK:   handle_map_ack(c, &m); break;
+      default: break;                                          /* proto_check admits no other */
+      }
     }
     pthread_mutex_lock(&c->lock);
-    bool dead = c->dead;
+    bool dead = c->dead, full = c->nout >= OUT_PAUSE;
     pthread_mutex_unlock(&c->lock);
     if (dead) return false;
+    if (full) {
+      atomic_fetch_add(&s->st_pauses, 1);
+      return true;
+    }
   }
   return true;
+}
+
+/* Cut off clients that took nothing from their socket, or left a MAP unanswered, for the
+ * whole timeout. Returns the milliseconds until the next such deadline, -1 if none. */
+static int check_deadlines(dk_server *s)
+{
+  uint64_t t = (uint64_t)timeout_of(s);
+  for (;;) {
+    uint64_t now = dk__share_now_ms(), next = UINT64_MAX, late_id = 0;
+    dk_conn *late = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (dk_conn *c = s->conns; c && !late; c = c->next) {
+      pthread_mutex_lock(&c->lock);
+      if (!c->dead && c->nout) {
+        if (now >= c->out_since + t) late = c;
+        else if (c->out_since + t < next) next = c->out_since + t;
+      }
+      for (entry *e = c->npending && !c->dead && !late ? c->entries : NULL; e; e = e->next) {
+        if (e->state != ENTRY_PENDING || !e->sent_ms) continue;
+        if (now >= e->sent_ms + t) {
+          late = c;
+          late_id = e->id;
+          break;
+        }
+        if (e->sent_ms + t < next) next = e->sent_ms + t;
+      }
+      pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!late) return next == UINT64_MAX ? -1 : (int)(next - now) + 1;
+    /* the set only shrinks in reap(), on this thread: late is alive */
+    char why[120];
+    if (late_id)
+      snprintf(why, sizeof why, "the client did not answer mapping %llu within %llu ms", (unsigned long long)late_id,
+               (unsigned long long)t);
+    else
+      snprintf(why, sizeof why, "the client took nothing from its socket for %llu ms", (unsigned long long)t);
+    conn_kill(late, kIOReturnNotResponding, why);
+  }
 }
 
 /* ---- the server thread: admission ----------------------------------------------------------- */
@@ -593,32 +868,47 @@ static dk_access default_admit(const dk_peer *peer)
   return peer->uid == 0 || peer->uid == geteuid() ? DK_ACCESS_READ_WRITE : DK_ACCESS_NONE;
 }
 
+/* A connection taken from the socket. One that closed before the server got to it is not shown
+ * to the policy (counted as vanished); the policy is asked only when the client can be served
+ * (below max_clients, room in the accept queue); an admitted client becomes a task, queued
+ * for dk_server_accept, and from then on ends only through reap(), which tells `disconnected`
+ * (even when it closed before its WELCOME could be sent). */
 static void admit_one(dk_server *s, int fd)
 {
+  atomic_fetch_add(&s->st_connections, 1);
+  struct pollfd pf = { .fd = fd, .events = POLLRDHUP };
   struct ucred cr;
   unsigned len = sizeof cr;
-  if (dk__getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+  if ((dk__poll(&pf, 1, 0) == 1 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR))) ||
+      dk__getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+    atomic_fetch_add(&s->st_vanished, 1);
     dk__close(fd);
     return;
   }
   dk_peer peer = { cr.pid, cr.uid, cr.gid };
-  dk_access access = s->policy.admit ? s->policy.admit(s->policy.ctx, &peer) : default_admit(&peer);
-  if (access != DK_ACCESS_READ && access != DK_ACCESS_READ_WRITE) {
-    send_result(fd, 0, kIOReturnNotPermitted, DK_CONSTRAINT_PEER,
-                "the driver's policy does not admit pid %d (uid %u, gid %u)", (int)cr.pid, (unsigned)cr.uid,
-                (unsigned)cr.gid);
-    dk__close(fd);
-    return;
-  }
   unsigned max = s->policy.max_clients ? s->policy.max_clients : 64;
   pthread_mutex_lock(&s->lock);
   /* the accept queue holds connected clients only (reap() drops the dead), at most `max` */
   bool full = s->count >= max || s->queued >= sizeof s->queue / sizeof s->queue[0];
   pthread_mutex_unlock(&s->lock);
-  dk_conn *c = full ? NULL : dk__calloc(1, sizeof *c);
+  if (full) {
+    atomic_fetch_add(&s->st_refused, 1);
+    refuse(fd, kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the driver serves %u clients already, its most", max);
+    dk__close(fd);
+    return;
+  }
+  dk_access access = s->policy.admit ? s->policy.admit(s->policy.ctx, &peer) : default_admit(&peer);
+  if (access != DK_ACCESS_READ && access != DK_ACCESS_READ_WRITE) {
+    atomic_fetch_add(&s->st_refused, 1);
+    refuse(fd, kIOReturnNotPermitted, DK_CONSTRAINT_PEER, "the driver's policy does not admit pid %d (uid %u, gid %u)",
+           (int)cr.pid, (unsigned)cr.uid, (unsigned)cr.gid);
+    dk__close(fd);
+    return;
+  }
+  dk_conn *c = dk__calloc(1, sizeof *c);
   if (!c) {
-    send_result(fd, 0, kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
-                full ? "the driver serves %u clients already, its most" : "the driver is out of memory (%u)", max);
+    atomic_fetch_add(&s->st_refused, 1);
+    refuse(fd, kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the driver is out of memory");
     dk__close(fd);
     return;
   }
@@ -632,17 +922,18 @@ static void admit_one(dk_server *s, int fd)
   c->access = access;
   pthread_mutex_init(&c->lock, NULL);
   dk__share_cond_init(&c->cond);
+  atomic_fetch_add(&s->st_admitted, 1);
+  /* the WELCOME goes first, before anyone can send the client anything else */
   dk_msg m;
   dk__proto_init(&m, DK_MSG_WELCOME, 0);
   m.u.welcome.access = (uint32_t)access;
   m.u.welcome.page_size = dk__caps()->page_size;
   m.u.welcome.client_id = (uint64_t)cr.pid;
-  if (dk__share_send(fd, &m, -1, 0) != 0) {
-    c->server = NULL;
-    atomic_store(&c->refs, 1);
-    dk__task_release(&c->task);
-    return;
-  }
+  pthread_mutex_lock(&c->lock);
+  int sent = conn_send_locked(c, &m, -1, 0);
+  int err = errno;
+  pthread_mutex_unlock(&c->lock);
+  if (sent != 0) cut_for_send(c, err);    /* gone already: it is published dead, reap() reports it */
   pthread_mutex_lock(&s->lock);
   c->next = s->conns;
   s->conns = c;
@@ -683,6 +974,7 @@ static void reap(dk_server *s)
     pthread_mutex_unlock(&s->lock);
     if (!gone) return;
     if (queued) dk__task_release(&gone->task);
+    atomic_fetch_add(&s->st_disconnected, 1);
     if (s->policy.disconnected) s->policy.disconnected(s->policy.ctx, &gone->task);
     pthread_mutex_lock(&gone->lock);
     gone->finalized = true;
@@ -723,14 +1015,24 @@ static void *server_main(void *arg)
     pf[0] = (struct pollfd){ .fd = s->wake[0], .events = POLLIN };
     pf[1] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };
     size_t k = 2;
+    uint64_t now = dk__share_now_ms();
+    int retry = -1;
     if (fds)
       for (dk_conn *c = s->conns; c; c = c->next) {
-        pf[k] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
+        /* its requests while few records wait for room in its socket; room while any do */
+        pthread_mutex_lock(&c->lock);
+        bool room = c->nout && now >= c->out_retry && !c->sending;   /* a sender wakes it when done */
+        if (c->nout && !room && (retry < 0 || c->out_retry - now < (uint64_t)retry)) retry = (int)(c->out_retry - now);
+        short ev = (short)((c->nout < OUT_PAUSE ? POLLIN : 0) | (room ? POLLOUT : 0));
+        pthread_mutex_unlock(&c->lock);
+        pf[k] = (struct pollfd){ .fd = c->fd, .events = ev };
         who[k++] = c;
       }
     pthread_mutex_unlock(&s->lock);
     if (stop) break;
-    int r = dk__poll(pf, k, fds ? -1 : 100);
+    int due = check_deadlines(s);
+    if (retry >= 0 && (due < 0 || retry < due)) due = retry;
+    int r = dk__poll(pf, k, fds ? due : (due >= 0 && due < 100 ? due : 100));
     if (r < 0) {
       if (errno != EINTR) {
         struct timespec t = { 0, 10 * 1000000L };
@@ -761,7 +1063,10 @@ static void *server_main(void *arg)
       if (!pf[i].revents) continue;
       dk_conn *c = who[i];
       /* the set only shrinks in reap(), on this thread: c is alive */
-      if (!serve_conn(s, c)) conn_kill(c, kIOReturnSuccess, NULL);
+      pthread_mutex_lock(&c->lock);
+      bool up = c->dead || conn_flush_locked(c), paused = c->nout >= OUT_PAUSE;
+      pthread_mutex_unlock(&c->lock);
+      if (!up || (!paused && !serve_conn(s, c))) conn_kill(c, kIOReturnSuccess, NULL);
     }
     reap(s);
   }
@@ -821,6 +1126,15 @@ IOReturn dk_server_create(const char *path, const dk_server_policy *policy, dk_s
                   "bind %s: %s", path, strerror(errno));
     goto fail;
   }
+  /* the policy is the access control: every user may reach it, whatever the umask */
+  struct stat made;
+  errno = 0;
+  bool ours = dk__lstat(path, &made) == 0 && S_ISSOCK(made.st_mode) && made.st_uid == geteuid();
+  if (!ours || dk__chmod(path, 0666) != 0) {
+    rc = dk__fail(kIOReturnNotPermitted, DK_CONSTRAINT_RESOURCE, "making %s reachable by every user (mode 0666): %s",
+                  path, !ours && !errno ? "it is no longer the socket just bound" : strerror(errno));
+    goto unlink_fail;
+  }
   if (dk__listen(s->listen_fd, 64) != 0) {
     rc = dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "listen %s: %s", path, strerror(errno));
     goto unlink_fail;
@@ -847,6 +1161,34 @@ fail:
   pthread_mutex_destroy(&s->lock);
   dk__free(s);
   return rc;
+}
+
+IOReturn dk_server_get_stats(dk_server *s, dk_server_stats *stats)
+{
+  dk__enter("dk_server_get_stats");
+  if (!s || !stats || stats->size < 2 * sizeof(uint32_t))
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "a server and stats with their size set are needed");
+  dk_server_stats st = { .size = sizeof st, .version = 1 };
+  st.connections = atomic_load(&s->st_connections);
+  st.vanished = atomic_load(&s->st_vanished);
+  st.refused = atomic_load(&s->st_refused);
+  st.admitted = atomic_load(&s->st_admitted);
+  st.disconnected = atomic_load(&s->st_disconnected);
+  st.cut_unresponsive = atomic_load(&s->st_cut);
+  st.bad_records = atomic_load(&s->st_bad);
+  st.queued_max = atomic_load(&s->st_queued_max);
+  st.read_pauses = atomic_load(&s->st_pauses);
+  pthread_mutex_lock(&s->lock);
+  for (dk_conn *c = s->conns; c; c = c->next) {
+    pthread_mutex_lock(&c->lock);
+    st.queued += c->nout;
+    pthread_mutex_unlock(&c->lock);
+  }
+  pthread_mutex_unlock(&s->lock);
+  size_t n = stats->size < sizeof st ? stats->size : sizeof st;
+  memcpy(stats, &st, n);
+  stats->size = (uint32_t)n;
+  return kIOReturnSuccess;
 }
 
 IOReturn dk_server_accept(dk_server *s, int timeout_ms, task_t *client)

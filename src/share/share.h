@@ -86,14 +86,20 @@ void dk__share_unmap(task_t task, uint64_t id);
 IOReturn dk__share_sockaddr(const char *path, struct sockaddr_un *sa);
 void dk__share_cond_init(pthread_cond_t *cond);
 struct timespec dk__share_deadline(int ms);
-/* Send one record (and at most one descriptor, -1 for none) without blocking, waiting up to
- * timeout_ms for room when the other side's socket is full (0: not at all). 0, or -1 with
- * errno (ETIMEDOUT: no room in time). */
+/* Send one record of `len` bytes (and at most one descriptor, -1 for none) without blocking:
+ * 0, or -1 with errno (EAGAIN: no room in the other side's socket now). */
+int dk__share_send_once(int fd, const void *rec, size_t len, int pass_fd);
+/* The same, waiting up to timeout_ms for room when the other side's socket is full (0: not at
+ * all). 0, or -1 with errno (ETIMEDOUT: no room in time). */
 struct dk_msg;
 int dk__share_send(int fd, const struct dk_msg *m, int pass_fd, int timeout_ms);
 /* Receive one record (EINTR retried) into buf: the first descriptor that came with it in
  * *keep_fd (-1 if none; with keep_fd NULL every one is closed), the others closed, how many
- * came in *nfds, the message flags (MSG_TRUNC, MSG_CTRUNC) in *flags. Bytes, or -1 with errno. */
+ * came in *nfds, the message flags (MSG_TRUNC, MSG_CTRUNC) in *flags. Bytes; 0 only at the end
+ * of the stream (the peer closed); -1 with errno, EBADMSG for an empty record (which
+ * SOCK_SEQPACKET otherwise reads as 0: the peer is still connected). */
 ssize_t dk__share_recv(int fd, void *buf, size_t cap, int msg_flags, int *keep_fd, int *nfds, int *flags);
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t dk__share_now_ms(void);
 
 #endif

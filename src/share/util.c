@@ -1,6 +1,7 @@
 /* src/share/util.c: what both ends of a connection need alike: the socket address from a
  * path (checked), condition variables on the monotonic clock, deadlines on it, sending one
- * record (with at most one descriptor) within a deadline, and receiving one. */
+ * record (with at most one descriptor) at once or within a deadline, and receiving one (an
+ * empty record told apart from the end of the stream). */
 #include "share/proto.h"
 #include "share/share.h"
 #include "prim/prim.h"
@@ -33,6 +34,13 @@ void dk__share_cond_init(pthread_cond_t *cond)
   pthread_condattr_destroy(&ca);
 }
 
+uint64_t dk__share_now_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
 struct timespec dk__share_deadline(int ms)
 {
   struct timespec t;
@@ -43,10 +51,9 @@ struct timespec dk__share_deadline(int ms)
   return t;
 }
 
-/* One record, without blocking. 0, or -1 with errno. */
-static int send_once(int fd, const dk_msg *m, int pass_fd)
+int dk__share_send_once(int fd, const void *rec, size_t len, int pass_fd)
 {
-  struct iovec iov = { (void *)(uintptr_t)m, m->hdr.size };
+  struct iovec iov = { (void *)(uintptr_t)rec, len };
   union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
   struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
   if (pass_fd >= 0) {
@@ -61,7 +68,7 @@ static int send_once(int fd, const dk_msg *m, int pass_fd)
   }
   for (int i = 0; i < DK_EINTR_RETRIES; i++) {
     ssize_t n = dk__sendmsg(fd, &mh, MSG_DONTWAIT);
-    if (n == (ssize_t)m->hdr.size) return 0;
+    if (n == (ssize_t)len) return 0;
     if (n >= 0) { errno = EMSGSIZE; return -1; }
     if (errno != EINTR) return -1;
   }
@@ -72,7 +79,7 @@ int dk__share_send(int fd, const dk_msg *m, int pass_fd, int timeout_ms)
 {
   struct timespec until = dk__share_deadline(timeout_ms > 0 ? timeout_ms : 0);
   for (;;) {
-    if (send_once(fd, m, pass_fd) == 0) return 0;
+    if (dk__share_send_once(fd, m, m->hdr.size, pass_fd) == 0) return 0;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -81,6 +88,15 @@ int dk__share_send(int fd, const dk_msg *m, int pass_fd, int timeout_ms)
     struct pollfd pf = { .fd = fd, .events = POLLOUT };
     (void)dk__poll(&pf, 1, (int)(left < 100 ? left : 100));
   }
+}
+
+/* The peer closed (or shut down its sending side): what a read of 0 bytes then means. */
+static bool hung_up(int fd)
+{
+  struct pollfd pf = { .fd = fd, .events = POLLIN | POLLRDHUP };
+  int r;
+  do r = dk__poll(&pf, 1, 0); while (r < 0 && errno == EINTR);
+  return r < 0 || (pf.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 ssize_t dk__share_recv(int fd, void *buf, size_t cap, int msg_flags, int *keep_fd, int *nfds, int *flags)
@@ -107,5 +123,11 @@ ssize_t dk__share_recv(int fd, void *buf, size_t cap, int msg_flags, int *keep_f
     *nfds += k;
   }
   *flags = mh.msg_flags;
+  if (n == 0 && !hung_up(fd)) {
+    /* SOCK_SEQPACKET reads an empty record as 0, like the end of the stream: the peer is
+     * still there, so it sent one */
+    errno = EBADMSG;
+    return -1;
+  }
   return n;
 }

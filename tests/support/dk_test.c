@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define PM_PRESENT  (1ULL << 63)
 #define PM_PFN_MASK ((1ULL << 55) - 1)
@@ -399,4 +400,11 @@ const char *dkt_failure_text(void)
   snprintf(buf, sizeof buf, "code %s (0x%x), constraint %s, \"%s\"", dk_ioreturn_name(f->code),
            (unsigned)f->code, dk_constraint_name(f->constraint), f->text);
   return buf;
+}
+
+uint64_t dkt_now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }

@@ -153,18 +153,15 @@ const char *dkt_check_physical_promise(const void *va, size_t len, uint64_t alig
     }                                                                                      \
   } while (0)
 
-/* The parent side: assert that a child exited 0 (and say how it ended otherwise). */
-void dkt_assert_child_ok(int status);
-
-
-/* An IOReturn call that must succeed (DKT_OK) or give `expected` (DKT_RC); the failure message
- * names the call, both codes and dk_last_failure()'s text. */
+/* An IOReturn expression that must succeed (DKT_OK) or give `expected` (DKT_RC); a failure
+ * names the expression, the codes and dk_last_failure(). For tests that include dmakit.h. */
 #define DKT_OK(expr)                                                                       \
   do {                                                                                     \
     IOReturn rc_ = (expr);                                                                 \
     if (rc_ != kIOReturnSuccess)                                                           \
       fail_msg("%s: %s (%s)", #expr, dk_ioreturn_name(rc_), dkt_failure_text());           \
   } while (0)
+
 #define DKT_RC(expected, expr)                                                             \
   do {                                                                                     \
     IOReturn rc_ = (expr);                                                                 \
@@ -172,5 +169,19 @@ void dkt_assert_child_ok(int status);
       fail_msg("%s: got %s, expected %s (%s)", #expr, dk_ioreturn_name(rc_),               \
                dk_ioreturn_name((IOReturn)(expected)), dkt_failure_text());                \
   } while (0)
+
+/* The parent side: assert that a child exited 0 (and say how it ended otherwise). */
+void dkt_assert_child_ok(int status);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t dkt_now_ms(void);
+/* Poll `cond` every 2 ms for up to `ms`; the value of the last evaluation. */
+#define DKT_WAIT_UNTIL(cond, ms)                                                           \
+  ({                                                                                       \
+    uint64_t end_ = dkt_now_ms() + (uint64_t)(ms);                                         \
+    bool ok_;                                                                              \
+    while (!(ok_ = (cond)) && dkt_now_ms() < end_) usleep(2000);                           \
+    ok_;                                                                                   \
+  })
 
 #endif
