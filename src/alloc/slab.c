@@ -263,6 +263,7 @@ static obj_arena *arena_new(void)
   a->free = (uint32_t)((1ull << ARENA_BLOCKS) - 1);
   a->mapped = true;
   g_arenas_mapped++;
+  dk__prim_count_cache((long)ARENA_BYTES);  /* free blocks are the allocator's cache */
   for (unsigned i = 0; i < ARENA_BLOCKS; i++) *block_arena(p + (size_t)i * DK_SLAB_BYTES) = a;
   arena_list(a);
   return a;
@@ -277,6 +278,7 @@ static bool obj_block_get(dk_block *mem)
   }
   unsigned i = (unsigned)__builtin_ctz(a->free);
   a->free &= ~(1u << i);
+  dk__prim_count_cache(-(long)DK_SLAB_BYTES);
   if (!a->free) arena_unlist(a);
   memset(mem, 0, sizeof *mem);
   mem->va = a->base + (size_t)i * DK_SLAB_BYTES;
@@ -288,6 +290,7 @@ static void obj_block_put(dk_block *mem)
 {
   obj_arena *a = *block_arena(mem->va);
   a->free |= 1u << ((unsigned)(mem->va - a->base) / DK_SLAB_BYTES);
+  dk__prim_count_cache((long)DK_SLAB_BYTES);
   if (!a->listed) arena_list(a);
   mem->va = NULL;
 }
@@ -298,6 +301,7 @@ static void arenas_trim_locked(void)
   for (obj_arena *a = g_arenas_all; a; a = a->all_next) {
     if (!a->mapped || a->free != (uint32_t)((1ull << ARENA_BLOCKS) - 1)) continue;
     arena_unlist(a);
+    dk__prim_count_cache(-(long)ARENA_BYTES);
     dk__munmap(a->base, ARENA_BYTES);
     a->base = NULL;
     a->mapped = false;
