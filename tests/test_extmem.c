@@ -595,6 +595,16 @@ static void dma_command(void **state)
     assert_true(seg.fLength <= page() && seg.fLength <= l);
     done += seg.fLength;
   }
+  /* the command's own copies reach each range: 8 KiB across the end of range 0 */
+  uint8_t pat[8 * KiB], back[8 * KiB];
+  for (size_t i = 0; i < sizeof pat; i++) pat[i] = (uint8_t)(i * 7 + 1);
+  UInt64 at = 20 * KiB - 3 * KiB;
+  assert_int_equal(IODMACommand_writeBytes(cmd, at, pat, sizeof pat), sizeof pat);
+  assert_memory_equal(a + 512 + at, pat, 3 * KiB);
+  assert_memory_equal(a + 24 * KiB, pat + 3 * KiB, 5 * KiB);
+  memset(back, 0, sizeof back);
+  assert_int_equal(IODMACommand_readBytes(cmd, at, back, sizeof back), sizeof back);
+  assert_memory_equal(back, pat, sizeof pat);
   DKT_OK(IODMACommand_clearMemoryDescriptor(cmd, true));
   OSObject_release(cmd);
   DKT_OK(IOMemoryDescriptor_complete(md, kIODirectionNone));
