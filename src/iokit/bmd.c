@@ -13,7 +13,7 @@
 #include <string.h>
 
 static void bmd_free(OSObject *o);
-const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free, false };
+const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free, false, NULL };
 
 static IOBufferMemoryDescriptor *as_bmd(const void *p) { return dk__object_cast(p, &dk__bmd_class); }
 
@@ -723,6 +723,8 @@ const char *dk_provider_name(dk_provider p)
   case DK_PROVIDER_MEMFD_4K:  return "memfd-4k";
   case DK_PROVIDER_POOL:      return "hugepage-pool";
   case DK_PROVIDER_POOL_SLAB: return "hugepage-pool-slab";
+  case DK_PROVIDER_USER:      return "user-range";
+  case DK_PROVIDER_HUGEFD:    return "hugepage-own";
   default:                   return "none";
   }
 }
