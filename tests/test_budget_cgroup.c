@@ -1,0 +1,278 @@
+/* tests/test_budget_cgroup.c: the memory budget's reads (src/phys/budget.c) against memory
+ * cgroups this test lays out in a directory of its own: /proc/self/mountinfo, /proc/self/cgroup,
+ * /proc/self/status and /proc/meminfo are the test's text (src/prim's open is swapped), and the
+ * cgroup files are ordinary files under the test's mount points. So every layout is covered on any
+ * machine, whatever its own cgroups are: a v2 hierarchy seen from a cgroup namespace (mount root
+ * not "/"), memory.high below memory.max, a level whose usage cannot be read, v1's "unlimited",
+ * the level with least room chosen across v1 and v2, and a refusal that names the cgroup. Also
+ * /proc/meminfo unreadable or without its figures: nothing is populated, and the reason says so.
+ * Its own program: the budget reads the mount table once per process, and it must read ours. */
+#include "dk_test.h"
+#include "phys/budget.h"
+#include "prim/prim.h"
+
+#include <dmakit/dmakit.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MIB (1ull << 20)
+
+static char g_dir[64];
+static char g_mountinfo[1024], g_cgroup[256], g_status[256];
+static const char *g_meminfo;          /* NULL: the real file; "" : open fails with ENOENT */
+
+static int text_fd(const char *txt)
+{
+  int fd = memfd_create("dk-test-proc", MFD_CLOEXEC);
+  size_t n = strlen(txt);
+  if (fd < 0) return -1;
+  if (write(fd, txt, n) != (ssize_t)n || lseek(fd, 0, SEEK_SET) != 0) {
+    close(fd);
+    errno = EIO;
+    return -1;
+  }
+  return fd;
+}
+
+static int fake_open(const char *path, int flags, mode_t mode)
+{
+  if (!strcmp(path, "/proc/self/mountinfo")) return text_fd(g_mountinfo);
+  if (!strcmp(path, "/proc/self/cgroup")) return text_fd(g_cgroup);
+  if (!strcmp(path, "/proc/self/status") && g_status[0]) return text_fd(g_status);
+  if (!strcmp(path, "/proc/meminfo") && g_meminfo) {
+    if (!g_meminfo[0]) {
+      errno = ENOENT;
+      return -1;
+    }
+    return text_fd(g_meminfo);
+  }
+  return dk__prim_default.open(path, flags, mode);
+}
+
+/* Write `text` to g_dir/rel (its directories made), or remove it when text is NULL. */
+static void put(const char *rel, const char *text)
+{
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", g_dir, rel);
+  if (!text) {
+    unlink(path);
+    return;
+  }
+  for (char *s = strchr(path + strlen(g_dir) + 1, '/'); s; s = strchr(s + 1, '/')) {
+    *s = '\0';
+    mkdir(path, 0700);
+    *s = '/';
+  }
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void put_num(const char *rel, uint64_t v)
+{
+  char t[32];
+  snprintf(t, sizeof t, "%llu\n", (unsigned long long)v);
+  put(rel, t);
+}
+
+/* One directory for the whole program: the budget reads the mount table once. */
+static int group_setup(void **state)
+{
+  (void)state;
+  snprintf(g_dir, sizeof g_dir, "/tmp/dk-budget-cg-XXXXXX");
+  return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+  (void)state;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+  (void)state;
+  /* cgroup2 mounted at g_dir/cg2 and seen from a namespace whose root is /ns; the v1 memory
+   * hierarchy at g_dir/cg1 (with cpu beside it); an unrelated mount before both */
+  snprintf(g_mountinfo, sizeof g_mountinfo,
+           "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+           "30 22 0:26 /ns %s/cg2 rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_hugetlb_accounting\n"
+           "31 22 0:27 / %s/cgcpu rw - cgroup cgroup rw,cpu,cpuacct\n"
+           "32 22 0:28 / %s/cg1 rw - cgroup cgroup rw,memory\n",
+           g_dir, g_dir, g_dir);
+  snprintf(g_cgroup, sizeof g_cgroup, "7:cpu,cpuacct:/\n5:memory:/x\n0::/ns/a/b/c\n");
+  g_status[0] = '\0';
+  g_meminfo = NULL;
+  /* v2: /a limits to 128 MiB (100 in use); /a/b has memory.high 256 MiB under max; /a/b/c has a
+   * limit but no readable usage, so it limits nothing; the root has no files at all */
+  put("cg2/a/memory.max", "134217728\n");
+  put_num("cg2/a/memory.current", 100 * MIB);
+  put("cg2/a/memory.stat", "anon 1\nactive_file 0\ninactive_file 0\n");
+  put("cg2/a/b/memory.max", "max\n");
+  put_num("cg2/a/b/memory.high", 256 * MIB);
+  put_num("cg2/a/b/memory.current", 100 * MIB);
+  put("cg2/a/b/memory.stat", "anon 5\nactive_file 1048576\ninactive_file 2097152\n");
+  put_num("cg2/a/b/c/memory.max", 64 * MIB);
+  /* v1: /x unlimited (the page counter's maximum), the root 512 MiB with 50 in use */
+  put("cg1/x/memory.limit_in_bytes", "9223372036854771712\n");
+  put_num("cg1/x/memory.usage_in_bytes", 10 * MIB);
+  put_num("cg1/memory.limit_in_bytes", 512 * MIB);
+  put_num("cg1/memory.usage_in_bytes", 50 * MIB);
+  put("cg1/memory.stat", "cache 0\ntotal_active_file 4194304\ntotal_inactive_file 0\n");
+  dk__prim.open = fake_open;
+  dk_option_set(DK_OPTION_MEMORY_MARGIN_MB, -1);
+  dk__budget_forget();
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  dk__prim.open = dk__prim_default.open;
+  dk_option_set(DK_OPTION_POOL, 1);
+  dk__budget_forget();
+  return 0;
+}
+
+/* The level with least room: v2 /a (128 MiB limit, 100 in use, a 16 MiB margin: 12 MiB). */
+static void least_room_level_is_chosen(void **state)
+{
+  (void)state;
+  dk_budget_facts f;
+  assert_int_equal(dk__budget_read(&f), 0);
+  print_message("  cgroup v%d %s: limit %llu, usage %llu, file %llu, hugetlb %d\n", f.cg_version, f.cg_path,
+                (unsigned long long)f.cg_limit, (unsigned long long)f.cg_usage, (unsigned long long)f.cg_file,
+                f.cg_hugetlb);
+  assert_int_equal(f.cg_version, 2);
+  assert_string_equal(f.cg_path, "/a");
+  assert_int_equal(f.cg_limit, 128 * MIB);
+  assert_int_equal(f.cg_usage, 100 * MIB);
+  assert_int_equal(f.cg_file, 0);
+  assert_true(f.cg_hugetlb);
+  dk_budget b;
+  dk__budget_compute(&f, 0, &b);
+  assert_int_equal(b.cgroup, 12 * MIB);
+  /* hugetlb pages are charged there too (memory_hugetlb_accounting) */
+  dk__budget_compute(&f, DK_BUDGET_HUGETLB, &b);
+  assert_int_equal(b.cgroup, 12 * MIB);
+
+  /* /a/b's memory.high (256 MiB, under max) decides there once /a has room: its page cache
+   * counts half (3 MiB of file pages: 1.5 MiB back) */
+  put_num("cg2/a/memory.max", 4096 * MIB);
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_int_equal(f.cg_version, 2);
+  assert_string_equal(f.cg_path, "/a/b");
+  assert_int_equal(f.cg_limit, 256 * MIB);
+  assert_int_equal(f.cg_file, 3 * MIB);
+
+  /* v1's root, smaller still, wins over v2 */
+  put_num("cg1/memory.limit_in_bytes", 128 * MIB);
+  put_num("cg1/memory.usage_in_bytes", 120 * MIB);
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_int_equal(f.cg_version, 1);
+  assert_string_equal(f.cg_path, "/");
+  assert_int_equal(f.cg_limit, 128 * MIB);
+  assert_int_equal(f.cg_file, 4 * MIB);
+  assert_false(f.cg_hugetlb);                /* v1 does not charge hugetlb pages here */
+  dk__budget_compute(&f, DK_BUDGET_HUGETLB, &b);
+  assert_int_equal(b.cgroup, DK_BUDGET_NONE);
+
+  /* no limit anywhere: nothing from the cgroups */
+  put("cg2/a/memory.max", "max\n");
+  put("cg2/a/b/memory.high", "max\n");
+  put("cg1/memory.limit_in_bytes", "9223372036854771712\n");
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_int_equal(f.cg_limit, DK_BUDGET_NONE);
+  assert_int_equal(f.cg_version, 0);
+}
+
+/* A wired buffer bigger than the cgroup's room is refused before anything is populated, and
+ * the reason names the cgroup and its figures. */
+static void refusal_names_the_cgroup(void **state)
+{
+  (void)state;
+  dk_option_set(DK_OPTION_POOL, 0);   /* 4K pages, which the memory cgroup is charged for */
+  dk__budget_forget();
+  dk_prim_counters before = dk__prim_counters();
+  IOBufferMemoryDescriptor *b =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 64 * MIB, 4096);
+  if (b) {
+    OSObject_release(b);
+    fail_msg("a 64 MiB buffer was given with 12 MiB of room in the memory cgroup");
+  }
+  print_message("  %s\n", dkt_failure_text());
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RESOURCE);
+  assert_true(dkt_text_has(dk_last_failure()->text, "memory cgroup /a"));
+  assert_true(dkt_text_has(dk_last_failure()->text, "limit 128.0 MiB"));
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.map_bytes, before.map_bytes);
+  assert_int_equal(after.fds, before.fds);
+  /* what fits is given */
+  b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 4 * MIB, 4096);
+  if (!b) fail_msg("4 MiB with 12 MiB of room: %s", dkt_failure_text());
+  OSObject_release(b);
+}
+
+/* Without CAP_IPC_LOCK, RLIMIT_MEMLOCK and VmLck are read. */
+static void lock_limited_without_cap(void **state)
+{
+  (void)state;
+  snprintf(g_status, sizeof g_status, "Name:\ttest\nVmLck:\t    2048 kB\nCapEff:\t0000000000000000\n");
+  dk_budget_facts f;
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_true(f.lock_limited);
+  assert_int_equal(f.locked, 2048 * 1024);
+  snprintf(g_status, sizeof g_status, "Name:\ttest\nVmLck:\t       0 kB\nCapEff:\t000001ffffffffff\n");
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_false(f.lock_limited);
+  assert_int_equal(f.memlock_limit, DK_BUDGET_NONE);
+}
+
+/* /proc/meminfo unreadable, or without MemAvailable: the budget cannot be read, and a request
+ * that needs it is refused (kIOReturnNoResources) with that reason; nothing is populated. */
+static void meminfo_unreadable(void **state)
+{
+  (void)state;
+  char buf[200];
+  dk_budget_facts f;
+  uint32_t fit;
+  for (int round = 0; round < 2; round++) {
+    g_meminfo = round == 0 ? "" : "MemTotal:  1000 kB\nMemFree:  10 kB\n";
+    errno = 0;
+    assert_int_equal(dk__budget_read(&f), -1);
+    assert_int_equal(errno, round == 0 ? ENOENT : EINVAL);
+    dk__budget_describe_now(0, buf, sizeof buf);
+    assert_string_equal(buf, "the memory budget cannot be read");
+    fit = dk__budget_huge_fit(2 * MIB, 1, 4);
+    assert_int_equal(fit, 0);
+    dk__budget_forget();
+    dk_clear_failure();
+    assert_false(dk__budget_check(64 * MIB, 0, true, "a test"));
+    print_message("  %s\n", dkt_failure_text());
+    assert_int_equal(dk_last_failure()->code, kIOReturnNoResources);
+    assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RESOURCE);
+    assert_true(dkt_text_has(dk_last_failure()->text, "the memory budget cannot be read"));
+    assert_true(dkt_text_has(dk_last_failure()->text, round == 0 ? "No such file" : "Invalid argument"));
+  }
+  g_meminfo = NULL;
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(least_room_level_is_chosen, setup, teardown),
+    cmocka_unit_test_setup_teardown(refusal_names_the_cgroup, setup, teardown),
+    cmocka_unit_test_setup_teardown(lock_limited_without_cap, setup, teardown),
+    cmocka_unit_test_setup_teardown(meminfo_unreadable, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
