@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MIB (1ull << 20)
@@ -266,6 +267,142 @@ static void meminfo_unreadable(void **state)
   g_meminfo = NULL;
 }
 
+/* The kernel's text, malformed or at its limits: each parser says "not there" (-1 / NONE)
+ * rather than guessing, and the last line may lack its newline. */
+static void parsers_refuse_malformed_text(void **state)
+{
+  (void)state;
+  uint64_t t, a, v;
+  assert_int_equal(dk__budget_parse_meminfo("MemTotal:\t1000 kB\nMemAvailable:\t500 kB", &t, &a), 0);   /* tabs, no final newline */
+  assert_int_equal(t, 1000 * 1024);
+  assert_int_equal(a, 500 * 1024);
+  assert_int_equal(dk__budget_parse_meminfo("MemTotal: kB\nMemAvailable: 5 kB\n", &t, &a), -1);          /* no digits */
+  assert_int_equal(dk__budget_parse_meminfo("MemTotal: 99999999999999999999999 kB\nMemAvailable: 5 kB\n", &t, &a), -1);
+  assert_int_equal(dk__budget_parse_meminfo("MemTotalX: 5 kB\nMemTotal:5 kB\n", &t, &a), -1);             /* no separator */
+  assert_int_equal(dk__budget_stat_value("", "anon", &v), -1);
+  assert_int_equal(dk__budget_parse_limit("   1048576\n"), MIB);
+  assert_true(dk__budget_parse_limit("junk\n") == DK_BUDGET_NONE);
+  assert_true(dk__budget_parse_limit("99999999999999999999999\n") == DK_BUDGET_NONE);
+
+  char path[16];
+  assert_int_equal(dk__budget_cgroup_path("no colons here\n0::/ok", 2, path, sizeof path), 0);
+  assert_string_equal(path, "/ok");
+  assert_int_equal(dk__budget_cgroup_path("one:colon\n0::/ok\n", 2, path, sizeof path), 0);
+  assert_int_equal(dk__budget_cgroup_path("1::/not-v2\n0:cpu:/neither\n", 2, path, sizeof path), -1);
+  assert_int_equal(dk__budget_cgroup_path("0::\n", 2, path, sizeof path), -1);                          /* empty */
+  assert_int_equal(dk__budget_cgroup_path("0::/a/path/longer/than/sixteen\n", 2, path, sizeof path), -1);
+  assert_int_equal(dk__budget_cgroup_path("x\n4:memory:/m", 1, path, sizeof path), 0);
+  assert_string_equal(path, "/m");
+  assert_int_equal(dk__budget_cgroup_path("4:cpu\n4:memory:/m\n", 1, path, sizeof path), 0);
+
+  char point[32], root[32];
+  bool huge = true;
+  /* no " - ", a file system type too long to be ours, no super options, too few fields before
+   * the dash, a mount point too long: each skipped */
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / /x rw cgroup2 cgroup2 rw\n", 2, point, sizeof point, root,
+                                           sizeof root, &huge), -1);
+  assert_false(huge);
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / /x rw - cgroup2-with-a-long-name c rw\n", 2, point, sizeof point,
+                                           root, sizeof root, NULL), -1);
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / /x rw - cgroup2 cgroup2\n", 2, point, sizeof point, root,
+                                           sizeof root, NULL), -1);
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / - cgroup2 cgroup2 rw\n", 2, point, sizeof point, root,
+                                           sizeof root, NULL), -1);
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / /a/mount/point/longer/than/thirty-two rw - cgroup2 c rw\n", 2,
+                                           point, sizeof point, root, sizeof root, NULL), -1);
+  /* the last line without its newline, v2 without hugetlb accounting */
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / /x rw - ext4 /dev/a rw\n3 1 0:2 / /cg rw - cgroup2 cgroup2 rw", 2,
+                                           point, sizeof point, root, sizeof root, &huge), 0);
+  assert_string_equal(point, "/cg");
+  assert_false(huge);
+}
+
+/* The arithmetic's other sides: a margin the option fixes (the cgroup's too), a cgroup with more
+ * room than the machine, a memlock limit below both; and the clause cut short where the
+ * caller's buffer ends. */
+static void compute_and_describe_edges(void **state)
+{
+  (void)state;
+  dk_budget_facts f;
+  memset(&f, 0, sizeof f);
+  f.mem_total = 8192 * MIB;
+  f.mem_available = 1024 * MIB;
+  f.margin_option = 100 * MIB;
+  f.cg_limit = 4096 * MIB;
+  f.cg_usage = 100 * MIB;
+  f.lock_limited = true;
+  f.memlock_limit = 64 * MIB;
+  f.locked = 16 * MIB;
+  snprintf(f.cg_path, sizeof f.cg_path, "/big");
+  dk_budget b;
+  dk__budget_compute(&f, 0, &b);
+  assert_int_equal(b.margin, 100 * MIB);
+  assert_int_equal(b.cg_margin, 100 * MIB);
+  assert_int_equal(b.machine, 924 * MIB);
+  assert_int_equal(b.cgroup, 3896 * MIB);
+  assert_int_equal(b.room, 924 * MIB);              /* the machine binds, not the cgroup */
+  assert_int_equal(b.bind, DK_BUDGET_BY_MACHINE);
+  assert_int_equal(b.memlock, DK_BUDGET_NONE);      /* not locked memory */
+  dk__budget_compute(&f, DK_BUDGET_LOCKED, &b);
+  assert_int_equal(b.memlock, 48 * MIB);
+  assert_int_equal(b.room, 48 * MIB);
+  assert_int_equal(b.bind, DK_BUDGET_BY_MEMLOCK);
+  f.memlock_limit = 4096 * MIB;                     /* above the room: the machine still binds */
+  dk__budget_compute(&f, DK_BUDGET_LOCKED, &b);
+  assert_int_equal(b.bind, DK_BUDGET_BY_MACHINE);
+  f.memlock_limit = 64 * MIB;
+  dk__budget_compute(&f, DK_BUDGET_LOCKED, &b);
+
+  char full[400], cut[400];
+  dk__budget_describe(&f, &b, full, sizeof full);
+  assert_non_null(strstr(full, "memory cgroup /big"));
+  assert_non_null(strstr(full, "RLIMIT_MEMLOCK 64.0 MiB, 16.0 MiB locked"));
+  for (size_t cap = 8; cap < strlen(full); cap += 13) {
+    memset(cut, 0x7f, sizeof cut);
+    dk__budget_describe(&f, &b, cut, cap);
+    assert_true(strlen(cut) < cap);                 /* cut short, never past the buffer */
+    assert_int_equal(strncmp(cut, full, strlen(cut)), 0);
+    assert_int_equal((unsigned char)cut[cap], 0x7f);
+  }
+  char s[24];
+  assert_string_equal(dk__budget_size(1536, s, sizeof s), "1.5 KiB");
+}
+
+/* Memory given back moments ago may still be on its way to the kernel: a request refused by the
+ * machine's figure that such memory could cover waits for it (reading again), and is refused
+ * only once the wait is over, with the figures. */
+static void refusal_waits_for_memory_just_released(void **state)
+{
+  (void)state;
+  char mem[160];
+  snprintf(mem, sizeof mem, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", (unsigned long long)(8192 * 1024),
+           (unsigned long long)(64 * 1024));
+  g_meminfo = mem;
+  dk_option_set(DK_OPTION_MEMORY_MARGIN_MB, 0);
+  put("cg2/a/memory.max", "max\n");
+  dk__budget_forget();
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  dk__budget_note_release(512 * MIB);
+  dk_clear_failure();
+  assert_false(dk__budget_check(256 * MIB, 0, true, "a test"));
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  print_message("  refused after %.2f s: %s\n", waited, dkt_failure_text());
+  assert_true(waited >= 1.5);                       /* it waited for the release (2 s) */
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RESOURCE);
+  assert_true(dkt_text_has(dk_last_failure()->text, "256.0 MiB asked"));
+  /* without a recent release: refused at once */
+  dk__budget_forget();
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  assert_false(dk__budget_check(256 * MIB, 0, true, "a test"));
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  assert_true(t1.tv_sec - t0.tv_sec < 1);
+  g_meminfo = NULL;
+  dk_option_set(DK_OPTION_MEMORY_MARGIN_MB, -1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -273,6 +410,9 @@ int main(void)
     cmocka_unit_test_setup_teardown(refusal_names_the_cgroup, setup, teardown),
     cmocka_unit_test_setup_teardown(lock_limited_without_cap, setup, teardown),
     cmocka_unit_test_setup_teardown(meminfo_unreadable, setup, teardown),
+    cmocka_unit_test(parsers_refuse_malformed_text),
+    cmocka_unit_test(compute_and_describe_edges),
+    cmocka_unit_test_setup_teardown(refusal_waits_for_memory_just_released, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
