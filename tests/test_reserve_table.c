@@ -14,6 +14,7 @@
 #include <dmakit/dmakit.h>
 #include <dmakit/reserve.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -216,6 +217,105 @@ static void release_of_nothing_is_not_found(void **state)
   assert_int_equal(unlink(g_table), 0);
 }
 
+/* A reservation's claims file with byte k locked (an open file description of this test, as a
+ * claiming process holds it): page k is claimed by a live process. */
+static int hold_claim(uint64_t mask, off_t k)
+{
+  char path[160];
+  snprintf(path, sizeof path, "%s/reserve/mask-0x%llx.claims", g_dir, (unsigned long long)mask);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  assert_true(fd >= 0);
+  struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = k, .l_len = 1 };
+  assert_int_equal(fcntl(fd, F_OFD_SETLK, &l), 0);
+  return fd;
+}
+
+/* Pages a live process holds are counted as claimed, listed as such, and keep the reservation
+ * from being released (kIOReturnBusy), the table as it was. */
+static void claimed_pages_block_release(void **state)
+{
+  (void)state;
+  if (geteuid() != 0) DKT_SKIP("releasing a reservation needs root");
+  write_table(k_good);
+  int fd = hold_claim(0xffffffff, 1);
+  dk_reserve_info info[3];
+  size_t count;
+  assert_int_equal(dk_reserve_list(info, 3, &count), kIOReturnSuccess);
+  assert_int_equal(info[2].mask, 0xffffffffull);
+  assert_int_equal(info[2].pages_claimed, 1);
+  assert_int_equal(info[0].pages_claimed, 0);
+  dk_reserve_page pages[5];
+  assert_int_equal(dk_reserve_pages(pages, 5, &count), kIOReturnSuccess);
+  int claimed = 0;
+  for (int i = 0; i < 5; i++) claimed += pages[i].claimed;
+  assert_int_equal(claimed, 1);
+  assert_true(pages[2].claimed);            /* page 1 of 0xffffffff: frame 0x80000000, the lowest */
+  assert_int_equal(dk_reserve_release(0xffffffff), kIOReturnBusy);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RESOURCE);
+  assert_true(dkt_text_has(dk_last_failure()->text, "1 of the 3 pages reserved below mask 0xffffffff are held"));
+  assert_int_equal(dk_reserve_release(0), kIOReturnBusy);
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, 3);
+  close(fd);
+  char path[160];
+  snprintf(path, sizeof path, "%s/reserve/mask-0xffffffff.claims", g_dir);
+  unlink(path);
+  assert_int_equal(unlink(g_table), 0);
+}
+
+/* Releasing reservations that hold no page (so nr_hugepages is not touched): the table is
+ * rewritten without them, and removed with the last one. A journal of a search that died before
+ * it committed (its generation in no page of the table) is cleaned up on the way. */
+static void release_rewrites_the_table(void **state)
+{
+  (void)state;
+  if (geteuid() != 0) DKT_SKIP("releasing a reservation needs root");
+  write_table("dmakit-reservations 1\n"
+              "R 3fffffff 1700000100 1 2\n"
+              "P 0 0 20000000\n"
+              "P 0 200000 1000000\n"
+              "R 7fffffff 1700000200 3 0\n"
+              "R ffffffff 1700000300 1 0\n");
+  char journal[160];
+  snprintf(journal, sizeof journal, "%s/reserve/search", g_dir);
+  FILE *j = fopen(journal, "w");
+  assert_non_null(j);
+  fprintf(j, "999999999 0 3fffffff 7\n");     /* raised nothing: nothing to give back */
+  fclose(j);
+  dk_prim_counters before = dk__prim_counters();
+  long owed = dk__reserve_owed();
+  assert_int_equal(dk_reserve_release(0x7fffffff), kIOReturnSuccess);
+  assert_int_equal(access(journal, F_OK), -1);   /* the dead search's journal is gone */
+  dk_reserve_info info[3];
+  size_t count;
+  assert_int_equal(dk_reserve_list(info, 3, &count), kIOReturnSuccess);
+  assert_int_equal(count, 2);
+  assert_int_equal(info[0].mask, 0x3fffffffull);
+  assert_int_equal(info[0].pages, 2);             /* kept as it was */
+  assert_int_equal(info[0].lowest, 0x1000000ull);
+  assert_int_equal(info[1].mask, 0xffffffffull);
+  /* a committed search's journal (its generation in the table) leaves the pages alone */
+  j = fopen(journal, "w");
+  assert_non_null(j);
+  fprintf(j, "999999999 0 3fffffff 0\n");
+  fclose(j);
+  assert_int_equal(dk_reserve_release(0xffffffff), kIOReturnSuccess);
+  assert_int_equal(access(journal, F_OK), -1);
+  assert_int_equal(dk_reserve_list(info, 3, &count), kIOReturnSuccess);
+  assert_int_equal(count, 1);
+  assert_int_equal(info[0].pages, 2);
+  /* the last ones: the table goes */
+  write_table("dmakit-reservations 1\nR 7fffffff 1 1 0\n");
+  assert_int_equal(dk_reserve_release(0), kIOReturnSuccess);
+  assert_int_equal(access(g_table, F_OK), -1);
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, 0);
+  assert_int_equal(dk__reserve_owed(), owed);     /* no nr_hugepages owed */
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -224,6 +324,8 @@ int main(void)
     cmocka_unit_test(refuses_malformed_tables),
     cmocka_unit_test(bad_arguments),
     cmocka_unit_test(release_of_nothing_is_not_found),
+    cmocka_unit_test(claimed_pages_block_release),
+    cmocka_unit_test(release_rewrites_the_table),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
