@@ -27,30 +27,17 @@ static char g_dir[64];
 static char g_mountinfo[1024], g_cgroup[256], g_status[256];
 static const char *g_meminfo;          /* NULL: the real file; "" : open fails with ENOENT */
 
-static int text_fd(const char *txt)
-{
-  int fd = memfd_create("dk-test-proc", MFD_CLOEXEC);
-  size_t n = strlen(txt);
-  if (fd < 0) return -1;
-  if (write(fd, txt, n) != (ssize_t)n || lseek(fd, 0, SEEK_SET) != 0) {
-    close(fd);
-    errno = EIO;
-    return -1;
-  }
-  return fd;
-}
-
 static int fake_open(const char *path, int flags, mode_t mode)
 {
-  if (!strcmp(path, "/proc/self/mountinfo")) return text_fd(g_mountinfo);
-  if (!strcmp(path, "/proc/self/cgroup")) return text_fd(g_cgroup);
-  if (!strcmp(path, "/proc/self/status") && g_status[0]) return text_fd(g_status);
+  if (!strcmp(path, "/proc/self/mountinfo")) return dkt_text_fd(g_mountinfo);
+  if (!strcmp(path, "/proc/self/cgroup")) return dkt_text_fd(g_cgroup);
+  if (!strcmp(path, "/proc/self/status") && g_status[0]) return dkt_text_fd(g_status);
   if (!strcmp(path, "/proc/meminfo") && g_meminfo) {
     if (!g_meminfo[0]) {
       errno = ENOENT;
       return -1;
     }
-    return text_fd(g_meminfo);
+    return dkt_text_fd(g_meminfo);
   }
   return dk__prim_default.open(path, flags, mode);
 }

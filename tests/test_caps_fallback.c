@@ -39,26 +39,13 @@ static void child_exit(int code)
 
 static const char *g_cua;   /* what vm.compact_unevictable_allowed reads */
 
-static int text_fd(const char *txt)
-{
-  int fd = memfd_create("dk-test-proc", MFD_CLOEXEC);
-  size_t n = strlen(txt);
-  if (fd < 0) return -1;
-  if (write(fd, txt, n) != (ssize_t)n || lseek(fd, 0, SEEK_SET) != 0) {
-    close(fd);
-    errno = EIO;
-    return -1;
-  }
-  return fd;
-}
-
 static int fake_open(const char *path, int flags, mode_t mode)
 {
   if (!strcmp(path, "/proc/zoneinfo")) {
     errno = EACCES;
     return -1;
   }
-  if (!strcmp(path, "/proc/sys/vm/compact_unevictable_allowed")) return text_fd(g_cua);
+  if (!strcmp(path, "/proc/sys/vm/compact_unevictable_allowed")) return dkt_text_fd(g_cua);
   return dk__prim_default.open(path, flags, mode);
 }
 
