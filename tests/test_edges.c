@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MD(b) ((IOMemoryDescriptor *)(void *)(b))
 
@@ -261,6 +262,104 @@ static void service_open(void **state)
   assert_int_equal(dk__objects_live(), objects);
 }
 
+/* IOMemoryDescriptor's calls on NULL (XNU would crash; here a clear refusal or nothing), and
+ * readBytes into NULL; setPurgeable without an old-state pointer. */
+static void descriptor_null_handles(void **state)
+{
+  (void)state;
+  assert_int_equal(IOMemoryDescriptor_getDirection(NULL), kIODirectionNone);
+  IOMemoryDescriptor_setDirection(NULL, kIODirectionIn);
+  assert_int_equal(IOMemoryDescriptor_getTag(NULL), 0);
+  IOMemoryDescriptor_setTag(NULL, 5);
+  assert_int_equal(IOMemoryDescriptor_getFlags(NULL), 0);
+  IOByteCount len = 7;
+  assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(NULL, 0, &len, 0), 0);
+  assert_code(IOMemoryDescriptor_prepare(NULL, kIODirectionNone), kIOReturnBadArgument, DK_CONSTRAINT_NONE);
+  assert_code(IOMemoryDescriptor_complete(NULL, kIODirectionNone), kIOReturnBadArgument, DK_CONSTRAINT_NONE);
+  char buf[8];
+  assert_int_equal(IOMemoryDescriptor_readBytes(NULL, 0, buf, sizeof buf), 0);
+  assert_int_equal(IOMemoryDescriptor_writeBytes(NULL, 0, buf, sizeof buf), 0);
+  assert_code(IOMemoryDescriptor_performOperation(NULL, kIOMemoryIncoherentIOFlush, 0, 8), kIOReturnBadArgument,
+              DK_CONSTRAINT_NONE);
+  IOOptionBits old;
+  assert_code(IOMemoryDescriptor_setPurgeable(NULL, kIOMemoryPurgeableNonVolatile, &old), kIOReturnBadArgument,
+              DK_CONSTRAINT_NONE);
+
+  IOBufferMemoryDescriptor *b =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut | kIOMemoryPageable | kIOMemoryPurgeable, 8192, 1);
+  assert_non_null(b);
+  IOMemoryDescriptor_setDirection(MD(b), kIODirectionOut);
+  assert_int_equal(IOMemoryDescriptor_getDirection(MD(b)), kIODirectionOut);
+  IOMemoryDescriptor_setTag(MD(b), 0x77);
+  assert_int_equal(IOMemoryDescriptor_getTag(MD(b)), 0x77);
+  assert_code(IOMemoryDescriptor_prepare(MD(b), kIODirectionNone), kIOReturnSuccess, DK_CONSTRAINT_NONE);
+  dk_clear_failure();
+  assert_int_equal(IOMemoryDescriptor_readBytes(MD(b), 0, NULL, 8), 0);
+  assert_code(dk_last_failure()->code, kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT);
+  assert_code(IOMemoryDescriptor_setPurgeable(MD(b), kIOMemoryPurgeableVolatile, NULL), kIOReturnSuccess, DK_CONSTRAINT_NONE);
+  assert_code(IOMemoryDescriptor_setPurgeable(MD(b), kIOMemoryPurgeableNonVolatile, &old), kIOReturnSuccess,
+              DK_CONSTRAINT_NONE);
+  assert_int_equal(old, kIOMemoryPurgeableVolatile);
+  assert_code(IOMemoryDescriptor_complete(MD(b), kIODirectionNone), kIOReturnSuccess, DK_CONSTRAINT_NONE);
+  OSObject_release(b);
+}
+
+/* src/prim: an interrupted madvise or fallocate is retried (DK_EINTR_RETRIES times at most, then
+ * the EINTR is the caller's); persistent metadata fails like malloc, and a size that overflows
+ * with its alignment is ENOMEM. */
+static int g_eintr_left;
+static int eintr_madvise(void *addr, size_t len, int advice)
+{
+  if (g_eintr_left-- > 0) {
+    errno = EINTR;
+    return -1;
+  }
+  return dk__prim_default.madvise(addr, len, advice);
+}
+static int eintr_fallocate(int fd, int mode, off_t off, off_t len)
+{
+  if (g_eintr_left-- > 0) {
+    errno = EINTR;
+    return -1;
+  }
+  return dk__prim_default.fallocate(fd, mode, off, len);
+}
+
+static void prim_retries_interrupted_calls(void **state)
+{
+  (void)state;
+  void *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(p != MAP_FAILED);
+  int fd = memfd_create("dk-test-edges", MFD_CLOEXEC);
+  assert_true(fd >= 0);
+  dk__prim.madvise = eintr_madvise;
+  dk__prim.fallocate = eintr_fallocate;
+  g_eintr_left = 3;
+  assert_int_equal(dk__madvise(p, 8192, MADV_DONTNEED), 0);
+  g_eintr_left = 3;
+  assert_int_equal(dk__fallocate(fd, 0, 0, 8192), 0);
+  g_eintr_left = 1000;
+  errno = 0;
+  assert_int_equal(dk__madvise(p, 8192, MADV_DONTNEED), -1);
+  assert_int_equal(errno, EINTR);
+  assert_int_equal(g_eintr_left, 1000 - DK_EINTR_RETRIES);
+  g_eintr_left = 1000;
+  assert_int_equal(dk__fallocate(fd, 0, 0, 16384), -1);
+  assert_int_equal(errno, EINTR);
+  dk__prim.madvise = dk__prim_default.madvise;
+  dk__prim.fallocate = dk__prim_default.fallocate;
+  close(fd);
+  munmap(p, 8192);
+
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_MALLOC), ENOMEM);
+  assert_null(dk__alloc_persistent(64, 128));
+  assert_true(dk__fault_fired());
+  dk__fault_disarm();
+  errno = 0;
+  assert_null(dk__alloc_persistent(64, SIZE_MAX - 8));
+  assert_int_equal(errno, ENOMEM);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -269,6 +368,8 @@ int main(void)
     cmocka_unit_test(command_limits),
     cmocka_unit_test(registry),
     cmocka_unit_test(service_open),
+    cmocka_unit_test(descriptor_null_handles),
+    cmocka_unit_test(prim_retries_interrupted_calls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
