@@ -207,7 +207,10 @@ static void refuse(int fd, IOReturn code, dk_constraint_kind kind, const char *f
 static void wake_server(dk_server *s)
 {
   char b = 1;
-  (void)dk__write(s->wake[1], &b, 1);   /* a full pipe already wakes it */
+  /* A full pipe already wakes it (EAGAIN). Any other failure is tried again: a lost wake-up
+   * would leave the thread asleep in poll with no deadline, and dk_server_destroy joins it. */
+  for (int i = 0; i < DK_EINTR_RETRIES; i++)
+    if (dk__write(s->wake[1], &b, 1) == 1 || errno == EAGAIN || errno == EWOULDBLOCK) return;
 }
 
 static entry *find_entry(dk_conn *c, uint64_t id, entry ***link)

@@ -408,3 +408,16 @@ uint64_t dkt_now_ms(void)
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+int dkt_text_fd(const char *text)
+{
+  int fd = memfd_create("dkt-text", MFD_CLOEXEC);
+  size_t n = strlen(text);
+  if (fd < 0) return -1;
+  if (write(fd, text, n) != (ssize_t)n || lseek(fd, 0, SEEK_SET) != 0) {
+    close(fd);
+    errno = EIO;
+    return -1;
+  }
+  return fd;
+}

@@ -72,6 +72,10 @@ long dkt_pinned_kb(void);
  * mlock as a no-op, so VmLck checks must be skipped there. */
 bool dkt_mlock_works(void);
 
+/* A readable descriptor (a memfd, at offset 0) holding `text`: what a swapped open() returns for
+ * a file a test fakes (/proc text, sysfs). -1 with errno on failure. */
+int dkt_text_fd(const char *text);
+
 /* Open file descriptors of this process (entries of /proc/self/fd). -1 on error. */
 int dkt_fd_count(void);
 
