@@ -69,6 +69,18 @@ cmake --build "$out" -j"$(nproc)" --target dkbench dkscale >"$out/build.log" 2>&
 bin="$out/dkbench"
 scale="$out/dkscale"
 
+# ---- the machine's test lock ---------------------------------------------------------------
+# Held from here to the end, as scripts/test.sh holds it for each test run: hugepage counts
+# are never changed under a running physical test (or the other way round). A caller that
+# already holds it sets DK_TEST_LOCK_HELD=1.
+if [ -z "${DK_TEST_LOCK_HELD:-}" ]; then
+  lock="${DK_TEST_LOCK:-/tmp/dmakit-test.lock}"
+  [ -e "$lock" ] || (umask 0; : >"$lock")
+  exec 9<"$lock"
+  flock -n 9 || { echo "bench.sh: waiting for $lock (a test run holds it)" >&2; flock 9; }
+  export DK_TEST_LOCK_HELD=1
+fi
+
 # ---- hugepages: reserve now, restore on exit ----------------------------------------------
 # every hugepage limit is put back as found (dmakit's pool may raise overcommit or 1 GiB counts)
 nr=/proc/sys/vm/nr_hugepages

@@ -22,6 +22,18 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDK_BUILD_TESTS=OFF >/dev
 cmake --build build -j"$(nproc)" >/dev/null
 dmakit=./build/tools/dmakit
 
+# ---- the machine's test lock -----------------------------------------------------------------
+# Held from here to the end, as scripts/test.sh holds it for each test run: the demo's pool
+# never raises hugepage counts under a running physical test. A caller that already holds
+# it sets DK_TEST_LOCK_HELD=1.
+if [ -z "${DK_TEST_LOCK_HELD:-}" ]; then
+  lock="${DK_TEST_LOCK:-/tmp/dmakit-test.lock}"
+  [ -e "$lock" ] || (umask 0; : >"$lock")
+  exec 9<"$lock"
+  flock -n 9 || { echo "demo.sh: waiting for $lock (a test run holds it)" >&2; flock 9; }
+  export DK_TEST_LOCK_HELD=1
+fi
+
 echo "==== 1. dmakit doctor ===================================================================="
 status=0
 $dmakit doctor || status=$?

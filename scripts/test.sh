@@ -24,7 +24,7 @@ lock="${DK_TEST_LOCK:-/tmp/dmakit-test.lock}"
 # locked CMD...: CMD while holding the machine's test lock (waits for other runs)
 locked() {
   ( flock 9 || { echo "test.sh: cannot lock $lock" >&2; exit 1; }
-    "$@" ) 9<"$lock"
+    DK_TEST_LOCK_HELD=1 "$@" ) 9<"$lock"
 }
 builds="${DK_TEST_BUILDS:-default asan tsan fuzz e2e}"
 jobs="$(nproc)"

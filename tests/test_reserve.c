@@ -78,9 +78,29 @@ static int group_setup(void **s)
   return 0;
 }
 
+static void end_holders(void);
+
+/* After each test, pass or fail: no holder left alive, nothing left reserved, so a failure is
+ * reported once and never leaves hugepages behind on the machine (or fails the tests after it). */
+static int test_teardown(void **s)
+{
+  (void)s;
+  end_holders();
+  if (!g_dir[0]) return 0;
+  dk_pool_trim();
+  size_t n = 0;
+  if (dk_reserve_list(NULL, 0, &n) == kIOReturnSuccess && n > 0) {
+    IOReturn rc = dk_reserve_release(0);
+    if (rc != kIOReturnSuccess)
+      fprintf(stderr, "a test left %zu reservation(s); release: %s\n", n, dkt_failure_text());
+  }
+  return 0;
+}
+
 static int group_teardown(void **s)
 {
   (void)s;
+  end_holders();
   if (!g_dir[0]) return 0;
   dk_pool_trim();
   IOReturn rc = dk_reserve_release(0);
@@ -287,11 +307,28 @@ static void reserve_persists_and_serves(void **s)
 typedef struct holder { pid_t pid; int report, go; } holder;
 static int g_parent_fds[64];            /* pipe ends the parent holds for live holders */
 static int g_nparent_fds;
+static pid_t g_holder_pids[32];         /* holders not yet waited for */
+static int g_nholder_pids;
 
 static void forget_fd(int fd)
 {
   for (int i = 0; i < g_nparent_fds; i++)
     if (g_parent_fds[i] == fd) g_parent_fds[i--] = g_parent_fds[--g_nparent_fds];
+}
+
+static void forget_pid(pid_t pid)
+{
+  for (int i = 0; i < g_nholder_pids; i++)
+    if (g_holder_pids[i] == pid) g_holder_pids[i--] = g_holder_pids[--g_nholder_pids];
+}
+
+/* A test that failed while holders held pages: kill and reap them, close the parent's ends. */
+static void end_holders(void)
+{
+  for (int i = 0; i < g_nholder_pids; i++) kill(g_holder_pids[i], SIGKILL);
+  for (int i = 0; i < g_nholder_pids; i++) waitpid(g_holder_pids[i], NULL, 0);
+  for (int i = 0; i < g_nparent_fds; i++) close(g_parent_fds[i]);
+  g_nholder_pids = g_nparent_fds = 0;
 }
 
 static holder hold_page(uint64_t high, unsigned char fill)
@@ -322,6 +359,7 @@ static holder hold_page(uint64_t high, unsigned char fill)
   }
   close(rp[1]);
   close(gp[0]);
+  g_holder_pids[g_nholder_pids++] = pid;
   g_parent_fds[g_nparent_fds++] = rp[0];
   g_parent_fds[g_nparent_fds++] = gp[1];
   return (holder){ pid, rp[0], gp[1] };
@@ -344,6 +382,7 @@ static void holder_end(holder *h, bool kill_it)
   forget_fd(h->report);
   int st;
   assert_int_equal(waitpid(h->pid, &st, 0), h->pid);
+  forget_pid(h->pid);
   if (kill_it) assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
   else dkt_assert_child_ok(st);
 }
@@ -657,15 +696,15 @@ int main(int argc, char **argv)
 {
   if (argc > 1) cmocka_set_test_filter(argv[1]);   /* one test by name */
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(reserve_bad_arguments),
-    cmocka_unit_test(reserve_bounds_refused),
-    cmocka_unit_test(reserve_persists_and_serves),
-    cmocka_unit_test(reserve_concurrent_claims),
-    cmocka_unit_test(reserve_killed_claim_returns_zeroed),
-    cmocka_unit_test(reserve_grows),
-    cmocka_unit_test(reserve_killed_search_recovered),
-    cmocka_unit_test(reserve_low_mask_search),
-    cmocka_unit_test(reserve_faults),
+    cmocka_unit_test_teardown(reserve_bad_arguments, test_teardown),
+    cmocka_unit_test_teardown(reserve_bounds_refused, test_teardown),
+    cmocka_unit_test_teardown(reserve_persists_and_serves, test_teardown),
+    cmocka_unit_test_teardown(reserve_concurrent_claims, test_teardown),
+    cmocka_unit_test_teardown(reserve_killed_claim_returns_zeroed, test_teardown),
+    cmocka_unit_test_teardown(reserve_grows, test_teardown),
+    cmocka_unit_test_teardown(reserve_killed_search_recovered, test_teardown),
+    cmocka_unit_test_teardown(reserve_low_mask_search, test_teardown),
+    cmocka_unit_test_teardown(reserve_faults, test_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
