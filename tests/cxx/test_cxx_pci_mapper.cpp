@@ -320,6 +320,25 @@ static void no_provider(void **state)
   assert_int_equal(dk__objects_live(), live);
 }
 
+/* The kext helpers its bookkeeping uses: IONew / IONewZero (NULL when count * size overflows),
+ * IOSafeDeleteNULL, and Mach's page macros, which are this machine's CPU page. */
+static void kext_helpers(void **state)
+{
+  (void)state;
+  struct ExampleTxBufferInfo *info = IONewZero(struct ExampleTxBufferInfo, kTxDescCount);
+  assert_non_null(info);
+  for (int i = 0; i < kTxDescCount; i++) assert_true(info[i].packet == NULL && info[i].numDescs == 0);
+  IOSafeDeleteNULL(info, struct ExampleTxBufferInfo, kTxDescCount);
+  assert_null(info);
+  assert_null(IONew(struct ExampleTxBufferInfo, SIZE_MAX / 8));
+  assert_int_equal(PAGE_SIZE, dkt_page_size());
+  assert_int_equal(PAGE_MASK, PAGE_SIZE - 1);
+  assert_int_equal(1ull << PAGE_SHIFT, PAGE_SIZE);
+  assert_int_equal(round_page(1), PAGE_SIZE);
+  assert_int_equal(round_page(PAGE_SIZE), PAGE_SIZE);
+  assert_int_equal(trunc_page(2 * PAGE_SIZE + 5), 2 * PAGE_SIZE);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -327,6 +346,7 @@ int main(void)
     cmocka_unit_test(system_mapper),
     cmocka_unit_test(no_mapper),
     cmocka_unit_test(no_provider),
+    cmocka_unit_test(kext_helpers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
