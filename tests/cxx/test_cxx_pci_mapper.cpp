@@ -180,8 +180,8 @@ static const char *plain_pci_function()
   const char *found = nullptr;
   while (struct dirent *e = readdir(d)) {
     if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof name) continue;
-    char path[160], link[256];
-    snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/driver", e->d_name);
+    char path[sizeof "/sys/bus/pci/devices//driver" + sizeof name], link[256];
+    snprintf(path, sizeof path, "/sys/bus/pci/devices/%.63s/driver", e->d_name);
     ssize_t l = readlink(path, link, sizeof link - 1);
     if (l > 0 && (link[l] = '\0', strstr(link, "vfio-pci"))) continue;
     strcpy(name, e->d_name);
