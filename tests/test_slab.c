@@ -252,6 +252,52 @@ static void slab_producer_consumer_bounded(void **state)
   dk_pool_trim();
 }
 
+/* ---- descriptor arenas ------------------------------------------------------------------------- */
+
+/* Descriptors live in 2 MiB arenas of 64 KiB blocks. 20,000 buffers need more than one arena;
+ * once they are released their blocks are the allocator's cache (mapped, counted as cache, not
+ * as memory held for callers); dk_pool_trim unmaps every arena with no block in use. The
+ * descriptors are written through while live, so a block handed out twice would show. */
+static void arena_round(IOBufferMemoryDescriptor **b, int n, dk_prim_counters *live)
+{
+  for (int i = 0; i < n; i++) {
+    b[i] = small(64);
+    IOMemoryDescriptor_setTag(MD(b[i]), (IOOptionBits)i);
+  }
+  if (live) *live = dk__prim_counters();
+  for (int i = 0; i < n; i++) assert_int_equal(IOMemoryDescriptor_getTag(MD(b[i])), (IOOptionBits)i);
+  for (int i = 0; i < n; i++) OSObject_release(b[i]);
+  dk__thread_caches_flush();
+}
+
+static void slab_object_arenas_cached_then_trimmed(void **state)
+{
+  (void)state;
+  require_pool();
+  enum { NB = 20000 };
+  IOBufferMemoryDescriptor **b = calloc(NB, sizeof *b);
+  assert_non_null(b);
+  dk__thread_caches_flush();
+  dk_pool_trim();
+  arena_round(b, NB, NULL);                    /* the pool grows to hold them, once */
+  dk_prim_counters before = dk__prim_counters(), live;
+  arena_round(b, NB, &live);
+  dk_prim_counters released = dk__prim_counters();
+  print_message("descriptor arenas: %ld KiB held while live, %ld KiB cached after release\n",
+                (live.map_bytes - before.map_bytes) >> 10, released.cache_bytes >> 10);
+  /* 20,000 descriptors take more than 2 MiB of blocks, held for callers while live */
+  assert_true(live.map_bytes - before.map_bytes >= 2l << 20);
+  assert_int_equal(released.map_bytes, before.map_bytes);  /* nothing held for a caller */
+  assert_int_equal(released.cache_bytes, before.cache_bytes);
+  assert_true(released.cache_bytes >= 2l << 20);            /* the emptied arenas stay mapped */
+  validate();
+  dk_pool_trim();
+  dk_prim_counters trimmed = dk__prim_counters();
+  assert_true(trimmed.map_bytes <= before.map_bytes);       /* the pool gave its memory back too */
+  assert_true(trimmed.cache_bytes < 2l << 20);              /* only arenas with a block in use remain */
+  free(b);
+}
+
 /* ---- releasing never allocates --------------------------------------------------------------- */
 
 static void slab_release_with_heap_failing(void **state)
@@ -354,6 +400,7 @@ int main(void)
     cmocka_unit_test(slab_exited_thread_slabs_adopted),
     cmocka_unit_test(slab_producer_consumer_bounded),
     cmocka_unit_test(slab_release_with_heap_failing),
+    cmocka_unit_test(slab_object_arenas_cached_then_trimmed),
     cmocka_unit_test(slab_threads_mix_windows),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

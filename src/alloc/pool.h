@@ -86,6 +86,11 @@ static inline void dk__pool_unpark(dk_tctr *t, const dk_block *b, bool request)
 }
 /* Called by dk_pool_trim first, to give back what the caller's thread keeps above the pool. */
 void dk__pool_set_trim_hook(void (*fn)(void));
+/* Descriptor objects (iokit's), `size` bytes each (one size for the process): slots of slabs of
+ * ordinary memory with the small buffers' per-thread heaps, so creating and releasing them,
+ * on any thread, takes no lock and no call into the C heap. NULL with the failure recorded. */
+void *dk__obj_alloc(size_t size);
+void  dk__obj_free(void *p);
 /* Give the calling thread's empty slabs back to the pool (tests: the next small buffer then
  * needs a new slab, where faults are injected). */
 void dk__pool_thread_flush(void);

@@ -13,11 +13,16 @@
 #include "base/tld.h"
 #include "prim/prim.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define NBAND       49                   /* band = bit length of the slab's top address - 16 */
+#define OBJ         DK_NCLASS            /* the class of descriptor objects (dk__obj_alloc) */
+#define NQ          (DK_NCLASS + 1)
+#define OBJ_HEADER  64u                  /* an object slab's block starts with its record's address */
 #define NWORDS      (DK_SLAB_BYTES / DK_SLAB_MIN / 64)
 #define EMPTY_KEEP  1                    /* empty slabs a heap keeps per class */
 #define SCAN_LIMIT  8                    /* slabs looked at in one band before the next band */
@@ -34,6 +39,7 @@ struct dk_slab {
   uint16_t  k;                           /* size class */
   uint16_t  nslots, nfree;
   uint16_t  hint;                        /* the lowest bitmap word that may have a free slot */
+  uint16_t  base;                        /* offset of slot 0 in the block (OBJ_HEADER for objects) */
   uint32_t  epoch;                       /* dk__fork_epoch() when it was made */
   uint8_t   band;
   bool      queued;
@@ -51,8 +57,8 @@ typedef struct slabq {
 } slabq;
 
 struct dk_theap {
-  slabq             q[DK_NCLASS];
-  uint32_t          nempty[DK_NCLASS];
+  slabq             q[NQ];
+  uint32_t          nempty[NQ];
   dk_slab          *all;
   _Atomic(dk_slab *) remote;             /* slabs with slots freed by other threads */
   bool              in_use;              /* a thread has it (pool lock) */
@@ -61,7 +67,8 @@ struct dk_theap {
 
 static _Thread_local dk_theap *tl_heap __attribute__((tls_model("initial-exec")));
 static dk_theap *g_heaps;                /* pool lock */
-static slabq     g_orphans[DK_NCLASS];   /* pool lock */
+static slabq     g_orphans[NQ];          /* pool lock */
+static _Atomic uint32_t g_obj_size;      /* dk__obj_alloc: the one object size */
 static dk_slab  *g_orphan_all;           /* pool lock */
 static dk_slab  *g_records;              /* pool lock: records for reuse */
 
@@ -177,12 +184,129 @@ static dk_slab *record_get(void)
 
 /* Give an empty slab's 64 KiB back to the pool and keep its record for reuse. Pool lock held;
  * the slab is in no queue and no heap's list. */
+static void obj_block_put(dk_block *mem);
 static void release_locked(dk_slab *s)
 {
   atomic_store(&s->owner, NULL);
-  dk__pool_give_locked(&s->mem);
+  if (s->k == OBJ) obj_block_put(&s->mem);
+  else dk__pool_give_locked(&s->mem);
   s->free_next = g_records;
   g_records = s;
+}
+
+/* ---- the memory of object slabs ------------------------------------------------------------ *
+ * Descriptor objects live in slabs of ordinary memory: 64 KiB blocks, aligned to 64 KiB so that
+ * an object's block (and from its header, its slab) is found from the object's address. Blocks
+ * are cut from 2 MiB arenas, mapped on their own and 2 MiB-aligned; every arena after a
+ * process's first asks for transparent hugepages, so a million live descriptors sit in a
+ * hundred TLB entries, not fifty thousand. An empty block goes back to its arena and stays
+ * mapped (its next slab takes no page fault); dk_pool_trim() unmaps the arenas with no block
+ * in use. All under the pool lock. */
+
+#define ARENA_BYTES  (2u << 20)
+#define ARENA_BLOCKS (ARENA_BYTES / DK_SLAB_BYTES)
+_Static_assert(ARENA_BLOCKS <= 32, "an arena's free blocks are one 32-bit mask");
+
+typedef struct obj_arena {
+  uint8_t          *base;
+  uint32_t          free;                /* bit i: block i is free */
+  struct obj_arena *prev, *next;         /* in g_arenas_free while it has a free block */
+  struct obj_arena *all_next;            /* every arena (records are reused, never freed) */
+  bool              mapped, listed;
+} obj_arena;
+
+static obj_arena *g_arenas_free;         /* pool lock: arenas with a free block */
+static obj_arena *g_arenas_all;          /* pool lock */
+static unsigned   g_arenas_mapped;       /* pool lock */
+
+/* a block's header: its slab record at +0, its arena at +8 (kept while the block is free) */
+static obj_arena **block_arena(uint8_t *block) { return (obj_arena **)(void *)(block + sizeof(void *)); }
+
+static void arena_list(obj_arena *a)
+{
+  a->prev = NULL;
+  a->next = g_arenas_free;
+  if (a->next) a->next->prev = a;
+  g_arenas_free = a;
+  a->listed = true;
+}
+
+static void arena_unlist(obj_arena *a)
+{
+  if (a->prev) a->prev->next = a->next;
+  else g_arenas_free = a->next;
+  if (a->next) a->next->prev = a->prev;
+  a->prev = a->next = NULL;
+  a->listed = false;
+}
+
+static obj_arena *arena_new(void)
+{
+  obj_arena *a = g_arenas_all;
+  while (a && a->mapped) a = a->all_next;
+  if (!a) {
+    if (!(a = dk__alloc_persistent(64, sizeof *a))) return NULL;
+    memset(a, 0, sizeof *a);
+    a->all_next = g_arenas_all;
+    g_arenas_all = a;
+  }
+  uint8_t *p = dk__reserve_aligned(ARENA_BYTES, ARENA_BYTES, 0);
+  if (p && dk__mprotect(p, ARENA_BYTES, PROT_READ | PROT_WRITE) < 0) {
+    dk__munmap(p, ARENA_BYTES);
+    p = NULL;
+  }
+  if (!p) return NULL;
+  /* a process with a few buffers keeps a few 64 KiB of descriptors; past the first arena the
+   * count is large and hugepages pay (a kernel without them ignores the advice) */
+  if (g_arenas_mapped > 0) (void)dk__madvise(p, ARENA_BYTES, MADV_HUGEPAGE);
+  a->base = p;
+  a->free = (uint32_t)((1ull << ARENA_BLOCKS) - 1);
+  a->mapped = true;
+  g_arenas_mapped++;
+  dk__prim_count_cache((long)ARENA_BYTES);  /* free blocks are the allocator's cache */
+  for (unsigned i = 0; i < ARENA_BLOCKS; i++) *block_arena(p + (size_t)i * DK_SLAB_BYTES) = a;
+  arena_list(a);
+  return a;
+}
+
+static bool obj_block_get(dk_block *mem)
+{
+  obj_arena *a = g_arenas_free;
+  if (!a && !(a = arena_new())) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for descriptor objects: %s", strerror(errno));
+    return false;
+  }
+  unsigned i = (unsigned)__builtin_ctz(a->free);
+  a->free &= ~(1u << i);
+  dk__prim_count_cache(-(long)DK_SLAB_BYTES);
+  if (!a->free) arena_unlist(a);
+  memset(mem, 0, sizeof *mem);
+  mem->va = a->base + (size_t)i * DK_SLAB_BYTES;
+  mem->len = DK_SLAB_BYTES;
+  return true;
+}
+
+static void obj_block_put(dk_block *mem)
+{
+  obj_arena *a = *block_arena(mem->va);
+  a->free |= 1u << ((unsigned)(mem->va - a->base) / DK_SLAB_BYTES);
+  dk__prim_count_cache((long)DK_SLAB_BYTES);
+  if (!a->listed) arena_list(a);
+  mem->va = NULL;
+}
+
+/* Unmap every arena with no block in use. Pool lock held. */
+static void arenas_trim_locked(void)
+{
+  for (obj_arena *a = g_arenas_all; a; a = a->all_next) {
+    if (!a->mapped || a->free != (uint32_t)((1ull << ARENA_BLOCKS) - 1)) continue;
+    arena_unlist(a);
+    dk__prim_count_cache(-(long)ARENA_BYTES);
+    dk__munmap(a->base, ARENA_BYTES);
+    a->base = NULL;
+    a->mapped = false;
+    g_arenas_mapped--;
+  }
 }
 
 /* ---- the heap of this thread ------------------------------------------------------------ */
@@ -325,7 +449,7 @@ static void take(dk_theap *h, dk_slab *s, dk_block *out)
     unsigned b = (unsigned)__builtin_ctzll(free_bits);
     s->used[w] |= 1ull << b;
     s->hint = (uint16_t)w;
-    uint64_t off = (uint64_t)(w * 64 + b) * s->cls;
+    uint64_t off = s->base + (uint64_t)(w * 64 + b) * s->cls;
     out->region = s->mem.region;
     out->slab = s;
     out->spare = NULL;
@@ -350,19 +474,27 @@ static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
   } else {
     s = record_get();
     if (!s) return NULL;
-    dk_constraints sc = *c;
-    sc.boundary = 0;                     /* 64 KiB aligned: no slot crosses a line of 64 KiB or more */
-    if (!dk__pool_carve_locked(&sc, DK_SLAB_BYTES, DK_SLAB_BYTES, &s->mem)) {
+    bool got;
+    if (k == OBJ) {
+      got = obj_block_get(&s->mem);
+    } else {
+      dk_constraints sc = *c;
+      sc.boundary = 0;                   /* 64 KiB aligned: no slot crosses a line of 64 KiB or more */
+      got = dk__pool_carve_locked(&sc, DK_SLAB_BYTES, DK_SLAB_BYTES, &s->mem);
+    }
+    if (!got) {
       s->free_next = g_records;
       g_records = s;
       return NULL;
     }
+    if (k == OBJ) *(dk_slab **)(void *)s->mem.va = s;   /* the block's header: its record */
     s->epoch = dk__fork_epoch();
-    s->cls = DK_SLAB_MIN << k;
+    s->cls = k == OBJ ? atomic_load(&g_obj_size) : DK_SLAB_MIN << k;
     s->k = (uint16_t)k;
-    s->nslots = s->nfree = (uint16_t)(DK_SLAB_BYTES / s->cls);
+    s->base = k == OBJ ? OBJ_HEADER : 0;
+    s->nslots = s->nfree = (uint16_t)((DK_SLAB_BYTES - s->base) / s->cls);
     s->hint = 0;
-    s->band = (uint8_t)band_of(s->mem.pa + DK_SLAB_BYTES - 1);
+    s->band = k == OBJ ? 0 : (uint8_t)band_of(s->mem.pa + DK_SLAB_BYTES - 1);
     s->queued = false;
     memset(s->used, 0, sizeof s->used);
     /* the remote bitmap is clear (the slab was empty when it was given up) and `notified` is
@@ -398,7 +530,7 @@ bool dk__slab_alloc(const dk_constraints *c, int k, dk_block *out)
 void dk__slab_free(dk_block *b)
 {
   dk_slab *s = b->slab;
-  unsigned slot = (unsigned)((b->pa - s->mem.pa) / s->cls), w = slot / 64;
+  unsigned slot = (unsigned)((uint64_t)(b->va - s->mem.va - s->base) / s->cls), w = slot / 64;
   uint64_t bit = 1ull << (slot % 64);
   dk_theap *h = tl_heap;
   for (;;) {
@@ -435,6 +567,29 @@ void dk__slab_free(dk_block *b)
   }
 }
 
+void *dk__obj_alloc(size_t size)
+{
+  uint32_t want = (uint32_t)((size + 15) & ~(size_t)15), none = 0;
+  if (!atomic_compare_exchange_strong((_Atomic uint32_t *)&g_obj_size, &none, want) && none != want) {
+    dk__fail(kIOReturnInternalError, DK_CONSTRAINT_RESOURCE, "descriptor objects are %u bytes, not %u", none, want);
+    return NULL;
+  }
+  static const dk_constraints anywhere = DK_CONSTRAINTS_NONE;
+  dk_block b;
+  if (!dk__slab_alloc(&anywhere, OBJ, &b)) return NULL;
+  return b.va;
+}
+
+void dk__obj_free(void *p)
+{
+  if (!p) return;
+  dk_block b = { 0 };
+  b.slab = *(dk_slab **)(void *)((uintptr_t)p & ~(uintptr_t)(DK_SLAB_BYTES - 1));
+  b.va = p;
+  if (__builtin_expect(dk__slab_inherited(b.slab), 0)) return;   /* the parent's slab */
+  dk__slab_free(&b);
+}
+
 bool dk__slab_inherited(const dk_slab *s) { return s->epoch != dk__fork_epoch(); }
 
 void dk__slab_in_child(void)
@@ -445,6 +600,8 @@ void dk__slab_in_child(void)
   memset(g_orphans, 0, sizeof g_orphans);
   g_orphan_all = NULL;
   g_records = NULL;
+  g_arenas_free = g_arenas_all = NULL;    /* (the copies of the parent's arenas stay mapped) */
+  g_arenas_mapped = 0;
   tl_heap = NULL;
   dk__tl_armed &= ~(1u << DK_TLD_HEAP);
 }
@@ -477,6 +634,7 @@ void dk__slab_trim_locked(void)
     all_remove(&g_orphan_all, s);
     release_locked(s);
   }
+  arenas_trim_locked();                  /* last: the object slabs above gave their blocks back */
 }
 
 /* The bitmap agrees with the count, and the queues hold exactly the slabs with a free slot. */

@@ -24,7 +24,7 @@ static _Thread_local int tl_nobjs;
 
 static void objs_flush(void)
 {
-  while (tl_nobjs > 0) dk__free(tl_objs[--tl_nobjs]);
+  while (tl_nobjs > 0) dk__obj_free(tl_objs[--tl_nobjs]);
 }
 
 static void register_fork(void);
@@ -33,11 +33,8 @@ static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
 static IOBufferMemoryDescriptor *bmd_new(void)
 {
   pthread_once(&g_fork_once, register_fork);
-  IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__malloc(sizeof *b);
-  if (!b) {
-    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the descriptor object");
-    return NULL;
-  }
+  IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__obj_alloc(sizeof *b);
+  if (!b) return NULL;
   memset(b, 0, sizeof *b);
   dk__object_init(&b->md.obj, &dk__bmd_class);
   return b;
@@ -111,7 +108,7 @@ static void ready_destroy(IOBufferMemoryDescriptor *b)
 {
   dk__pool_unpark(dk__ctr_self(), &b->md.mem.u.pool, false);
   dk__md_teardown(&b->md);
-  dk__free(b);
+  dk__obj_free(b);
 }
 
 static void ready_flush(void)
@@ -159,7 +156,7 @@ static void ready_key_set(IOBufferMemoryDescriptor *b)
     return;
   if (b->extra && !(b->extra = intern(b->extra))) return;   /* too many distinct sets */
   b->init_flags = md->flags;
-  b->keyed = true;
+  b->md.keyed = true;
 }
 
 /* Keep b built if it is as init left it (but for what a caller may change and revival resets:
@@ -167,11 +164,11 @@ static void ready_key_set(IOBufferMemoryDescriptor *b)
 static bool ready_park(IOBufferMemoryDescriptor *b)
 {
   IOMemoryDescriptor *md = &b->md;
-  if (!b->keyed || !tl_ready_creator || dk__md_ext_peek(md) ||
+  if (!b->md.keyed || !tl_ready_creator || dk__md_ext_peek(md) ||
       atomic_load_explicit(&md->wire_count, memory_order_relaxed) != 1)
     return false;
   uint64_t gen = dk__config_gen();
-  if (b->gen != gen) return false;
+  if (b->md.gen != gen) return false;
   if (tl_ready_gen != gen) {
     ready_flush();
     tl_ready_gen = gen;
@@ -215,7 +212,7 @@ static void bmd_free(OSObject *o)
     tl_objs[tl_nobjs++] = b;
     return;
   }
-  dk__free(b);
+  dk__obj_free(b);
 }
 
 /* ---- init (§2) ------------------------------------------------------------------------ */
@@ -286,45 +283,30 @@ static _Thread_local plan_key tl_plan_key;
 static _Thread_local dk_plan tl_plan;
 static _Thread_local bool tl_plan_valid;
 
-/* A plan copied word by word: GCC turns a struct copy or memcpy of this size from thread-
- * local storage into `rep movs`, whose start-up cost was the largest single item of the
- * create path. */
-static inline void plan_copy(dk_plan *dst, const dk_plan *src)
-{
-  _Static_assert(sizeof(dk_plan) % 8 == 0, "dk_plan is copied in 8-byte words");
-  unsigned char *d = (unsigned char *)dst;
-  const unsigned char *s = (const unsigned char *)src;
-  for (size_t i = 0; i < sizeof(dk_plan); i += 8) {
-    uint64_t w;
-    __builtin_memcpy(&w, s + i, 8);
-    __builtin_memcpy(d + i, &w, 8);
-  }
-}
-
-static bool plan_memo(dk_plan *out, dk_task_kind tk, bool mapped, IOOptionBits options, uint64_t capacity,
-                      uint64_t alignment, uint64_t mask, uint64_t page)
+/* The plan for these arguments: this thread's memo of its last one (no copy: GCC turns a copy
+ * of a plan into `rep movs`, whose start-up cost was the largest single item of the create
+ * path). Valid until this thread's next plan_memo; NULL with the failure recorded. */
+static const dk_plan *plan_memo(dk_task_kind tk, bool mapped, IOOptionBits options, uint64_t capacity,
+                                uint64_t alignment, uint64_t mask, uint64_t page)
 {
   /* compared field by field: a byte compare of a key just built from narrow stores stalls on
    * store forwarding, which cost more than the whole comparison */
   const plan_key *o = &tl_plan_key;
   if (tl_plan_valid && o->capacity == capacity && o->options == options && o->mask == mask &&
-      o->alignment == alignment && o->task == tk && o->mapped == mapped && o->page == page) {
-    plan_copy(out, &tl_plan);
-    return true;
-  }
-  plan_key k = { .task = tk, .mapped = mapped, .options = options, .capacity = capacity,
-                 .alignment = alignment, .mask = mask, .page = page };
+      o->alignment == alignment && o->task == tk && o->mapped == mapped && o->page == page)
+    return &tl_plan;
+  tl_plan_valid = false;
   dk_constraint_kind kind;
   char why[200];
-  IOReturn rc = dk__plan(out, tk, options, capacity, alignment, mask, page, mapped, &kind, why, sizeof why);
+  IOReturn rc = dk__plan(&tl_plan, tk, options, capacity, alignment, mask, page, mapped, &kind, why, sizeof why);
   if (rc != kIOReturnSuccess) {
     dk__fail(rc, kind, "%s", why);
-    return false;
+    return NULL;
   }
-  tl_plan_key = k;
-  plan_copy(&tl_plan, out);
+  tl_plan_key = (plan_key){ .task = tk, .mapped = mapped, .options = options, .capacity = capacity,
+                            .alignment = alignment, .mask = mask, .page = page };
   tl_plan_valid = true;
-  return true;
+  return &tl_plan;
 }
 
 /* What §2 promised for the buffer's I/O addresses with a mapper: the mask's address bits and
@@ -414,9 +396,8 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
     x->mapper = mapper;                 /* released with the descriptor, even on failure */
     md->has_mapper = true;
   }
-  dk_plan plan;
-  if (!plan_memo(&plan, tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size)) return false;
-  const dk_plan *p = &plan;
+  const dk_plan *p = plan_memo(tk, mapper != NULL, options, capacity, alignment, mask, caps->page_size);
+  if (!p) return false;
   if (!strict_cache_ok(p->cache_mode)) return false;
   if (!p->pageable && dk__next_pow2(p->alignment ? p->alignment : 1) == 0) {
     /* XNU's physical allocator could not satisfy an alignment mask this wide either */
@@ -466,7 +447,7 @@ static bool init_buffer(IOBufferMemoryDescriptor *b, task_t task, IOOptionBits o
   dk_mem_req rq = { .size = p->alloc_size, .len = p->capacity, .valign = valign, .c = &c,
                     .wire = !p->pageable, .shared = (options & kIOMemorySharingTypeMask) != 0 };
   if (!dk__mem_alloc(&md->mem, &rq)) return false;
-  md->buffer = md->mem.va;
+  md->buffer = dk__mem_va(&md->mem);
   md->phys_fixed = (md->mem.flags & DK_MEM_FRAMES_FIXED) && !mapper;
   if (!p->pageable) {
     /* auto-prepared (§2 step 17); nobody else sees the object yet: no fence needed */
@@ -516,7 +497,7 @@ static __attribute__((noinline)) IOBufferMemoryDescriptor *build(const char *fn,
     OSObject_release(b);
     return NULL;
   }
-  b->gen = gen;
+  b->md.gen = gen;
   ready_key_set(b);
   dk__enter(fn);       /* success: a provider that was tried and passed over is not a failure */
   return b;

@@ -76,23 +76,27 @@ typedef struct dk_md_ext {
   uint32_t        purgeable_state;
 } dk_md_ext;
 
+/* Laid out for release: everything a small buffer's release reads or writes lies in the first
+ * two cache lines (the object, the state, the memory record and the buffer pointer). */
 struct IOMemoryDescriptor {
   OSObject         obj;
   uint32_t         flags;        /* _flags (REFERENCE.md §1.4) */
   uint32_t         tag;
   _Atomic uint32_t wire_count;   /* counted prepare()s; changed under the lock with ThreadSafe */
-  bool             pageable;     /* wired only while wire_count > 0 */
-  bool             thread_safe;  /* kIOMemoryThreadSafe, fixed at init (flags change later) */
-  bool             phys_fixed;   /* frames pinned for life and no mapper: physical queries need
+  uint8_t          pageable:1;   /* wired only while wire_count > 0 */
+  uint8_t          thread_safe:1;/* kIOMemoryThreadSafe, fixed at init (flags change later) */
+  uint8_t          phys_fixed:1; /* frames pinned for life and no mapper: physical queries need
                                     no state check (set once at init) */
-  bool             has_mapper;   /* ext->mapper is set (fixed at init) */
-  IOByteCount      length;
+  uint8_t          has_mapper:1; /* ext->mapper is set (fixed at init) */
+  uint8_t          keyed:1;      /* a buffer that may be kept built when released (bmd.c) */
   task_t           task;         /* kernel_task, NULL (mapped nowhere) or a client (retained) */
-  uint8_t         *buffer;       /* the memory in this process (mem.va) */
   dk_md_ext *_Atomic ext;
+  uint64_t         gen;          /* dk__config_gen() when it was built (bmd.c) */
+  dk_mem           mem;          /* where the memory comes from (src/mem) */
+  uint8_t         *buffer;       /* the memory in this process */
+  IOByteCount      length;
   IOMemoryMap     *maps;         /* the shareable mapping set (under dk__md_set_lock); maps
                                     unlink themselves */
-  dk_mem           mem;          /* where the memory comes from (src/mem) */
 };
 
 /* The lock of a descriptor's set of mappings: one of a fixed table, by address (map.c), so a
@@ -121,11 +125,9 @@ struct IOBufferMemoryDescriptor {
   uint64_t              mask;         /* the argument */
   const dk_constraints *extra;        /* inTaskWithConstraints' (interned), else NULL */
   uint64_t              physical_limit;  /* the RAM limit in force */
-  uint64_t              gen;          /* dk__config_gen() when it was built */
   IOOptionBits          options;      /* the caller's raw options (_options) */
   uint32_t              init_flags;   /* md.flags as init left them */
   bool                  initialized;
-  bool                  keyed;        /* it may be kept built when released */
   bool                  purgeable;    /* the plan's */
 };
 

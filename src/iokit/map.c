@@ -125,7 +125,7 @@ static bool map_into_client(IOMemoryMap *m, IOMemoryDescriptor *md, task_t task,
                             mach_vm_size_t offset, mach_vm_size_t length)
 {
   uint64_t file_off, span, in_page;
-  int fd = dk__mem_share(&md->mem, (uint64_t)(md->buffer - md->mem.va) + offset, length, &file_off, &span,
+  int fd = dk__mem_share(&md->mem, (uint64_t)(md->buffer - dk__mem_va(&md->mem)) + offset, length, &file_off, &span,
                          &in_page);
   if (fd < 0) return false;
   dk_share_req r = {
@@ -236,7 +236,7 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)at;
     void *base = NULL;
     size_t span = 0;
-    void *p = dk__mem_map(&md->mem, (uint64_t)(md->buffer - md->mem.va) + offset, length, prot, guard, fixed,
+    void *p = dk__mem_map(&md->mem, (uint64_t)(md->buffer - dk__mem_va(&md->mem)) + offset, length, prot, guard, fixed,
                           (options & kIOMapOverwrite) != 0, (options & kIOMapPrefault) != 0, &base, &span);
     if (!p) {
       dk__fail(errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,

@@ -105,7 +105,7 @@ void dk__md_teardown(IOMemoryDescriptor *md)
     dk__md_iova_unmap(md);
     dk__mapper_release(x->mapper);
   }
-  md->wire_count = 0;
+  atomic_store_explicit(&md->wire_count, 0, memory_order_relaxed);   /* not a fence: the object is ours */
   dk__mem_free(&md->mem);               /* zeroes pool memory: freed memory never shows its contents */
   md->buffer = NULL;
   if (x) {

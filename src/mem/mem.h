@@ -21,8 +21,6 @@ enum {
 };
 
 typedef struct dk_mem {
-  uint8_t    *va;                  /* the memory in this process (the internal view) */
-  uint64_t    len;                 /* bytes it spans */
   uint8_t     kind;                /* dk_provider */
   uint8_t     flags;               /* DK_MEM_* */
   union {
@@ -31,7 +29,17 @@ typedef struct dk_mem {
   } u;
 } dk_mem;
 
-#define DK_MEM_NONE_INIT ((dk_mem){ .va = NULL, .kind = DK_PROVIDER_NONE })
+/* The memory in this process (the internal view), and the bytes it spans. */
+static inline uint8_t *dk__mem_va(const dk_mem *m)
+{
+  return m->kind == DK_PROVIDER_MEMFD_4K ? m->u.memfd->base : m->u.pool.va;
+}
+static inline uint64_t dk__mem_len(const dk_mem *m)
+{
+  return m->kind == DK_PROVIDER_MEMFD_4K ? m->u.memfd->size : m->u.pool.len;
+}
+
+#define DK_MEM_NONE_INIT ((dk_mem){ .kind = DK_PROVIDER_NONE })
 
 /* What is asked of the memory. */
 typedef struct dk_mem_req {
@@ -94,7 +102,7 @@ int  dk__mem_discard(dk_mem *m);
 static inline uint64_t dk__mem_phys(const dk_mem *m, uint64_t off, uint64_t *run)
 {
   if (m->kind == DK_PROVIDER_POOL || m->kind == DK_PROVIDER_POOL_SLAB) {
-    if (run) *run = m->len - off;
+    if (run) *run = m->u.pool.len - off;
     return m->u.pool.pa + off;
   }
   return dk__mem_ops(m)->phys(m, off, run);

@@ -92,8 +92,6 @@ static bool memfd_alloc(dk_mem *m, const dk_mem_req *rq)
     return false;
   }
   m->kind = DK_PROVIDER_MEMFD_4K;
-  m->va = b->base;
-  m->len = bytes;
   m->u.memfd = b;
   m->flags = DK_MEM_ZEROED | (b->wired ? DK_MEM_WIRED : 0) | (b->pinned ? DK_MEM_PINNED : 0);
   dk__pool_note_4k(bytes, +1);
@@ -102,7 +100,7 @@ static bool memfd_alloc(dk_mem *m, const dk_mem_req *rq)
 
 static void memfd_free(dk_mem *m)
 {
-  dk__pool_note_4k(m->len, -1);
+  dk__pool_note_4k(m->u.memfd->size, -1);
   dk__backing_destroy(m->u.memfd);
   dk__free(m->u.memfd);
 }

@@ -22,8 +22,6 @@ static bool pool_alloc(dk_mem *m, const dk_mem_req *rq)
   if (!dk__pool_alloc(rq->c, rq->size, align ? align : 1, &m->u.pool)) return false;
   const dk_caps *caps = dk__caps();
   m->kind = m->u.pool.slab ? DK_PROVIDER_POOL_SLAB : DK_PROVIDER_POOL;
-  m->va = m->u.pool.va;
-  m->len = m->u.pool.len;
   m->flags = DK_MEM_WIRED | DK_MEM_ZEROED;
   if (caps->pin_method != DK_PIN_NONE) m->flags |= DK_MEM_PINNED;
   if (caps->pin_method == DK_PIN_IO_URING) m->flags |= DK_MEM_FRAMES_FIXED;
@@ -42,7 +40,7 @@ static void pool_unwire(dk_mem *m) { (void)m; }
 
 static uint64_t pool_phys(const dk_mem *m, uint64_t off, uint64_t *run)
 {
-  if (run) *run = m->len - off;
+  if (run) *run = m->u.pool.len - off;
   return m->u.pool.pa + off;
 }
 

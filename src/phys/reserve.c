@@ -294,8 +294,16 @@ static void nr_lower_pending(long n, long p0, long step)
 static void nr_lower(long n) { nr_lower_pending(n, -1, 0); }
 
 static void pay_owed(void) { nr_lower(0); }
-static pthread_once_t g_owed_once = PTHREAD_ONCE_INIT;
-static void owed_at_exit(void) { atexit(pay_owed); }
+/* What is still owed is paid when the library goes (the process exits, or the library is
+ * unloaded). A destructor, not atexit: an atexit handler of an unloaded library would be called
+ * after its code is gone. Nothing owed, nothing read. */
+__attribute__((destructor)) static void pay_owed_at_exit(void)
+{
+  pthread_mutex_lock(&g_owed_lock);
+  bool owed = g_owed > 0 || g_pending_p0 >= 0;
+  pthread_mutex_unlock(&g_owed_lock);
+  if (owed) pay_owed();
+}
 
 /* Pages of nr_hugepages this process still owes the kernel (tests). */
 long dk__reserve_owed(void)
@@ -761,7 +769,6 @@ IOReturn dk_reserve_create(uint64_t mask, uint64_t bytes, const dk_reserve_bound
                            void *arg)
 {
   dk__enter("dk_reserve_create");
-  pthread_once(&g_owed_once, owed_at_exit);
   pay_owed();
   IOReturn rc = check_args(mask, bytes);
   if (rc) return rc;
@@ -907,7 +914,6 @@ IOReturn dk_reserve_pages(dk_reserve_page *out, size_t capacity, size_t *count)
 IOReturn dk_reserve_release(uint64_t mask)
 {
   dk__enter("dk_reserve_release");
-  pthread_once(&g_owed_once, owed_at_exit);
   pay_owed();
   if (mask && !mask_ok(mask))
     return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "mask 0x%llx is not 2^n - 1 with n >= 22",

@@ -150,17 +150,22 @@ static inline int fault(dk_prim_call call)
 }
 
 /* ---- counters ------------------------------------------------------------------------ */
-static _Atomic long c_fds, c_map, c_lock, c_heap;
+static _Atomic long c_fds, c_map, c_lock, c_heap, c_cache;
 
 dk_prim_counters dk__prim_counters(void)
 {
   dk_prim_counters c = { atomic_load(&c_fds), atomic_load(&c_map), atomic_load(&c_lock),
-                         atomic_load(&c_heap) };
+                         atomic_load(&c_heap), atomic_load(&c_cache) };
   return c;
 }
 #define COUNT(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
 
 void dk__prim_count_adopted(size_t len) { COUNT(c_map, (long)len); }
+void dk__prim_count_cache(long delta)
+{
+  COUNT(c_map, -delta);
+  COUNT(c_cache, delta);
+}
 
 /* ---- wrappers ------------------------------------------------------------------------ */
 void *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)

@@ -117,11 +117,16 @@ typedef struct dk_prim_counters {
   long map_bytes;      /* bytes mapped and not unmapped (MAP_FIXED over a reservation adds 0) */
   long lock_bytes;     /* bytes mlock'ed and not munlock'ed */
   long heap_blocks;    /* malloc/calloc blocks not freed */
+  long cache_bytes;    /* of the mapped bytes, those the object allocator keeps as its cache (empty
+                        * descriptor arenas stay mapped until dk_pool_trim); not in map_bytes */
 } dk_prim_counters;
 dk_prim_counters dk__prim_counters(void);
 /* A MAP_FIXED mapping over address space dmakit did not reserve (kIOMapOverwrite) becomes
  * dmakit's: count it, so its munmap balances. */
 void dk__prim_count_adopted(size_t len);
+/* Bytes of a mapping the allocator starts (delta > 0) or stops (delta < 0) keeping as a cache:
+ * they move between map_bytes and cache_bytes, so a leak check sees what callers hold. */
+void dk__prim_count_cache(long delta);
 
 /* ---- wrappers: the library calls these, never the table directly -------------------- */
 void   *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
