@@ -6,13 +6,16 @@
 #   dkbench run dynamic      EAL dynamic memory: the same cases
 #   dkscale run              EAL --legacy-mem -m 1536: thousands to a million buffers live
 #                            (sweep, churn, threads, producer/consumer, mapper, resident bytes)
+#   dkextmem                 registering 1 GiB the program already has: withAddressRange +
+#                            prepare against rte_extmem_register (EAL dynamic memory)
 # and prints the markdown tables (medians, ratios, each target met or not). Must run as root
 # (EAL in PA mode and dmakit's physical addresses need it). The hugepage counts and any
 # hugetlbfs mount it made are put back on exit. Method and the last measured tables:
 # docs/benchmarks.md.
-#   bench.sh [--quick] [--only single|scale]
+#   bench.sh [--quick] [--only single|scale|extmem]
 #     --quick                the live-count cases at small counts (about a minute), nothing else
-#     --only single|scale    only the one-buffer cases (dkbench) or only the live-count ones
+#     --only single|scale|extmem  only the one-buffer cases (dkbench), only the live-count ones,
+#                            or only the external-memory registration (dkextmem)
 #   DK_BENCH_HUGEPAGES=N      2 MiB pages to have reserved while it runs (default 1536; 1088 for
 #                             the live-count cases alone, 704 for --quick)
 #   DK_BENCH_OUT=build-bench  where the build, raw results, JSON, SVG and logs go
@@ -22,14 +25,14 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 out="${DK_BENCH_OUT:-build-bench}"
 args="$*"
-parts="single scale"
+parts="single scale extmem"
 scale_flag=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) parts="scale"; scale_flag="--quick" ;;
     --only)
-      [ $# -ge 2 ] || { echo "bench.sh: --only takes single or scale" >&2; exit 2; }
-      case "$2" in single|scale) parts="$2" ;; *) echo "bench.sh: --only takes single or scale" >&2; exit 2 ;; esac
+      [ $# -ge 2 ] || { echo "bench.sh: --only takes single, scale or extmem" >&2; exit 2; }
+      case "$2" in single|scale|extmem) parts="$2" ;; *) echo "bench.sh: --only takes single, scale or extmem" >&2; exit 2 ;; esac
       shift ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -37,7 +40,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$parts$scale_flag" in
-  "single scale") default_pages=1536 ;;
+  "single scale extmem") default_pages=1536 ;;
+  extmem)         default_pages=0 ;;       # EAL dynamic memory, nothing allocated from it
   scale--quick)   default_pages=704 ;;     # EAL -m 1024 and dmakit's 256 MiB points, with room
   scale)          default_pages=1088 ;;    # EAL -m 1536 and dmakit's 512 MiB points, with room
   *)              default_pages=1536 ;;
@@ -64,10 +68,11 @@ echo "bench.sh: building dmakit (Release) and bench/dkbench in $out" >&2
 cmake -S bench -B "$out" -DCMAKE_BUILD_TYPE=Release >"$root/$out.cmake.log" 2>&1 ||
   { cat "$root/$out.cmake.log" >&2; exit 1; }
 rm -f "$root/$out.cmake.log"
-cmake --build "$out" -j"$(nproc)" --target dkbench dkscale >"$out/build.log" 2>&1 ||
+cmake --build "$out" -j"$(nproc)" --target dkbench dkscale dkextmem >"$out/build.log" 2>&1 ||
   { cat "$out/build.log" >&2; exit 1; }
 bin="$out/dkbench"
 scale="$out/dkscale"
+extmem="$out/dkextmem"
 
 # ---- the machine's test lock ---------------------------------------------------------------
 # Held from here to the end, as scripts/test.sh holds it for each test run: hugepage counts
@@ -94,9 +99,9 @@ mounted=""
 hugedir="$(awk '$3 == "hugetlbfs" { print $2; exit }' /proc/mounts)"
 cleanup() {
   for d in $(awk '$3 == "hugetlbfs" { print $2 }' /proc/mounts); do
-    rm -f "$d"/dkbench* 2>/dev/null || true
+    rm -f "$d"/dkbench* "$d"/dkextmem* 2>/dev/null || true
   done
-  rm -rf /var/run/dpdk/dkbench /var/run/dpdk/dkbench-scale 2>/dev/null || true
+  rm -rf /var/run/dpdk/dkbench /var/run/dpdk/dkbench-scale /var/run/dpdk/dkextmem 2>/dev/null || true
   if [ -n "$mounted" ]; then umount "$mounted" 2>/dev/null || true; fi
   for kv in $saved; do
     echo "${kv#*=}" >"${kv%%=*}" 2>/dev/null || true
@@ -141,6 +146,12 @@ case " $parts " in *" scale "*)
     echo "bench.sh: warning: dkscale run failed (status $?); see $log" >&2
   fi ;;
 esac
+case " $parts " in *" extmem "*)
+  echo "bench.sh: dkextmem (registering 1 GiB of the program's own memory)" >&2
+  if ! "$extmem" >"$out/extmem.md" 2>>"$log"; then
+    echo "bench.sh: warning: dkextmem failed (status $?); see $log" >&2
+  fi ;;
+esac
 
 # ---- table --------------------------------------------------------------------------------
 cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
@@ -163,6 +174,12 @@ mem="$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "Plot: \`$out/scale.svg\`; every point with every trial: \`$out/scale.json\`."
     echo
     "$scale" report "$sres" --json "$out/scale.json" --svg "$out/scale.svg" | sed 's/^### /#### /' ;;
+  esac
+  case " $parts " in *" extmem "*)
+    echo
+    echo "### Memory the program already has (dkextmem)"
+    echo
+    cat "$out/extmem.md" ;;
   esac
 } >"$out/bench.md"
 cat "$out/bench.md"

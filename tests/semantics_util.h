@@ -111,10 +111,10 @@ static inline void assert_wired_provider(IOBufferMemoryDescriptor *b, const char
   assert_true(i.wired);
   assert_false(i.pageable);
   dk_provider want = wired_provider(i.allocation_size, i.alignment);
-  /* kIOMemoryKernelUserShared buffers keep page-granular mappings: 4K pages unless only the
-   * pool can meet them (alignment above a page) */
-  if ((i.options & kIOMemorySharingTypeMask) && next_pow2(i.alignment ? i.alignment : 1) <= pg())
-    want = DK_PROVIDER_MEMFD_4K;
+  /* kIOMemoryKernelUserShared buffers have a file of their own: 4K pages, or a hugepage of
+   * their own where 4K pages cannot keep the promise (alignment above a page); never the pool */
+  if (i.options & kIOMemorySharingTypeMask)
+    want = next_pow2(i.alignment ? i.alignment : 1) <= pg() || !pool_on() ? DK_PROVIDER_MEMFD_4K : DK_PROVIDER_HUGEFD;
   if (i.provider != want)
     fail_msg("%s: provider %s, expected %s (pool %s, allocation %llu, alignment %llu)", what,
              dk_provider_name(i.provider), dk_provider_name(want), pool_on() ? "on" : "off",

@@ -285,6 +285,15 @@ static bool call_once(dk_prim_call call)
   case DK_PRIM_UMOUNT:
     r = dk__umount("/nonexistent/dk-test-prim");
     return r != 0 && dk__fault_fired();
+  case DK_PRIM_MREMAP: {  /* a second view of a shared page over a page of reserved space */
+    uint8_t *p = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    p[0] = 0x5a;
+    void *q = dk__mremap(p, 0, PS, MREMAP_MAYMOVE | MREMAP_FIXED, p + PS);
+    if (q != MAP_FAILED) assert_int_equal(p[PS], 0x5a);
+    munmap(p, 2 * PS);
+    return q == MAP_FAILED;
+  }
   case DK_PRIM__COUNT:
     break;
   }

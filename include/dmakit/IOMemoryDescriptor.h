@@ -15,6 +15,9 @@ extern "C" {
 DK_OBJECT_TYPEDEF(IOMemoryDescriptor);
 DK_OBJECT_TYPEDEF(IOMemoryMap);
 DK_OBJECT_TYPEDEF(IOMapper);
+DK_OBJECT_TYPEDEF(IOSubMemoryDescriptor);
+DK_OBJECT_TYPEDEF(IOMultiMemoryDescriptor);
+DK_OBJECT_TYPEDEF(IOGuardPageMemoryDescriptor);
 
 /* ---- §1.2 directions ---------------------------------------------------------------- */
 #define kIODirectionNone                   0x0u
@@ -167,6 +170,49 @@ DK_API IOMemoryMap *IOMemoryDescriptor_createMappingInTask(IOMemoryDescriptor *m
                                                            mach_vm_size_t offset,
                                                            mach_vm_size_t length);
 
+/* The bytes an IOMMU mapping of the descriptor spans (each source run rounded out to pages) and,
+ * in *offset, the first byte's offset within its page (XNU getDMAMapLength). */
+DK_API uint64_t IOMemoryDescriptor_getDMAMapLength(IOMemoryDescriptor *md, uint64_t *offset);
+/* An object kept with the descriptor (XNU setContext/copyContext, an OSObject there): retained
+ * while set when it is a dmakit object (any pointer may be kept, unretained); copyContext
+ * returns it retained (+1: release it), NULL when none. */
+DK_API void  IOMemoryDescriptor_setContext(IOMemoryDescriptor *md, void *object);
+DK_API void *IOMemoryDescriptor_copyContext(IOMemoryDescriptor *md);
+
+/* ---- descriptors over memory the caller already has (docs/porting.md) ----------------------
+ * IOMemoryDescriptor::withAddressRange(s) / withOptions: `task` kernel_task means ranges of this
+ * process's address space: nothing is touched until prepare(), which long-term pins the pages
+ * (their frames never move while prepared, even if the range is unmapped meanwhile), reads
+ * their frames and, with a mapper, maps them; complete() to zero gives all of it back. A NULL
+ * task means physical addresses (wired as given; kIOMemoryRemote: opaque bus addresses).
+ * Ranges may overlap. The descriptor does not own the memory: keep it mapped while you use
+ * the descriptor for CPU access. Factories return NULL with dk_last_failure() saying why. */
+DK_API IOMemoryDescriptor *IOMemoryDescriptor_withAddressRange(mach_vm_address_t address, mach_vm_size_t length,
+                                                               IOOptionBits options, task_t task);
+DK_API IOMemoryDescriptor *IOMemoryDescriptor_withAddressRanges(IOAddressRange *ranges, UInt32 rangeCount,
+                                                                IOOptionBits options, task_t task);
+/* `buffers` is an IOAddressRange array of `count` ranges (options' type kIOMemoryTypeVirtual64
+ * with a task, kIOMemoryTypePhysical64 without); `offset` applies to UPLs only and must be 0;
+ * `mapper` kIOMapperSystem (NULL) for the system mapper, or an IOMapper. */
+DK_API IOMemoryDescriptor *IOMemoryDescriptor_withOptions(void *buffers, UInt32 count, UInt32 offset, task_t task,
+                                                          IOOptionBits options, IOMapper *mapper);
+/* withAddressRange(address, length, direction | kIOMemoryAutoPrepare, kernel_task): prepared at once. */
+DK_API IOMemoryDescriptor *IOMemoryDescriptor_withAddress(void *address, IOByteCount length, IODirection direction);
+DK_API IOMemoryDescriptor *IOMemoryDescriptor_withPhysicalAddress(IOPhysicalAddress address, IOByteCount length,
+                                                                  IODirection direction);
+/* A window [offset, offset+length) of `of` (retained), whose prepare, complete and segments
+ * are the parent's. */
+DK_API IOSubMemoryDescriptor *IOSubMemoryDescriptor_withSubRange(IOMemoryDescriptor *of, IOByteCount offset,
+                                                                 IOByteCount length, IOOptionBits options);
+/* `withCount` descriptors end to end (each retained; asReference is accepted and ignored: the
+ * array is always copied). They must agree on being pageable. */
+DK_API IOMultiMemoryDescriptor *IOMultiMemoryDescriptor_withDescriptors(IOMemoryDescriptor **descriptors,
+                                                                        UInt32 withCount, IODirection withDirection,
+                                                                        bool asReference);
+/* `size` bytes (rounded up to pages) of no-access pages: in a mapping (of an
+ * IOMultiMemoryDescriptor around data, say) they fault on any touch. */
+DK_API IOGuardPageMemoryDescriptor *IOGuardPageMemoryDescriptor_withSize(vm_size_t size);
+
 /* ---- IOMemoryMap (§5) ---------------------------------------------------------------- */
 DK_API mach_vm_address_t IOMemoryMap_getAddress(IOMemoryMap *map);
 DK_API IOVirtualAddress  IOMemoryMap_getVirtualAddress(IOMemoryMap *map);
@@ -180,6 +226,11 @@ DK_API IOPhysicalAddress IOMemoryMap_getPhysicalSegment(IOMemoryMap *map, IOByte
                                                         IOOptionBits options);
 DK_API IOPhysicalAddress IOMemoryMap_getPhysicalAddress(IOMemoryMap *map);
 DK_API IOReturn          IOMemoryMap_unmap(IOMemoryMap *map);
+/* Point a kIOMapUnique mapping at other memory (XNU redirect): newBackingMemory's bytes from
+ * `offset` appear at the same address; NULL makes the mapping inaccessible until redirected
+ * again. kIOReturnBadArgument for other mappings. */
+DK_API IOReturn          IOMemoryMap_redirect(IOMemoryMap *map, IOMemoryDescriptor *newBackingMemory,
+                                              IOOptionBits options, mach_vm_size_t offset);
 
 #ifdef __cplusplus
 }

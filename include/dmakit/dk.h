@@ -65,6 +65,8 @@ typedef struct dk_caps {
   uint32_t      hugepage_size_count;
   bool          pool_usable;          /* the hugepage pool can serve wired buffers here: frames
                                          visible, hugetlb present (DK_OPTION_POOL decides use) */
+  uint64_t      mmap_min_addr;        /* lowest address a placed mapping may use: vm.mmap_min_addr,
+                                         at least 64 KiB */
 } dk_caps;
 
 /* Probed once, on first use; the same pointer every time. */
@@ -137,6 +139,8 @@ typedef enum dk_provider {
   DK_PROVIDER_MEMFD_4K,       /* pinned 4K pages of a memfd */
   DK_PROVIDER_POOL,           /* a contiguous range of the hugepage pool */
   DK_PROVIDER_POOL_SLAB,      /* a slot of a small-buffer slab in the hugepage pool */
+  DK_PROVIDER_USER,           /* memory the caller already had (IOMemoryDescriptor_withAddressRange) */
+  DK_PROVIDER_HUGEFD,         /* a hugepage with a file of its own: shared memory 4K pages cannot serve */
 } dk_provider;
 
 /* What §2 derived for a buffer and where its memory came from. */

@@ -12,6 +12,9 @@
 #include <dmakit/compat/libkern/c++/OSPtr.h>
 #include <dmakit/compat/IOKit/IOLib.h>
 #include <dmakit/compat/IOKit/IOMemoryDescriptor.h>
+#include <dmakit/compat/IOKit/IOSubMemoryDescriptor.h>
+#include <dmakit/compat/IOKit/IOMultiMemoryDescriptor.h>
+#include <dmakit/compat/IOKit/IOGuardPageMemoryDescriptor.h>
 #include <dmakit/compat/IOKit/IOBufferMemoryDescriptor.h>
 #include <dmakit/compat/IOKit/IODMACommand.h>
 #include <dmakit/compat/IOKit/IOService.h>

@@ -570,7 +570,9 @@ void dk__slab_free(dk_block *b)
 void *dk__obj_alloc(size_t size)
 {
   uint32_t want = (uint32_t)((size + 15) & ~(size_t)15), none = 0;
-  if (!atomic_compare_exchange_strong((_Atomic uint32_t *)&g_obj_size, &none, want) && none != want) {
+  /* set once, by the first call: a plain load after that, not a locked compare-and-swap */
+  if (atomic_load_explicit(&g_obj_size, memory_order_relaxed) != want &&
+      !atomic_compare_exchange_strong((_Atomic uint32_t *)&g_obj_size, &none, want) && none != want) {
     dk__fail(kIOReturnInternalError, DK_CONSTRAINT_RESOURCE, "descriptor objects are %u bytes, not %u", none, want);
     return NULL;
   }

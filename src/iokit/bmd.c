@@ -13,7 +13,7 @@
 #include <string.h>
 
 static void bmd_free(OSObject *o);
-const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free, false };
+const dk_class dk__bmd_class = { 0x1b3d0001u, "IOBufferMemoryDescriptor", bmd_free, false, NULL };
 
 static IOBufferMemoryDescriptor *as_bmd(const void *p) { return dk__object_cast(p, &dk__bmd_class); }
 
@@ -35,7 +35,14 @@ static IOBufferMemoryDescriptor *bmd_new(void)
   pthread_once(&g_fork_once, register_fork);
   IOBufferMemoryDescriptor *b = tl_nobjs > 0 ? tl_objs[--tl_nobjs] : dk__obj_alloc(sizeof *b);
   if (!b) return NULL;
-  memset(b, 0, sizeof *b);
+  /* twelve 16-byte stores, not memset (nor a loop, which GCC turns back into one): a memset of
+   * this size compiles to `rep stos`, whose start-up cost was a tenth of the create path */
+  _Static_assert(sizeof *b == 192, "the descriptor is zeroed as twelve 16-byte stores");
+  typedef uint64_t zero16 __attribute__((vector_size(16), aligned(8), may_alias));
+  zero16 *z = (zero16 *)(void *)b;
+  const zero16 o = { 0, 0 };
+  z[0] = o, z[1] = o, z[2] = o, z[3] = o, z[4] = o, z[5] = o;
+  z[6] = o, z[7] = o, z[8] = o, z[9] = o, z[10] = o, z[11] = o;
   dk__object_init(&b->md.obj, &dk__bmd_class);
   return b;
 }
@@ -716,6 +723,8 @@ const char *dk_provider_name(dk_provider p)
   case DK_PROVIDER_MEMFD_4K:  return "memfd-4k";
   case DK_PROVIDER_POOL:      return "hugepage-pool";
   case DK_PROVIDER_POOL_SLAB: return "hugepage-pool-slab";
+  case DK_PROVIDER_USER:      return "user-range";
+  case DK_PROVIDER_HUGEFD:    return "hugepage-own";
   default:                   return "none";
   }
 }

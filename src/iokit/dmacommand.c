@@ -42,7 +42,7 @@ struct IODMACommand {
 };
 
 static void dmacommand_free(OSObject *o);
-const dk_class dk__dmacommand_class = { 0x1b3d0003u, "IODMACommand", dmacommand_free, false };
+const dk_class dk__dmacommand_class = { 0x1b3d0003u, "IODMACommand", dmacommand_free, false, NULL };
 
 static IODMACommand *as_cmd(const void *p) { return dk__object_cast(p, &dk__dmacommand_class); }
 
@@ -465,8 +465,11 @@ static IOReturn map_range(IODMACommand *c)
   IOMemoryDescriptor *src = c->bounce ? &c->bounce->md : c->md;
   uint64_t off = c->bounce ? 0 : c->prep_offset;
   dk_iova_spec spec = { c->max_phys == UINT64_MAX ? 0 : c->max_phys, c->align_mask ? c->align_mask + 1 : 0, 0, 0 };
-  return dk__mapper_map(c->mapper, src->buffer + off, c->prep_length, dk__mem_granule(&src->mem), &spec,
-                        &c->iova_use);
+  /* one virtual run of this process (do_prepare bounced anything else); a buffer's own
+   * granule, so that buffers in one hugepage share a mapping */
+  const void *va = (const void *)(uintptr_t)dk__md_source(src, off, NULL, NULL);
+  uint64_t granule = src->obj.cls->md ? dk__caps()->page_size : dk__mem_granule(&src->mem);
+  return dk__mapper_map(c->mapper, va, c->prep_length, granule, &spec, &c->iova_use);
 }
 
 /* ---- prepare / complete (XNU IODMACommand::prepare, complete, walkAll) --------------------- */
@@ -508,10 +511,14 @@ static IOReturn do_prepare(IODMACommand *c, uint64_t offset, uint64_t length, bo
   bool force = c->force_double_buffer;
   c->force_double_buffer = false;
   /* a start aligned within its page keeps every later segment aligned up to a page */
-  uintptr_t start_va = (uintptr_t)(md->buffer + offset);
+  uint64_t source_run = 0;
+  bool source_virt = false;
+  uintptr_t start_va = (uintptr_t)dk__md_source(md, offset, &source_run, &source_virt);
   bool start_ok = !(start_va & c->source_align_mask);
   bool iterate_only = (c->mapping_options & kIODMAMapOptionIterateOnly) != 0;
-  c->cursor = iterate_only || (!force && !max_segments && !c->check_addressing &&
+  /* the mapper maps one virtual run of this process: other memory goes through a copy */
+  bool unmappable = c->mapper && length && (!source_virt || source_run < length);
+  c->cursor = iterate_only || (!force && !max_segments && !c->check_addressing && !unmappable &&
                                (!c->source_align_mask || (c->source_align_mask < page && start_ok)));
 
   IOReturn rc;
@@ -523,6 +530,11 @@ static IOReturn do_prepare(IODMACommand *c, uint64_t offset, uint64_t length, bo
       if (bounce)
         snprintf(why, sizeof why, "the range starts at 0x%llx within its page, not aligned to 0x%llx",
                  (unsigned long long)(start_va & (page - 1)), (unsigned long long)c->source_align_mask + 1);
+      if (!bounce && unmappable) {
+        bounce = true;
+        snprintf(why, sizeof why, "the range is %s, and the mapper maps one virtual range of this process",
+                 source_virt ? "several virtual ranges" : "not mapped in this process (physical ranges)");
+      }
     } else {
       bool reachable;
       if ((rc = walk_check(c, max_segments, &reachable, why, sizeof why)) != kIOReturnSuccess) return rc;
@@ -799,11 +811,10 @@ static UInt64 transfer(IODMACommand *p, const char *fn, bool read, UInt64 offset
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "bytes is NULL");
     return 0;
   }
-  uint8_t *dev = c->bounce ? c->bounce->md.buffer + offset : c->md->buffer + c->prep_offset + offset;
   if (!length) return 0;
-  if (read) memcpy(buffer, dev, length);
-  else memcpy(dev, buffer, length);
-  return length;
+  /* through the descriptor's kind: memory of several ranges, sub-ranges or concatenations is
+   * not one virtual run */
+  return dk__dmacommand_transfer(c, !read, offset, buffer, length);
 }
 
 UInt64 IODMACommand_readBytes(IODMACommand *p, UInt64 offset, void *bytes, UInt64 length)
@@ -860,12 +871,6 @@ uint64_t dk__dmacommand_transfer(IODMACommand *c, bool to_dma, uint64_t offset, 
 {
   if (!c->active || offset >= c->prep_length) return 0;
   if (length > c->prep_length - offset) length = c->prep_length - offset;
-  uint8_t *dma = c->bounce ? c->bounce->md.buffer + offset : c->md->buffer + c->prep_offset + offset;
-  if (to_dma) {
-    if (bytes) memcpy(dma, bytes, length);
-    else memset(dma, 0, length);
-  } else {
-    memcpy(bytes, dma, length);
-  }
-  return length;
+  if (c->bounce) return dk__md_copy(&c->bounce->md, offset, bytes, length, to_dma);
+  return dk__md_copy(c->md, c->prep_offset + offset, bytes, length, to_dma);
 }

@@ -20,6 +20,7 @@
 
 /* ---- object.c --------------------------------------------------------------------- */
 #define DK_CLASS_MAGIC 0x1b3d0000u   /* the high half of every class's magic */
+typedef struct dk_md_ops dk_md_ops;
 typedef struct dk_class {
   uint32_t    magic;
   const char *name;
@@ -28,6 +29,9 @@ typedef struct dk_class {
    * then the last release must be an atomic decrement. Otherwise a count of 1 seen by the
    * holder means nobody else can touch the count, and the release needs no atomic RMW. */
   bool        revivable;
+  /* A memory descriptor class other than IOBufferMemoryDescriptor: what its kind does where
+   * kinds differ (descriptors below). NULL for every other class. */
+  const dk_md_ops *md;
 } dk_class;
 
 struct OSObject {
@@ -74,6 +78,7 @@ typedef struct dk_md_ext {
   uint64_t        user_address; /* in a client task: the buffer's address there (getBytesNoCopy) */
   uint64_t        user_id;      /* in a client task: that mapping's id */
   uint32_t        purgeable_state;
+  void *_Atomic   context;      /* setContext's object (retained when a dmakit object) */
 } dk_md_ext;
 
 /* Laid out for release: everything a small buffer's release reads or writes lies in the first
@@ -130,6 +135,9 @@ struct IOBufferMemoryDescriptor {
   bool                  initialized;
   bool                  purgeable;    /* the plan's */
 };
+/* Three cache lines: descriptors of other kinds keep what they need in their own objects or
+ * their provider's record, never here. */
+_Static_assert(sizeof(IOBufferMemoryDescriptor) == 192, "IOBufferMemoryDescriptor is laid out in 192 bytes");
 
 struct IOMemoryMap {
   OSObject            obj;
@@ -148,14 +156,59 @@ struct IOMemoryMap {
   size_t              vm_len;
 };
 
+/* Where descriptor kinds differ (gmd.c: memory the caller owns, physical ranges, guard pages;
+ * composite.c: sub-ranges and concatenations). IOBufferMemoryDescriptor has no table: md.c
+ * and map.c serve it directly, its fast paths untouched. Offsets are checked against the
+ * length by the caller. */
+struct dk_md_ops {
+  /* The bus address of byte `off` (a mapper's IOVA; the CPU physical address with
+   * kIOMemoryMapperNone or without a mapper) and in *run the bytes from there that are
+   * contiguous in it; 0 with the failure recorded. */
+  addr64_t (*segment)(IOMemoryDescriptor *md, uint64_t off, uint64_t *run, IOOptionBits options);
+  /* The address of byte `off` where the memory is (this process's virtual address, or the
+   * caller's bus address for physical ranges) and the run of such addresses; *virt says which.
+   * 0 when the memory has no address (guard pages). */
+  uint64_t (*source)(IOMemoryDescriptor *md, uint64_t off, uint64_t *run, bool *virt);
+  IOReturn (*prepare)(IOMemoryDescriptor *md, IODirection forDirection);
+  IOReturn (*complete)(IOMemoryDescriptor *md, IODirection forDirection);
+  /* Copy [off, off+len) into `buf` (to_md false) or from it (NULL: zeros); the bytes copied,
+   * the failure recorded when short. */
+  uint64_t (*copy)(IOMemoryDescriptor *md, uint64_t off, void *buf, uint64_t len, bool to_md);
+  /* Map [off, off+len) with `prot` so that byte off lands at `at`, replacing what is there
+   * (the caller's reservation); the pages around the range's ends come along. */
+  IOReturn (*map_at)(IOMemoryDescriptor *md, uint64_t off, uint64_t len, int prot, uint8_t *at);
+};
+
+extern const dk_class dk__gmd_class;      /* gmd.c: IOGeneralMemoryDescriptor */
+extern const dk_class dk__guard_class;    /* gmd.c: IOGuardPageMemoryDescriptor */
+extern const dk_class dk__sub_class;      /* composite.c: IOSubMemoryDescriptor */
+extern const dk_class dk__multi_class;    /* composite.c: IOMultiMemoryDescriptor */
+
 /* md.c */
-/* p as an initialized descriptor, or NULL (wrong type, NULL, freed). */
+IOMemoryDescriptor *dk__md_other(const void *p);
+/* p as an initialized descriptor of any kind, or NULL (wrong type, NULL, freed). */
 static inline IOMemoryDescriptor *dk__md(const void *p)
 {
   const IOBufferMemoryDescriptor *b = p;
-  if (!b || b->md.obj.cls != &dk__bmd_class || !b->initialized) return NULL;
-  return (IOMemoryDescriptor *)(uintptr_t)&b->md;
+  if (__builtin_expect(b && b->md.obj.cls == &dk__bmd_class, 1))
+    return b->initialized ? (IOMemoryDescriptor *)(uintptr_t)&b->md : NULL;
+  return dk__md_other(p);
 }
+static inline const dk_md_ops *dk__md_ops(const IOMemoryDescriptor *md) { return md->obj.cls->md; }
+/* The address of byte `off` where the memory is, whatever the kind (dk_md_ops.source). */
+uint64_t dk__md_source(IOMemoryDescriptor *md, uint64_t off, uint64_t *run, bool *virt);
+/* The kinds' copy and placed mapping, whatever the kind (dk_md_ops.copy, map_at). */
+uint64_t dk__md_copy(IOMemoryDescriptor *md, uint64_t off, void *buf, uint64_t len, bool to_md);
+IOReturn dk__md_map_at(IOMemoryDescriptor *md, uint64_t off, uint64_t len, int prot, uint8_t *at);
+/* IOKit's counted prepare and complete around a kind's own wiring: `wire` runs on the first
+ * prepare (NULL: nothing to wire), `unwire` when the count returns to zero. */
+IOReturn dk__md_prepare_counted(IOMemoryDescriptor *md, IODirection forDirection,
+                                IOReturn (*wire)(IOMemoryDescriptor *md, IODirection dir));
+IOReturn dk__md_complete_counted(IOMemoryDescriptor *md, void (*unwire)(IOMemoryDescriptor *md));
+/* A descriptor object of `size` bytes of class `cls`, zeroed, counted live; NULL recorded. */
+void *dk__md_new(const dk_class *cls, size_t size);
+/* Let go of what every kind may hold (the context object, the ext); then free the object. */
+void dk__md_destroy(IOMemoryDescriptor *md);
 void dk__md_lock(IOMemoryDescriptor *md);      /* the lock, only with kIOMemoryThreadSafe */
 void dk__md_unlock(IOMemoryDescriptor *md);
 /* Why physical addresses cannot be given for [offset, ...) now; kIOReturnSuccess if they can. */
@@ -166,6 +219,10 @@ IOReturn dk__md_iova_map(IOMemoryDescriptor *md);
 void     dk__md_iova_unmap(IOMemoryDescriptor *md);
 void     dk__md_unwire(IOMemoryDescriptor *md);
 void     dk__md_teardown(IOMemoryDescriptor *md);
+
+/* gmd.c: the address of the one virtual range a general descriptor describes (XNU's identity
+ * mapping applies to it), else 0. */
+uint64_t dk__gmd_identity(IOMemoryDescriptor *md);
 
 /* map.c */
 static inline mach_vm_address_t dk__map_address(const IOMemoryMap *m)

@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 
 static void map_free(OSObject *o);
-const dk_class dk__map_class = { 0x1b3d0002u, "IOMemoryMap", map_free, true };
+const dk_class dk__map_class = { 0x1b3d0002u, "IOMemoryMap", map_free, true, NULL };
 
 static IOMemoryMap *as_map(const void *p) { return dk__object_cast(p, &dk__map_class); }
 
@@ -146,6 +146,42 @@ static bool map_into_client(IOMemoryMap *m, IOMemoryDescriptor *md, task_t task,
   return dk__share_map(task, &r, &id, &address) == kIOReturnSuccess;
 }
 
+/* A mapping of a descriptor of another kind (memory the caller owns, sub-ranges,
+ * concatenations, guard pages): a reservation of the range's pages, the guard pages around
+ * them, each part mapped over it by its own kind; byte `offset` keeps its offset in the page. */
+static bool view(IOMemoryMap *m, IOMemoryDescriptor *md, mach_vm_address_t at, IOOptionBits options,
+                 mach_vm_size_t offset, mach_vm_size_t length, size_t guard)
+{
+  uint64_t mask = dk__caps()->page_size - 1;
+  uint64_t in_page = dk__md_source(md, offset, NULL, NULL) & mask;
+  size_t pages = (size_t)((in_page + length + mask) & ~mask), span = pages + 2 * guard;
+  int how = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  void *want = NULL;
+  if (!(options & kIOMapAnywhere)) {
+    want = (void *)(uintptr_t)(at & ~mask);
+    how |= (options & kIOMapOverwrite) ? MAP_FIXED : MAP_FIXED_NOREPLACE;
+  }
+  uint8_t *res = dk__mmap(want, span, PROT_NONE, how, -1, 0);
+  if (res == MAP_FAILED || (want && res != want)) {
+    if (res != MAP_FAILED) dk__munmap(res, span);
+    dk__fail(res != MAP_FAILED || errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
+             "no room for a mapping of 0x%llx bytes%s", (unsigned long long)length,
+             want ? " at the address asked for" : "");
+    return false;
+  }
+  if (want && (options & kIOMapOverwrite)) dk__prim_count_adopted(span);
+  int prot = (options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
+  uint8_t *a = res + guard + in_page;
+  if (dk__md_map_at(md, offset, length, prot, a) != kIOReturnSuccess) {
+    dk__munmap(res, span);
+    return false;
+  }
+  m->vm_base = res;
+  m->vm_len = span;
+  m->address = (mach_vm_address_t)(uintptr_t)a;
+  return true;
+}
+
 static void set_add(IOMemoryMap *m)
 {
   pthread_mutex_t *lk = dk__md_set_lock(m->md);
@@ -205,10 +241,19 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "guarded mappings need kIOMapAnywhere");
     return NULL;
   }
-  if (!(options & kIOMapAnywhere) && at < dk__caps()->page_size) {
+  /* XNU refuses an address outside the kernel map; here, below the lowest address Linux lets
+   * a process map (vm.mmap_min_addr, and never below 64 KiB); in a client, the null page */
+  uint64_t min_addr = client ? dk__caps()->page_size : dk__caps()->mmap_min_addr;
+  if (!(options & kIOMapAnywhere) && at < min_addr) {
     dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
-             "a placed mapping (no kIOMapAnywhere) needs an address; 0x%llx is in the null page",
-             (unsigned long long)at);
+             "a placed mapping (no kIOMapAnywhere) at 0x%llx is below 0x%llx, the lowest address a mapping may "
+             "take there (%s)", (unsigned long long)at, (unsigned long long)min_addr,
+             client ? "the null page" : "vm.mmap_min_addr, at least 64 KiB");
+    return NULL;
+  }
+  if (md->obj.cls->md && client) {
+    dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
+             "only an IOBufferMemoryDescriptor can be mapped into a client (its memory has a file to send)");
     return NULL;
   }
   if (client && (!(options & kIOMapAnywhere) || guard)) {
@@ -218,12 +263,19 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
   }
   IOMemoryMap *m = new_map(md, task, options, offset, length);
   if (!m) return NULL;
-  /* rule 5: the identity shortcut */
+  /* rule 5: the identity shortcut (a buffer's own address, or the one range a general
+   * descriptor describes) */
   uint64_t user_address = client && x ? __atomic_load_n(&x->user_address, __ATOMIC_ACQUIRE) : 0;
+  uint64_t own = md->obj.cls->md ? dk__gmd_identity(md) : (uint64_t)(uintptr_t)md->buffer;
   if (task == md->task && (options & kIOMapAnywhere) && !(options & kIOMapUnique) && !guard &&
-      offset == 0 && md->buffer && length <= md->length && (!client || user_address)) {
-    m->address = client ? user_address : (mach_vm_address_t)(uintptr_t)md->buffer;
+      offset == 0 && own && length <= md->length && (!client || user_address)) {
+    m->address = client ? user_address : own;
     m->options |= kIOMapStatic;
+  } else if (md->obj.cls->md) {
+    if (!view(m, md, at, options, offset, length, guard)) {
+      OSObject_release(m);
+      return NULL;
+    }
   } else if (client) {
     if (!map_into_client(m, md, task, options, offset, length)) {
       OSObject_release(m);
@@ -341,5 +393,47 @@ IOReturn IOMemoryMap_unmap(IOMemoryMap *p)
   vm_release(m);
   __atomic_store_n(&m->address, 0, __ATOMIC_RELEASE);
   pthread_mutex_unlock(lk);
+  return kIOReturnSuccess;
+}
+
+IOReturn IOMemoryMap_redirect(IOMemoryMap *p, IOMemoryDescriptor *newBackingMemory, IOOptionBits options,
+                              mach_vm_size_t offset)
+{
+  (void)options;
+  dk__enter("IOMemoryMap::redirect");
+  IOMemoryMap *m = as_map(p);
+  if (!m) return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "not an IOMemoryMap");
+  IOMemoryDescriptor *md = newBackingMemory ? dk__md(newBackingMemory) : NULL;
+  if (newBackingMemory && !md)
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "the new backing is not a memory descriptor");
+  if (!(m->options & kIOMapUnique) || !m->vm_base || m->super || m->task != kernel_task)
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_STATE,
+                    "only a kIOMapUnique mapping of this process can be redirected");
+  if (md && (offset + m->length < offset || offset + m->length > md->length))
+    return dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_RANGE,
+                    "0x%llx bytes from offset 0x%llx do not fit the new backing's length 0x%llx",
+                    (unsigned long long)m->length, (unsigned long long)offset, (unsigned long long)md->length);
+  uint64_t mask = dk__caps()->page_size - 1;
+  uint8_t *a = (uint8_t *)(uintptr_t)dk__map_address(m);
+  uint8_t *first = (uint8_t *)((uintptr_t)a & ~mask);
+  size_t pages = (size_t)((((uintptr_t)a & mask) + m->length + mask) & ~mask);
+  if (!md) {
+    /* blocked: any access faults until the mapping is redirected again */
+    if (dk__mmap(first, pages, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+      return dk__fail_errno(errno, DK_CONSTRAINT_RESOURCE, "blocking the mapping");
+    return kIOReturnSuccess;
+  }
+  int prot = (m->options & kIOMapReadOnly) ? PROT_READ : PROT_READ | PROT_WRITE;
+  IOReturn rc = dk__md_map_at(md, offset, m->length, prot, a);
+  if (rc != kIOReturnSuccess) return rc;
+  /* the map now shows md: it moves to md's set */
+  if (md != m->md) {
+    if (m->in_set) set_unlink(m);
+    OSObject_retain(md);
+    OSObject_release(m->md);
+    m->md = md;
+    set_add(m);
+  }
+  m->offset = offset;
   return kIOReturnSuccess;
 }

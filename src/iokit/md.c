@@ -6,7 +6,9 @@
 #include "iokit/internal.h"
 #include "prim/prim.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 
 dk_md_ext *dk__md_ext(IOMemoryDescriptor *md)
@@ -26,6 +28,72 @@ dk_md_ext *dk__md_ext(IOMemoryDescriptor *md)
     return none;
   }
   return x;
+}
+
+IOMemoryDescriptor *dk__md_other(const void *p)
+{
+  const OSObject *o = p;
+  if (!o) return NULL;
+  const dk_class *c = o->cls;
+  if (c == &dk__gmd_class || c == &dk__guard_class || c == &dk__sub_class || c == &dk__multi_class)
+    return (IOMemoryDescriptor *)(uintptr_t)p;
+  return NULL;
+}
+
+void *dk__md_new(const dk_class *cls, size_t size)
+{
+  IOMemoryDescriptor *md = dk__calloc(1, size);
+  if (!md) {
+    dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for the %s object", cls->name);
+    return NULL;
+  }
+  dk__object_init(&md->obj, cls);
+  md->mem = DK_MEM_NONE_INIT;
+  return md;
+}
+
+void dk__md_destroy(IOMemoryDescriptor *md)
+{
+  dk__md_teardown(md);
+  md->obj.cls = NULL;          /* a stale pointer to it is no longer a descriptor */
+  dk__free(md);
+}
+
+uint64_t dk__md_source(IOMemoryDescriptor *md, uint64_t off, uint64_t *run, bool *virt)
+{
+  if (md->obj.cls->md) return md->obj.cls->md->source(md, off, run, virt);
+  if (run) *run = md->length - off;
+  if (virt) *virt = true;
+  return (uint64_t)(uintptr_t)(md->buffer + off);
+}
+
+uint64_t dk__md_copy(IOMemoryDescriptor *md, uint64_t off, void *buf, uint64_t len, bool to_md)
+{
+  if (md->obj.cls->md) return md->obj.cls->md->copy(md, off, buf, len, to_md);
+  if (!to_md) memcpy(buf, md->buffer + off, (size_t)len);
+  else if (buf) memcpy(md->buffer + off, buf, (size_t)len);
+  else memset(md->buffer + off, 0, (size_t)len);
+  return len;
+}
+
+IOReturn dk__md_map_at(IOMemoryDescriptor *md, uint64_t off, uint64_t len, int prot, uint8_t *at)
+{
+  if (md->obj.cls->md) return md->obj.cls->md->map_at(md, off, len, prot, at);
+  /* a buffer: its provider's pages again, byte `off` at `at` (whole hugepages for the pool) */
+  uint64_t src = (uint64_t)(md->buffer - dk__mem_va(&md->mem)) + off, g = dk__mem_granule(&md->mem);
+  if (((uint64_t)(uintptr_t)at - src) & (g - 1))
+    return dk__fail(kIOReturnNotAligned, DK_CONSTRAINT_ALIGNMENT,
+                    "a buffer's 0x%llx-byte pages cannot be mapped at 0x%llx: the address must have the same "
+                    "offset within a page as the byte it shows", (unsigned long long)g,
+                    (unsigned long long)(uintptr_t)at);
+  void *base = NULL;
+  size_t span = 0;
+  if (!dk__mem_map(&md->mem, src, len, prot, 0, at, true, false, &base, &span)) {
+    if (!dk__failed()) dk__fail_errno(errno, DK_CONSTRAINT_RESOURCE, "mapping 0x%llx bytes of a buffer", (unsigned long long)len);
+    return dk__failure_code();
+  }
+  dk__prim_count_within(span);   /* over the caller's reservation, already counted */
+  return kIOReturnSuccess;
 }
 
 void dk__md_lock(IOMemoryDescriptor *md)
@@ -96,6 +164,7 @@ void dk__md_iova_unmap(IOMemoryDescriptor *md)
 void dk__md_teardown(IOMemoryDescriptor *md)
 {
   dk_md_ext *x = dk__md_ext_peek(md);
+  if (x) OSObject_release(atomic_exchange(&x->context, NULL));
   if (__builtin_expect(md->task != kernel_task && md->task, 0)) {   /* a client's buffer */
     if (x && x->user_id) dk__share_unmap(md->task, x->user_id);     /* gone from the client too */
     dk__task_release(md->task);
@@ -187,6 +256,12 @@ static addr64_t physical_segment(IOMemoryDescriptor *p, IOByteCount offset, IOBy
   size_t run;
   addr64_t pa;
   IOByteCount rest = md->length - offset;
+  if (md->obj.cls->md) {                 /* another kind: its own walk */
+    uint64_t r = 0;
+    pa = md->obj.cls->md->segment(md, offset, &r, options);
+    if (length) *length = pa ? (r < rest ? r : rest) : 0;
+    return pa;
+  }
   if (md->has_mapper && !(options & kIOMemoryMapperNone)) {
     /* the bus address: one IOVA range for the whole buffer (§4) */
     const dk_md_ext *x = dk__md_ext_peek(md);
@@ -223,13 +298,26 @@ IOPhysicalAddress IOMemoryDescriptor_getPhysicalAddress(IOMemoryDescriptor *md)
 
 /* ---- prepare / complete --------------------------------------------------------------- */
 
-IOReturn IOMemoryDescriptor_prepare(IOMemoryDescriptor *p, IODirection forDirection)
+/* A buffer's first prepare wires it when it is pageable (wired buffers are wired for life). */
+static IOReturn buffer_wire(IOMemoryDescriptor *md, IODirection dir)
 {
-  IOMemoryDescriptor *md = enter_md("prepare", p);
-  if (!md) return kIOReturnBadArgument;
+  (void)dir;
+  return md->pageable ? dk__md_wire(md) : kIOReturnSuccess;
+}
+static void buffer_unwire(IOMemoryDescriptor *md)
+{
+  /* Wired buffers keep their pin for life (XNU's wired kernel memory never moves); only
+   * pageable memory is unwired here. */
+  if (md->pageable) dk__md_unwire(md);
+}
+
+IOReturn dk__md_prepare_counted(IOMemoryDescriptor *md, IODirection forDirection,
+                                IOReturn (*wire)(IOMemoryDescriptor *md, IODirection dir))
+{
   IOReturn rc = kIOReturnSuccess;
   dk__md_lock(md);
-  IODirection dir = forDirection == kIODirectionNone ? (md->flags & kIOMemoryDirectionMask) : forDirection;
+  IODirection dir = (forDirection & kIODirectionOutIn) == kIODirectionNone
+                        ? forDirection | (md->flags & kIOMemoryDirectionMask) : forDirection;
   bool out_only = (dir & kIODirectionOutIn) == kIODirectionOut;
   if (md->wire_count && (md->flags & kIOMemoryPreparedReadOnly) && !out_only) {
     rc = dk__fail(kIOReturnNotWritable, DK_CONSTRAINT_STATE,
@@ -241,7 +329,7 @@ IOReturn IOMemoryDescriptor_prepare(IOMemoryDescriptor *p, IODirection forDirect
     goto out;
   }
   if (md->wire_count == 0) {
-    if (md->pageable && (rc = dk__md_wire(md)) != kIOReturnSuccess) goto out;
+    if (wire && (rc = wire(md, dir)) != kIOReturnSuccess) goto out;
     if (out_only) md->flags |= kIOMemoryPreparedReadOnly;
   }
   md->wire_count++;
@@ -250,20 +338,31 @@ out:
   return rc;
 }
 
-IOReturn IOMemoryDescriptor_complete(IOMemoryDescriptor *p, IODirection forDirection)
+IOReturn dk__md_complete_counted(IOMemoryDescriptor *md, void (*unwire)(IOMemoryDescriptor *md))
 {
-  (void)forDirection;
-  IOMemoryDescriptor *md = enter_md("complete", p);
-  if (!md) return kIOReturnBadArgument;
   dk__md_lock(md);
   if (md->wire_count && --md->wire_count == 0) {
     md->flags &= ~kIOMemoryPreparedReadOnly;
-    /* Wired buffers keep their pin for life (XNU's wired kernel memory never moves); only
-     * pageable memory is unwired here. */
-    if (md->pageable) dk__md_unwire(md);
+    if (unwire) unwire(md);
   }
   dk__md_unlock(md);
   return kIOReturnSuccess;    /* always, even unbalanced (XNU only asserts) */
+}
+
+IOReturn IOMemoryDescriptor_prepare(IOMemoryDescriptor *p, IODirection forDirection)
+{
+  IOMemoryDescriptor *md = enter_md("prepare", p);
+  if (!md) return kIOReturnBadArgument;
+  if (md->obj.cls->md) return md->obj.cls->md->prepare(md, forDirection);
+  return dk__md_prepare_counted(md, forDirection, buffer_wire);
+}
+
+IOReturn IOMemoryDescriptor_complete(IOMemoryDescriptor *p, IODirection forDirection)
+{
+  IOMemoryDescriptor *md = enter_md("complete", p);
+  if (!md) return kIOReturnBadArgument;
+  if (md->obj.cls->md) return md->obj.cls->md->complete(md, forDirection);
+  return dk__md_complete_counted(md, buffer_unwire);
 }
 
 /* ---- copies ----------------------------------------------------------------------------- */
@@ -296,10 +395,7 @@ IOByteCount IOMemoryDescriptor_readBytes(IOMemoryDescriptor *p, IOByteCount offs
   }
   IOByteCount done = 0;
   dk__md_lock(md);                      /* with ThreadSafe, the checks see a settled state */
-  if (range_ok(md, offset, withLength)) {
-    memcpy(bytes, md->buffer + offset, (size_t)withLength);
-    done = withLength;
-  }
+  if (range_ok(md, offset, withLength)) done = dk__md_copy(md, offset, bytes, withLength, false);
   dk__md_unlock(md);
   return done;
 }
@@ -317,9 +413,7 @@ IOByteCount IOMemoryDescriptor_writeBytes(IOMemoryDescriptor *p, IOByteCount off
     dk__fail(kIOReturnNotWritable, DK_CONSTRAINT_STATE,
              "the memory is prepared read-only (direction Out): writeBytes copies nothing");
   } else {
-    if (bytes) memcpy(md->buffer + offset, bytes, (size_t)withLength);
-    else memset(md->buffer + offset, 0, (size_t)withLength);   /* NULL source zero-fills */
-    done = withLength;
+    done = dk__md_copy(md, offset, (void *)(uintptr_t)bytes, withLength, true);   /* NULL zero-fills */
   }
   dk__md_unlock(md);
   return done;
@@ -374,6 +468,31 @@ static void cache_lines(uint8_t *p, size_t len, int store_only)
 #error "dmakit: cache-line operations are written for x86-64 and arm64"
 #endif
 
+/* The cache lines of another kind's memory, run by run through this process's view of it; a
+ * run no longer mapped readable (unmapped while prepared) is reported, never touched. */
+static IOReturn other_cache_lines(IOMemoryDescriptor *md, uint64_t off, uint64_t len, bool store)
+{
+  uint64_t page = dk__caps()->page_size, end = off + len;
+  while (off < end) {
+    uint64_t run = 0;
+    bool virt = false;
+    uint64_t a = dk__md_source(md, off, &run, &virt);
+    if (!a || !virt)
+      return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT,
+                      "bytes from 0x%llx have no mapping in this process (physical ranges or guard pages): "
+                      "their cache lines cannot be reached", (unsigned long long)off);
+    if (run > end - off) run = end - off;
+    uint64_t first = a & ~(page - 1), last = (a + run + page - 1) & ~(page - 1);
+    if (dk__madvise((void *)(uintptr_t)first, (size_t)(last - first), MADV_POPULATE_READ) < 0 && errno != EINVAL)
+      return dk__fail(kIOReturnVMError, DK_CONSTRAINT_STATE,
+                      "bytes 0x%llx+0x%llx (address 0x%llx) are no longer mapped readable in this process",
+                      (unsigned long long)off, (unsigned long long)run, (unsigned long long)a);
+    cache_lines((uint8_t *)(uintptr_t)a, (size_t)run, store);
+    off += run;
+  }
+  return kIOReturnSuccess;
+}
+
 IOReturn IOMemoryDescriptor_performOperation(IOMemoryDescriptor *p, IOOptionBits options,
                                              IOByteCount offset, IOByteCount length)
 {
@@ -390,12 +509,16 @@ IOReturn IOMemoryDescriptor_performOperation(IOMemoryDescriptor *p, IOOptionBits
   if (offset >= md->length)
     return dk__fail(kIOReturnUnderrun, DK_CONSTRAINT_RANGE, "offset 0x%llx is past the length 0x%llx",
                     (unsigned long long)offset, (unsigned long long)md->length);
-  dk__md_lock(md);
-  if (options == kIOMemoryIncoherentIOFlush || options == kIOMemoryIncoherentIOStore)
-    cache_lines(md->buffer + offset, (size_t)remaining, options == kIOMemoryIncoherentIOStore);
-  /* ClearEncrypted / SetEncrypted: Linux has no per-page encryption control; nothing to do. */
-  dk__md_unlock(md);
-  return kIOReturnSuccess;
+  if (options != kIOMemoryIncoherentIOFlush && options != kIOMemoryIncoherentIOStore)
+    return kIOReturnSuccess;   /* ClearEncrypted / SetEncrypted: Linux has no per-page encryption control */
+  bool store = options == kIOMemoryIncoherentIOStore;
+  if (!md->obj.cls->md) {
+    dk__md_lock(md);
+    cache_lines(md->buffer + offset, (size_t)remaining, store);
+    dk__md_unlock(md);
+    return kIOReturnSuccess;
+  }
+  return other_cache_lines(md, offset, remaining, store);
 }
 
 /* ---- purgeable state ------------------------------------------------------------------ */
@@ -404,6 +527,9 @@ IOReturn IOMemoryDescriptor_setPurgeable(IOMemoryDescriptor *p, IOOptionBits new
 {
   IOMemoryDescriptor *md = enter_md("setPurgeable", p);
   if (!md) return kIOReturnBadArgument;
+  if (md->obj.cls->md)
+    return dk__fail(kIOReturnUnsupported, DK_CONSTRAINT_STATE,
+                    "only a pageable, purgeable IOBufferMemoryDescriptor has a purgeable state");
   IOBufferMemoryDescriptor *b = (IOBufferMemoryDescriptor *)md;
   dk_md_ext *x = dk__md_ext_peek(md);                 /* purgeable buffers always have one */
   IOOptionBits current = x && x->purgeable_state ? x->purgeable_state : kIOMemoryPurgeableNonVolatile;
@@ -427,4 +553,61 @@ IOReturn IOMemoryDescriptor_setPurgeable(IOMemoryDescriptor *p, IOOptionBits new
   }
   dk__md_unlock(md);
   return rc;
+}
+
+/* ---- getDMAMapLength, context ----------------------------------------------------------- */
+
+uint64_t IOMemoryDescriptor_getDMAMapLength(IOMemoryDescriptor *p, uint64_t *offset)
+{
+  IOMemoryDescriptor *md = enter_md("getDMAMapLength", p);
+  if (offset) *offset = 0;
+  if (!md) return 0;
+  /* XNU: the pages the memory's source runs touch, each run rounded out to pages; the first
+   * run's offset within its page; the length when there is no source address at all */
+  uint64_t page = dk__caps()->page_size, total = 0, off = 0;
+  dk__md_lock(md);
+  while (off < md->length) {
+    uint64_t run = 0;
+    uint64_t a = dk__md_source(md, off, &run, NULL);
+    if (!a || !run) break;
+    if (run > md->length - off) run = md->length - off;
+    if (offset && !off) *offset = a & (page - 1);
+    total += ((a + run + page - 1) & ~(page - 1)) - (a & ~(page - 1));
+    off += run;
+  }
+  dk__md_unlock(md);
+  if (!off) {
+    total = md->length;
+    if (offset) *offset = 0;
+  }
+  return total;
+}
+
+void IOMemoryDescriptor_setContext(IOMemoryDescriptor *p, void *object)
+{
+  IOMemoryDescriptor *md = enter_md("setContext", p);
+  if (!md || (!object && !dk__md_ext_peek(md))) return;   /* nothing set, nothing to set */
+  dk_md_ext *x = dk__md_ext(md);
+  if (!x) return;
+  OSObject_retain(object);
+  pthread_mutex_t *lk = dk__md_set_lock(md);   /* copyContext retains under it */
+  pthread_mutex_lock(lk);
+  void *old = atomic_exchange(&x->context, object);
+  pthread_mutex_unlock(lk);
+  OSObject_release(old);
+}
+
+void *IOMemoryDescriptor_copyContext(IOMemoryDescriptor *p)
+{
+  IOMemoryDescriptor *md = dk__md(p);
+  dk_md_ext *x = md ? dk__md_ext_peek(md) : NULL;
+  if (!x) return NULL;
+  /* retained under the set lock, which setContext's exchange takes: the old object it releases
+   * after is never the one retained here */
+  pthread_mutex_t *lk = dk__md_set_lock(md);
+  pthread_mutex_lock(lk);
+  void *o = atomic_load(&x->context);
+  OSObject_retain(o);
+  pthread_mutex_unlock(lk);
+  return o;
 }

@@ -25,7 +25,7 @@ static void service_free(OSObject *o)
   dk__free(s);
 }
 
-const dk_class dk__service_class = { 0x1b3d0005u, "IOService", service_free, false };
+const dk_class dk__service_class = { 0x1b3d0005u, "IOService", service_free, false, NULL };
 
 IOService *dk__service(const void *p) { return dk__object_cast(p, &dk__service_class); }
 

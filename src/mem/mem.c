@@ -9,7 +9,25 @@
 
 const dk_provider_ops *dk__mem_ops(const dk_mem *m)
 {
-  return m->kind == DK_PROVIDER_MEMFD_4K ? &dk__prov_memfd : &dk__prov_pool;
+  switch (m->kind) {
+  case DK_PROVIDER_MEMFD_4K: return &dk__prov_memfd;
+  case DK_PROVIDER_USER:     return &dk__prov_user;
+  case DK_PROVIDER_HUGEFD:   return &dk__prov_hugefd;
+  default:                   return &dk__prov_pool;
+  }
+}
+
+bool dk__mem_wired_for_life(dk_mem *m)
+{
+  (void)m;
+  return true;
+}
+void dk__mem_keep_wired(dk_mem *m) { (void)m; }
+int dk__mem_discard_busy(dk_mem *m)
+{
+  (void)m;
+  errno = EBUSY;
+  return -1;
 }
 
 /* Whether the frames must be read to keep the promise. A buffer of at most one page starts
@@ -64,8 +82,11 @@ static bool verify(const dk_mem *m, const dk_constraints *c, uint64_t len)
   dk_constraint_kind k = dk__runs_check(c, runs, n, why, sizeof why);
   if (runs != &one) dk__free(runs);
   if (k == DK_CONSTRAINT_NONE) return true;
-  if (m->kind != DK_PROVIDER_MEMFD_4K)
+  if (m->kind == DK_PROVIDER_POOL || m->kind == DK_PROVIDER_POOL_SLAB)
     dk__fail(kIOReturnInternalError, k, "the pool returned memory that breaks a constraint: %s", why);
+  else if (m->kind == DK_PROVIDER_HUGEFD)
+    dk__fail(kIOReturnNoMemory, k, "the hugepage the kernel gave this shared buffer does not meet the constraint: %s "
+             "(frame 0x%llx)", why, (unsigned long long)lowest);
   else if (k == DK_CONSTRAINT_MASK)
     dk__fail(kIOReturnNoMemory, k,
              "physical mask 0x%llx cannot be met by 4K pages: %s; the lowest frame handed out "
@@ -99,9 +120,10 @@ bool dk__mem_alloc(dk_mem *m, const dk_mem_req *rq)
   /* more than the machine could hold: refused before anything is populated (phys/budget.c) */
   if (rq->wire && rq->size >= DK_BUDGET_ADMIT_MIN && !dk__budget_admit(rq->size, pool ? dk__pool_free_bytes() : 0))
     return false;
-  /* memory meant for other processes keeps page-granular mappings: 4K pages where they can
-   * keep the promise */
+  /* memory meant for other processes has a file of its own: 4K pages where they can keep the
+   * promise, else a hugepage of its own; never the pool, whose hugepages hold other buffers */
   if (rq->shared && fits_4k) return rung(&dk__prov_memfd, m, rq, physical);
+  if (rq->shared) return rung(&dk__prov_hugefd, m, rq, true);
   if (pool) {
     if (rung(&dk__prov_pool, m, rq, physical)) return true;
     /* what 4K pages can promise they may still give (a mask they happen to meet); the pool's

@@ -20,23 +20,67 @@ enum {
   DK_MEM_ZEROED       = 1u << 3,   /* known to read zero when handed out */
 };
 
+/* Memory the caller owns (prov_user.c): its ranges in descriptor order, and while wired the
+ * pins and frames of each range's pages. */
+typedef struct dk_urange {
+  uint64_t addr;                   /* the caller's address: virtual, or a bus address */
+  uint64_t len;
+  uint64_t off;                    /* the descriptor offset of its first byte */
+  uint64_t page0;                  /* its first page's index in pfn[] / run[] (virtual) */
+} dk_urange;
+typedef struct dk_user {
+  uint8_t   *va;                   /* range 0's address when the ranges are virtual (else NULL) */
+  uint64_t   len;                  /* the bytes of all ranges */
+  uint32_t   count;
+  bool       virt;                 /* ranges of this process (else bus addresses, wired as given) */
+  bool       frames_known;
+  dk_urange *r;
+  uint64_t   pages;                /* pages the ranges' page spans cover */
+  dk_pin    *pins;                 /* one per range while pinned */
+  uint64_t  *pfn;                  /* frame of each page, while wired (privileged) */
+  uint32_t  *run;                  /* pages from each to the end of its contiguous run */
+} dk_user;
+
+/* One hugepage with a file of its own (prov_hugefd.c): shareable memory under a constraint 4K
+ * pages cannot keep. */
+typedef struct dk_hugefd {
+  int       fd;
+  uint8_t  *base;
+  uint64_t  size;                  /* the hugepage size */
+  uint64_t  pa;
+  long      raised;                /* hugepages this record raised the kernel's limit by */
+  dk_pin    pin;
+} dk_hugefd;
+
 typedef struct dk_mem {
   uint8_t     kind;                /* dk_provider */
   uint8_t     flags;               /* DK_MEM_* */
   union {
     dk_block    pool;              /* DK_PROVIDER_POOL, DK_PROVIDER_POOL_SLAB */
     dk_backing *memfd;             /* DK_PROVIDER_MEMFD_4K */
+    dk_user    *user;              /* DK_PROVIDER_USER */
+    dk_hugefd  *hugefd;            /* DK_PROVIDER_HUGEFD */
   } u;
 } dk_mem;
 
 /* The memory in this process (the internal view), and the bytes it spans. */
 static inline uint8_t *dk__mem_va(const dk_mem *m)
 {
-  return m->kind == DK_PROVIDER_MEMFD_4K ? m->u.memfd->base : m->u.pool.va;
+  switch (m->kind) {
+  case DK_PROVIDER_MEMFD_4K: return m->u.memfd->base;
+  case DK_PROVIDER_USER:     return m->u.user->va;
+  case DK_PROVIDER_HUGEFD:   return m->u.hugefd->base;
+  default:                   return m->u.pool.va;      /* the pool, and NONE (a zeroed union) */
+  }
 }
 static inline uint64_t dk__mem_len(const dk_mem *m)
 {
-  return m->kind == DK_PROVIDER_MEMFD_4K ? m->u.memfd->size : m->u.pool.len;
+  switch (m->kind) {
+  case DK_PROVIDER_MEMFD_4K: return m->u.memfd->size;
+  case DK_PROVIDER_USER:     return m->u.user->len;
+  case DK_PROVIDER_HUGEFD:   return m->u.hugefd->size;
+  default:                   return m->u.pool.len;
+  }
 }
 
 #define DK_MEM_NONE_INIT ((dk_mem){ .kind = DK_PROVIDER_NONE })
@@ -81,8 +125,28 @@ typedef struct dk_provider_ops {
 
 extern const dk_provider_ops dk__prov_pool;
 extern const dk_provider_ops dk__prov_memfd;
+extern const dk_provider_ops dk__prov_user;
+extern const dk_provider_ops dk__prov_hugefd;
+
+/* A record of `count` ranges ({address, length}) the caller owns: virtual ranges of this
+ * process, or bus addresses (physical, remote) that are wired as given. Nothing is touched
+ * until it is wired. false with the failure recorded. */
+bool dk__user_create(dk_mem *m, const uint64_t (*ranges)[2], uint32_t count, bool virt);
+/* Wire a virtual record: pin every range (frames read) where frames can be handed out, else
+ * fault the pages in; `device_writes` words the refusal of read-only memory. */
+bool dk__user_wire(dk_mem *m, bool device_writes);
+/* The mapping of this process that holds `va` (/proc/self/maps): its end and permissions
+ * ("rw-s"); false when nothing is mapped there. */
+bool dk__vma_find(uint64_t va, uint64_t *end, char perms[5]);
+/* The range holding descriptor offset `off`, or NULL past the end. */
+const dk_urange *dk__user_range_at(const dk_user *u, uint64_t off);
 
 const dk_provider_ops *dk__mem_ops(const dk_mem *m);
+/* The operations of memory wired for life (the pool, a hugepage of its own): wiring succeeds,
+ * unwiring does nothing, discarding is refused (EBUSY). */
+bool dk__mem_wired_for_life(dk_mem *m);
+void dk__mem_keep_wired(dk_mem *m);
+int  dk__mem_discard_busy(dk_mem *m);
 
 /* The ladder: memory for rq, every physical promise verified through the frames. false with
  * the failure recorded (the first provider's reason when none could). */
@@ -111,6 +175,7 @@ static inline uint64_t dk__mem_phys(const dk_mem *m, uint64_t off, uint64_t *run
 static inline bool dk__mem_frames_known(const dk_mem *m)
 {
   if (m->kind == DK_PROVIDER_MEMFD_4K) return m->u.memfd->frames_known;
+  if (m->kind == DK_PROVIDER_USER) return !m->u.user->virt || m->u.user->frames_known;
   return m->kind != DK_PROVIDER_NONE;
 }
 

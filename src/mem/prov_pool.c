@@ -30,14 +30,6 @@ static bool pool_alloc(dk_mem *m, const dk_mem_req *rq)
 
 static void pool_free(dk_mem *m) { dk__pool_free(&m->u.pool); }
 
-static bool pool_wire(dk_mem *m)
-{
-  (void)m;
-  return true;                         /* wired for life */
-}
-
-static void pool_unwire(dk_mem *m) { (void)m; }
-
 static uint64_t pool_phys(const dk_mem *m, uint64_t off, uint64_t *run)
 {
   if (run) *run = m->u.pool.len - off;
@@ -78,14 +70,7 @@ static int pool_share(const dk_mem *m, uint64_t off, uint64_t len, uint64_t *fil
   return -1;
 }
 
-static int pool_discard(dk_mem *m)
-{
-  (void)m;
-  errno = EBUSY;                       /* wired for life */
-  return -1;
-}
-
 const dk_provider_ops dk__prov_pool = {
-  DK_PROVIDER_POOL, "hugepage-pool", pool_can, pool_alloc, pool_free, pool_wire, pool_unwire,
-  pool_phys, pool_map, pool_granule, pool_share, pool_discard,
+  DK_PROVIDER_POOL, "hugepage-pool", pool_can, pool_alloc, pool_free, dk__mem_wired_for_life, dk__mem_keep_wired,
+  pool_phys, pool_map, pool_granule, pool_share, dk__mem_discard_busy,
 };

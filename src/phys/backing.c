@@ -93,9 +93,7 @@ static bool read_frames(dk_backing *b)
       goto fail;
     }
   }
-  b->run[n - 1] = 1;
-  for (size_t i = n - 1; i-- > 0;)
-    b->run[i] = b->pfn[i + 1] == b->pfn[i] + 1 ? b->run[i + 1] + 1 : 1;
+  dk__frame_runs(b->pfn, b->run, n);
   b->frames_known = true;
   return true;
 fail:

@@ -59,6 +59,13 @@ static void probe(void)
   if (dk__read_text("/proc/sys/vm/compact_unevictable_allowed", txt, sizeof txt) > 0)
     c->compact_unevictable_allowed = atoi(txt);
   c->ram_top = probe_ram_top(c->page_size);
+  /* the lowest address a mapping may take (vm.mmap_min_addr), never below 64 KiB: placed
+   * mappings under it are refused as XNU refuses addresses outside the kernel map */
+  c->mmap_min_addr = 64 * 1024;
+  if (dk__read_text("/proc/sys/vm/mmap_min_addr", txt, sizeof txt) > 0) {
+    uint64_t v = strtoull(txt, NULL, 10);
+    if (v > c->mmap_min_addr) c->mmap_min_addr = v;
+  }
 
   struct rlimit rl;
   c->memlock_limit = UINT64_MAX;

@@ -38,3 +38,9 @@ int dk__pagemap_frames(uintptr_t va, size_t npages, uint64_t *pfn)
   dk__close(fd);
   return 0;
 }
+
+void dk__frame_runs(const uint64_t *pfn, uint32_t *run, size_t n)
+{
+  run[n - 1] = 1;
+  for (size_t i = n - 1; i-- > 0;) run[i] = pfn[i + 1] == pfn[i] + 1 ? run[i + 1] + 1 : 1;
+}

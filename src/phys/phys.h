@@ -19,6 +19,8 @@ const dk_caps *dk__caps(void);
  * page that is not present or when frame numbers are hidden (not CAP_SYS_ADMIN).
  * 0, or -1 with errno. */
 int dk__pagemap_frames(uintptr_t va, size_t npages, uint64_t *pfn);
+/* run[i] = pages from page i to the end of its physically contiguous run, for n > 0 frames. */
+void dk__frame_runs(const uint64_t *pfn, uint32_t *run, size_t n);
 
 /* ---- pin.c ------------------------------------------------------------------------ */
 typedef struct dk_pin {

@@ -47,6 +47,10 @@ static int sys_umount(const char *t) { return umount2(t, UMOUNT_NOFOLLOW); }
 static int sys_fcntl_lock(int fd, int cmd, struct flock *l) { return fcntl(fd, cmd, l); }
 static int sys_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
 static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
+static void *sys_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
+{
+  return mremap(old, old_len, new_len, flags, new_addr);
+}
 
 #define DK_PRIM_DEFAULTS {\
   .mmap = mmap, .munmap = munmap, .mprotect = mprotect, .madvise = madvise,\
@@ -61,7 +65,7 @@ static int sys_thread_join(pthread_t t) { return pthread_join(t, NULL); }
   .unlink = unlink, .pipe2 = sys_pipe2, .lstat = lstat, .ioctl = sys_ioctl, .readlink = readlink, .fstat = fstat,\
   .mkdir = mkdir, .kill = kill, .opendir = opendir,\
   .mount = mount, .umount = sys_umount, .rename = rename, .fcntl_lock = sys_fcntl_lock, .statfs = statfs,\
-  .chmod = chmod,\
+  .chmod = chmod, .mremap = sys_mremap,\
   .thread_create = sys_thread_create, .thread_join = sys_thread_join,\
   .malloc = malloc, .calloc = calloc, .realloc = realloc, .free = free,\
 }
@@ -77,7 +81,7 @@ static const char *const call_names[DK_PRIM__COUNT] = {
   "shutdown", "fchmod", "fcntl", "unlink", "pipe", "lstat", "ioctl", "readlink", "fstat",
   "mkdir", "kill", "opendir",
   "mount", "umount", "rename", "fcntl_lock", "statfs",
-  "chmod",
+  "chmod", "mremap",
 };
 const char *dk__prim_call_name(dk_prim_call call)
 {
@@ -100,7 +104,7 @@ static const int default_errno[DK_PRIM__COUNT] = {
   [DK_PRIM_MKDIR] = EACCES, [DK_PRIM_KILL] = EPERM, [DK_PRIM_OPENDIR] = EMFILE,
   [DK_PRIM_MOUNT] = ENOMEM, [DK_PRIM_UMOUNT] = EBUSY, [DK_PRIM_RENAME] = ENOSPC,
   [DK_PRIM_FCNTL_LOCK] = ENOLCK, [DK_PRIM_STATFS] = EIO,
-  [DK_PRIM_CHMOD] = EPERM,
+  [DK_PRIM_CHMOD] = EPERM, [DK_PRIM_MREMAP] = ENOMEM,
 };
 
 /* ---- fault injection ---------------------------------------------------------------- */
@@ -161,6 +165,7 @@ dk_prim_counters dk__prim_counters(void)
 #define COUNT(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
 
 void dk__prim_count_adopted(size_t len) { COUNT(c_map, (long)len); }
+void dk__prim_count_within(size_t len) { COUNT(c_map, -(long)len); }
 void dk__prim_count_cache(long delta)
 {
   COUNT(c_map, -delta);
@@ -182,6 +187,11 @@ int dk__munmap(void *addr, size_t len)
   int r = dk__prim.munmap(addr, len);
   if (r == 0) COUNT(c_map, -(long)len);
   return r;
+}
+void *dk__mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
+{
+  if (fault(DK_PRIM_MREMAP)) return MAP_FAILED;
+  return dk__prim.mremap(old, old_len, new_len, flags, new_addr);
 }
 int dk__mprotect(void *addr, size_t len, int prot)
 {

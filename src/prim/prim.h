@@ -71,6 +71,7 @@ typedef struct dk_prim_table {
   int     (*mkdir)(const char *path, mode_t mode);
   int     (*kill)(pid_t pid, int sig);
   DIR    *(*opendir)(const char *path);
+  void   *(*mremap)(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
   int     (*thread_create)(pthread_t *t, void *(*fn)(void *), void *arg);
   int     (*thread_join)(pthread_t t);
   void   *(*malloc)(size_t n);
@@ -90,7 +91,7 @@ typedef enum dk_prim_call {
   DK_PRIM_UNLINK, DK_PRIM_PIPE, DK_PRIM_LSTAT, DK_PRIM_IOCTL, DK_PRIM_READLINK, DK_PRIM_FSTAT,
   DK_PRIM_MKDIR, DK_PRIM_KILL, DK_PRIM_OPENDIR,
   DK_PRIM_MOUNT, DK_PRIM_UMOUNT, DK_PRIM_RENAME, DK_PRIM_FCNTL_LOCK, DK_PRIM_STATFS,
-  DK_PRIM_CHMOD,
+  DK_PRIM_CHMOD, DK_PRIM_MREMAP,
   DK_PRIM__COUNT
 } dk_prim_call;
 
@@ -124,6 +125,9 @@ dk_prim_counters dk__prim_counters(void);
 /* A MAP_FIXED mapping over address space dmakit did not reserve (kIOMapOverwrite) becomes
  * dmakit's: count it, so its munmap balances. */
 void dk__prim_count_adopted(size_t len);
+/* The opposite: a fixed mapping counted as adopted landed inside dmakit's own reservation,
+ * which is counted already. */
+void dk__prim_count_within(size_t len);
 /* Bytes of a mapping the allocator starts (delta > 0) or stops (delta < 0) keeping as a cache:
  * they move between map_bytes and cache_bytes, so a leak check sees what callers hold. */
 void dk__prim_count_cache(long delta);
@@ -132,6 +136,9 @@ void dk__prim_count_cache(long delta);
 void   *dk__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int     dk__munmap(void *addr, size_t len);
 int     dk__mprotect(void *addr, size_t len, int prot);
+/* mremap with a new address (MREMAP_FIXED); with old_len 0 a second mapping of the same shared
+ * pages. Counted like a MAP_FIXED mmap: it replaces address space already counted. */
+void   *dk__mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int     dk__madvise(void *addr, size_t len, int advice);
 int     dk__mlock(const void *addr, size_t len);
 int     dk__munlock(const void *addr, size_t len);

@@ -51,6 +51,40 @@ public:
     return IOMemoryDescriptor_setPurgeable(this, newState, oldState);
   }
 
+  /* ---- descriptors over memory the caller already has (IOKit's factories, each +1) ---- */
+  static DK_OSPTR_ABI OSPtr<IOMemoryDescriptor> withAddressRange(mach_vm_address_t address, mach_vm_size_t length,
+                                                                 IOOptionBits options, task_t task)
+  {
+    return dk_cxx::osptr(IOMemoryDescriptor_withAddressRange(address, length, options, task));
+  }
+  static DK_OSPTR_ABI OSPtr<IOMemoryDescriptor> withAddressRanges(IOAddressRange *ranges, UInt32 rangeCount,
+                                                                  IOOptionBits options, task_t task)
+  {
+    return dk_cxx::osptr(IOMemoryDescriptor_withAddressRanges(ranges, rangeCount, options, task));
+  }
+  static DK_OSPTR_ABI OSPtr<IOMemoryDescriptor> withOptions(void *buffers, UInt32 count, UInt32 offset, task_t task,
+                                                            IOOptionBits options, IOMapper *mapper = kIOMapperSystem)
+  {
+    return dk_cxx::osptr(IOMemoryDescriptor_withOptions(buffers, count, offset, task, options, mapper));
+  }
+  static DK_OSPTR_ABI OSPtr<IOMemoryDescriptor> withAddress(void *address, IOByteCount withLength,
+                                                            IODirection withDirection)
+  {
+    return dk_cxx::osptr(IOMemoryDescriptor_withAddress(address, withLength, withDirection));
+  }
+  static DK_OSPTR_ABI OSPtr<IOMemoryDescriptor> withPhysicalAddress(IOPhysicalAddress address, IOByteCount withLength,
+                                                                    IODirection withDirection)
+  {
+    return dk_cxx::osptr(IOMemoryDescriptor_withPhysicalAddress(address, withLength, withDirection));
+  }
+
+  uint64_t getDMAMapLength(uint64_t *offset = nullptr) { return IOMemoryDescriptor_getDMAMapLength(this, offset); }
+  void setContext(OSObject *context) { IOMemoryDescriptor_setContext(this, context); }
+  DK_OSPTR_ABI OSPtr<OSObject> copyContext() const
+  {
+    return dk_cxx::osptr(static_cast<OSObject *>(IOMemoryDescriptor_copyContext(md())));
+  }
+
   DK_OSPTR_ABI OSPtr<IOMemoryMap> createMappingInTask(task_t intoTask, mach_vm_address_t atAddress,
                                                       IOOptionBits options, mach_vm_size_t offset = 0,
                                                       mach_vm_size_t length = 0);
@@ -89,6 +123,10 @@ public:
   IOReturn unmap() { return IOMemoryMap_unmap(this); }
   mach_vm_address_t getAddress() { return IOMemoryMap_getAddress(this); }
   mach_vm_size_t getSize() { return IOMemoryMap_getSize(this); }
+  IOReturn redirect(IOMemoryDescriptor *newBackingMemory, IOOptionBits options, mach_vm_size_t offset = 0)
+  {
+    return IOMemoryMap_redirect(this, newBackingMemory, options, offset);
+  }
 
   /* ---- DriverKit ---- */
   uint64_t GetAddress() { return IOMemoryMap_GetAddress(this); }
