@@ -1524,6 +1524,11 @@ static void test_object_class_names(void **state) {
   assert_string_equal(dk_object_class_name(b), "IOBufferMemoryDescriptor");
   assert_string_equal(dk_object_class_name(map), "IOMemoryMap");
   assert_null(dk_object_class_name(NULL));
+  /* a mapper (its first word is a magic, not a class pointer) and the identity mapper */
+  IOMapper *m = soft_mapper(0x100000, 0xffffffff);
+  assert_string_equal(dk_object_class_name(m), "IOMapper");
+  assert_string_equal(dk_object_class_name(dk_mapper_identity()), "IOMapper");
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
   OSSafeReleaseNULL(map);
   OSSafeReleaseNULL(c);
   OSSafeReleaseNULL(b);

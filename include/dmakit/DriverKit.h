@@ -70,7 +70,11 @@ DK_API uint64_t IOMemoryMap_GetOffset(IOMemoryMap *map);
 typedef struct IODMACommandSpecification {
   uint64_t options;          /* kIODMACommandSpecificationNoOptions */
   uint64_t maxAddressBits;   /* what the device addresses; 0 = 64 */
+#ifdef __cplusplus
+  uint64_t _resv[16] = {};   /* so that C++ `{ .options = ..., .maxAddressBits = ... }` leaves no field uninitialized */
+#else
   uint64_t _resv[16];
+#endif
 } IODMACommandSpecification;
 
 /* A command for `device`'s DMA (XNU IODMACommand::Create_Impl): 64-bit host-order segments of any

@@ -14,7 +14,8 @@
 extern "C" {
 #endif
 
-typedef struct IOService IOService;
+/* A class in C++ (the C++ layer's IOService completes it), a struct in C. */
+DK_OBJECT_TYPEDEF(IOService);
 
 /* The PCI function at `address` (domain:bus:device.function, as in /sys/bus/pci/devices),
  * +1 for the caller (OSObject_release). Bound to vfio-pci, it opens the device's VFIO mapper

@@ -17,8 +17,8 @@ DK_API void OSObject_retain(void *object);
 DK_API void OSObject_release(void *object);
 /* The current count (for diagnostics and tests); 0 for NULL. */
 DK_API int  OSObject_getRetainCount(const void *object);
-/* The IOKit class of a dmakit object ("IOBufferMemoryDescriptor", "IOMemoryMap", "IODMACommand"),
- * NULL for NULL. What OSDynamicCast of the C++ layer decides by. */
+/* The IOKit class of a dmakit object ("IOBufferMemoryDescriptor", "IOMemoryMap", "IODMACommand",
+ * "IOService", "IOMapper"), NULL for NULL. What OSDynamicCast of the C++ layer decides by. */
 DK_API const char *dk_object_class_name(const void *object);
 
 #define OSSafeReleaseNULL(p) do { if (p) { OSObject_release(p); (p) = NULL; } } while (0)

@@ -1,5 +1,5 @@
 /* dmakit/dmakit.hpp: the C++ layer, IOKit's classes (OSObject, OSSharedPtr, IOMemoryDescriptor,
- * IOBufferMemoryDescriptor, IOMemoryMap, IODMACommand, IOMapper) over dmakit's C API, header
+ * IOBufferMemoryDescriptor, IOMemoryMap, IODMACommand, IOService, IOMapper) over dmakit's C API, header
  * only, C++17. Ported driver code includes Apple's paths instead (<IOKit/IODMACommand.h>,
  * <DriverKit/IOBufferMemoryDescriptor.h> ...), found in include/dmakit/compat (pkg-config
  * dmakit-cxx, CMake dmakit::cxx). docs/cxx.md tells the details. */
@@ -17,6 +17,8 @@
 #include <dmakit/compat/IOKit/IOGuardPageMemoryDescriptor.h>
 #include <dmakit/compat/IOKit/IOBufferMemoryDescriptor.h>
 #include <dmakit/compat/IOKit/IODMACommand.h>
+#include <dmakit/compat/IOKit/IOService.h>
 #include <dmakit/compat/IOKit/IOMapper.h>
+#include <dmakit/compat/libkern/OSByteOrder.h>
 
 #endif

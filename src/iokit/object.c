@@ -78,6 +78,7 @@ void OSObject_release(void *object)
 
 const char *dk_object_class_name(const void *object)
 {
+  if (dk__mapper_is(object)) return "IOMapper";   /* its first word is no class pointer */
   OSObject *o = any_object((void *)(uintptr_t)object);
   return o ? o->cls->name : NULL;
 }

@@ -12,5 +12,6 @@
 #include <dmakit/compat/DriverKit/IOMemoryMap.h>
 #include <dmakit/compat/DriverKit/IOBufferMemoryDescriptor.h>
 #include <dmakit/compat/DriverKit/IODMACommand.h>
+#include <dmakit/compat/DriverKit/IOService.h>
 
 #endif

@@ -1,9 +1,12 @@
-/* DriverKit/IODMACommand.h (dmakit C++ layer): IODMACommand. DriverKit's members
- * (Create, PrepareForDMA, CompleteDMA, GetPreparation) and IODMACommandSpecification join the
- * class of IOKit/IODMACommand.h when the C library has them; until then this is that class. */
+/* DriverKit/IODMACommand.h (dmakit C++ layer): IODMACommand with DriverKit's Create,
+ * PrepareForDMA, CompleteDMA, GetPreparation and PerformOperation, IODMACommandSpecification and
+ * the kIODMACommand* options; the same class as IOKit/IODMACommand.h. As DriverKit's header, it
+ * brings IOService and IOMemoryDescriptor. */
 #ifndef DMAKIT_COMPAT_DRIVERKIT_IODMACOMMAND_H
 #define DMAKIT_COMPAT_DRIVERKIT_IODMACOMMAND_H
 
+#include <dmakit/compat/DriverKit/IOMemoryDescriptor.h>
+#include <dmakit/compat/DriverKit/IOService.h>
 #include <dmakit/compat/IOKit/IODMACommand.h>
 
 #endif

@@ -85,7 +85,11 @@ public:
   {
     return IOBufferMemoryDescriptor_Create(options, capacity, alignment, memory);
   }
-  kern_return_t SetLength(uint64_t length) { return IOBufferMemoryDescriptor_SetLength(this, length); }
+  kern_return_t SetLength(uint64_t length, OSDispatchMethod supermethod = nullptr)
+  {
+    (void)supermethod;
+    return IOBufferMemoryDescriptor_SetLength(this, length);
+  }
   kern_return_t GetAddressRange(IOAddressSegment *range)
   {
     return IOBufferMemoryDescriptor_GetAddressRange(this, range);

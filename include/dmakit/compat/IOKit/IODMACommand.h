@@ -3,13 +3,16 @@
  * MappingOptions, SegmentFunction), the output functions (the C library's own functions under
  * IOKit's names, so kIODMACommandOutputHost64 == IODMACommand::OutputHost64 ==
  * IODMACommand_OutputHost64), withSpecification with Apple's default arguments, and the
- * descriptor / prepare / segment members. DriverKit's IODMACommand members (Create,
- * PrepareForDMA, CompleteDMA, GetPreparation) join this class when the C library has them. */
+ * descriptor / prepare / segment members; and DriverKit's members on the same class (Create,
+ * PrepareForDMA, CompleteDMA, GetPreparation, PerformOperation, with IODMACommandSpecification
+ * and the kIODMACommand* options of include/dmakit/DriverKit.h). */
 #ifndef DMAKIT_COMPAT_IOKIT_IODMACOMMAND_H
 #define DMAKIT_COMPAT_IOKIT_IODMACOMMAND_H
 
+#include <dmakit/DriverKit.h>
 #include <dmakit/IODMACommand.h>
 #include <dmakit/compat/IOKit/IOMemoryDescriptor.h>
+#include <dmakit/compat/IOKit/IOService.h>
 
 /* A member that is the C function itself (the same address), for the output functions. */
 #define DK_CXX_LABEL3(prefix, name) #prefix #name
@@ -139,6 +142,38 @@ public:
   /* ---- the specification ---- */
   UInt8 getNumAddressBits() { return IODMACommand_getNumAddressBits(this); }
   UInt32 getAlignment() { return IODMACommand_getAlignment(this); }
+
+  /* ---- DriverKit (IODMACommand.iig); `supermethod` is accepted and ignored ---- */
+  static kern_return_t Create(IOService *device, uint64_t options, const IODMACommandSpecification *specification,
+                              IODMACommand **command)
+  {
+    return IODMACommand_Create(device, options, specification, command);
+  }
+  kern_return_t PrepareForDMA(uint64_t options, IOMemoryDescriptor *memory, uint64_t offset, uint64_t length,
+                              uint64_t *flags, uint32_t *segmentsCount, IOAddressSegment *segments,
+                              OSDispatchMethod supermethod = nullptr)
+  {
+    (void)supermethod;
+    return IODMACommand_PrepareForDMA(this, options, memory, offset, length, flags, segmentsCount, segments);
+  }
+  kern_return_t CompleteDMA(uint64_t options, OSDispatchMethod supermethod = nullptr)
+  {
+    (void)supermethod;
+    return IODMACommand_CompleteDMA(this, options);
+  }
+  /* *memory is retained for the caller. */
+  kern_return_t GetPreparation(uint64_t *offset, uint64_t *length, IOMemoryDescriptor **memory,
+                               OSDispatchMethod supermethod = nullptr)
+  {
+    (void)supermethod;
+    return IODMACommand_GetPreparation(this, offset, length, memory);
+  }
+  kern_return_t PerformOperation(uint64_t options, uint64_t dmaOffset, uint64_t length, uint64_t dataOffset,
+                                 IOMemoryDescriptor *data, OSDispatchMethod supermethod = nullptr)
+  {
+    (void)supermethod;
+    return IODMACommand_PerformOperation(this, options, dmaOffset, length, dataOffset, data);
+  }
 
 protected:
   ~IODMACommand() = default;

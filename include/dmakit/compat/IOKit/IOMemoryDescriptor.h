@@ -93,8 +93,9 @@ public:
   /* ---- DriverKit ---- */
   kern_return_t GetLength(uint64_t *returnLength) { return IOMemoryDescriptor_GetLength(this, returnLength); }
   kern_return_t CreateMapping(uint64_t options, uint64_t address, uint64_t offset, uint64_t length,
-                              uint64_t alignment, IOMemoryMap **map)
+                              uint64_t alignment, IOMemoryMap **map, OSDispatchMethod supermethod = nullptr)
   {
+    (void)supermethod;
     return IOMemoryDescriptor_CreateMapping(this, options, address, offset, length, alignment, map);
   }
 

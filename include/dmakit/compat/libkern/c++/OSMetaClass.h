@@ -29,6 +29,8 @@ inline const char *superclass_name(const char *name) noexcept
     { "IOMemoryDescriptor", "OSObject" },
     { "IOMemoryMap", "OSObject" },
     { "IODMACommand", "OSObject" },
+    { "IOService", "OSObject" },     /* XNU: IOService -> IORegistryEntry -> OSObject */
+    { "IOMapper", "IOService" },
   };
   for (const edge &e : tree) {
     const char *a = e.cls, *b = name;
