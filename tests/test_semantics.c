@@ -640,6 +640,12 @@ static void m4_out_only_lifecycle(void **state) {
   assert_true(IOMemoryDescriptor_getFlags(MD(b)) & kIOMemoryPreparedReadOnly);
   assert_int_equal(IOMemoryDescriptor_writeBytes(MD(b), 0, "a", 1), 0);
   assert_int_equal(IOMemoryDescriptor_prepare(MD(b), kIODirectionIn), kIOReturnNotWritable);
+  /* only kIODirectionNone itself means the descriptor's direction (XNU wireVirtual): prepare-only
+   * bits with no Out bit prepare for both ways, which read-only memory refuses (found by the
+   * fuzzer against the model) */
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(b), kIODirectionPrepareNoFault), kIOReturnNotWritable);
+  assert_int_equal(IOMemoryDescriptor_prepare(MD(b), kIODirectionOut | kIODirectionPrepareNoFault), kIOReturnSuccess);
+  assert_int_equal(IOMemoryDescriptor_complete(MD(b), kIODirectionNone), kIOReturnSuccess);
   assert_int_equal(IOMemoryDescriptor_complete(MD(b), kIODirectionNone), kIOReturnSuccess);
   assert_int_equal(IOMemoryDescriptor_getFlags(MD(b)) & kIOMemoryPreparedReadOnly, 0);
   /* prepared for writing first: writable */

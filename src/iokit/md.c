@@ -316,8 +316,10 @@ IOReturn dk__md_prepare_counted(IOMemoryDescriptor *md, IODirection forDirection
 {
   IOReturn rc = kIOReturnSuccess;
   dk__md_lock(md);
-  IODirection dir = (forDirection & kIODirectionOutIn) == kIODirectionNone
-                        ? forDirection | (md->flags & kIOMemoryDirectionMask) : forDirection;
+  /* XNU (wireVirtual): only kIODirectionNone itself means "the descriptor's direction"; a
+   * direction of prepare-only bits (PrepareNoFault ...) has no Out bit, so it prepares for
+   * both ways, and a descriptor prepared read-only refuses it */
+  IODirection dir = forDirection == kIODirectionNone ? (md->flags & kIOMemoryDirectionMask) : forDirection;
   bool out_only = (dir & kIODirectionOutIn) == kIODirectionOut;
   if (md->wire_count && (md->flags & kIOMemoryPreparedReadOnly) && !out_only) {
     rc = dk__fail(kIOReturnNotWritable, DK_CONSTRAINT_STATE,
