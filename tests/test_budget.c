@@ -573,6 +573,9 @@ static void steps_fail_at_every_step(void **state)
   static const dk_prim_call calls[] = { DK_PRIM_FALLOCATE, DK_PRIM_MADVISE, DK_PRIM_MLOCK };
   for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++) {
     if (calls[k] == DK_PRIM_MLOCK && !dkt_mlock_works()) continue;
+    /* without frame numbers (an ordinary user) a lock refused for lack of RLIMIT_MEMLOCK leaves
+     * the pages populated but unlocked (physical.md): the buffer is given, and locking stops */
+    bool tolerated = calls[k] == DK_PRIM_MLOCK && !dk_capabilities()->pagemap_frames;
     unsigned long points = 0;
     for (unsigned long nth = 1; nth < 100; nth++) {
       dk__thread_caches_flush();
@@ -582,12 +585,18 @@ static void steps_fail_at_every_step(void **state)
       dk__fault_disarm();
       assert_nothing_held(&base, dk__prim_call_name(calls[k]));
       if (!fired) { assert_int_equal(rc, kIOReturnSuccess); break; }
+      if (tolerated) {
+        if (rc != kIOReturnSuccess) fail_msg("mlock refused at call %lu without privilege: %s", nth, dkt_failure_text());
+        points++;
+        continue;
+      }
       if (rc != kIOReturnNoMemory && rc != kIOReturnCannotWire)
         fail_msg("%s failing at call %lu: %s", dk__prim_call_name(calls[k]), nth, dkt_failure_text());
       points++;
     }
-    print_message("  %s: failed at %lu points\n", dk__prim_call_name(calls[k]), points);
-    assert_true(points >= STEPS);            /* once per step, at least */
+    print_message("  %s: failed at %lu points%s\n", dk__prim_call_name(calls[k]), points,
+                  tolerated ? " (each time the buffer was given, unlocked)" : "");
+    assert_true(tolerated ? points >= 1 : points >= STEPS);   /* once per step, at least */
   }
 }
 

@@ -108,6 +108,7 @@ static void server_stats_sizes(void **state)
 static void command_limits(void **state)
 {
   (void)state;
+  dkt_require_physical();    /* PrepareForDMA hands out physical addresses (no mapper here) */
   IOBufferMemoryDescriptor *b = NULL, *data = NULL;
   assert_code(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 16384, 0, &b), kIOReturnSuccess, DK_CONSTRAINT_NONE);
   assert_code(IOBufferMemoryDescriptor_Create(kIOMemoryDirectionInOut, 4096, 0, &data), kIOReturnSuccess, DK_CONSTRAINT_NONE);
