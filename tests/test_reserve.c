@@ -128,6 +128,10 @@ static int group_teardown(void **s)
 /* Each test starts and ends with no reservation and nr_hugepages as found. */
 static void assert_clean(void)
 {
+  /* this process's own pool gives its surplus hugepages back first: a search that raises
+   * nr_hugepages would otherwise make them persistent (the kernel converts surplus pages
+   * first), and the count would be off by them */
+  dk_pool_trim();
   size_t n = 99;
   assert_int_equal(dk_reserve_list(NULL, 0, &n), kIOReturnSuccess);
   assert_int_equal(n, 0);
@@ -450,17 +454,21 @@ static void reserve_grows(void **s)
   (void)s;
   require();
   assert_clean();
-  assert_int_equal(dk_reserve_create(g_wide, 2 * P2, NULL, NULL, NULL), kIOReturnSuccess);
-  assert_int_equal(nr_now(), g_nr_before + 2);
-  assert_int_equal(dk_reserve_create(g_wide, 4 * P2, NULL, NULL, NULL), kIOReturnSuccess);
-  assert_int_equal(nr_now(), g_nr_before + 4);
   dk_reserve_info ri;
   size_t n;
+  assert_int_equal(dk_reserve_create(g_wide, 2 * P2, NULL, NULL, NULL), kIOReturnSuccess);
+  /* nr_hugepages rose by exactly what the reservation holds (at least the 2 pages asked) */
+  assert_int_equal(dk_reserve_list(&ri, 1, &n), kIOReturnSuccess);
+  assert_true(ri.pages >= 2);
+  assert_int_equal(nr_now(), g_nr_before + (long)ri.pages);
+  const int files = ri.pages < 4 ? 2 : 1;        /* the growth is a second file of pages */
+  assert_int_equal(dk_reserve_create(g_wide, 4 * P2, NULL, NULL, NULL), kIOReturnSuccess);
+  assert_int_equal(nr_now(), g_nr_before + 4);
   assert_int_equal(dk_reserve_list(&ri, 1, &n), kIOReturnSuccess);
   assert_int_equal(n, 1);
   assert_int_equal(ri.pages, 4);
   char p[160];
-  for (int gen = 0; gen < 2; gen++) {
+  for (int gen = 0; gen < files; gen++) {
     snprintf(p, sizeof p, "%s/hugetlbfs-2M/mask-0x%llx.%d.pages", g_dir, (unsigned long long)g_wide, gen);
     assert_int_equal(access(p, F_OK), 0);
   }
