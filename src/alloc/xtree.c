@@ -10,7 +10,9 @@ static inline bool before(const dk_xnode *a, const dk_xnode *b)
   return a->start < b->start || (a->start == b->start && (uintptr_t)a < (uintptr_t)b);
 }
 
-static inline void pull(dk_xnode *n)
+/* The subtree summary n should carry: its longest extent and its highest end, from its own
+ * extent and its children's summaries. */
+static inline void summary(const dk_xnode *n, uint64_t *max_len, uint64_t *max_end)
 {
   uint64_t len = n->end - n->start, end = n->end;
   if (n->l) {
@@ -21,9 +23,11 @@ static inline void pull(dk_xnode *n)
     if (n->r->max_len > len) len = n->r->max_len;
     if (n->r->max_end > end) end = n->r->max_end;
   }
-  n->max_len = len;
-  n->max_end = end;
+  *max_len = len;
+  *max_end = end;
 }
+
+static inline void pull(dk_xnode *n) { summary(n, &n->max_len, &n->max_end); }
 
 /* A priority from the start (and the node, for equal starts): a fixed mix, so the shape is a
  * function of the contents, and different runs of a test build the same tree. */
@@ -211,15 +215,8 @@ static int check(const dk_xnode *n, const dk_xnode *lo, const dk_xnode *hi, uint
   if (n->end < n->start) return -1;
   if ((lo && !before(lo, n)) || (hi && !before(n, hi))) return -1;
   if ((n->l && n->l->prio > n->prio) || (n->r && n->r->prio > n->prio)) return -1;
-  uint64_t len = n->end - n->start, end = n->end;
-  if (n->l) {
-    if (n->l->max_len > len) len = n->l->max_len;
-    if (n->l->max_end > end) end = n->l->max_end;
-  }
-  if (n->r) {
-    if (n->r->max_len > len) len = n->r->max_len;
-    if (n->r->max_end > end) end = n->r->max_end;
-  }
+  uint64_t len, end;
+  summary(n, &len, &end);
   if (len != n->max_len || end != n->max_end) return -1;
   (*count)++;
   if (check(n->l, lo, n, count) < 0) return -1;
