@@ -26,6 +26,28 @@ locked() {
   ( flock 9 || { echo "test.sh: cannot lock $lock" >&2; exit 1; }
     DK_TEST_LOCK_HELD=1 "$@" ) 9<"$lock"
 }
+# As root, every hugepage limit is put back as found when the run ends (as bench.sh does): a
+# test that kills a process holding surplus pages leaves nr_overcommit_hugepages raised (a
+# killed process cannot lower what it raised). A change is printed, not hidden.
+hp_saved=""
+if [ "$(id -u)" -eq 0 ]; then
+  for f in /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages \
+           /sys/kernel/mm/hugepages/hugepages-*/nr_overcommit_hugepages; do
+    if [ -w "$f" ]; then hp_saved="$hp_saved $f=$(cat "$f")"; fi
+  done
+fi
+hp_restore() {
+  for kv in $hp_saved; do
+    f=${kv%=*}; v=${kv##*=}
+    now=$(cat "$f")
+    if [ "$now" != "$v" ]; then
+      echo "test.sh: $f was $v before the run and is $now: put back to $v"
+      echo "$v" >"$f" || echo "test.sh: could not put $f back to $v" >&2
+    fi
+  done
+}
+trap hp_restore EXIT
+trap 'exit 130' INT TERM
 builds="${DK_TEST_BUILDS:-default asan tsan fuzz e2e}"
 jobs="$(nproc)"
 for b in $builds; do
