@@ -8,6 +8,7 @@
 #include "base/base.h"
 #include "base/counters.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,39 @@ static void integer_helpers(void **state)
   assert_int_equal(out, 7);   /* left alone */
 }
 
+/* Each errno a system call reports becomes the IOReturn IOKit's callers test for
+ * (src/base/ioreturn.c): memory, resources, privilege, arguments, devices, and an
+ * unknown errno the generic kIOReturnError. */
+static void errno_to_ioreturn(void **state)
+{
+  (void)state;
+  static const struct { int e; IOReturn rc; } map[] = {
+    {0, kIOReturnSuccess},
+    {ENOMEM, kIOReturnNoMemory}, {ENOSPC, kIOReturnNoMemory}, {EOVERFLOW, kIOReturnNoMemory},
+    {EMFILE, kIOReturnNoResources}, {ENFILE, kIOReturnNoResources}, {EAGAIN, kIOReturnNoResources},
+    {ENOBUFS, kIOReturnNoResources},
+    {EPERM, kIOReturnNotPrivileged}, {EACCES, kIOReturnNotPrivileged},
+    {EINVAL, kIOReturnBadArgument}, {EFAULT, kIOReturnBadArgument}, {ENAMETOOLONG, kIOReturnBadArgument},
+    {ENOENT, kIOReturnNoDevice}, {ENODEV, kIOReturnNoDevice}, {ENXIO, kIOReturnNoDevice},
+    {EBUSY, kIOReturnBusy}, {EEXIST, kIOReturnNoSpace},
+    {ENOTSUP, kIOReturnUnsupported}, {ENOSYS, kIOReturnUnsupported},
+    {ETIMEDOUT, kIOReturnTimeout}, {EIO, kIOReturnIOError},
+    {EPIPE, kIOReturnNotAttached}, {ECONNRESET, kIOReturnNotAttached}, {ECONNREFUSED, kIOReturnNotAttached},
+    {ENOTCONN, kIOReturnNotAttached},
+    {EDOM, kIOReturnError}, {-1, kIOReturnError},
+  };
+  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+    IOReturn rc = dk__ioreturn_from_errno(map[i].e);
+    if (rc != map[i].rc)
+      fail_msg("errno %d (%s) gave 0x%x (%s), expected 0x%x (%s)", map[i].e, strerror(map[i].e), rc,
+               dk_ioreturn_string(rc), map[i].rc, dk_ioreturn_string(map[i].rc));
+  }
+  /* every code the mapping gives has its own text; a code outside the table says so */
+  for (size_t i = 1; i < sizeof map / sizeof map[0]; i++)
+    assert_string_not_equal(dk_ioreturn_string(map[i].rc), "unknown IOReturn code");
+  assert_string_equal(dk_ioreturn_string((IOReturn)0xe00002ffu), "unknown IOReturn code");
+}
+
 int main(void)
 {
   setenv("DMAKIT_LOWMEM_SEARCH_MS", "0x7b", 1);
@@ -175,6 +209,7 @@ int main(void)
     cmocka_unit_test(failure_per_thread_and_names),
     cmocka_unit_test(counters_survive_thread_exit),
     cmocka_unit_test(integer_helpers),
+    cmocka_unit_test(errno_to_ioreturn),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
