@@ -404,6 +404,53 @@ static void descriptor_operations(void **state)
   OSObject_release(r);
 }
 
+/* With the hugepage pool off, 4K pages answer alone: a boundary below the page size that the
+ * buffer crosses, one contiguous run longer than a page, a pageable capacity no mapping can
+ * hold, and a physical limit (which needs frame numbers to check: root) are refused, each with
+ * its cause; a limit the pages do meet as root is kept and proven by the frames. */
+static void four_k_pages_refuse(void **state)
+{
+  (void)state;
+  long pool = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
+  bool root = dk_capabilities()->pagemap_frames;
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.boundary = 2048;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 4096, &c), kIOReturnNoMemory,
+           DK_CONSTRAINT_BOUNDARY);
+  assert_non_null(strstr(dk_last_failure()->text, "below the page size"));
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPageable, (1ull << 63) + 4096, 1),
+           kIOReturnNoMemory, DK_CONSTRAINT_ARGUMENT);
+  assert_non_null(strstr(dk_last_failure()->text, "too large"));
+  c = DK_CONSTRAINTS_NONE;
+  c.contiguous = true;
+  if (root) {
+    BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 8192, &c), kIOReturnNoMemory,
+             DK_CONSTRAINT_CONTIGUITY);
+    assert_non_null(strstr(dk_last_failure()->text, "turned off"));
+  } else {
+    BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 8192, &c), kIOReturnNotPrivileged,
+             DK_CONSTRAINT_PRIVILEGE);
+    assert_non_null(strstr(dk_last_failure()->text, "also turned off"));
+  }
+  c = DK_CONSTRAINTS_NONE;
+  c.high = 0xFFFFFFFFull;
+  dk_clear_failure();
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 4096, &c);
+  if (!root) {
+    assert_null(b);
+    expect_failure(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE, "a limit without frame numbers");
+  } else if (!b) {
+    expect_failure(kIOReturnNoMemory, DK_CONSTRAINT_MASK, "a limit 4K pages did not meet");
+  } else {
+    IOByteCount len = 0;
+    addr64_t pa = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)(void *)b, 0, &len, 0);
+    assert_true(pa != 0 && pa + len - 1 <= c.high);
+    OSObject_release(b);
+  }
+  dk_option_set(DK_OPTION_POOL, pool);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -418,6 +465,7 @@ int main(void)
     cmocka_unit_test(buffer_window_above_ram_is_no_limit),
     cmocka_unit_test(provider_names),
     cmocka_unit_test(descriptor_operations),
+    cmocka_unit_test(four_k_pages_refuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
