@@ -10,6 +10,8 @@
 #include <dmakit/DriverKit.h>
 #include <string.h>
 #include "iokit/dmacommand.h"
+#include "iokit/internal.h"
+#include "prim/prim.h"
 
 static void expect_failure(IOReturn code, dk_constraint_kind kind, const char *what)
 {
@@ -227,6 +229,228 @@ static void dmacommand_output_functions(void **state)
   }
 }
 
+/* ---- buffers: refusals of the factories and init, accessors of what is not a buffer ---- */
+
+#define BMD_NULL(call, code, kind)                                                         \
+  do {                                                                                     \
+    dk_clear_failure();                                                                    \
+    IOBufferMemoryDescriptor *r_ = (call);                                                 \
+    if (r_) fail_msg("%s gave a buffer", #call);                                           \
+    expect_failure(code, kind, #call);                                                     \
+  } while (0)
+
+/* Constraints no memory can meet, an alignment no address has, an unknown task, a NULL or
+ * malformed constraint set, pageable constrained memory: refused before anything is allocated,
+ * each with its code, constraint and reason; nothing is left behind. */
+static void buffer_factories_refuse(void **state)
+{
+  (void)state;
+  dk__objects_cache_flush();
+  long objects = dk__objects_live();
+  dk_prim_counters before = dk__prim_counters();
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 4096, NULL), kIOReturnBadArgument,
+           DK_CONSTRAINT_ARGUMENT);
+  c.alignment = 3;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 4096, &c), kIOReturnBadArgument,
+           DK_CONSTRAINT_ARGUMENT);
+  assert_non_null(strstr(dk_last_failure()->text, "power of two"));
+  c = DK_CONSTRAINTS_NONE;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIOMemoryPageable, 4096, &c),
+           kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT);
+  /* one contiguous segment longer than the largest segment allowed */
+  c.contiguous = true;
+  c.max_segment_size = 4096;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 8192, &c), kIOReturnNoMemory,
+           DK_CONSTRAINT_SEGMENTS);
+  /* 16 KiB crosses three 4 KiB boundary lines however it lies: at least 4 segments, 3 allowed */
+  c = DK_CONSTRAINTS_NONE;
+  c.boundary = 4096;
+  c.max_segments = 3;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 16384, &c), kIOReturnNoMemory,
+           DK_CONSTRAINT_SEGMENTS);
+  assert_non_null(strstr(dk_last_failure()->text, "at least 4 segments"));
+  /* an alignment whose next power of two is past 2^63: no address has it (wired only) */
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 4096, (1ull << 63) + 1),
+           kIOReturnNoMemory, DK_CONSTRAINT_ALIGNMENT);
+  /* a task that is neither kernel_task, NULL nor a connected client */
+  static int not_a_task;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithOptions((task_t)(void *)&not_a_task, kIOMemoryPageable, 4096, 1),
+           kIOReturnBadArgument, DK_CONSTRAINT_TASK);
+  dk__objects_cache_flush();
+  assert_int_equal(dk__objects_live(), objects);
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.map_bytes, before.map_bytes);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+}
+
+/* init on NULL, on something else, on a buffer already made; the accessors on NULL and on an
+ * allocated, never initialized buffer: the neutral value, and the buffer untouched. */
+static void buffer_init_and_accessors_refuse(void **state)
+{
+  (void)state;
+  dk_clear_failure();
+  assert_false(IOBufferMemoryDescriptor_initWithPhysicalMask(NULL, kernel_task, 0, 4096, 1, 0));
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "init of NULL");
+  assert_non_null(strstr(dk_last_failure()->text, "not an IOBufferMemoryDescriptor"));
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 100, 1);
+  assert_non_null(b);
+  memset(IOBufferMemoryDescriptor_getBytesNoCopy(b), 0x11, 100);
+  assert_false(IOBufferMemoryDescriptor_initWithPhysicalMask(b, kernel_task, 0, 8192, 1, 0));
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "init of a made buffer");
+  assert_non_null(strstr(dk_last_failure()->text, "already initialized"));
+  assert_int_equal(IOBufferMemoryDescriptor_getCapacity(b), 100);
+  assert_int_equal(((uint8_t *)IOBufferMemoryDescriptor_getBytesNoCopy(b))[99], 0x11);
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(b, NULL), kIOReturnBadArgument);
+  OSObject_release(b);
+
+  IOBufferMemoryDescriptor *u = IOBufferMemoryDescriptor_alloc();
+  assert_non_null(u);
+  IOBufferMemoryDescriptor *none[] = { NULL, u };
+  for (int i = 0; i < 2; i++) {
+    IOBufferMemoryDescriptor *x = none[i];
+    assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(x));
+    assert_null(IOBufferMemoryDescriptor_getBytesNoCopyRange(x, 0, 1));
+    assert_int_equal(IOBufferMemoryDescriptor_getCapacity(x), 0);
+    IOBufferMemoryDescriptor_setLength(x, 1);
+    assert_int_equal(IOMemoryDescriptor_getLength((IOMemoryDescriptor *)(void *)x), 0);
+    assert_false(IOBufferMemoryDescriptor_appendBytes(x, "ab", 2));
+    assert_int_equal(dk_buffer_get_info(x, &info), kIOReturnBadArgument);
+    expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "dk_buffer_get_info");
+  }
+  /* the allocated one can still be made a buffer */
+  assert_true(IOBufferMemoryDescriptor_initWithPhysicalMask(u, kernel_task, kIODirectionInOut, 64, 1, 0));
+  assert_int_equal(IOBufferMemoryDescriptor_getCapacity(u), 64);
+  OSObject_release(u);
+  /* a buffer in no task is mapped nowhere: no bytes, whole or in part */
+  IOBufferMemoryDescriptor *n = IOBufferMemoryDescriptor_inTaskWithOptions(NULL, kIODirectionInOut, 64, 1);
+  assert_non_null(n);
+  assert_null(IOBufferMemoryDescriptor_getBytesNoCopy(n));
+  assert_null(IOBufferMemoryDescriptor_getBytesNoCopyRange(n, 0, 8));
+  OSObject_release(n);
+}
+
+/* A window reaching past the top of RAM asks nothing of the memory: the buffer is made (no
+ * frame needs reading, so without privilege too) and reports no physical limit. */
+static void buffer_window_above_ram_is_no_limit(void **state)
+{
+  (void)state;
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.high = UINT64_MAX;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 8192, &c);
+  if (!b) fail_msg("a window up to 2^64-1: %s", dk_last_failure()->text);
+  dk_buffer_info info;
+  assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+  assert_int_equal(info.physical_limit, 0);
+  OSObject_release(b);
+}
+
+/* Every provider has its name, and a value that is none of them is "none". */
+static void provider_names(void **state)
+{
+  (void)state;
+  assert_string_equal(dk_provider_name(DK_PROVIDER_MEMFD_4K), "memfd-4k");
+  assert_string_equal(dk_provider_name(DK_PROVIDER_POOL), "hugepage-pool");
+  assert_string_equal(dk_provider_name(DK_PROVIDER_POOL_SLAB), "hugepage-pool-slab");
+  assert_string_equal(dk_provider_name(DK_PROVIDER_USER), "user-range");
+  assert_string_equal(dk_provider_name(DK_PROVIDER_HUGEFD), "hugepage-own");
+  assert_string_equal(dk_provider_name((dk_provider)99), "none");
+}
+
+/* ---- descriptors: performOperation, purgeable state, DMA map length, context ------------- */
+
+/* The encryption operations have nothing to do on Linux and succeed on a valid range; an
+ * unknown operation is refused. On memory the caller had, the cache operations reach every
+ * line through this process's view (and the range is left as it was). setPurgeable on
+ * anything but a buffer is unsupported; an unknown state is refused without an old state to
+ * report; the DMA map length of a range is its pages; the context of NULL is nothing. */
+static void descriptor_operations(void **state)
+{
+  (void)state;
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_withOptions(kIODirectionInOut, 8192, 1);
+  assert_non_null(b);
+  IOMemoryDescriptor *md = (IOMemoryDescriptor *)(void *)b;
+  assert_int_equal(IOMemoryDescriptor_performOperation(md, kIOMemoryClearEncrypted, 0, 8192), kIOReturnSuccess);
+  assert_int_equal(IOMemoryDescriptor_performOperation(md, kIOMemorySetEncrypted, 100, 10), kIOReturnSuccess);
+  assert_int_equal(IOMemoryDescriptor_performOperation(md, 3, 0, 8192), kIOReturnUnsupported);
+  expect_failure(kIOReturnUnsupported, DK_CONSTRAINT_ARGUMENT, "operation 3");
+  assert_int_equal(IOMemoryDescriptor_setPurgeable(md, 9, NULL), kIOReturnBadArgument);
+  expect_failure(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT, "purgeable state 9");
+  assert_int_equal(IOMemoryDescriptor_getDMAMapLength(md, NULL), 8192);
+  OSObject_release(b);
+
+  static uint8_t mine[3 * 4096] __attribute__((aligned(4096)));
+  memset(mine, 0x42, sizeof mine);
+  IOMemoryDescriptor *r = IOMemoryDescriptor_withAddressRange((mach_vm_address_t)(uintptr_t)(mine + 100), 8192,
+                                                              kIODirectionInOut, kernel_task);
+  assert_non_null(r);
+  assert_int_equal(IOMemoryDescriptor_performOperation(r, kIOMemoryIncoherentIOFlush, 0, 8192), kIOReturnSuccess);
+  assert_int_equal(IOMemoryDescriptor_performOperation(r, kIOMemoryIncoherentIOStore, 50, 9000), kIOReturnSuccess);
+  assert_true(dkt_all_bytes(mine, sizeof mine, 0x42));
+  IOOptionBits old = 77;
+  assert_int_equal(IOMemoryDescriptor_setPurgeable(r, kIOMemoryPurgeableVolatile, &old), kIOReturnUnsupported);
+  expect_failure(kIOReturnUnsupported, DK_CONSTRAINT_STATE, "setPurgeable of a range");
+  uint64_t off = 1;
+  assert_int_equal(IOMemoryDescriptor_getDMAMapLength(r, &off), 3 * 4096);   /* 100 + 8192 bytes touch 3 pages */
+  assert_int_equal(off, 100);
+  off = 1;
+  assert_int_equal(IOMemoryDescriptor_getDMAMapLength(NULL, &off), 0);
+  assert_int_equal(off, 0);
+  IOMemoryDescriptor_setContext(r, NULL);                 /* nothing set, nothing to clear */
+  assert_null(IOMemoryDescriptor_copyContext(r));
+  assert_null(IOMemoryDescriptor_copyContext(NULL));
+  OSObject_release(r);
+}
+
+/* With the hugepage pool off, 4K pages answer alone: a boundary below the page size that the
+ * buffer crosses, one contiguous run longer than a page, a pageable capacity no mapping can
+ * hold, and a physical limit (which needs frame numbers to check: root) are refused, each with
+ * its cause; a limit the pages do meet as root is kept and proven by the frames. */
+static void four_k_pages_refuse(void **state)
+{
+  (void)state;
+  long pool = dk_option_get(DK_OPTION_POOL);
+  dk_option_set(DK_OPTION_POOL, 0);
+  bool root = dk_capabilities()->pagemap_frames;
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.boundary = 2048;
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 4096, &c), kIOReturnNoMemory,
+           DK_CONSTRAINT_BOUNDARY);
+  assert_non_null(strstr(dk_last_failure()->text, "below the page size"));
+  BMD_NULL(IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPageable, (1ull << 63) + 4096, 1),
+           kIOReturnNoMemory, DK_CONSTRAINT_ARGUMENT);
+  assert_non_null(strstr(dk_last_failure()->text, "too large"));
+  c = DK_CONSTRAINTS_NONE;
+  c.contiguous = true;
+  if (root) {
+    BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 8192, &c), kIOReturnNoMemory,
+             DK_CONSTRAINT_CONTIGUITY);
+    assert_non_null(strstr(dk_last_failure()->text, "turned off"));
+  } else {
+    BMD_NULL(IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 8192, &c), kIOReturnNotPrivileged,
+             DK_CONSTRAINT_PRIVILEGE);
+    assert_non_null(strstr(dk_last_failure()->text, "also turned off"));
+  }
+  c = DK_CONSTRAINTS_NONE;
+  c.high = 0xFFFFFFFFull;
+  dk_clear_failure();
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, 0, 4096, &c);
+  if (!root) {
+    assert_null(b);
+    expect_failure(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE, "a limit without frame numbers");
+  } else if (!b) {
+    expect_failure(kIOReturnNoMemory, DK_CONSTRAINT_MASK, "a limit 4K pages did not meet");
+  } else {
+    IOByteCount len = 0;
+    addr64_t pa = IOMemoryDescriptor_getPhysicalSegment((IOMemoryDescriptor *)(void *)b, 0, &len, 0);
+    assert_true(pa != 0 && pa + len - 1 <= c.high);
+    OSObject_release(b);
+  }
+  dk_option_set(DK_OPTION_POOL, pool);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -236,6 +460,12 @@ int main(void)
     cmocka_unit_test(driverkit_option_translation),
     cmocka_unit_test(dmacommand_refuses_non_commands),
     cmocka_unit_test(dmacommand_output_functions),
+    cmocka_unit_test(buffer_factories_refuse),
+    cmocka_unit_test(buffer_init_and_accessors_refuse),
+    cmocka_unit_test(buffer_window_above_ram_is_no_limit),
+    cmocka_unit_test(provider_names),
+    cmocka_unit_test(descriptor_operations),
+    cmocka_unit_test(four_k_pages_refuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

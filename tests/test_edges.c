@@ -361,6 +361,32 @@ static void prim_retries_interrupted_calls(void **state)
   assert_int_equal(errno, ENOMEM);
 }
 
+/* A descriptor's prepare count at its limit (2^32 - 1; counting there by calls would take
+ * minutes, so the count is set): one prepare more is refused with kIOReturnNoResources and
+ * the state constraint, the count is left as it was, and the buffer is whole after. */
+static void prepare_count_limit(void **state)
+{
+  (void)state;
+  long objects = dk__objects_live();
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 4096, 1);
+  if (!b) fail_msg("a wired buffer: %s", dkt_failure_text());
+  IOMemoryDescriptor *md = MD(b);
+  assert_int_equal(atomic_load(&md->wire_count), 1);             /* auto-prepared */
+  atomic_store(&md->wire_count, UINT32_MAX);
+  assert_code(IOMemoryDescriptor_prepare(md, kIODirectionNone), kIOReturnNoResources, DK_CONSTRAINT_STATE);
+  assert_non_null(strstr(dk_last_failure()->text, "overflow"));
+  assert_int_equal(atomic_load(&md->wire_count), UINT32_MAX);
+  atomic_store(&md->wire_count, 2);
+  assert_code(IOMemoryDescriptor_complete(md, kIODirectionNone), kIOReturnSuccess, DK_CONSTRAINT_NONE);
+  assert_code(IOMemoryDescriptor_prepare(md, kIODirectionNone), kIOReturnSuccess, DK_CONSTRAINT_NONE);
+  assert_code(IOMemoryDescriptor_complete(md, kIODirectionNone), kIOReturnSuccess, DK_CONSTRAINT_NONE);
+  assert_int_equal(atomic_load(&md->wire_count), 1);
+  assert_int_equal(IOMemoryDescriptor_writeBytes(md, 0, "x", 1), 1);
+  OSObject_release(b);
+  dk__objects_cache_flush();
+  assert_int_equal(dk__objects_live(), objects);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -371,6 +397,7 @@ int main(void)
     cmocka_unit_test(service_open),
     cmocka_unit_test(descriptor_null_handles),
     cmocka_unit_test(prim_retries_interrupted_calls),
+    cmocka_unit_test(prepare_count_limit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

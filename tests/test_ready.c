@@ -422,6 +422,143 @@ static void ready_release_in_late_destructor(void **state)
   validate();
 }
 
+/* ---- the key of a kept descriptor, factory by factory ------------------------------------ *
+ * Every factory looks for a kept descriptor before it builds: a request is the factory's own
+ * arguments as (task, options, capacity, alignment, mask, constraints). Each factory below
+ * meets kept descriptors that differ from its request in exactly one of these (made by the
+ * general entry points, which give any key) and must build a buffer of its own; asked the
+ * same again after its buffer is released, it gets that one back; and every kept descriptor
+ * still goes to its own request after. */
+typedef struct key {
+  task_t task;
+  IOOptionBits options;
+  uint64_t len, align, mask;
+  const dk_constraints *c;
+} key;
+
+static IOBufferMemoryDescriptor *make_key(const key *k)
+{
+  IOBufferMemoryDescriptor *b;
+  if (k->c) b = IOBufferMemoryDescriptor_inTaskWithConstraints(k->task, k->options, k->len, k->c);
+  else if (k->mask) b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(k->task, k->options, k->len, k->mask);
+  else b = IOBufferMemoryDescriptor_inTaskWithOptions(k->task, k->options, k->len, k->align);
+  if (!b) fail_msg("a %llu-byte buffer (options 0x%x, align %llu, mask 0x%llx): %s", (unsigned long long)k->len,
+                   k->options, (unsigned long long)k->align, (unsigned long long)k->mask, dkt_failure_text());
+  return b;
+}
+
+enum factory { F_OPTIONS, F_TAGGED, F_MASK, F_WITH_OPTIONS, F_CAPACITY, F_BYTES, F_COPY, F_CONSTRAINTS };
+
+static uint8_t g_src[256];
+
+static IOBufferMemoryDescriptor *make_with(enum factory f, const key *k)
+{
+  IODirection dir = k->options & kIODirectionOutIn;
+  IOBufferMemoryDescriptor *b = NULL;
+  switch (f) {
+  case F_OPTIONS: b = IOBufferMemoryDescriptor_inTaskWithOptions(k->task, k->options, k->len, k->align); break;
+  case F_TAGGED:
+    b = IOBufferMemoryDescriptor_inTaskWithOptionsTagged(k->task, k->options, k->len, k->align, 7, 9);
+    break;
+  case F_MASK: b = IOBufferMemoryDescriptor_inTaskWithPhysicalMask(k->task, k->options, k->len, k->mask); break;
+  case F_WITH_OPTIONS: b = IOBufferMemoryDescriptor_withOptions(k->options, k->len, k->align); break;
+  case F_CAPACITY: b = IOBufferMemoryDescriptor_withCapacity(k->len, dir, false); break;
+  case F_BYTES: b = IOBufferMemoryDescriptor_withBytes(g_src, k->len, dir, false); break;
+  case F_COPY:
+    b = IOBufferMemoryDescriptor_withCopy(k->task, k->options, kernel_map, (mach_vm_address_t)(uintptr_t)g_src, k->len);
+    break;
+  case F_CONSTRAINTS: b = IOBufferMemoryDescriptor_inTaskWithConstraints(k->task, k->options, k->len, k->c); break;
+  }
+  if (!b) fail_msg("factory %d, %llu bytes: %s", (int)f, (unsigned long long)k->len, dkt_failure_text());
+  return b;
+}
+
+static void ready_each_factory_checks_every_argument(void **state)
+{
+  (void)state;
+  require_pool();
+  const uint64_t page = dk_capabilities()->page_size, mask = ram_mask();
+  for (size_t i = 0; i < sizeof g_src; i++) g_src[i] = (uint8_t)(i * 7 + 1);
+  static dk_constraints cr, calign, cother;
+  cr = DK_CONSTRAINTS_NONE;
+  cr.alignment = 64;
+  cr.high = mask;
+  calign = cr;
+  calign.alignment = 128;            /* alignment differs (the constraints too, checked after) */
+  cother = cr;
+  cother.boundary = 1u << 16;        /* the same arguments but for the constraints */
+  /* each factory's request as the key it is looked up by */
+  const key want[] = {
+    [F_OPTIONS] = { kernel_task, kIODirectionInOut, 256, 64, 0, NULL },
+    [F_TAGGED] = { kernel_task, kIODirectionInOut, 256, 64, 0, NULL },
+    [F_MASK] = { kernel_task, kIODirectionInOut, 256, 1, 0, NULL },
+    [F_WITH_OPTIONS] = { kernel_task, kIODirectionInOut, 256, 64, 0, NULL },
+    [F_CAPACITY] = { kernel_task, kIODirectionIn | kIOMemoryUnshared, 256, 1, 0, NULL },
+    [F_BYTES] = { kernel_task, kIODirectionOut | kIOMemoryUnshared, 256, 256, 0, NULL },
+    [F_COPY] = { kernel_task, kIODirectionInOut | kIOMemoryPageable, 256, page, 0, NULL },
+    [F_CONSTRAINTS] = { kernel_task, kIODirectionInOut, 256, 64, 0, &cr },
+  };
+  for (int f = F_OPTIONS; f <= F_CONSTRAINTS; f++) {
+    const key *w = &want[f];
+    IOOptionBits kept_options = w->options & ~(IOOptionBits)kIOMemoryPageable;
+    /* kept descriptors, each differing from the request in one argument (withCopy's buffers
+     * are pageable, which no kept descriptor is: its request differs in its options already) */
+    key other[8];
+    int n = 0;
+    other[n] = *w, other[n].len += 64, other[n].options = kept_options, n++;                 /* capacity */
+    other[n] = *w, other[n].options = (kept_options & ~(IOOptionBits)kIODirectionOutIn) |
+                                      ((w->options & kIODirectionOutIn) == kIODirectionIn ? kIODirectionOut : kIODirectionIn),
+    n++;                                                                                      /* options */
+    if (f != F_COPY) {
+      other[n] = *w, other[n].task = NULL, n++;                                                 /* task */
+      other[n] = *w, other[n].mask = mask, other[n].align = 1, other[n].c = NULL, n++;          /* mask */
+      other[n] = *w, other[n].align = w->align * 2, n++;                                        /* alignment */
+      if (w->c) other[n - 1].c = &calign;
+      if (!w->c) {
+        static dk_constraints ca[F_CONSTRAINTS];
+        ca[f] = DK_CONSTRAINTS_NONE;
+        ca[f].alignment = w->align;
+        other[n] = *w, other[n].c = &ca[f], n++;                          /* constraints where none were */
+      } else {
+        other[n] = *w, other[n].c = NULL, n++;                            /* none where some were */
+        other[n] = *w, other[n].c = &cother, n++;                         /* other constraints */
+      }
+    }
+    dk_pool_trim();                                    /* nothing kept from before */
+    IOBufferMemoryDescriptor *kept[8];
+    for (int i = 0; i < n; i++) kept[i] = make_key(&other[i]);
+    for (int i = 0; i < n; i++) OSObject_release(kept[i]);
+    IOBufferMemoryDescriptor *b = make_with((enum factory)f, w);
+    for (int i = 0; i < n; i++)
+      if (b == kept[i]) fail_msg("factory %d got the descriptor kept for a request differing in argument %d", f, i);
+    assert_int_equal(IOBufferMemoryDescriptor_getCapacity(b), w->len);
+    assert_int_equal(IOMemoryDescriptor_getDirection(MD(b)), w->options & kIODirectionOutIn);
+    dk_buffer_info info;
+    assert_int_equal(dk_buffer_get_info(b, &info), kIOReturnSuccess);
+    assert_int_equal(info.pageable, f == F_COPY);
+    if (f == F_BYTES || f == F_COPY) assert_memory_equal(bytes(b), g_src, w->len);
+    else assert_true(dkt_all_bytes(bytes(b), w->len, 0));
+    if (f != F_COPY && w->align > 1) assert_int_equal((uintptr_t)bytes(b) % w->align, 0);
+    memset(bytes(b), 0xC3, w->len);
+    OSObject_release(b);
+    /* the same request again: kept built (withCopy's pageable buffers are built afresh, their
+     * object perhaps reused), zero or the new copy */
+    IOBufferMemoryDescriptor *again = make_with((enum factory)f, w);
+    if (f != F_COPY) assert_ptr_equal(again, b);
+    if (f == F_BYTES || f == F_COPY) assert_memory_equal(bytes(again), g_src, w->len);
+    else assert_true(dkt_all_bytes(bytes(again), w->len, 0));
+    OSObject_release(again);
+    /* every kept descriptor is still there for its own request */
+    for (int i = 0; i < n; i++) {
+      IOBufferMemoryDescriptor *k = make_key(&other[i]);
+      assert_ptr_equal(k, kept[i]);
+      OSObject_release(k);
+    }
+    validate();
+  }
+  dk_pool_trim();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -434,6 +571,7 @@ int main(void)
     cmocka_unit_test(ready_counts_free_and_trim_gives_it_back),
     cmocka_unit_test(ready_threads_hand_off_and_exit),
     cmocka_unit_test(ready_release_in_late_destructor),
+    cmocka_unit_test(ready_each_factory_checks_every_argument),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -584,8 +584,8 @@ IOBufferMemoryDescriptor *IOBufferMemoryDescriptor_withCopy(task_t inTask, IOOpt
              "withCopy needs a source address in kernel_map, kIOMemoryPageable and a task");
     return NULL;
   }
-  IOBufferMemoryDescriptor *b =
-      create("withCopy", inTask, options, size, dk__caps()->page_size, 0, NULL);
+  /* pageable (required above), so never met by a kept descriptor, none of which is: built */
+  IOBufferMemoryDescriptor *b = build("withCopy", inTask, options, size, dk__caps()->page_size, 0, NULL);
   if (!b) return NULL;
   /* The copy is taken with a checked read: an unmapped source fails like vm_map_copyin. */
   if (dk__copy_checked(b->md.buffer, (const void *)(uintptr_t)source, (size_t)size) != (ssize_t)size) {
