@@ -506,6 +506,42 @@ static void pool_trim_gives_everything_back(void **state)
   assert_int_equal(sysfs_long(NR_1G), nr1g0);
 }
 
+/* dk_pool_reserve's arguments: a page size other than 2 MiB or 1 GiB, nothing asked, and more
+ * pages than a count can hold (the byte count near 2^64 included: rounded up, it must not wrap
+ * to nothing) are refused, and the pool does not change. */
+static void pool_reserve_arguments(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_stats before, after;
+  assert_int_equal(dk_pool_get_stats(&before), kIOReturnSuccess);
+  assert_int_equal(dk_pool_reserve(2 * MiB, 4096), kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+  assert_int_equal(dk_pool_reserve(0, 0), kIOReturnBadArgument);
+  dk_option_set(DK_OPTION_POOL, 0);              /* the pool switched off: not for this process */
+  assert_int_equal(dk_pool_reserve(2 * MiB, 0), kIOReturnNotPrivileged);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_PRIVILEGE);
+  dk_option_set(DK_OPTION_POOL, 1);
+  const uint64_t too_many[][2] = {
+    { (1ull << 32) * 2 * MiB, 0 },            /* 2^32 pages of 2 MiB */
+    { (1ull << 32) * GiB, GiB },             /* 2^32 pages of 1 GiB, 2^62 bytes */
+    { UINT64_MAX, 0 },
+    { UINT64_MAX - 2 * MiB + 2, 2 * MiB },
+    { UINT64_MAX, GiB },
+  };
+  for (size_t i = 0; i < sizeof too_many / sizeof too_many[0]; i++) {
+    IOReturn rc = dk_pool_reserve(too_many[i][0], too_many[i][1]);
+    if (rc != kIOReturnNoMemory)
+      fail_msg("dk_pool_reserve(0x%llx, 0x%llx): %s (%s), want kIOReturnNoMemory", (unsigned long long)too_many[i][0],
+               (unsigned long long)too_many[i][1], dk_ioreturn_name(rc), dkt_failure_text());
+    assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+    assert_non_null(strstr(dk_last_failure()->text, "too many pages"));
+  }
+  assert_int_equal(dk_pool_get_stats(&after), kIOReturnSuccess);
+  assert_int_equal(after.grows, before.grows);
+  assert_int_equal(after.bytes_pool_2m + after.bytes_pool_1g, before.bytes_pool_2m + before.bytes_pool_1g);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -516,6 +552,7 @@ int main(void)
     cmocka_unit_test(pool_large_freed_memory_is_zero),
     cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_map_granularity),
     cmocka_unit_test(pool_reclaims_dead_reservations),
+    cmocka_unit_test(pool_reserve_arguments),
     cmocka_unit_test(pool_trim_gives_everything_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -761,7 +761,7 @@ IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size)
   if (!dk__pool_usable())
     return dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
                     "the hugepage pool needs root (frame numbers), hugetlb support and DMAKIT_POOL=1");
-  uint64_t n = (bytes + page_size - 1) / page_size;
+  uint64_t n = bytes / page_size + (bytes % page_size != 0);   /* rounded up without wrapping */
   if (n > UINT32_MAX) return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ARGUMENT, "too many pages");
   pthread_mutex_lock(&g_lock);
   dk_chunk_node *node;
