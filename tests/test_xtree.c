@@ -230,38 +230,45 @@ static void xtree_check_catches_damage(void **state)
     dk__xtree_insert(&t, &nodes[i]);
   }
   assert_int_equal(dk__xtree_check(&t), 0);
-  dk_xnode *root = t.root, *l = root->l, *r = root->r;
-  assert_non_null(l);
-  assert_non_null(r);
+  /* the shape follows the nodes' addresses: find a parent with a left child and one with a
+   * right child wherever they are */
+  dk_xnode *root = t.root, *pl = NULL, *pr = NULL;
+  for (int i = 0; i < 100; i++) {
+    if (nodes[i].l && !pl) pl = &nodes[i];
+    if (nodes[i].r && nodes[i].start && !pr) pr = &nodes[i];
+  }
+  assert_non_null(pl);
+  assert_non_null(pr);
+  dk_xnode *l = pl->l, *r = pr->r;
 
-  uint64_t e = root->end;
-  root->end = root->start - 1;                 /* ends before it starts */
+  uint64_t e = pr->end;
+  pr->end = pr->start - 1;                     /* ends before it starts */
   assert_int_equal(dk__xtree_check(&t), -1);
-  root->end = e;
+  pr->end = e;
   assert_int_equal(dk__xtree_check(&t), 0);
 
   uint64_t s = l->start;                       /* a left child above its parent */
-  l->start += root->start + 1 - s;
-  l->end += root->start + 1 - s;
+  l->start += pl->start + 1 - s;
+  l->end += pl->start + 1 - s;
   assert_int_equal(dk__xtree_check(&t), -1);
   l->end -= l->start - s;
   l->start = s;
   s = r->start;                                /* a right child below its parent */
-  r->start -= s - (root->start - 1);
-  r->end -= s - (root->start - 1);
+  r->start -= s - (pr->start - 1);
+  r->end -= s - (pr->start - 1);
   assert_int_equal(dk__xtree_check(&t), -1);
   r->end += s - r->start;
   r->start = s;
   assert_int_equal(dk__xtree_check(&t), 0);
 
   uint32_t p = l->prio;                        /* children above their parent in the heap */
-  l->prio = root->prio + 1;
-  assert_true(l->prio > root->prio);
+  l->prio = pl->prio + 1;
+  assert_true(l->prio > pl->prio);
   assert_int_equal(dk__xtree_check(&t), -1);
   l->prio = p;
   p = r->prio;
-  r->prio = root->prio + 1;
-  assert_true(r->prio > root->prio);
+  r->prio = pr->prio + 1;
+  assert_true(r->prio > pr->prio);
   assert_int_equal(dk__xtree_check(&t), -1);
   r->prio = p;
   assert_int_equal(dk__xtree_check(&t), 0);
