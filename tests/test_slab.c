@@ -527,12 +527,13 @@ static void slab_window_floor_passes_slabs_over(void **state)
     pa[i] = IOMemoryDescriptor_getPhysicalSegment(MD(b[i]), 0, NULL, kIOMemoryMapperNone);
     if (pa[i] > top) top = pa[i];
   }
-  /* one slot back in each slab: every one of them is queued with a free slot */
+  /* one slot back in each slab: every one of them is queued with a free slot (and none is
+   * empty, which would send all but one back to the pool) */
   int queued = 0;
   for (int i = 0; i < FLOOR_N; i++) {
     bool first = true;
     for (int j = 0; j < i; j++)
-      if (b[j] && pa[j] >> 16 == pa[i] >> 16) first = false;
+      if (!b[j] && pa[j] >> 16 == pa[i] >> 16) first = false;
     if (first) {
       OSObject_release(b[i]);
       b[i] = NULL;
