@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <string.h>
+
 #include "alloc/geom.h"
 
 #define G4 (1ull << 32)
@@ -51,6 +53,7 @@ static void check_table(void **state)
     { "max segment size splits a run", C(0, 0, 0, 0, 0x1000, 2, false), { { 0x1000, 0x3000 } }, 1, DK_CONSTRAINT_SEGMENTS },
     { "max segment size exactly", C(0, 0, 0, 0, 0x1000, 3, false), { { 0x1000, 0x3000 } }, 1, DK_CONSTRAINT_NONE },
     { "contiguous longer than max segment", C(0, 0, 0, 0, 0x1000, 0, true), { { 0x1000, 0x2000 } }, 1, DK_CONSTRAINT_SEGMENTS },
+    { "contiguous exactly the max segment", C(0, 0, 0, 0, 0x2000, 0, true), { { 0x1000, 0x2000 } }, 1, DK_CONSTRAINT_NONE },
     { "empty", C(0, 0, 0, 0, 0, 0, false), { { 0, 0 } }, 0, DK_CONSTRAINT_RESOURCE },
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -84,6 +87,10 @@ static void segments_count(void **state)
   dk_constraints tiny = C(0, 0, 0, 0, 1, 0, false);
   dk_run big = { 0, UINT64_MAX };
   assert_int_equal(dk__segments_count(&tiny, &big, 1), UINT64_MAX);
+  dk_run bigs[2] = { { 0, UINT64_MAX }, { 0, UINT64_MAX } };   /* the sum of two saturated runs */
+  assert_int_equal(dk__segments_count(&tiny, bigs, 2), UINT64_MAX);
+  dk_constraints b2 = C(0, 0, 0, 2, 1, 0, false);              /* 2^63 lines of 2 pieces each */
+  assert_int_equal(dk__segments_count(&b2, &big, 1), UINT64_MAX);
   dk_run two = { 0, 1ull << 40 };
   dk_constraints b4k = C(0, 0, 0, 4096, 512, 0, false);
   assert_int_equal(dk__segments_count(&b4k, &two, 1), (1ull << 40) / 512);
@@ -126,6 +133,70 @@ static void validity(void **state)
   assert_false(dk__constraints_valid(&bad_boundary, why, sizeof why));
   dk_constraints bad_window = C(0x2000, 0x1000, 0, 0, 0, 0, false);
   assert_false(dk__constraints_valid(&bad_window, why, sizeof why));
+  assert_non_null(strstr(why, "window low 0x2000 is above high 0x1000"));
+  /* the create path's check without a reason agrees on each */
+  assert_true(dk__constraints_ok(&ok));
+  assert_false(dk__constraints_ok(&bad_align));
+  assert_false(dk__constraints_ok(&bad_boundary));
+  assert_false(dk__constraints_ok(&bad_window));
+  dk_constraints low_only = C(0x2000, 0, 1, 0, 0, 0, false);   /* a floor with no limit; alignment 1 */
+  assert_true(dk__constraints_valid(&low_only, why, sizeof why));
+  assert_true(dk__constraints_ok(&low_only));
+}
+
+/* The segment predicate alone, each rule at its edge, with and without a reason asked for:
+ * the verdict is the same either way, and a reason names the addresses. */
+static void segment_predicate(void **state)
+{
+  (void)state;
+  typedef struct srow {
+    const char *name; dk_constraints c; uint64_t addr, len; bool first; dk_constraint_kind want; const char *says;
+  } srow;
+  const srow rows[] = {
+    { "wraps past the top", C(0, 0, 0, 0, 0, 0, false), UINT64_MAX - 0xFFF, 0x2000, true, DK_CONSTRAINT_MASK, "wraps" },
+    { "ends exactly at the top", C(0, 0, 0, 0, 0, 0, false), UINT64_MAX - 0xFFF, 0x1000, true, DK_CONSTRAINT_NONE, NULL },
+    { "below the window", C(0x2000, 0, 0, 0, 0, 0, false), 0x1FFF, 1, true, DK_CONSTRAINT_MASK, "below the window" },
+    { "above the limit", C(0, 0x1FFF, 0, 0, 0, 0, false), 0x1000, 0x1001, true, DK_CONSTRAINT_MASK, "above the limit" },
+    { "misaligned first segment", C(0, 0, 0x1000, 0, 0, 0, false), 0x1800, 0x100, true, DK_CONSTRAINT_ALIGNMENT, "not aligned" },
+    { "misaligned later segment is fine", C(0, 0, 0x1000, 0, 0, 0, false), 0x1800, 0x100, false, DK_CONSTRAINT_NONE, NULL },
+    { "crosses a line", C(0, 0, 0, 0x1000, 0, 0, false), 0x1F00, 0x200, false, DK_CONSTRAINT_BOUNDARY, "crosses" },
+    { "up to the line", C(0, 0, 0, 0x1000, 0, 0, false), 0x1F00, 0x100, false, DK_CONSTRAINT_NONE, NULL },
+    { "longer than a line: cut by the caller", C(0, 0, 0, 0x1000, 0, 0, false), 0x1F00, 0x1001, false, DK_CONSTRAINT_NONE, NULL },
+    { "empty at the top of a window", C(0x1000, 0x1FFF, 0, 0, 0, 0, false), 0x1000, 0, true, DK_CONSTRAINT_NONE, NULL },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    const srow *r = &rows[i];
+    char why[200] = "";
+    dk_constraint_kind k = dk__segment_check(&r->c, r->addr, r->len, r->first, why, sizeof why);
+    if (k != r->want) fail_msg("%s: got %s (%s), want %s", r->name, dk_constraint_name(k), why, dk_constraint_name(r->want));
+    if (r->says && !strstr(why, r->says)) fail_msg("%s: the reason '%s' does not say '%s'", r->name, why, r->says);
+    if (!r->says) assert_string_equal(why, "");
+    assert_int_equal(dk__segment_check(&r->c, r->addr, r->len, r->first, NULL, 0), r->want);
+    assert_int_equal(dk__segment_ok(&r->c, r->addr, r->len, r->first), r->want == DK_CONSTRAINT_NONE);
+  }
+}
+
+/* What 4K pages can promise: alignment, contiguity and boundaries up to a page, no further. */
+static void pages_promise(void **state)
+{
+  (void)state;
+  const uint64_t P = 4096;
+  typedef struct krow { const char *name; dk_constraints c; uint64_t size; dk_constraint_kind want; } krow;
+  const krow rows[] = {
+    { "nothing asked", C(0, 0, 0, 0, 0, 0, false), 1 << 20, DK_CONSTRAINT_NONE },
+    { "alignment of a page", C(0, 0, P, 0, 0, 0, false), 1 << 20, DK_CONSTRAINT_NONE },
+    { "alignment above a page", C(0, 0, 2 * P, 0, 0, 0, false), P, DK_CONSTRAINT_ALIGNMENT },
+    { "contiguous within a page", C(0, 0, 0, 0, 0, 0, true), P, DK_CONSTRAINT_NONE },
+    { "contiguous past a page", C(0, 0, 0, 0, 0, 0, true), P + 1, DK_CONSTRAINT_CONTIGUITY },
+    { "boundary below a page, buffer within it", C(0, 0, 0, 1024, 0, 0, false), 1024, DK_CONSTRAINT_NONE },
+    { "boundary below a page, buffer past it", C(0, 0, 0, 1024, 0, 0, false), 1025, DK_CONSTRAINT_BOUNDARY },
+    { "boundary of a page or more", C(0, 0, 0, P, 0, 0, false), 1 << 20, DK_CONSTRAINT_NONE },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    dk_constraint_kind k = dk__pages_can_keep(&rows[i].c, rows[i].size, P);
+    if (k != rows[i].want)
+      fail_msg("%s: got %s, want %s", rows[i].name, dk_constraint_name(k), dk_constraint_name(rows[i].want));
+  }
 }
 
 /* Placement at every edge; each row is checked for the promise too, independently. */
@@ -138,6 +209,9 @@ static void placement(void **state)
     { "whole extent", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x3000, 0x2000, true, 0x1000 },
     { "highest first", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x9000, 0x1000, true, 0x8000 },
     { "too small", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x2000, 0x1001, false, 0 },
+    { "nothing asked for", C(0, 0, 0, 0, 0, 0, false), 1, 0x1000, 0x2000, 0, false, 0 },
+    { "empty extent", C(0, 0, 0, 0, 0, 0, false), 1, 0x2000, 0x2000, 0x10, false, 0 },
+    { "alignment 0 taken as 1", C(0, 0, 0, 0, 0, 0, false), 0, 0x1001, 0x1003, 0x1, true, 0x1002 },
     { "last byte exactly at high", C(0, 0x8FFF, 0, 0, 0, 0, false), 1, 0, 0x100000, 0x1000, true, 0x8000 },
     { "high one byte short", C(0, 0x8FFE, 0, 0, 0, 0, false), 0x1000, 0, 0x100000, 0x1000, true, 0x7000 },
     { "high below the extent", C(0, 0xFFF, 0, 0, 0, 0, false), 1, 0x1000, 0x9000, 0x10, false, 0 },
@@ -208,6 +282,8 @@ int main(void)
     cmocka_unit_test(segments_count),
     cmocka_unit_test(segments_match_walk),
     cmocka_unit_test(validity),
+    cmocka_unit_test(segment_predicate),
+    cmocka_unit_test(pages_promise),
     cmocka_unit_test(placement),
     cmocka_unit_test(placement_exhaustive),
   };

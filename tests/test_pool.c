@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dmakit/dmakit.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,9 @@
 #include <sys/wait.h>
 
 #include "alloc/pool.h"
+#include "iokit/internal.h"
 #include "phys/huge.h"
+#include "prim/prim.h"
 #include "dk_test.h"
 
 #define MD(b) ((IOMemoryDescriptor *)(void *)(b))
@@ -506,6 +509,231 @@ static void pool_trim_gives_everything_back(void **state)
   assert_int_equal(sysfs_long(NR_1G), nr1g0);
 }
 
+/* dk_pool_reserve's arguments: a page size other than 2 MiB or 1 GiB, nothing asked, and more
+ * pages than a count can hold (the byte count near 2^64 included: rounded up, it must not wrap
+ * to nothing) are refused, and the pool does not change. */
+static void pool_reserve_arguments(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_stats before, after;
+  assert_int_equal(dk_pool_get_stats(&before), kIOReturnSuccess);
+  assert_int_equal(dk_pool_reserve(2 * MiB, 4096), kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+  assert_int_equal(dk_pool_reserve(0, 0), kIOReturnBadArgument);
+  dk_option_set(DK_OPTION_POOL, 0);              /* the pool switched off: not for this process */
+  assert_int_equal(dk_pool_reserve(2 * MiB, 0), kIOReturnNotPrivileged);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_PRIVILEGE);
+  dk_option_set(DK_OPTION_POOL, 1);
+  const uint64_t too_many[][2] = {
+    { (1ull << 32) * 2 * MiB, 0 },            /* 2^32 pages of 2 MiB */
+    { (1ull << 32) * GiB, GiB },             /* 2^32 pages of 1 GiB, 2^62 bytes */
+    { UINT64_MAX, 0 },
+    { UINT64_MAX - 2 * MiB + 2, 2 * MiB },
+    { UINT64_MAX, GiB },
+  };
+  for (size_t i = 0; i < sizeof too_many / sizeof too_many[0]; i++) {
+    IOReturn rc = dk_pool_reserve(too_many[i][0], too_many[i][1]);
+    if (rc != kIOReturnNoMemory)
+      fail_msg("dk_pool_reserve(0x%llx, 0x%llx): %s (%s), want kIOReturnNoMemory", (unsigned long long)too_many[i][0],
+               (unsigned long long)too_many[i][1], dk_ioreturn_name(rc), dkt_failure_text());
+    assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+    assert_non_null(strstr(dk_last_failure()->text, "too many pages"));
+  }
+  assert_int_equal(dk_pool_get_stats(&after), kIOReturnSuccess);
+  assert_int_equal(after.grows, before.grows);
+  assert_int_equal(after.bytes_pool_2m + after.bytes_pool_1g, before.bytes_pool_2m + before.bytes_pool_1g);
+}
+
+/* Growth under a cap (DMAKIT_POOL_MAX_MB) of one 2 MiB page: a growth of several pages is
+ * halved down to the one the request needs; then each request the cap leaves no room for is
+ * refused under the constraint it breaks (contiguity past the longest run, a length no single
+ * run holds, an alignment no run offers), with the pool as it was. */
+static void pool_refusals_under_cap(void **state)
+{
+  (void)state;
+  require_pool();
+  long max_mb = dk_option_get(DK_OPTION_POOL_MAX_MB), grow_mb = dk_option_get(DK_OPTION_POOL_GROW_MB);
+  dk__thread_caches_flush();
+  dk_pool_trim();
+  dk_pool_stats st;
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
+  uint64_t grows = st.grows;
+  long search_mb = dk_option_get(DK_OPTION_LOWMEM_SEARCH_MB);
+  dk_option_set(DK_OPTION_POOL_MAX_MB, 2);
+  const dk_constraints none = DK_CONSTRAINTS_NONE;
+
+  /* below 1 MiB no 2 MiB page can lie (RAM starts there): a search bounded to one page finds
+   * only memory above the mask, says so, and gives that page back */
+  dk_option_set(DK_OPTION_POOL_GROW_MB, 2);
+  dk_option_set(DK_OPTION_LOWMEM_SEARCH_MB, 2);
+  dk_constraints low = DK_CONSTRAINTS_NONE;
+  low.high = 0xFFFFF;
+  dk_block m;
+  uint64_t searches = st.lowmem_searches;
+  assert_false(dk__pool_alloc(&low, 8192, 4096, &m));
+  dk_option_set(DK_OPTION_LOWMEM_SEARCH_MB, search_mb);
+  /* (the reason given is the first one met: the cap refusing the 1 GiB page tried last) */
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+  print_message("below 1 MiB: %s\n", dk_last_failure()->text);
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.lowmem_searches, searches + 1);      /* a page was searched, above the mask */
+  assert_int_equal(st.grows, grows + 1);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);  /* and given back */
+  grows = st.grows;
+
+  dk_option_set(DK_OPTION_POOL_GROW_MB, 8);
+  dk_block a;
+  if (!dk__pool_alloc(&none, 8192, 4096, &a)) fail_msg("refused under a cap of one page: %s", dkt_failure_text());
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_2m, 2 * MiB);             /* 4 pages wanted, 1 taken */
+  assert_int_equal(st.grows, grows + 1);
+
+  /* Where the pool tries to grow, the cap's refusal is the reason given (the first met); where
+   * no page size could serve the request, no growth is tried and the constraint is named. */
+  typedef struct refusal { const char *name; uint64_t len, align; bool contiguous; dk_constraint_kind kind; const char *says; } refusal;
+  const char *cap = "DMAKIT_POOL_MAX_MB";
+  const refusal rows[] = {
+    { "contiguous past the longest run", 256 * MiB, 4096, true, DK_CONSTRAINT_RESOURCE, cap },
+    { "longer than any run", 256 * MiB, 4096, false, DK_CONSTRAINT_RESOURCE, cap },
+    { "two pages, 2 MiB aligned", 4 * MiB, 2 * MiB, false, DK_CONSTRAINT_RESOURCE, cap },
+    { "1 GiB aligned", 8192, GiB, false, DK_CONSTRAINT_RESOURCE, cap },
+    { "contiguous, 1 GiB aligned", 8192, GiB, true, DK_CONSTRAINT_RESOURCE, cap },
+    { "a whole page beside a block", 2 * MiB, 4096, true, DK_CONSTRAINT_RESOURCE, cap },
+    { "2 GiB aligned: no page size serves it", 8192, 2 * GiB, false, DK_CONSTRAINT_ALIGNMENT, "cannot place" },
+    { "longer than 64 GiB", 65 * GiB, 4096, false, DK_CONSTRAINT_RESOURCE, "could not form a run" },
+    { "contiguous, longer than 64 GiB", 65 * GiB, 4096, true, DK_CONSTRAINT_CONTIGUITY, "no physically contiguous run" },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    const refusal *r = &rows[i];
+    dk_constraints c = DK_CONSTRAINTS_NONE;
+    c.contiguous = r->contiguous;
+    c.alignment = r->align;
+    dk_block b;
+    if (dk__pool_alloc(&c, r->len, r->align, &b)) {
+      /* the one run held may happen to start on a 1 GiB line: then the promise is kept */
+      if (r->align < GiB) fail_msg("%s: placed under a cap of one page", r->name);
+      assert_int_equal(b.pa % r->align, 0);
+      dk__pool_free(&b);
+      continue;
+    }
+    if (dk_last_failure()->code != kIOReturnNoMemory || dk_last_failure()->constraint != r->kind ||
+        !strstr(dk_last_failure()->text, r->says))
+      fail_msg("%s: refused with %s under %s (%s), want %s saying '%s'", r->name,
+               dk_ioreturn_name(dk_last_failure()->code), dk_constraint_name(dk_last_failure()->constraint),
+               dkt_failure_text(), dk_constraint_name(r->kind), r->says);
+    assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+    assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 2 * MiB);
+    assert_int_equal(st.grows, grows + 1);
+  }
+  /* a block 1 MiB aligned lies inside the free extent below `a`: the extent splits in two and
+   * needs a node for its upper part and one for the block. Either missing, nothing changes. */
+  uint64_t free_before = dk__pool_free_bytes();
+  for (unsigned long nth = 1; nth <= 2; nth++) {
+    dk_block b;
+    dk__fault_arm(nth, 0, DK_PRIM_BIT(DK_PRIM_MALLOC), ENOMEM);
+    bool ok = dk__pool_alloc(&none, 4096, MiB, &b);
+    int fired = dk__fault_fired();
+    dk__fault_disarm();
+    assert_true(fired);
+    assert_false(ok);
+    assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+    assert_non_null(strstr(dk_last_failure()->text, "free-list node"));
+    assert_int_equal(dk__pool_free_bytes(), free_before);
+    validate(false);
+  }
+  dk_block b;
+  if (!dk__pool_alloc(&none, 4096, MiB, &b)) fail_msg("1 MiB aligned: %s", dkt_failure_text());
+  assert_int_equal(b.pa % MiB, 0);
+  assert_true(b.pa > a.pa - 2 * MiB && b.pa < a.pa);      /* inside the one page, below `a` */
+  assert_int_equal(dk__pool_free_bytes(), free_before - 4096);
+  validate(false);
+  dk__pool_free(&b);
+  assert_int_equal(dk__pool_free_bytes(), free_before);   /* joined back into one extent */
+  dk__pool_free(&a);
+  dk_option_set(DK_OPTION_POOL_MAX_MB, max_mb);
+  dk_option_set(DK_OPTION_POOL_GROW_MB, grow_mb);
+  validate(true);
+  dk_pool_trim();
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  assert_int_equal(st.bytes_pool_2m + st.bytes_pool_1g, 0);
+}
+
+/* Refusals are counted by constraint; a kind past the statistics' table is not counted. */
+static void pool_failure_counts(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_stats a, b;
+  assert_int_equal(dk_pool_get_stats(&a), kIOReturnSuccess);
+  dk__pool_note_failure(DK_CONSTRAINT_RANGE);
+  dk__pool_note_failure(DK_CONSTRAINT_PEER);
+  dk__pool_note_failure(DK_CONSTRAINT_CONNECTION);
+  assert_int_equal(dk_pool_get_stats(&b), kIOReturnSuccess);
+  for (int k = 0; k <= DK_CONSTRAINT_RANGE; k++)
+    assert_int_equal(b.failures[k], a.failures[k] + (k == DK_CONSTRAINT_RANGE));
+}
+
+/* The pool's smaller edges: statistics and runs with nothing to write to; an empty block is
+ * freed as nothing and has no page size; alignment 0 is 1; a small block under a boundary
+ * below 64 KiB is carved from the pool itself (a slab's slots would not keep it) and keeps it;
+ * the streaming zeroing of a few bytes off a cache line touches only them. */
+static void pool_small_edges(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_run one;
+  assert_int_equal(dk_pool_get_stats(NULL), kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+  assert_int_equal(dk_pool_get_runs(&one, 1, NULL), kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+
+  dk_pool_stats st, st2;
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  dk_block empty;
+  memset(&empty, 0, sizeof empty);
+  assert_int_equal(dk__pool_page(&empty), 0);
+  dk__pool_free(&empty);
+  assert_int_equal(dk_pool_get_stats(&st2), kIOReturnSuccess);
+  assert_int_equal(st2.bytes_pool_used, st.bytes_pool_used);
+
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.boundary = 4096;
+  dk_block b, z;
+  assert_false(dk__pool_alloc(&c, 4097, 64, &b));  /* longer than the distance between lines */
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_BOUNDARY);
+  if (!dk__pool_alloc(&c, 256, 64, &b)) fail_msg("256 bytes under a 4 KiB boundary: %s", dkt_failure_text());
+  assert_null(b.slab);
+  assert_int_equal(b.len, 256);
+  assert_int_equal(b.pa / 4096, (b.pa + 255) / 4096);
+  assert_int_equal(b.pa % 64, 0);
+  assert_true(dk__pool_page(&b) == 2 * MiB || dk__pool_page(&b) == GiB);
+  assert_true(dkt_all_bytes(b.va, 256, 0));
+  dk_constraints none = DK_CONSTRAINTS_NONE;
+  if (!dk__pool_alloc(&none, 8192, 0, &z)) fail_msg("alignment 0: %s", dkt_failure_text());
+  assert_int_equal(z.len, 8192);
+  assert_true(dkt_all_bytes(z.va, 8192, 0));
+  memset(z.va, 0xff, 8192);
+  dk__pool_zero_stream(z.va + 1, 10);            /* shorter than the way to the next line */
+  assert_int_equal(z.va[0], 0xff);
+  assert_true(dkt_all_bytes(z.va + 1, 10, 0));
+  assert_int_equal(z.va[11], 0xff);
+  memset(z.va, 0xff, 8192);
+  dk__pool_zero_stream(z.va + 3, 8192 - 3 - 5);  /* head, lines, tail */
+  assert_int_equal(z.va[2], 0xff);
+  assert_true(dkt_all_bytes(z.va + 3, 8192 - 8, 0));
+  assert_int_equal(z.va[8192 - 5], 0xff);
+  memset(z.va, 0, 8192);
+  dk__pool_free(&z);
+  dk__pool_free(&b);
+  assert_int_equal(dk_pool_get_stats(&st2), kIOReturnSuccess);
+  assert_int_equal(st2.bytes_pool_used, st.bytes_pool_used);
+  validate(true);
+  dk_pool_trim();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -516,6 +744,10 @@ int main(void)
     cmocka_unit_test(pool_large_freed_memory_is_zero),
     cmocka_unit_test(pool_map_and_readonly),   cmocka_unit_test(pool_map_granularity),
     cmocka_unit_test(pool_reclaims_dead_reservations),
+    cmocka_unit_test(pool_reserve_arguments),
+    cmocka_unit_test(pool_refusals_under_cap),
+    cmocka_unit_test(pool_failure_counts),
+    cmocka_unit_test(pool_small_edges),
     cmocka_unit_test(pool_trim_gives_everything_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -393,6 +393,181 @@ static void slab_threads_mix_windows(void **state)
   dk_pool_trim();
 }
 
+/* ---- a thread's first small buffer with the heap failing ---------------------------------------- */
+
+/* Threads come one after another, each keeping its slab heap (it lives until told to stop), so
+ * the heap records made earlier run out and a later thread has to make one. Each thread's first
+ * buffer is asked for with the library's next heap allocation failing: it is given, or refused
+ * for memory and saying so; once the heap works again the thread gets its buffer. A thread whose
+ * heap record could not be made is refused with "this thread's slab heap". Nothing leaks. */
+#define HEAP_THREADS 64
+typedef struct heap_probe {
+  pthread_mutex_t *mu;
+  pthread_cond_t *cv;
+  bool *stop;
+  bool reported, refused, ok;
+  IOReturn code;
+  char text[sizeof dk_last_failure()->text];
+  IOBufferMemoryDescriptor *b;
+} heap_probe;
+
+static void *heap_probe_main(void *arg)
+{
+  heap_probe *p = arg;
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_MALLOC) | DK_PRIM_BIT(DK_PRIM_CALLOC), ENOMEM);
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 64, 64);
+  dk__fault_disarm();
+  p->refused = b == NULL;
+  if (!b) {
+    p->code = dk_last_failure()->code;
+    snprintf(p->text, sizeof p->text, "%s", dk_last_failure()->text);
+    b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 64, 64);
+  }
+  p->ok = b && dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(b), 64, 0);
+  p->b = b;
+  pthread_mutex_lock(p->mu);
+  p->reported = true;
+  pthread_cond_broadcast(p->cv);
+  while (!*p->stop) pthread_cond_wait(p->cv, p->mu);
+  pthread_mutex_unlock(p->mu);
+  if (b) OSObject_release(b);
+  return NULL;
+}
+
+static void slab_thread_heap_with_heap_failing(void **state)
+{
+  (void)state;
+  require_pool();
+  static heap_probe probes[HEAP_THREADS];
+  static pthread_t t[HEAP_THREADS];
+  static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  static bool stop;
+  stop = false;
+  long live = dk__objects_live();
+  int n = 0, heap_refused = -1;
+  while (n < HEAP_THREADS && heap_refused < 0) {
+    heap_probe *p = &probes[n];
+    *p = (heap_probe){ .mu = &mu, .cv = &cv, .stop = &stop };
+    assert_int_equal(pthread_create(&t[n], NULL, heap_probe_main, p), 0);
+    pthread_mutex_lock(&mu);
+    while (!p->reported) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    if (!p->ok) fail_msg("thread %d: no buffer once the heap worked again", n);
+    if (p->refused) {
+      if (p->code != kIOReturnNoMemory) fail_msg("thread %d: refused with 0x%x: %s", n, p->code, p->text);
+      if (strstr(p->text, "this thread's slab heap")) heap_refused = n;
+    }
+    n++;
+  }
+  print_message("a new slab heap was needed by thread %d of %d\n", heap_refused, n);
+  assert_true(heap_refused >= 0);
+  pthread_mutex_lock(&mu);
+  stop = true;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
+  assert_int_equal(dk__objects_live(), live);
+  validate();
+  dk_pool_trim();
+}
+
+/* ---- descriptor objects ---------------------------------------------------------------------- */
+
+/* Descriptor objects have one size, set by the first; another size is the library's own error,
+ * refused and said, and the slab heap is as it was. The consistency check runs from a thread
+ * that never made a slab heap too (it checks the pool's orphans only). */
+static void *validate_elsewhere(void *arg)
+{
+  char *why = arg;
+  return (void *)(intptr_t)dk__pool_validate(true, why, 256);
+}
+
+static void slab_objects_one_size(void **state)
+{
+  (void)state;
+  require_pool();
+  IOBufferMemoryDescriptor *b = small(64);      /* descriptor objects have their size now */
+  long live = dk__objects_live();
+  assert_null(dk__obj_alloc(1 << 12));
+  assert_int_equal(dk_last_failure()->code, kIOReturnInternalError);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RESOURCE);
+  assert_non_null(strstr(dk_last_failure()->text, "descriptor objects are"));
+  dk__obj_free(NULL);                            /* nothing to free: nothing happens */
+  assert_int_equal(dk__objects_live(), live);
+  OSObject_release(b);
+  static char why[256];
+  pthread_t t;
+  void *rc = NULL;
+  assert_int_equal(pthread_create(&t, NULL, validate_elsewhere, why), 0);
+  pthread_join(t, &rc);
+  if (rc) fail_msg("inconsistent, seen from a thread without a slab heap: %s", why);
+  validate();
+}
+
+/* ---- a window's floor ------------------------------------------------------------------------ */
+
+/* Slabs of this thread below a request's floor are passed over, more of them in one band than
+ * a lookup scans before it moves on to the next band: the slot handed out lies above the floor,
+ * or, with the pool capped at what it holds, the request is refused for memory. Nothing else
+ * changes. */
+#define FLOOR_N (20 * 16)                        /* twenty slabs of 4 KiB slots */
+static void slab_window_floor_passes_slabs_over(void **state)
+{
+  (void)state;
+  require_pool();
+  static IOBufferMemoryDescriptor *b[FLOOR_N];
+  static uint64_t pa[FLOOR_N];
+  dk__objects_cache_flush();
+  dk__pool_thread_flush();
+  long live = dk__objects_live();
+  uint64_t top = 0;
+  for (int i = 0; i < FLOOR_N; i++) {
+    b[i] = small(4096);
+    pa[i] = IOMemoryDescriptor_getPhysicalSegment(MD(b[i]), 0, NULL, kIOMemoryMapperNone);
+    if (pa[i] > top) top = pa[i];
+  }
+  /* one slot back in each slab: every one of them is queued with a free slot (and none is
+   * empty, which would send all but one back to the pool) */
+  int queued = 0;
+  for (int i = 0; i < FLOOR_N; i++) {
+    bool first = true;
+    for (int j = 0; j < i; j++)
+      if (!b[j] && pa[j] >> 16 == pa[i] >> 16) first = false;
+    if (first) {
+      OSObject_release(b[i]);
+      b[i] = NULL;
+      queued++;
+    }
+  }
+  dk__objects_cache_flush();                     /* kept built for a next request: back in their slabs */
+  assert_true(queued >= FLOOR_N / 16);
+  long max_mb = dk_option_get(DK_OPTION_POOL_MAX_MB);
+  dk_pool_stats st;
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  dk_option_set(DK_OPTION_POOL_MAX_MB, (long)((st.bytes_pool_2m + st.bytes_pool_1g) >> 20));
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.low = (top | 0xFFFF) + 1;                    /* above every slab this thread holds */
+  IOBufferMemoryDescriptor *x = IOBufferMemoryDescriptor_inTaskWithConstraints(kernel_task, kIODirectionInOut, 4096, &c);
+  dk_option_set(DK_OPTION_POOL_MAX_MB, max_mb);
+  if (x) {
+    addr64_t xp = IOMemoryDescriptor_getPhysicalSegment(MD(x), 0, NULL, kIOMemoryMapperNone);
+    assert_true(xp >= c.low);
+    assert_true(dkt_all_bytes(IOBufferMemoryDescriptor_getBytesNoCopy(x), 4096, 0));
+    print_message("above the floor: 0x%llx\n", (unsigned long long)xp);
+    OSObject_release(x);
+  } else {
+    assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+    print_message("refused: %s\n", dk_last_failure()->text);
+  }
+  assert_int_equal(dk_pool_get_stats(&st), kIOReturnSuccess);
+  for (int i = 0; i < FLOOR_N; i++)
+    if (b[i]) OSObject_release(b[i]);
+  assert_int_equal(dk__objects_live(), live);
+  validate();
+  dk_pool_trim();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -402,6 +577,9 @@ int main(void)
     cmocka_unit_test(slab_release_with_heap_failing),
     cmocka_unit_test(slab_object_arenas_cached_then_trimmed),
     cmocka_unit_test(slab_threads_mix_windows),
+    cmocka_unit_test(slab_thread_heap_with_heap_failing),
+    cmocka_unit_test(slab_objects_one_size),
+    cmocka_unit_test(slab_window_floor_passes_slabs_over),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

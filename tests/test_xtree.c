@@ -155,12 +155,150 @@ static void xtree_walk_in_order(void **state)
   assert_int_equal(t.root->max_end, 9995);
 }
 
+/* Queries at their edges: need 0 is need 1, empty and wrapping cover queries find nothing,
+ * and an accept function that turns nodes away makes the cover query go on to lower starts. */
+static bool accept_not_first(const dk_xnode *n, void *arg) { return n != arg; }
+
+static void xtree_query_edges(void **state)
+{
+  (void)state;
+  static dk_xnode nodes[64];
+  dk_xtree t = { 0 };
+  for (int i = 0; i < 64; i++) {               /* [i*100, i*100 + 50 + i) */
+    nodes[i].start = (uint64_t)i * 100;
+    nodes[i].end = nodes[i].start + 50 + (uint64_t)i;
+    dk__xtree_insert(&t, &nodes[i]);
+  }
+  assert_ptr_equal(dk__xtree_find_highest(&t, 0, 0, UINT64_MAX, NULL, NULL), &nodes[63]);
+  assert_ptr_equal(dk__xtree_find_highest(&t, 0, 0, 6399, NULL, NULL), &nodes[63]);
+  assert_ptr_equal(dk__xtree_find_highest(&t, 0, 0, 6299, NULL, NULL), &nodes[62]);
+  assert_null(dk__xtree_find_highest(&t, 114, 0, UINT64_MAX, NULL, NULL));   /* longest is 113 */
+  assert_null(dk__xtree_find_cover(&t, 1000, 0, NULL, NULL));                /* nothing to cover */
+  assert_null(dk__xtree_find_cover(&t, UINT64_MAX - 10, 20, NULL, NULL));    /* wraps */
+  assert_ptr_equal(dk__xtree_find_cover(&t, 1000, 10, NULL, NULL), &nodes[10]);
+  assert_null(dk__xtree_find_cover(&t, 1000, 61, NULL, NULL));               /* past its end */
+  assert_null(dk__xtree_find_cover(&t, 1000, 10, accept_not_first, &nodes[10]));
+  /* an overlapping range below: turned away, the cover query finds the one under it */
+  static dk_xnode wide = { .start = 900, .end = 1200 };
+  dk__xtree_insert(&t, &wide);
+  assert_int_equal(dk__xtree_check(&t), 0);
+  assert_ptr_equal(dk__xtree_find_cover(&t, 1000, 10, NULL, NULL), &nodes[10]);
+  assert_ptr_equal(dk__xtree_find_cover(&t, 1000, 10, accept_not_first, &nodes[10]), &wide);
+  assert_ptr_equal(dk__xtree_find_cover(&t, 1000, 150, NULL, NULL), &wide);
+}
+
+/* A walk stops where its function says, wherever that node lies in the tree. */
+typedef struct stop_arg { uint64_t seen, stop_after, last; bool ordered; } stop_arg;
+static bool stop_fn(dk_xnode *n, void *arg)
+{
+  stop_arg *a = arg;
+  if (a->seen && n->start <= a->last) a->ordered = false;
+  a->last = n->start;
+  return ++a->seen < a->stop_after;
+}
+
+static void xtree_walk_stops(void **state)
+{
+  (void)state;
+  static dk_xnode nodes[200];
+  dk_xtree t = { 0 };
+  for (int i = 0; i < 200; i++) {
+    nodes[i].start = (uint64_t)((i * 37) % 200) * 10;
+    nodes[i].end = nodes[i].start + 5;
+    dk__xtree_insert(&t, &nodes[i]);
+  }
+  for (uint64_t k = 1; k <= 200; k++) {
+    stop_arg a = { 0, k, 0, true };
+    dk__xtree_walk(&t, stop_fn, &a);
+    assert_int_equal(a.seen, k);
+    assert_true(a.ordered);
+    assert_int_equal(a.last, (k - 1) * 10);     /* the k-th lowest start */
+  }
+}
+
+/* The structural check catches each kind of damage: a range ending before it starts, nodes
+ * out of order, a child with a higher priority, a stale summary, a wrong count; repaired, the
+ * tree checks clean again. */
+static void xtree_check_catches_damage(void **state)
+{
+  (void)state;
+  static dk_xnode nodes[100];
+  dk_xtree t = { 0 };
+  for (int i = 0; i < 100; i++) {
+    nodes[i].start = (uint64_t)i * 100;
+    nodes[i].end = nodes[i].start + 10;
+    dk__xtree_insert(&t, &nodes[i]);
+  }
+  assert_int_equal(dk__xtree_check(&t), 0);
+  /* the shape follows the nodes' addresses: find a parent with a left child and one with a
+   * right child wherever they are */
+  dk_xnode *root = t.root, *pl = NULL, *pr = NULL;
+  for (int i = 0; i < 100; i++) {
+    if (nodes[i].l && !pl) pl = &nodes[i];
+    if (nodes[i].r && nodes[i].start && !pr) pr = &nodes[i];
+  }
+  assert_non_null(pl);
+  assert_non_null(pr);
+  dk_xnode *l = pl->l, *r = pr->r;
+
+  uint64_t e = pr->end;
+  pr->end = pr->start - 1;                     /* ends before it starts */
+  assert_int_equal(dk__xtree_check(&t), -1);
+  pr->end = e;
+  assert_int_equal(dk__xtree_check(&t), 0);
+
+  uint64_t s = l->start;                       /* a left child above its parent */
+  l->start += pl->start + 1 - s;
+  l->end += pl->start + 1 - s;
+  assert_int_equal(dk__xtree_check(&t), -1);
+  l->end -= l->start - s;
+  l->start = s;
+  s = r->start;                                /* a right child below its parent */
+  r->start -= s - (pr->start - 1);
+  r->end -= s - (pr->start - 1);
+  assert_int_equal(dk__xtree_check(&t), -1);
+  r->end += s - r->start;
+  r->start = s;
+  assert_int_equal(dk__xtree_check(&t), 0);
+
+  uint32_t p = l->prio;                        /* children above their parent in the heap */
+  l->prio = pl->prio + 1;
+  assert_true(l->prio > pl->prio);
+  assert_int_equal(dk__xtree_check(&t), -1);
+  l->prio = p;
+  p = r->prio;
+  r->prio = pr->prio + 1;
+  assert_true(r->prio > pr->prio);
+  assert_int_equal(dk__xtree_check(&t), -1);
+  r->prio = p;
+  assert_int_equal(dk__xtree_check(&t), 0);
+
+  root->max_len++;                             /* stale summaries */
+  assert_int_equal(dk__xtree_check(&t), -1);
+  root->max_len--;
+  root->max_end++;
+  assert_int_equal(dk__xtree_check(&t), -1);
+  root->max_end--;
+  l->max_len++;                                /* damage below the root is found too */
+  assert_int_equal(dk__xtree_check(&t), -1);
+  l->max_len--;
+  assert_int_equal(dk__xtree_check(&t), 0);
+
+  t.count++;                                   /* a count that disagrees with the nodes */
+  assert_int_equal(dk__xtree_check(&t), -1);
+  t.count--;
+  assert_int_equal(dk__xtree_check(&t), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(xtree_matches_model),
     cmocka_unit_test(xtree_cover_with_overlaps),
     cmocka_unit_test(xtree_walk_in_order),
+    cmocka_unit_test(xtree_query_edges),
+    cmocka_unit_test(xtree_walk_stops),
+    cmocka_unit_test(xtree_check_catches_damage),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -147,8 +147,7 @@ bool dk__place(const dk_constraints *c, uint64_t align, uint64_t start, uint64_t
   if (c->boundary) {
     uint64_t line = (x + len - 1) & ~(c->boundary - 1); /* the line at or below the last byte */
     if (line > x) {                                     /* crosses: end at that line instead */
-      if (line < len) return false;
-      x = (line - len) & ~(align - 1);
+      x = (line - len) & ~(align - 1);                  /* line >= boundary >= len: no wrap */
       if (x < lo) return false;
     }
   }

@@ -74,9 +74,9 @@ static bool carve(dk_xnode *n, uint64_t x, uint64_t len, dk_block *out)
   bool split = x > n->start && end < n->end, whole = x == n->start && end == n->end;
   dk_xnode *tail = split ? node_get() : NULL;
   dk_xnode *spare = whole ? n : node_get();
-  if ((split && !tail) || !spare) {
+  if ((split && !tail) || !spare) {           /* (a whole extent's spare is its own node) */
     node_put(tail);
-    if (!whole) node_put(spare);
+    node_put(spare);
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "no memory for a free-list node");
     return false;
   }
@@ -348,7 +348,6 @@ static int grow_reserved(const dk_constraints *c, uint64_t len, uint64_t align, 
   return -1;
 }
 
-/* Grow until the request fits, within bounds; records why not. Called with the lock held. */
 /* Grow until the request fits, within bounds; records why not. Called with the lock held and
  * two nodes ready. */
 static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_block *out)
@@ -379,7 +378,7 @@ static bool grow_for(const dk_constraints *c, uint64_t len, uint64_t align, dk_b
    *    physically adjacent pages). Bounded in memory and time; every chunk that found nothing
    *    useful is given back at once when the search ends. */
   if (!big) {
-    uint64_t want = len + (align > P2 ? align : 0);
+    uint64_t want = len;                 /* (not big: the alignment is a 2 MiB page's at most) */
     uint64_t bytes = want > grow_min ? want : grow_min;
     uint64_t t0 = now_ms(), held_for_search = 0;
     dk_chunk_node *searched[256];
@@ -761,7 +760,7 @@ IOReturn dk_pool_reserve(uint64_t bytes, uint64_t page_size)
   if (!dk__pool_usable())
     return dk__fail(kIOReturnNotPrivileged, DK_CONSTRAINT_PRIVILEGE,
                     "the hugepage pool needs root (frame numbers), hugetlb support and DMAKIT_POOL=1");
-  uint64_t n = (bytes + page_size - 1) / page_size;
+  uint64_t n = bytes / page_size + (bytes % page_size != 0);   /* rounded up without wrapping */
   if (n > UINT32_MAX) return dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_ARGUMENT, "too many pages");
   pthread_mutex_lock(&g_lock);
   dk_chunk_node *node;

@@ -82,11 +82,12 @@ int dk__slab_class(uint64_t len, uint64_t align)
   return (int)(64 - __builtin_clzll(need - 1)) - 6;   /* 64 -> 0, 128 -> 1, ... 4096 -> 6 */
 }
 
+_Static_assert(64 - 16 < NBAND && NBAND <= 63, "every 64-bit address has a band; a band mask fits 64 bits");
+
 static unsigned band_of(uint64_t top)
 {
   unsigned b = dk__bitlen(top);
-  b = b > 16 ? b - 16 : 0;
-  return b < NBAND ? b : NBAND - 1;
+  return b > 16 ? b - 16 : 0;
 }
 
 static uint64_t words_of(const dk_slab *s) { return (s->nslots + 63u) / 64u; }
@@ -124,10 +125,7 @@ static dk_slab *q_find(const slabq *q, const dk_constraints *c)
 {
   uint64_t m = q->mask;
   uint64_t hi = c->high ? c->high : UINT64_MAX;
-  if (c->high) {
-    unsigned hb = band_of(c->high);
-    m &= hb >= 63 ? ~0ull : (2ull << hb) - 1;
-  }
+  if (c->high) m &= (2ull << band_of(c->high)) - 1;
   while (m) {
     unsigned b = 63u - (unsigned)__builtin_clzll(m);
     int scanned = 0;
@@ -370,11 +368,12 @@ static void became_empty(dk_theap *h, dk_slab *s)
   pthread_mutex_unlock(&dk__pool_lock);
 }
 
-/* After slots came back to s (owned by h): queue it again, count it empty. */
-static void slots_back(dk_theap *h, dk_slab *s, uint16_t before)
+/* After slots came back to s (owned by h): queue it again, count it empty (it was not empty
+ * before: at least one slot came back). */
+static void slots_back(dk_theap *h, dk_slab *s)
 {
   if (!s->queued) q_push(&h->q[s->k], s);
-  if (s->nfree == s->nslots && before != s->nslots) became_empty(h, s);
+  if (s->nfree == s->nslots) became_empty(h, s);
 }
 
 /* Put a slab with remote frees where it belongs now. Pool lock not held. */
@@ -390,10 +389,9 @@ static void push_remote(dk_theap *o, dk_slab *s)
 
 static void orphan_collect_locked(dk_slab *s)
 {
-  uint16_t before = s->nfree;
   if (!collect(s)) return;
   if (!s->queued) q_push(&g_orphans[s->k], s);
-  if (s->nfree == s->nslots && before != s->nslots) {
+  if (s->nfree == s->nslots) {                       /* emptied by what came back */
     q_remove(&g_orphans[s->k], s);
     all_remove(&g_orphan_all, s);
     release_locked(s);
@@ -410,8 +408,7 @@ static void drain_stack(dk_theap *h, bool locked)
     atomic_store(&s->notified, 0);      /* before the bits are read: a later free pushes again */
     dk_theap *o = atomic_load(&s->owner);
     if (o == h && !locked) {
-      uint16_t before = s->nfree;
-      if (collect(s)) slots_back(h, s, before);
+      if (collect(s)) slots_back(h, s);
     } else if (o) {
       push_remote(o, s);                  /* it changed hands since it was pushed */
     } else {
@@ -524,11 +521,10 @@ static dk_slab *adopt_or_new_locked(dk_theap *h, const dk_constraints *c, int k)
      * record on its old owner's stack, and whoever drains that stack passes it on */
     atomic_store(&s->owner, h);
   }
+  /* an orphan was queued, so it has a free slot; a new slab has all of them */
   all_add(&h->all, s);
-  if (s->nfree) {
-    q_push(&h->q[k], s);
-    if (s->nfree == s->nslots) h->nempty[k]++;
-  }
+  q_push(&h->q[k], s);
+  if (s->nfree == s->nslots) h->nempty[k]++;
   return s;
 }
 
@@ -543,7 +539,6 @@ bool dk__slab_alloc(const dk_constraints *c, int k, dk_block *out)
     s = adopt_or_new_locked(h, c, k);
     pthread_mutex_unlock(&dk__pool_lock);
     if (!s) return false;
-    if (!s->nfree) return dk__slab_alloc(c, k, out);   /* an adopted orphan with nothing free */
   }
   take(h, s, out);
   return true;
@@ -558,11 +553,10 @@ void dk__slab_free(dk_block *b)
   for (;;) {
     dk_theap *o = atomic_load_explicit(&s->owner, memory_order_acquire);
     if (o && o == h) {                   /* ours: no atomic read-modify-write */
-      uint16_t before = s->nfree;
       s->used[w] &= ~bit;
       s->nfree++;
       if (w < s->hint) s->hint = (uint16_t)w;
-      slots_back(h, s, before);
+      slots_back(h, s);
       return;
     }
     if (o) {                             /* another thread's: its remote bitmap */
@@ -572,12 +566,11 @@ void dk__slab_free(dk_block *b)
     }
     pthread_mutex_lock(&dk__pool_lock);  /* an orphan: the pool's, under its lock */
     if (!atomic_load(&s->owner)) {
-      uint16_t before = s->nfree;
       s->used[w] &= ~bit;
       s->nfree++;
       if (w < s->hint) s->hint = (uint16_t)w;
       if (!s->queued) q_push(&g_orphans[s->k], s);
-      if (s->nfree == s->nslots && before != s->nslots) {
+      if (s->nfree == s->nslots) {
         q_remove(&g_orphans[s->k], s);
         all_remove(&g_orphan_all, s);
         release_locked(s);
@@ -639,7 +632,7 @@ void dk__pool_thread_flush(void)
   for (dk_slab *s = h->all, *next; s; s = next) {
     next = s->all_next;
     if (s->nfree != s->nslots) continue;
-    if (s->queued) q_remove(&h->q[s->k], s);
+    q_remove(&h->q[s->k], s);            /* an empty slab has free slots: it is queued */
     all_remove(&h->all, s);
     release_locked(s);
   }
