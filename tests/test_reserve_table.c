@@ -9,15 +9,18 @@
  * directory) is refused with kIOReturnNoResources and a reason, nothing leaked. */
 #include "dk_test.h"
 #include "phys/reserve.h"
+#include "phys/phys.h"
 #include "prim/prim.h"
 
 #include <dmakit/dmakit.h>
 #include <dmakit/reserve.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #define P2 (2ull << 20)
@@ -184,6 +187,121 @@ static void refuses_malformed_tables(void **state)
   assert_int_equal(after.heap_blocks, before.heap_blocks);
 }
 
+/* ---- the estimate against a zone table of the test's own (src/prim's open swapped) ------------- */
+static const char *g_zoneinfo, *g_meminfo;   /* NULL: the real file; "": open fails with ENOENT */
+
+static int fake_open(const char *path, int flags, mode_t mode)
+{
+  const char *text = !strcmp(path, "/proc/zoneinfo") ? g_zoneinfo : !strcmp(path, "/proc/meminfo") ? g_meminfo : NULL;
+  if (!text) return dk__prim_default.open(path, flags, mode);
+  if (!text[0]) {
+    errno = ENOENT;
+    return -1;
+  }
+  return dkt_text_fd(text);
+}
+
+static void fake_machine(const char *zoneinfo, const char *meminfo)
+{
+  g_zoneinfo = zoneinfo;
+  g_meminfo = meminfo;
+  dk__prim.open = zoneinfo || meminfo ? fake_open : dk__prim_default.open;
+}
+
+#define GIB (1ull << 30)
+/* One node: DMA (0-16 MiB) gives 2 MiB above its low watermark and its protection against
+ * Normal allocations; DMA32 (1-3 GiB, cut in half by a 2 GiB mask) 2 GiB; Normal (4-6 GiB) 1 GiB;
+ * Movable (6-7 GiB) nothing, hugepages are not taken from it; Device empty. The last line has no
+ * newline. */
+static const char *k_zones =
+    "Node 0, zone      DMA\n"
+    "  pages free     1124\n"
+    "        low      100\n"
+    "        spanned  4096\n"
+    "        protection: (0, 0, 512, 512, 512)\n"
+    "  start_pfn:           0\n"
+    "Node 0, zone    DMA32\n"
+    "  pages free     527336\n"
+    "        low      1000\n"
+    "        spanned  524288\n"
+    "        protection: (0, 0, 2048, 2048, 2048)\n"
+    "  start_pfn:           262144\n"
+    "Node 0, zone   Normal\n"
+    "  pages free     262644\n"
+    "        low      500\n"
+    "        spanned  524288\n"
+    "        protection: (0, 0, 0, 0, 0)\n"
+    "  start_pfn:           1048576\n"
+    "Node 0, zone  Movable\n"
+    "  pages free     262144\n"
+    "        low      0\n"
+    "        spanned  262144\n"
+    "        protection: (0, 0, 0, 0, 0)\n"
+    "  start_pfn:           1572864\n"
+    "Node 0, zone   Device\n"
+    "  pages free     0\n"
+    "        spanned  0";
+static const char *k_mem16 = "MemTotal:       16777216 kB\nMemFree:        8388608 kB\nMemAvailable:    8388608 kB\n";
+
+/* The estimate's figures come from the zones: what lies below the mask, what a zone the mask cuts
+ * holds on each side (in proportion), what lies above it, less each zone's low watermark and the
+ * protection a lower zone keeps from hugepage allocations. */
+static void estimate_reads_the_zones(void **state)
+{
+  (void)state;
+  if (dk__caps()->page_size != 4096) DKT_SKIP("the zone table is written for 4 KiB pages");
+  if (unlink(g_table) != 0) assert_true(errno == ENOENT);
+  dk_prim_counters before = dk__prim_counters();
+  fake_machine(k_zones, k_mem16);
+  dk_reserve_cost c;
+  IOReturn rc = dk_reserve_estimate(0x7fffffff, GIB, NULL, &c);
+  dk_reserve_cost big;
+  IOReturn rc_big = dk_reserve_estimate(0x7fffffff, 2 * GIB, NULL, &big);
+  fake_machine(k_zones, "MemTotal:       16777216 kB\n");
+  dk_reserve_cost blind;
+  IOReturn rc_blind = dk_reserve_estimate(0x7fffffff, GIB, NULL, &blind);
+  fake_machine(NULL, NULL);
+  if (rc != kIOReturnSuccess) fail_msg("estimate: %s", dkt_failure_text());
+  assert_int_equal(c.need, GIB);
+  assert_int_equal(c.free_below, GIB + P2);         /* DMA's 2 MiB and DMA32's lower half */
+  assert_int_equal(c.free_cut, GIB);                /* DMA32's upper half */
+  assert_int_equal(c.free_above, GIB);              /* Normal */
+  assert_int_equal(c.hold, 2 * GIB);                /* what lies above, then what is needed */
+  assert_int_equal(c.hold_max, 3 * GIB);
+  assert_int_equal(c.available, 8 * GIB);
+  assert_int_equal(c.keep_free, GIB);               /* a sixteenth of MemTotal */
+  assert_int_equal(c.max_hold, 7 * GIB);
+  assert_true(c.fits);
+  /* more than lies below the mask: not worth a search */
+  assert_int_equal(rc_big, kIOReturnSuccess);
+  assert_false(big.fits);
+  if (!dkt_text_has(big.text, "too little free below the mask (1026 MiB of 2048 MiB)")) fail_msg("%s", big.text);
+  /* MemAvailable missing: nothing is counted available, so nothing fits */
+  assert_int_equal(rc_blind, kIOReturnSuccess);
+  assert_int_equal(blind.available, 0);
+  assert_false(blind.fits);
+  assert_true(dkt_text_has(blind.text, "that would leave less than"));
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+}
+
+/* /proc/zoneinfo unreadable: the estimate is refused with the reason, nothing leaked. */
+static void estimate_without_zones_is_refused(void **state)
+{
+  (void)state;
+  if (unlink(g_table) != 0) assert_true(errno == ENOENT);
+  dk_prim_counters before = dk__prim_counters();
+  fake_machine("", k_mem16);
+  dk_reserve_cost c;
+  IOReturn rc = dk_reserve_estimate(0x7fffffff, GIB, NULL, &c);
+  fake_machine(NULL, NULL);
+  assert_refused(rc, "no zone table", "/proc/zoneinfo cannot be read");
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+}
+
 static void bad_arguments(void **state)
 {
   (void)state;
@@ -194,6 +312,10 @@ static void bad_arguments(void **state)
   assert_int_equal(dk_reserve_list(NULL, 1, &count), kIOReturnBadArgument);
   assert_int_equal(dk_reserve_pages(NULL, 3, &count), kIOReturnBadArgument);
   assert_int_equal(dk_reserve_estimate(0x3fffffff, P2, NULL, NULL), kIOReturnBadArgument);
+  dk_reserve_cost c;
+  assert_int_equal(dk_reserve_estimate(0x3fffffff, 0, NULL, &c), kIOReturnBadArgument);
+  assert_int_equal(dk_reserve_estimate(0x3fffffff, (1ull << 46) + 1, NULL, &c), kIOReturnBadArgument);
+  assert_true(dkt_text_has(dk_last_failure()->text, "is 0 or too large"));
   assert_int_equal(dk_reserve_release(0x12345), kIOReturnBadArgument);
   assert_true(dkt_text_has(dk_last_failure()->text, "is not 2^n - 1"));
 }
@@ -316,16 +438,241 @@ static void release_rewrites_the_table(void **state)
   assert_int_equal(after.heap_blocks, before.heap_blocks);
 }
 
+/* A table without its last newline, or with no reservation at all, is read as it is; a table
+ * removed between its size and its text is no table; out without capacity gets nothing. */
+static void reads_tables_at_their_edges(void **state)
+{
+  (void)state;
+  dk_prim_counters before = dk__prim_counters();
+  size_t count = 9;
+  write_table("dmakit-reservations 1\n");
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, 0);
+  write_table("dmakit-reservations 1\nR 3fffffff 1700000100 1 1\nP 0 0 1000000");
+  dk_reserve_info info[1];
+  assert_int_equal(dk_reserve_list(info, 1, &count), kIOReturnSuccess);
+  assert_int_equal(count, 1);
+  assert_int_equal(info[0].pages, 1);
+  assert_int_equal(info[0].lowest, 0x1000000ull);
+  dk_reserve_page page = { 0x5a, 0x5a, true };
+  assert_int_equal(dk_reserve_pages(&page, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, 1);
+  assert_int_equal(page.mask, 0x5a);                 /* nothing written without capacity */
+  /* the table's first open finds it gone (a release between the size and the read) */
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_OPEN), ENOENT);
+  IOReturn rc = dk_reserve_list(NULL, 0, &count);
+  int fired = dk__fault_fired();
+  dk__fault_disarm();
+  assert_true(fired);
+  assert_int_equal(rc, kIOReturnSuccess);
+  assert_int_equal(count, 0);
+  assert_int_equal(unlink(g_table), 0);
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+}
+
+static void write_journal(const char *text)
+{
+  char journal[160];
+  snprintf(journal, sizeof journal, "%s/reserve/search", g_dir);
+  FILE *j = fopen(journal, "w");
+  assert_non_null(j);
+  fputs(text, j);
+  fclose(j);
+}
+
+static bool journal_exists(void)
+{
+  char journal[160];
+  snprintf(journal, sizeof journal, "%s/reserve/search", g_dir);
+  return access(journal, F_OK) == 0;
+}
+
+/* A journal that is not one (unparsable), or one whose table cannot be read: removed by the
+ * next release, which then reports the table as it finds it. */
+static void release_clears_a_broken_journal(void **state)
+{
+  (void)state;
+  if (geteuid() != 0) DKT_SKIP("releasing a reservation needs root");
+  long owed = dk__reserve_owed();
+  write_table(k_good);
+  write_journal("not a journal\n");
+  assert_int_equal(dk_reserve_release(0xfffffffff), kIOReturnNotFound);
+  assert_false(journal_exists());
+  write_table("dmakit-reservations 1\nbroken\n");
+  write_journal("999999999 0 3fffffff 7\n");          /* raised nothing: nothing to give back */
+  assert_refused(dk_reserve_release(0x3fffffff), "release of a broken table", "is not a dmakit reservation table");
+  assert_false(journal_exists());
+  assert_int_equal(dk__reserve_owed(), owed);
+  assert_int_equal(unlink(g_table), 0);
+}
+
+/* Short writes: returns half of what it is given. */
+static ssize_t half_write(int fd, const void *buf, size_t n) { return dk__prim_default.write(fd, buf, n / 2 ? n / 2 : n); }
+
+/* The table's new file cannot be made. */
+static int no_new_file(const char *path, int flags, mode_t mode)
+{
+  size_t n = strlen(path);
+  if (n > 4 && !strcmp(path + n - 4, ".new")) {
+    errno = EACCES;
+    return -1;
+  }
+  return dk__prim_default.open(path, flags, mode);
+}
+
+/* The table cannot be rewritten (its new file cannot be written, is written short, cannot be
+ * renamed over the old one, or the last one cannot be removed): the release is refused with the
+ * reason, the table is as it was and no temporary file is left behind. */
+static void release_keeps_the_table_when_it_cannot_be_rewritten(void **state)
+{
+  (void)state;
+  if (geteuid() != 0) DKT_SKIP("releasing a reservation needs root");
+  static const struct { const char *what; dk_prim_call call; int err; bool half; } faults[] = {
+    { "the write fails", DK_PRIM_WRITE, ENOSPC, false },
+    { "the write is short", DK_PRIM_WRITE, 0, true },
+    { "the rename fails", DK_PRIM_RENAME, EIO, false },
+    { "the new file cannot be made", DK_PRIM_OPEN, EACCES, false },
+  };
+  long owed = dk__reserve_owed();
+  dk_prim_counters before = dk__prim_counters();
+  char tmp[160];
+  snprintf(tmp, sizeof tmp, "%s.new", g_table);
+  for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+    write_table(k_good);
+    IOReturn rc;
+    if (faults[i].half) {
+      dk__prim.write = half_write;
+      rc = dk_reserve_release(0x7fffffff);
+      dk__prim.write = dk__prim_default.write;
+    } else {
+      dk__prim.open = faults[i].call == DK_PRIM_OPEN ? no_new_file : dk__prim_default.open;
+      if (faults[i].call != DK_PRIM_OPEN) dk__fault_arm(1, 0, DK_PRIM_BIT(faults[i].call), faults[i].err);
+      rc = dk_reserve_release(0x7fffffff);
+      dk__fault_disarm();
+      dk__prim.open = dk__prim_default.open;
+    }
+    if (rc != kIOReturnNoResources) fail_msg("%s: %s", faults[i].what, dkt_failure_text());
+    if (!dkt_text_has(dk_last_failure()->text, "rewriting the reservation table failed"))
+      fail_msg("%s: %s", faults[i].what, dkt_failure_text());
+    size_t count;
+    assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+    assert_int_equal(count, 3);
+    assert_int_equal(access(tmp, F_OK), -1);
+  }
+  /* the last reservation: the table cannot be removed */
+  write_table("dmakit-reservations 1\nR 7fffffff 1 1 0\n");
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_UNLINK), EACCES);
+  IOReturn rc = dk_reserve_release(0);
+  dk__fault_disarm();
+  assert_int_equal(rc, kIOReturnNoResources);
+  assert_true(dkt_text_has(dk_last_failure()->text, "rewriting the reservation table failed"));
+  size_t count;
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, 1);
+  assert_int_equal(unlink(g_table), 0);
+  assert_int_equal(dk__reserve_owed(), owed);
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+}
+
+/* The admin lock: interrupted twice, it is taken all the same; held by another search or
+ * release, a search is refused as busy; failing otherwise, it says so. */
+static void the_admin_lock(void **state)
+{
+  (void)state;
+  if (geteuid() != 0 || !dk__caps()->pagemap_frames) DKT_SKIP("a reservation search needs root");
+  dk_huge_counts k;
+  if (dk__huge_counts(P2, &k) < 0) DKT_SKIP("the kernel has no 2 MiB hugepages");
+  write_table(k_good);
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_FCNTL_LOCK), EINTR);
+  IOReturn rc = dk_reserve_release(0xfffffffff);
+  int fired = dk__fault_fired();
+  dk__fault_disarm();
+  assert_true(fired);
+  assert_int_equal(rc, kIOReturnNotFound);            /* went on past the interruption */
+
+  char path[160];
+  snprintf(path, sizeof path, "%s/reserve/lock", g_dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  assert_true(fd >= 0);
+  struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = DK_RSV_LOCK_ADMIN, .l_len = 1 };
+  assert_int_equal(fcntl(fd, F_OFD_SETLK, &l), 0);
+  dk_prim_counters before = dk__prim_counters();
+  rc = dk_reserve_create(0x3fffffff, 4 * P2, NULL, NULL, NULL);
+  assert_int_equal(rc, kIOReturnBusy);
+  assert_true(dkt_text_has(dk_last_failure()->text, "another reservation search or release is running"));
+  assert_int_equal(dk_reserve_release(0x3fffffff), kIOReturnBusy);
+  close(fd);
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_FCNTL_LOCK), ENOLCK);
+  rc = dk_reserve_create(0x3fffffff, 4 * P2, NULL, NULL, NULL);
+  dk__fault_disarm();
+  assert_int_equal(rc, kIOReturnNoResources);
+  assert_true(dkt_text_has(dk_last_failure()->text, "locking the reservations failed"));
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+  size_t count;
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, 3);
+  assert_int_equal(unlink(g_table), 0);
+}
+
+/* statfs that finds dmakit's hugetlbfs mounted on the test's directory (so nothing is mounted). */
+static int mounted_statfs(const char *path, struct statfs *st)
+{
+  int rc = dk__prim_default.statfs(path, st);
+  if (rc == 0 && !strncmp(path, g_dir, strlen(g_dir))) st->f_type = HUGETLBFS_MAGIC;
+  return rc;
+}
+
+/* A machine with DK_RESERVE_MAX reservations: a search for another mask is refused before it
+ * holds anything, and the table is as it was. */
+static void a_full_table_takes_no_new_mask(void **state)
+{
+  (void)state;
+  if (geteuid() != 0 || !dk__caps()->pagemap_frames) DKT_SKIP("a reservation search needs root");
+  dk_huge_counts k;
+  if (dk__huge_counts(P2, &k) < 0) DKT_SKIP("the kernel has no 2 MiB hugepages");
+  char text[1024];
+  int n = snprintf(text, sizeof text, "dmakit-reservations 1\n");
+  for (int i = 0; i < DK_RESERVE_MAX; i++)
+    n += snprintf(text + n, sizeof text - (size_t)n, "R %llx 1 0 0\n", (unsigned long long)((1ull << (23 + i)) - 1));
+  write_table(text);
+  dk_prim_counters before = dk__prim_counters();
+  dk__prim.statfs = mounted_statfs;
+  IOReturn rc = dk_reserve_create(0x3fffff, P2, NULL, NULL, NULL);
+  dk__prim.statfs = dk__prim_default.statfs;
+  assert_int_equal(rc, kIOReturnNoResources);
+  assert_true(dkt_text_has(dk_last_failure()->text, "there are already 16 reservations"));
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+  size_t count;
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, DK_RESERVE_MAX);
+  assert_int_equal(unlink(g_table), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(lists_a_well_formed_table),
     cmocka_unit_test(estimate_counts_what_is_held),
     cmocka_unit_test(refuses_malformed_tables),
+    cmocka_unit_test(estimate_reads_the_zones),
+    cmocka_unit_test(estimate_without_zones_is_refused),
     cmocka_unit_test(bad_arguments),
     cmocka_unit_test(release_of_nothing_is_not_found),
     cmocka_unit_test(claimed_pages_block_release),
     cmocka_unit_test(release_rewrites_the_table),
+    cmocka_unit_test(reads_tables_at_their_edges),
+    cmocka_unit_test(release_clears_a_broken_journal),
+    cmocka_unit_test(release_keeps_the_table_when_it_cannot_be_rewritten),
+    cmocka_unit_test(the_admin_lock),
+    cmocka_unit_test(a_full_table_takes_no_new_mask),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
