@@ -286,6 +286,54 @@ static void estimate_reads_the_zones(void **state)
   assert_int_equal(after.heap_blocks, before.heap_blocks);
 }
 
+/* Two nodes of a kernel without ZONE_DMA (each node's zones start at DMA32): node 1's zones are
+ * numbered from 0 again, so Normal is the zone hugepages come from and DMA32 keeps its protection
+ * against it in both nodes. */
+static const char *k_zones_no_dma =
+    "Node 0, zone    DMA32\n"
+    "  pages free     262756\n"
+    "        low      100\n"
+    "        spanned  524288\n"
+    "        protection: (0, 512, 512, 512)\n"
+    "  start_pfn:           0\n"
+    "Node 0, zone   Normal\n"
+    "  pages free     131172\n"
+    "        low      100\n"
+    "        spanned  262144\n"
+    "        protection: (0, 0, 0, 0)\n"
+    "  start_pfn:           524288\n"
+    "Node 0, zone  Movable\n"
+    "  pages free     0\n"
+    "        spanned  0\n"
+    "Node 1, zone    DMA32\n"
+    "  pages free     0\n"
+    "        spanned  0\n"
+    "        protection: (0, 512, 512, 512)\n"
+    "Node 1, zone   Normal\n"
+    "  pages free     131172\n"
+    "        low      100\n"
+    "        spanned  262144\n"
+    "        protection: (0, 0, 0, 0)\n"
+    "  start_pfn:           1048576\n"
+    "Node 1, zone  Movable\n"
+    "  pages free     0\n"
+    "        spanned  0\n";
+
+static void estimate_numbers_each_nodes_zones(void **state)
+{
+  (void)state;
+  if (dk__caps()->page_size != 4096) DKT_SKIP("the zone table is written for 4 KiB pages");
+  if (unlink(g_table) != 0) assert_true(errno == ENOENT);
+  fake_machine(k_zones_no_dma, k_mem16);
+  dk_reserve_cost c;
+  IOReturn rc = dk_reserve_estimate(0xffffffff, GIB, NULL, &c);
+  fake_machine(NULL, NULL);
+  if (rc != kIOReturnSuccess) fail_msg("estimate: %s", dkt_failure_text());
+  assert_int_equal(c.free_below, GIB + GIB / 2);     /* node 0's DMA32 less its protection, and Normal */
+  assert_int_equal(c.free_cut, 0);
+  assert_int_equal(c.free_above, GIB / 2);           /* node 1's Normal */
+}
+
 /* /proc/zoneinfo unreadable: the estimate is refused with the reason, nothing leaked. */
 static void estimate_without_zones_is_refused(void **state)
 {
@@ -663,6 +711,7 @@ int main(void)
     cmocka_unit_test(estimate_counts_what_is_held),
     cmocka_unit_test(refuses_malformed_tables),
     cmocka_unit_test(estimate_reads_the_zones),
+    cmocka_unit_test(estimate_numbers_each_nodes_zones),
     cmocka_unit_test(estimate_without_zones_is_refused),
     cmocka_unit_test(bad_arguments),
     cmocka_unit_test(release_of_nothing_is_not_found),
