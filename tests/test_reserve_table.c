@@ -659,6 +659,11 @@ static void the_admin_lock(void **state)
   dk__fault_disarm();
   assert_int_equal(rc, kIOReturnNoResources);
   assert_true(dkt_text_has(dk_last_failure()->text, "locking the reservations failed"));
+  dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_FCNTL_LOCK), EINTR);      /* interrupted every time */
+  rc = dk_reserve_create(0x3fffffff, 4 * P2, NULL, NULL, NULL);
+  dk__fault_disarm();
+  assert_int_equal(rc, kIOReturnNoResources);
+  assert_true(dkt_text_has(dk_last_failure()->text, "locking the reservations failed"));
   dk_prim_counters after = dk__prim_counters();
   assert_int_equal(after.fds, before.fds);
   assert_int_equal(after.heap_blocks, before.heap_blocks);
@@ -704,6 +709,84 @@ static void a_full_table_takes_no_new_mask(void **state)
   assert_int_equal(unlink(g_table), 0);
 }
 
+/* ---- claims against a written table (src/phys/claim.c) ----------------------------------------- */
+static const char *k_claimable =
+    "dmakit-reservations 1\n"
+    "R ffffffff 1700000200 1 1\n"
+    "P 0 0 2000000\n"             /* a wider reservation with a page under 1 GiB */
+    "R 3fffffff 1700000100 2 4\n"
+    "P 0 0 1000000\n"             /* 0 and 1: adjacent, one file */
+    "P 0 200000 1200000\n"
+    "P 0 400000 1600000\n"        /* 2: a gap before it */
+    "P 1 0 1800000\n"             /* 3: adjacent to 2 but in another file */
+    "R 7fffffff 1700000300 1 1\n"
+    "P 0 0 90000000\n";           /* a wider one with none */
+
+static int claim(uint64_t low, uint64_t high, uint64_t len, uint64_t align)
+{
+  dk_constraints c = DK_CONSTRAINTS_NONE;
+  c.low = low;
+  c.high = high;
+  dk_hchunk out;
+  dk_clear_failure();             /* an internal call: the first failure recorded is its own */
+  return dk__reserve_claim(&c, len, align, &out);
+}
+
+static void assert_no_window(int r, const char *what, const char *held)
+{
+  if (r != -1) fail_msg("%s: %d, expected -1", what, r);
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_MASK);
+  if (!dkt_text_has(dk_last_failure()->text, held)) fail_msg("%s: the reason lacks \"%s\": %s", what, held, dkt_failure_text());
+}
+
+/* A request is served by adjacent pages of one file, aligned, within its limits, that nobody
+ * holds; where no reservation has such pages the refusal says what they hold, what running
+ * processes hold, and how to grow the narrowest. A window half held is let go entirely. */
+static void claims_need_a_free_window(void **state)
+{
+  (void)state;
+  if (geteuid() != 0 || !dk__caps()->pagemap_frames) DKT_SKIP("claiming reserved pages needs root");
+  write_table(k_claimable);
+  int fd = hold_claim(0x3fffffff, 1);
+  dk_prim_counters before = dk__prim_counters();
+  /* pages 0-1 fit but 1 is held; 1-2 are not adjacent; 2-3 are in two files */
+  assert_no_window(claim(0, 0x3fffffff, 2 * P2, P2), "two pages",
+                   "hold 5 pages of 2 MiB, 1 of them held by running processes, and none has 2 free adjacent pages");
+  assert_true(dkt_text_has(dk_last_failure()->text, "dmakit reserve --mask 0x3fffffff 12M"));
+  assert_no_window(claim(0, 0x3fffffff, 2 * P2, 4 * P2), "aligned to 8 MiB", "none has 2 free adjacent pages");
+  assert_no_window(claim(0x1100000, 0x3fffffff, 2 * P2, P2), "above 17 MiB", "hold 5 pages of 2 MiB");
+  /* above 33 MiB: the wider reservation's page is under it, so only the narrow one applies */
+  assert_no_window(claim(0x2100000, 0x3fffffff, 2 * P2, P2), "above 33 MiB", "hold 4 pages of 2 MiB");
+  /* under 19 MiB: only page 0 applies (and the wider reservations have none) */
+  assert_no_window(claim(0, 0x12fffff, 2 * P2, P2), "under 19 MiB", "hold 4 pages of 2 MiB");
+  /* the page that is not held, named by a request for nothing: claimed, but its file is not there */
+  int r = claim(0, 0x3fffffff, 0, P2);
+  assert_int_equal(r, -1);
+  assert_true(dkt_text_has(dk_last_failure()->text, "opening the reserved pages"));
+  /* no limit, or a limit under every reservation and its pages: no reservation applies */
+  assert_int_equal(claim(0, 0, P2, P2), 0);
+  assert_int_equal(claim(0, 0x3fffff, P2, P2), 0);
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+  /* what the refused claims took is let go: only the test's page is held */
+  dk_reserve_info info[3];
+  size_t count;
+  assert_int_equal(dk_reserve_list(info, 3, &count), kIOReturnSuccess);
+  assert_int_equal(info[0].pages_claimed, 1);
+  assert_int_equal(info[1].pages_claimed, 0);
+  assert_int_equal(info[2].pages_claimed, 0);
+  close(fd);
+  char path[160];
+  for (int i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s/reserve/mask-0x%llx.claims", g_dir, (unsigned long long)info[i].mask);
+    unlink(path);
+  }
+  assert_int_equal(unlink(g_table), 0);
+  assert_int_equal(claim(0, 0x3fffffff, P2, P2), 0);    /* no table: no reservation */
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -722,6 +805,7 @@ int main(void)
     cmocka_unit_test(release_keeps_the_table_when_it_cannot_be_rewritten),
     cmocka_unit_test(the_admin_lock),
     cmocka_unit_test(a_full_table_takes_no_new_mask),
+    cmocka_unit_test(claims_need_a_free_window),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
