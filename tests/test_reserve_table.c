@@ -19,6 +19,8 @@
 #include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -787,6 +789,76 @@ static void claims_need_a_free_window(void **state)
   assert_int_equal(claim(0, 0x3fffffff, P2, P2), 0);    /* no table: no reservation */
 }
 
+/* A reserved page found elsewhere than the table records once it is claimed (what the kernel
+ * migrating it would show): outside the request's limits, it is not handed out, the reason says
+ * where it lies, and this process never claims it again. The page is real (a 2 MiB page in a
+ * hugetlbfs file on the test's own mount, from one surplus page dmakit's limit allows for the
+ * test and takes back); the table records it one page above where it is, and the request asks for
+ * exactly the recorded page, so the check fails wherever the kernel put it. */
+static void a_page_found_elsewhere_is_not_handed_out(void **state)
+{
+  (void)state;
+  if (geteuid() != 0 || !dk__caps()->pagemap_frames || !dkt_pfn_readable())
+    DKT_SKIP("claiming reserved pages needs root");
+  dk_huge_counts k;
+  if (dk__huge_counts(P2, &k) < 0) DKT_SKIP("the kernel has no 2 MiB hugepages");
+  char mnt[160], file[224];
+  snprintf(mnt, sizeof mnt, "%s/hugetlbfs-2M", g_dir);
+  snprintf(file, sizeof file, "%s/mask-0xfffffffff.0.pages", mnt);
+  if (mkdir(mnt, 0700) != 0) assert_int_equal(errno, EEXIST);
+  if (mount("dk-test", mnt, "hugetlbfs", 0, "pagesize=2M,mode=0700") != 0) DKT_SKIP("cannot mount hugetlbfs: %s", strerror(errno));
+  long raised = 0;
+  if (!dk__huge_make_room(P2, 1, 1, &raised)) {
+    umount(mnt);
+    DKT_SKIP("no 2 MiB page for the test: %s", dkt_failure_text());
+  }
+  int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, (off_t)P2), 0);
+  uint8_t *va = mmap(NULL, P2, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  assert_true(va != MAP_FAILED);
+  memset(va, 0x5a, 4096);                          /* what a process that held it left */
+  uint64_t pfn = 0;
+  dkt_read_frames(va, 4096, &pfn);
+  munmap(va, P2);
+  close(fd);
+  assert_true(pfn != 0);
+  const uint64_t real = pfn * 4096, recorded = real + P2;
+  char text[160];
+  snprintf(text, sizeof text, "dmakit-reservations 1\nR fffffffff 1700000100 1 1\nP 0 0 %llx\n",
+           (unsigned long long)recorded);
+  write_table(text);
+  dk_backing warm;                                 /* the pin ring is made on first use: made now */
+  assert_true(dk__backing_create(&warm, 4096, 0));
+  assert_true(dk__backing_wire(&warm));
+  dk__backing_destroy(&warm);
+  dk_prim_counters before = dk__prim_counters();
+  int first = claim(recorded, recorded + P2 - 1, P2, P2);
+  dk_failure f1 = *dk_last_failure();
+  int again = claim(recorded, recorded + P2 - 1, P2, P2);
+  dk_failure f2 = *dk_last_failure();
+  dk_prim_counters after = dk__prim_counters();
+  unlink(file);
+  umount(mnt);
+  dk__huge_give_back(P2, raised);
+  char claims[160];
+  snprintf(claims, sizeof claims, "%s/reserve/mask-0xfffffffff.claims", g_dir);
+  unlink(claims);
+  assert_int_equal(unlink(g_table), 0);
+  assert_int_equal(first, -1);
+  assert_int_equal(f1.code, kIOReturnNoMemory);
+  assert_int_equal(f1.constraint, DK_CONSTRAINT_MASK);
+  char where[64];
+  snprintf(where, sizeof where, "now lies at 0x%llx", (unsigned long long)real);
+  if (!dkt_text_has(f1.text, where) || !dkt_text_has(f1.text, "it is not handed out")) fail_msg("%s", f1.text);
+  assert_int_equal(again, -1);                     /* never claimed again by this process */
+  if (!dkt_text_has(f2.text, "none has 1 free adjacent pages")) fail_msg("%s", f2.text);
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+  assert_int_equal(after.map_bytes, before.map_bytes);
+  assert_int_equal(dk__huge_raised(P2), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -806,6 +878,7 @@ int main(void)
     cmocka_unit_test(the_admin_lock),
     cmocka_unit_test(a_full_table_takes_no_new_mask),
     cmocka_unit_test(claims_need_a_free_window),
+    cmocka_unit_test(a_page_found_elsewhere_is_not_handed_out),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
