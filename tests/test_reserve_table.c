@@ -6,7 +6,11 @@
  * frames' range, its pages by mask then frame, truncated to the capacity with the full count;
  * every malformed table (an unknown line, a page before any reservation, fewer or more pages than
  * announced, an absurd page count, more than DK_RESERVE_MAX reservations, a table that is a
- * directory) is refused with kIOReturnNoResources and a reason, nothing leaked. */
+ * directory) is refused with kIOReturnNoResources and a reason, nothing leaked. Also: the
+ * estimate against zone tables of the test's own (/proc text served through src/prim's open), a
+ * release that cannot rewrite the table (failures injected through src/prim), the admin lock
+ * held or failing, and claims (src/phys/claim.c) against written tables, with one real 2 MiB
+ * page on the test's own hugetlbfs mount for a page found elsewhere than the table records. */
 #include "dk_test.h"
 #include "phys/reserve.h"
 #include "phys/phys.h"
@@ -769,6 +773,23 @@ static void claims_need_a_free_window(void **state)
   /* no limit, or a limit under every reservation and its pages: no reservation applies */
   assert_int_equal(claim(0, 0, P2, P2), 0);
   assert_int_equal(claim(0, 0x3fffff, P2, P2), 0);
+  /* every call of a claim failed in turn: no reservation applies (the lock cannot be had), or it
+   * is refused with a reason; nothing leaked either way */
+  unsigned long n = 1;
+  for (;; n++) {
+    dk__fault_arm(n, 0, 0, 0);
+    r = claim(0, 0x3fffffff, 0, P2);
+    int fired = dk__fault_fired();
+    dk__fault_disarm();
+    if (!fired) break;
+    if (r != 0 && r != -1) fail_msg("fault at call %lu: %d", n, r);
+    if (r == -1 && dk_last_failure()->code == kIOReturnSuccess) fail_msg("fault at call %lu: -1 without a reason", n);
+    dk_prim_counters now = dk__prim_counters();
+    if (now.fds != before.fds || now.heap_blocks != before.heap_blocks)
+      fail_msg("fault at call %lu: leak: fds %ld->%ld heap %ld->%ld", n, before.fds, now.fds, before.heap_blocks,
+               now.heap_blocks);
+  }
+  assert_true(n > 5);
   dk_prim_counters after = dk__prim_counters();
   assert_int_equal(after.fds, before.fds);
   assert_int_equal(after.heap_blocks, before.heap_blocks);
