@@ -632,6 +632,19 @@ static void release_keeps_the_table_when_it_cannot_be_rewritten(void **state)
   assert_int_equal(after.heap_blocks, before.heap_blocks);
 }
 
+/* After a refused search: nothing leaked, the table still lists its `reservations`; then the
+ * table goes. */
+static void refused_and_unchanged(dk_prim_counters before, size_t reservations)
+{
+  dk_prim_counters after = dk__prim_counters();
+  assert_int_equal(after.fds, before.fds);
+  assert_int_equal(after.heap_blocks, before.heap_blocks);
+  size_t count;
+  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
+  assert_int_equal(count, reservations);
+  assert_int_equal(unlink(g_table), 0);
+}
+
 /* The admin lock: interrupted twice, it is taken all the same; held by another search or
  * release, a search is refused as busy; failing otherwise, it says so. */
 static void the_admin_lock(void **state)
@@ -670,13 +683,7 @@ static void the_admin_lock(void **state)
   dk__fault_disarm();
   assert_int_equal(rc, kIOReturnNoResources);
   assert_true(dkt_text_has(dk_last_failure()->text, "locking the reservations failed"));
-  dk_prim_counters after = dk__prim_counters();
-  assert_int_equal(after.fds, before.fds);
-  assert_int_equal(after.heap_blocks, before.heap_blocks);
-  size_t count;
-  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
-  assert_int_equal(count, 3);
-  assert_int_equal(unlink(g_table), 0);
+  refused_and_unchanged(before, 3);
 }
 
 /* statfs that finds dmakit's hugetlbfs mounted on the test's directory (so nothing is mounted). */
@@ -706,13 +713,7 @@ static void a_full_table_takes_no_new_mask(void **state)
   dk__prim.statfs = dk__prim_default.statfs;
   assert_int_equal(rc, kIOReturnNoResources);
   assert_true(dkt_text_has(dk_last_failure()->text, "there are already 16 reservations"));
-  dk_prim_counters after = dk__prim_counters();
-  assert_int_equal(after.fds, before.fds);
-  assert_int_equal(after.heap_blocks, before.heap_blocks);
-  size_t count;
-  assert_int_equal(dk_reserve_list(NULL, 0, &count), kIOReturnSuccess);
-  assert_int_equal(count, DK_RESERVE_MAX);
-  assert_int_equal(unlink(g_table), 0);
+  refused_and_unchanged(before, DK_RESERVE_MAX);
 }
 
 /* ---- claims against a written table (src/phys/claim.c) ----------------------------------------- */
