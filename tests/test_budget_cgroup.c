@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -276,7 +277,10 @@ static void parsers_refuse_malformed_text(void **state)
   assert_int_equal(dk__budget_parse_meminfo("MemTotal: kB\nMemAvailable: 5 kB\n", &t, &a), -1);          /* no digits */
   assert_int_equal(dk__budget_parse_meminfo("MemTotal: 99999999999999999999999 kB\nMemAvailable: 5 kB\n", &t, &a), -1);
   assert_int_equal(dk__budget_parse_meminfo("MemTotalX: 5 kB\nMemTotal:5 kB\n", &t, &a), -1);             /* no separator */
+  assert_int_equal(dk__budget_parse_meminfo("MemTotal: 5 kB\nMemFree: 1 kB", &t, &a), -1);   /* ends, no newline */
   assert_int_equal(dk__budget_stat_value("", "anon", &v), -1);
+  assert_int_equal(dk__budget_stat_value("active_filex 1\nactive_file\t7", "active_file", &v), 0);
+  assert_int_equal(v, 7);
   assert_int_equal(dk__budget_parse_limit("   1048576\n"), MIB);
   assert_true(dk__budget_parse_limit("junk\n") == DK_BUDGET_NONE);
   assert_true(dk__budget_parse_limit("99999999999999999999999\n") == DK_BUDGET_NONE);
@@ -291,6 +295,11 @@ static void parsers_refuse_malformed_text(void **state)
   assert_int_equal(dk__budget_cgroup_path("x\n4:memory:/m", 1, path, sizeof path), 0);
   assert_string_equal(path, "/m");
   assert_int_equal(dk__budget_cgroup_path("4:cpu\n4:memory:/m\n", 1, path, sizeof path), 0);
+  assert_int_equal(dk__budget_cgroup_path("5:cpuset,memory:/c\n", 1, path, sizeof path), 0);  /* memory not first */
+  assert_string_equal(path, "/c");
+  assert_int_equal(dk__budget_cgroup_path("10::/x\n0:x:/y\n5:memory", 2, path, sizeof path), -1);
+  assert_int_equal(dk__budget_cgroup_path("5:memory", 1, path, sizeof path), -1);           /* one colon, the end */
+  assert_int_equal(dk__budget_cgroup_path("5", 1, path, sizeof path), -1);
 
   char point[32], root[32];
   bool huge = true;
@@ -312,6 +321,11 @@ static void parsers_refuse_malformed_text(void **state)
                                            point, sizeof point, root, sizeof root, &huge), 0);
   assert_string_equal(point, "/cg");
   assert_false(huge);
+  /* a line without " - " before one with it; v2 found with nobody asking about hugetlb */
+  assert_int_equal(dk__budget_cgroup_mount("1 2 0:1 / /x rw\n3 1 0:2 /r /cg2 rw - cgroup2 cgroup2 rw,memory_hugetlb_accounting",
+                                           2, point, sizeof point, root, sizeof root, NULL), 0);
+  assert_string_equal(point, "/cg2");
+  assert_string_equal(root, "/r");
 }
 
 /* The arithmetic's other sides: a margin the option fixes (the cgroup's too), a cgroup with more
@@ -346,6 +360,10 @@ static void compute_and_describe_edges(void **state)
   assert_int_equal(b.bind, DK_BUDGET_BY_MEMLOCK);
   f.memlock_limit = 4096 * MIB;                     /* above the room: the machine still binds */
   dk__budget_compute(&f, DK_BUDGET_LOCKED, &b);
+  assert_int_equal(b.bind, DK_BUDGET_BY_MACHINE);
+  f.memlock_limit = DK_BUDGET_NONE;                 /* RLIMIT_MEMLOCK unlimited: no memlock figure */
+  dk__budget_compute(&f, DK_BUDGET_LOCKED, &b);
+  assert_int_equal(b.memlock, DK_BUDGET_NONE);
   assert_int_equal(b.bind, DK_BUDGET_BY_MACHINE);
   f.memlock_limit = 64 * MIB;
   dk__budget_compute(&f, DK_BUDGET_LOCKED, &b);
@@ -400,6 +418,95 @@ static void refusal_waits_for_memory_just_released(void **state)
   dk_option_set(DK_OPTION_MEMORY_MARGIN_MB, -1);
 }
 
+/* RLIMIT_MEMLOCK as the test sets it (src/prim's getrlimit swapped). */
+static rlim_t g_memlock;
+static int fake_getrlimit(int resource, struct rlimit *rl)
+{
+  if (resource != RLIMIT_MEMLOCK) return dk__prim_default.getrlimit(resource, rl);
+  rl->rlim_cur = rl->rlim_max = g_memlock;
+  return 0;
+}
+
+/* /proc/self/status without CapEff (locked memory limited) or with a VmLck that is not a number
+ * (none counted); RLIMIT_MEMLOCK unreadable or unlimited (no limit). */
+static void status_and_rlimit_at_their_edges(void **state)
+{
+  (void)state;
+  snprintf(g_status, sizeof g_status, "Name:\ttest\nVmLck:\t  many kB\n");
+  dk_budget_facts f;
+  dk__prim.getrlimit = fake_getrlimit;
+  g_memlock = 64 * MIB;
+  int read64 = dk__budget_read(&f);
+  dk_budget_facts at64 = f;
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_GETRLIMIT), EPERM);
+  int read_failed = dk__budget_read(&f);
+  int fired = dk__fault_fired();
+  dk__fault_disarm();
+  dk_budget_facts unread = f;
+  g_memlock = RLIM_INFINITY;
+  int read_inf = dk__budget_read(&f);
+  dk__prim.getrlimit = dk__prim_default.getrlimit;
+  assert_int_equal(read64, 0);
+  assert_true(at64.lock_limited);                   /* no CapEff: no CAP_IPC_LOCK */
+  assert_int_equal(at64.locked, 0);
+  assert_int_equal(at64.memlock_limit, 64 * MIB);
+  assert_int_equal(read_failed, 0);
+  assert_true(fired);
+  assert_true(unread.lock_limited);
+  assert_true(unread.memlock_limit == DK_BUDGET_NONE);
+  assert_int_equal(read_inf, 0);
+  assert_true(f.lock_limited);
+  assert_true(f.memlock_limit == DK_BUDGET_NONE);
+}
+
+/* The process's cgroups as /proc/self/cgroup names them: in neither hierarchy (no memory cgroup
+ * figure), or a v2 path outside the namespace's root (read from the mount point as it is, where
+ * nothing is found here) so the v1 root's limit is the one; a level whose memory.stat is missing
+ * counts no page cache. */
+static void cgroup_paths_at_their_edges(void **state)
+{
+  (void)state;
+  dk_budget_facts f;
+  snprintf(g_cgroup, sizeof g_cgroup, "7:cpu,cpuacct:/\n");
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_true(f.cg_limit == DK_BUDGET_NONE);
+  assert_int_equal(f.cg_version, 0);
+  g_cgroup[0] = '\0';                               /* empty: unreadable */
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_true(f.cg_limit == DK_BUDGET_NONE);
+  snprintf(g_cgroup, sizeof g_cgroup, "5:memory:/x\n0::/other/a\n");
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_int_equal(f.cg_version, 1);
+  assert_string_equal(f.cg_path, "/");
+  assert_int_equal(f.cg_limit, 512 * MIB);
+  snprintf(g_cgroup, sizeof g_cgroup, "0::/ns/a\n");
+  put("cg2/a/memory.stat", NULL);
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_int_equal(f.cg_version, 2);
+  assert_string_equal(f.cg_path, "/a");
+  assert_int_equal(f.cg_file, 0);
+  put("cg2/a/memory.stat", "anon 1\n");             /* no page cache figures */
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_string_equal(f.cg_path, "/a");
+  assert_int_equal(f.cg_file, 0);
+  assert_int_equal(f.cg_usage, 100 * MIB);
+}
+
+/* A request under DK_BUDGET_ADMIT_MIN is admitted without reading anything (it cannot exceed
+ * the machine by itself); a larger one needs the figures. */
+static void small_requests_need_no_figures(void **state)
+{
+  (void)state;
+  g_meminfo = "";
+  dk__budget_forget();
+  dk_clear_failure();
+  bool small = dk__budget_admit(DK_BUDGET_ADMIT_MIN - 4096, 0);
+  bool large = dk__budget_admit(DK_BUDGET_ADMIT_MIN, 0);
+  g_meminfo = NULL;
+  assert_true(small);
+  assert_false(large);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -409,6 +516,9 @@ int main(void)
     cmocka_unit_test_setup_teardown(meminfo_unreadable, setup, teardown),
     cmocka_unit_test(parsers_refuse_malformed_text),
     cmocka_unit_test(compute_and_describe_edges),
+    cmocka_unit_test_setup_teardown(status_and_rlimit_at_their_edges, setup, teardown),
+    cmocka_unit_test_setup_teardown(cgroup_paths_at_their_edges, setup, teardown),
+    cmocka_unit_test_setup_teardown(small_requests_need_no_figures, setup, teardown),
     cmocka_unit_test_setup_teardown(refusal_waits_for_memory_just_released, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -291,7 +291,6 @@ static void walk_cgroups(dk_budget_facts *f, int version, const char *point, con
     char *slash = strrchr(dir + plen, '/');
     if (!slash) break;
     *slash = '\0';
-    if (strlen(dir) < plen) break;
   }
 }
 

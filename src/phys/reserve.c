@@ -386,7 +386,7 @@ static int read_zones(zone *z, int max)
   size_t cap = 1 << 20;
   char *buf = dk__malloc(cap);
   if (!buf) return -1;
-  int n = 0, idx = -1;
+  int n = 0, idx = -1, cur_node = -1;
   zone *cur = NULL;
   uint64_t spanned = 0, page = dk__caps()->page_size;
   if (dk__read_text("/proc/zoneinfo", buf, cap) <= 0) { dk__free(buf); return -1; }
@@ -398,7 +398,8 @@ static int read_zones(zone *z, int max)
     unsigned long long v;
     while (*line == ' ') line++;
     if (sscanf(line, "Node %d, zone %15s", &node, name) == 2) {
-      idx = (cur && strcmp(name, "DMA") != 0) ? idx + 1 : 0;
+      idx = node == cur_node ? idx + 1 : 0;          /* each node's zones are numbered from 0 */
+      cur_node = node;
       cur = n < max ? &z[n++] : NULL;
       if (cur) {
         memset(cur, 0, sizeof *cur);
