@@ -742,6 +742,57 @@ static void guard_pages(void **state)
   munmap(data, len);
 }
 
+/* A window of a buffer maps as the buffer at the window's offset: hugepage-pool memory (as
+ * root) as its whole hugepages at an address congruent with them, 4K-page memory (as a user)
+ * as its file's pages. Before, the pool case was refused for every kIOMapAnywhere request
+ * (the view's address was chosen page-aligned, not congruent with the hugepage). */
+static void sub_of_buffer_mappings(void **state)
+{
+  (void)state;
+  warm();
+  snapshot before = snap();
+  size_t len = 3 * page();
+  IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, len, page());
+  assert_non_null(b);
+  uint8_t *p = IOBufferMemoryDescriptor_getBytesNoCopy(b);
+  for (size_t i = 0; i < len; i++) p[i] = (uint8_t)(i * 7 + 1);
+  IOSubMemoryDescriptor *s = IOSubMemoryDescriptor_withSubRange(MD(b), page() + 100, page(), kIODirectionInOut);
+  assert_non_null(s);
+  IOSubMemoryDescriptor *ss = IOSubMemoryDescriptor_withSubRange(MD(s), 50, 200, kIODirectionInOut);
+  assert_non_null(ss);
+  /* map(): anywhere, the window's bytes, the same memory both ways */
+  IOMemoryMap *map = IOMemoryDescriptor_map(MD(s), 0);
+  if (!map) fail_msg("map of a window: %s", dk_last_failure()->text);
+  uint8_t *v = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(map);
+  assert_true(v != p + page() + 100);
+  assert_int_equal(IOMemoryMap_getLength(map), page());
+  assert_memory_equal(v, p + page() + 100, page());
+  v[5] = 0xee;
+  assert_int_equal(p[page() + 105], 0xee);
+  p[2 * page() + 99] = 0x5a;
+  assert_int_equal(v[page() - 1], 0x5a);
+  /* a window of the window, read-only: its bytes, and a write faults */
+  IOMemoryMap *ro = IOMemoryDescriptor_createMappingInTask(MD(ss), kernel_task, 0, kIOMapAnywhere | kIOMapReadOnly, 0, 0);
+  if (!ro) fail_msg("read-only map of a window of a window: %s", dk_last_failure()->text);
+  uint8_t *w = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(ro);
+  assert_int_equal(IOMemoryMap_getLength(ro), 200);
+  assert_memory_equal(w, p + page() + 150, 200);
+  int status;
+  assert_int_equal(dkt_run_in_child(touch, w, &status), 0);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  /* a part of the window, as a mapping of its own */
+  IOMemoryMap *part = IOMemoryDescriptor_createMappingInTask(MD(s), kernel_task, 0, kIOMapAnywhere | kIOMapUnique, 64, 128);
+  if (!part) fail_msg("map of part of a window: %s", dk_last_failure()->text);
+  assert_memory_equal((uint8_t *)(uintptr_t)IOMemoryMap_getAddress(part), p + page() + 164, 128);
+  OSObject_release(part);
+  OSObject_release(ro);
+  OSObject_release(map);
+  OSObject_release(ss);
+  OSObject_release(s);
+  OSObject_release(b);
+  { snapshot after_ = snap(); assert_same(&before, &after_, "window mappings"); }
+}
+
 /* ==== 11. context, redirect, getDMAMapLength ============================================================ */
 
 static void context_and_redirect(void **state)
@@ -927,6 +978,7 @@ int main(void)
     cmocka_unit_test(unmapped_while_prepared),
     cmocka_unit_test(sub_and_multi),
     cmocka_unit_test(mappings),
+    cmocka_unit_test(sub_of_buffer_mappings),
     cmocka_unit_test(dma_command),
     cmocka_unit_test(under_a_mapper),
     cmocka_unit_test(physical_ranges),

@@ -68,6 +68,15 @@ static IOReturn sub_map_at(IOMemoryDescriptor *md, uint64_t off, uint64_t len, i
 
 const dk_md_ops dk__sub_ops = { sub_segment, sub_source, sub_prepare, sub_complete, sub_copy, sub_map_at };
 
+IOMemoryDescriptor *dk__sub_innermost(IOMemoryDescriptor *md, uint64_t *off)
+{
+  while (md->obj.cls == &dk__sub_class) {
+    *off += as_sub(md)->start;
+    md = as_sub(md)->parent;
+  }
+  return md;
+}
+
 static void sub_free(OSObject *o)
 {
   IOMemoryDescriptor *md = (IOMemoryDescriptor *)o;

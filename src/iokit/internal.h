@@ -183,6 +183,8 @@ extern const dk_class dk__gmd_class;      /* gmd.c: IOGeneralMemoryDescriptor */
 extern const dk_class dk__guard_class;    /* gmd.c: IOGuardPageMemoryDescriptor */
 extern const dk_class dk__sub_class;      /* composite.c: IOSubMemoryDescriptor */
 extern const dk_class dk__multi_class;    /* composite.c: IOMultiMemoryDescriptor */
+/* The descriptor a window (of windows) shows, and `*off` moved to where it lies in it. */
+IOMemoryDescriptor *dk__sub_innermost(IOMemoryDescriptor *md, uint64_t *off);
 
 /* md.c */
 IOMemoryDescriptor *dk__md_other(const void *p);

@@ -265,13 +265,17 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
   if (!m) return NULL;
   /* rule 5: the identity shortcut (a buffer's own address, or the one range a general
    * descriptor describes) */
+  /* a window of a buffer maps as the buffer at the window's offset (whole hugepages at an
+   * address congruent with them for pool memory, as a buffer's own second mapping) */
+  uint64_t shown_off = offset;
+  IOMemoryDescriptor *shown = client ? md : dk__sub_innermost(md, &shown_off);
   uint64_t user_address = client && x ? __atomic_load_n(&x->user_address, __ATOMIC_ACQUIRE) : 0;
   uint64_t own = md->obj.cls->md ? dk__gmd_identity(md) : (uint64_t)(uintptr_t)md->buffer;
   if (task == md->task && (options & kIOMapAnywhere) && !(options & kIOMapUnique) && !guard &&
       offset == 0 && own && length <= md->length && (!client || user_address)) {
     m->address = client ? user_address : own;
     m->options |= kIOMapStatic;
-  } else if (md->obj.cls->md) {
+  } else if (shown->obj.cls->md) {
     if (!view(m, md, at, options, offset, length, guard)) {
       OSObject_release(m);
       return NULL;
@@ -288,7 +292,7 @@ IOMemoryMap *dk__create_mapping(IOMemoryDescriptor *md, task_t task, mach_vm_add
     void *fixed = (options & kIOMapAnywhere) ? NULL : (void *)(uintptr_t)at;
     void *base = NULL;
     size_t span = 0;
-    void *p = dk__mem_map(&md->mem, (uint64_t)(md->buffer - dk__mem_va(&md->mem)) + offset, length, prot, guard, fixed,
+    void *p = dk__mem_map(&shown->mem, (uint64_t)(shown->buffer - dk__mem_va(&shown->mem)) + shown_off, length, prot, guard, fixed,
                           (options & kIOMapOverwrite) != 0, (options & kIOMapPrefault) != 0, &base, &span);
     if (!p) {
       dk__fail(errno == EEXIST ? kIOReturnNoSpace : kIOReturnVMError, DK_CONSTRAINT_RESOURCE,
