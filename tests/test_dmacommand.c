@@ -1513,6 +1513,145 @@ static void test_withSpecification_segment_options(void **state) {
 }
 
 /* dk_object_class_name: the IOKit class of each kind of object. */
+/* Descriptors that are not one buffer of this process: guard pages have no bus address (the
+ * walk at prepare, or gen for a command that does not walk, reports why); physical ranges
+ * under a mapper go through a bounce buffer (the mapper maps this process's memory only),
+ * which dmakit cannot fill from memory it does not map (kIOReturnUnderrun, and nothing is
+ * left prepared). */
+static void test_other_descriptors(void **state) {
+  (void)state;
+  long live = dk__objects_live();
+  IOGuardPageMemoryDescriptor *g = IOGuardPageMemoryDescriptor_withSize(2 * PS);
+  assert_non_null(g);
+  /* nothing to walk at prepare: gen finds no segment */
+  IODMACommand *c = new_command(64, 0, kIODMAMapOptionMapped, 1, NULL);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, (IOMemoryDescriptor *)g, false));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, false, false));
+  UInt64 off = 0;
+  IODMACommandSegment64 sg[2];
+  UInt32 n = 2;
+  DKT_RC(kIOReturnUnsupported, IODMACommand_gen64IOVMSegments(c, &off, sg, &n));
+  assert_true(dkt_text_has(dk_last_failure()->text, "guard pages"));
+  assert_int_equal(off, 0);
+  DKT_OK(IODMACommand_complete(c, false, false));
+  OSSafeReleaseNULL(c);
+  /* an alignment above the page: prepare walks the range, and the walk finds no segment */
+  c = new_command(64, 0, kIODMAMapOptionMapped, (UInt32)(2 * PS), NULL);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, (IOMemoryDescriptor *)g, false));
+  DKT_RC(kIOReturnUnsupported, IODMACommand_prepare(c, 0, 0, false, false));
+  assert_string_equal(dk_last_failure()->function, "prepare");
+  assert_false(dk_dmacommand_is_double_buffered(c));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, false, false));
+  OSSafeReleaseNULL(c);
+  OSSafeReleaseNULL(g);
+
+  /* physical ranges under a mapper: double-buffered, the IOVA is the bounce buffer's */
+  IOMapper *m = soft_mapper(0x100000, (1ull << 40) - 1);
+  IOMemoryDescriptor *phys = IOMemoryDescriptor_withPhysicalAddress(0x12345000, 2 * PS, kIODirectionOutIn);
+  assert_non_null(phys);
+  c = new_command(64, 0, kIODMAMapOptionMapped, 1, m);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c, phys, false));
+  DKT_OK(IODMACommand_prepare(c, 0, 0, false, false));
+  assert_true(dk_dmacommand_is_double_buffered(c));
+  static seg got[MAXSEGS];
+  assert_int_equal(collect(c, got, 4), 1);
+  assert_true(got[0].a >= 0x100000 && got[0].l == 2 * PS);
+  /* the device's data cannot reach physical ranges dmakit does not map */
+  DKT_RC(kIOReturnUnderrun, IODMACommand_synchronize(c, kIODirectionIn));
+  assert_true(dkt_text_has(dk_last_failure()->text, "physical ranges cannot be copied"));
+  DKT_OK(IODMACommand_complete(c, false, false));
+  dk_mapper_info mi;
+  DKT_OK(dk_mapper_get_info(m, &mi));
+  assert_int_equal(mi.mappings_live, 0);
+  /* with the copy at prepare: refused, nothing kept */
+  DKT_RC(kIOReturnUnderrun, IODMACommand_prepare(c, 0, 0, false, true));
+  assert_false(dk_dmacommand_is_double_buffered(c));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c, false, false));
+  DKT_OK(dk_mapper_get_info(m, &mi));
+  assert_int_equal(mi.mappings_live, 0);
+  OSSafeReleaseNULL(c);
+  OSSafeReleaseNULL(phys);
+  close_clean(m);
+  assert_int_equal(dk__objects_live(), live);
+}
+
+static bool refuse_segment(IODMACommand *t, IODMACommandSegment64 s, void *segs, UInt32 i) {
+  (void)t; (void)s; (void)segs; (void)i;
+  return false;
+}
+
+/* A bounce buffer that cannot be mapped (the mapper's last mapping is taken): prepare fails
+ * with the mapper's reason and keeps nothing; IterateOnly ignores ForceDoubleBuffer; an
+ * output function that refuses a segment; synchronize without a direction copies nothing;
+ * SegmentOptions with internal segments aligned like the first. */
+static void test_bounce_and_output_edges(void **state) {
+  (void)state;
+  long live = dk__objects_live();
+  const uint64_t ranges[1][2] = { { 0x100000, (1ull << 40) - 1 } };
+  IOMapper *m = dk__mapper_create_soft(ranges, 1, 1);
+  assert_non_null(m);
+  IOBufferMemoryDescriptor *b1 = new_buffer(PS, kIODirectionInOut), *b2 = new_buffer(2 * PS, kIODirectionInOut);
+  /* the one mapping, of a made-up range (the soft mapper programs nothing) */
+  const dk_iova_spec none = { 0, 0, 0, 0 };
+  dk_mapping taken = { 0 };
+  DKT_OK(dk__mapper_map(m, (const void *)(uintptr_t)0x7f0000000000ull, PS, PS, &none, &taken));
+  IODMACommand *c2 = new_command(64, 0, kIODMAMapOptionMapped, 64, m);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c2, MD(b2), false));
+  /* starting 8 bytes into the buffer: not 64-byte aligned, so a bounce buffer, then no IOVA */
+  DKT_RC(kIOReturnNoResources, IODMACommand_prepare(c2, 8, PS, false, true));
+  assert_true(dkt_text_has(dk_last_failure()->text, "limit of 1 mappings"));
+  assert_false(dk_dmacommand_is_double_buffered(c2));
+  assert_null(dk__dmacommand_bounce(c2));
+  DKT_RC(kIOReturnNotReady, IODMACommand_complete(c2, false, false));
+  dk__mapper_unmap(m, &taken);
+  DKT_OK(IODMACommand_prepare(c2, 8, PS, false, true));                /* room again */
+  assert_true(dk_dmacommand_is_double_buffered(c2));
+  /* synchronize with no direction: nothing to copy */
+  uint64_t blen = 0;
+  uint8_t *bb = dk__dmacommand_bounce_bytes(c2, &blen);
+  assert_int_equal(blen, PS);
+  memset(bb, 0x5e, PS);
+  DKT_OK(IODMACommand_synchronize(c2, 0));
+  assert_true(dkt_all_bytes((uint8_t *)IOBufferMemoryDescriptor_getBytesNoCopy(b2) + 8, PS, 0));
+  /* an output function that takes no segment */
+  UInt64 off = 0;
+  IODMACommandSegment64 sg[1];
+  UInt32 n = 1;
+  DKT_RC(kIOReturnMessageTooLarge, IODMACommand_genIOVMSegmentsWithFunction(c2, refuse_segment, &off, sg, &n));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_SEGMENTS);
+  DKT_OK(IODMACommand_complete(c2, false, false));
+  /* not prepared: no bounce, nothing transferred */
+  assert_false(dk_dmacommand_is_double_buffered(c2));
+  assert_null(dk__dmacommand_bounce_bytes(c2, &blen));
+  assert_int_equal(blen, 0);
+  uint8_t x[4];
+  assert_int_equal(dk__dmacommand_transfer(c2, false, 0, x, sizeof x), 0);
+  OSSafeReleaseNULL(c2);
+
+  /* IterateOnly never double-buffers, even when asked to */
+  IODMACommand *c1 = new_command(64, 0, kIODMAMapOptionIterateOnly, 1, NULL);
+  DKT_OK(IODMACommand_setMemoryDescriptor(c1, MD(b1), true));
+  DKT_OK(IODMACommand_synchronize(c1, kIODMACommandForceDoubleBuffer));
+  assert_false(dk_dmacommand_is_double_buffered(c1));
+  DKT_OK(IODMACommand_getPreparedOffsetAndLength(c1, &off, NULL));
+  assert_int_equal(off, 0);
+  OSSafeReleaseNULL(c1);                                             /* completes it */
+
+  /* SegmentOptions: internal segments aligned as the first (1 with no alignment) are accepted */
+  IODMACommandSegmentOptions o;
+  memset(&o, 0, sizeof o);
+  o.fNumAddressBits = 64;
+  o.fAlignmentInternalSegments = 1;
+  c1 = IODMACommand_withSpecificationOptions(IODMACommand_OutputHost64, &o, kIODMAMapOptionMapped, NULL, NULL);
+  assert_non_null(c1);
+  assert_int_equal(IODMACommand_getAlignment(c1), 1);
+  OSSafeReleaseNULL(c1);
+  OSSafeReleaseNULL(b1);
+  OSSafeReleaseNULL(b2);
+  close_clean(m);
+  assert_int_equal(dk__objects_live(), live);
+}
+
 static void test_object_class_names(void **state) {
   (void)state;
   long live = dk__objects_live();
@@ -1569,6 +1708,8 @@ int main(void) {
       cmocka_unit_test(test_command_read_write_bytes),
       cmocka_unit_test(test_withSpecification_segment_options),
       cmocka_unit_test(test_object_class_names),
+      cmocka_unit_test(test_other_descriptors),
+      cmocka_unit_test(test_bounce_and_output_edges),
       DKT_TEST_4K(faults_physical),
       DKT_TEST_POOL(faults_physical),
   };

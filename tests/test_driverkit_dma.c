@@ -18,10 +18,12 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "iokit/dmacommand.h"
 #include "mapper/mapper_impl.h"
+#include "prim/prim.h"
 
 #define KIB 1024ull
 #define SOFT_LO 0x100000ull
@@ -193,6 +195,58 @@ static void prepare_arguments(void **s)
   assert_int_equal(wire_count(b), wired);
   OSObject_release(c);
   OSObject_release(b);
+  dk_mapper_set_system(NULL);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
+}
+
+/* Memory that cannot be prepared, a copy that does not fit the data descriptor, and no memory
+ * for PerformOperation's copy: the error, its reason, and nothing left prepared. */
+static void prepare_and_copy_refusals(void **s)
+{
+  (void)s;
+  IOMapper *m = soft_mapper();
+  dk_mapper_set_system(m);
+  IODMACommand *c = dk_command(NULL, 64);
+  size_t ps = dk_capabilities()->page_size;
+  void *gone = mmap(NULL, ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(gone != MAP_FAILED);
+  munmap(gone, ps);
+  IOMemoryDescriptor *unmapped = IOMemoryDescriptor_withAddressRange((uintptr_t)gone, ps, kIODirectionInOut, kernel_task);
+  assert_non_null(unmapped);
+  IOAddressSegment seg[4];
+  uint64_t flags = 0;
+  uint32_t n = 4;
+  DKT_RC(kIOReturnVMError, IODMACommand_PrepareForDMA(c, 0, unmapped, 0, 0, &flags, &n, seg));
+  assert_string_equal(dk_last_failure()->function, "IODMACommand::PrepareForDMA");
+  assert_true(dkt_text_has(dk_last_failure()->text, "not mapped"));
+  assert_null(IODMACommand_getMemoryDescriptor(c));
+  assert_int_equal(n, 4);
+  OSObject_release(unmapped);
+
+  IOBufferMemoryDescriptor *b = dk_buffer(kIOMemoryDirectionInOut, 16 * KIB);
+  IOBufferMemoryDescriptor *data = dk_buffer(kIOMemoryDirectionInOut, 16 * KIB);
+  uint32_t wired = wire_count(b);
+  DKT_OK(IODMACommand_PrepareForDMA(c, 0, MD(b), 0, 0, &flags, &n, seg));
+  /* Read: the DMA side fits, the data descriptor has 4 KiB from offset 12 KiB */
+  DKT_RC(kIOReturnUnderrun, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionRead, 0, 8 * KIB,
+                                                          12 * KIB, MD(data)));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  /* Read past the prepared range */
+  DKT_RC(kIOReturnUnderrun, IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionRead, 12 * KIB,
+                                                          8 * KIB, 0, MD(data)));
+  /* no memory for the copy */
+  dk__fault_arm(1, 0, DK_PRIM_BIT(DK_PRIM_MALLOC), 0);
+  IOReturn rc = IODMACommand_PerformOperation(c, kIODMACommandPerformOperationOptionZero, 0, 4 * KIB, 0, NULL);
+  int fired = dk__fault_fired();
+  dk__fault_disarm();
+  assert_true(fired);
+  assert_int_equal(rc, kIOReturnNoMemory);
+  assert_true(dkt_text_has(dk_last_failure()->text, "no memory for a copy"));
+  DKT_OK(IODMACommand_CompleteDMA(c, 0));
+  assert_int_equal(wire_count(b), wired);
+  OSObject_release(c);
+  OSObject_release(b);
+  OSObject_release(data);
   dk_mapper_set_system(NULL);
   assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
 }
@@ -446,6 +500,7 @@ int main(void)
     cmocka_unit_test(constants),
     cmocka_unit_test(create_arguments),
     cmocka_unit_test(prepare_arguments),
+    cmocka_unit_test(prepare_and_copy_refusals),
     cmocka_unit_test(system_mapper_one_segment),
     cmocka_unit_test(device_mapper),
     cmocka_unit_test(service_arguments),

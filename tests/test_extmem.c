@@ -505,6 +505,100 @@ static void sub_and_multi(void **state)
   munmap(a, len);
 }
 
+/* Refused input of the composite descriptors, a part that cannot be prepared (the parts before it
+ * are completed again), a part completed behind the concatenation's back (complete is never
+ * refused, as in XNU), and the tag and direction a concatenation takes from its parts. */
+static void composite_edges(void **state)
+{
+  (void)state;
+  size_t len = 4 * page();
+  warm();
+  uint8_t *a = anon(len, false, 0x11), *gone = anon(len, false, 0);
+  munmap(gone, len);
+  snapshot before = snap();
+  IOMemoryDescriptor *g = IOMemoryDescriptor_withAddressRange((uintptr_t)a, len, kIODirectionInOut, kernel_task);
+  IOMemoryDescriptor *bad = IOMemoryDescriptor_withAddressRange((uintptr_t)gone, len, kIODirectionInOut, kernel_task);
+  assert_non_null(g);
+  assert_non_null(bad);
+  /* a sub-range of nothing, and one whose end wraps */
+  assert_null(IOSubMemoryDescriptor_withSubRange(NULL, 0, 1, kIODirectionIn));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+  assert_null(IOSubMemoryDescriptor_withSubRange(g, UINT64_MAX, 2, kIODirectionIn));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  /* a concatenation of no array, of no parts, of something that is not a descriptor */
+  IOMemoryDescriptor *parts[2] = { g, (IOMemoryDescriptor *)(void *)a };
+  assert_null(IOMultiMemoryDescriptor_withDescriptors(NULL, 1, kIODirectionIn, false));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_true(dkt_text_has(dk_last_failure()->text, "NULL"));
+  assert_null(IOMultiMemoryDescriptor_withDescriptors(parts, 0, kIODirectionIn, false));
+  assert_true(dkt_text_has(dk_last_failure()->text, "count 0"));
+  assert_null(IOMultiMemoryDescriptor_withDescriptors(parts, 2, kIODirectionIn, false));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_true(dkt_text_has(dk_last_failure()->text, "descriptor 1 is not"));
+  /* lengths that add up past 2^64 (physical ranges of 2^63 bytes: nothing is touched) */
+  IOMemoryDescriptor *huge = IOMemoryDescriptor_withPhysicalAddress(0, 1ull << 63, kIODirectionIn);
+  assert_non_null(huge);
+  IOMemoryDescriptor *twice[2] = { huge, huge };
+  assert_null(IOMultiMemoryDescriptor_withDescriptors(twice, 2, kIODirectionIn, false));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  OSObject_release(huge);
+  /* the parts must agree on being pageable buffers, either way round */
+  IOBufferMemoryDescriptor *pg =
+      IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIOMemoryPageable | kIODirectionInOut, page(), page());
+  assert_non_null(pg);
+  IOMemoryDescriptor *mixed[2] = { g, MD(pg) };
+  assert_null(IOMultiMemoryDescriptor_withDescriptors(mixed, 2, kIODirectionIn, false));
+  assert_true(dkt_text_has(dk_last_failure()->text, "descriptor 1 is pageable and descriptor 0 is not"));
+  mixed[0] = MD(pg);
+  mixed[1] = g;
+  assert_null(IOMultiMemoryDescriptor_withDescriptors(mixed, 2, kIODirectionIn, false));
+  assert_true(dkt_text_has(dk_last_failure()->text, "descriptor 1 is not pageable and descriptor 0 is pageable"));
+  OSObject_release(pg);
+
+  /* the tag of the first part that has one; the direction given, for prepare without one */
+  IOMemoryDescriptor_setTag(g, 7);
+  IOMemoryDescriptor_setTag(bad, 9);
+  IOMemoryDescriptor *ok_then_bad[2] = { g, bad };
+  IOMultiMemoryDescriptor *m = IOMultiMemoryDescriptor_withDescriptors(ok_then_bad, 2, kIODirectionOut, false);
+  assert_non_null(m);
+  assert_int_equal(IOMemoryDescriptor_getTag(MD(m)), 7);
+  /* the second part cannot be pinned: the first, prepared already, is completed again */
+  DKT_RC(kIOReturnVMError, IOMemoryDescriptor_prepare(MD(m), kIODirectionNone));
+  assert_true(dkt_text_has(dk_last_failure()->text, "preparing a part failed"));
+  assert_int_equal(atomic_load(&g->wire_count), 0);
+  assert_int_equal(atomic_load(&bad->wire_count), 0);
+  assert_int_equal(dk__pins_live(), before.pins);
+  DKT_RC(kIOReturnVMError, IOMemoryDescriptor_prepare(MD(m), kIODirectionIn));
+  assert_int_equal(atomic_load(&g->wire_count), 0);
+  OSObject_release(m);
+
+  /* a part completed on its own meanwhile: complete() of the whole completes the others and
+   * reports that part's refusal */
+  IOMemoryDescriptor *g2 = IOMemoryDescriptor_withAddressRange((uintptr_t)a + page(), page(), kIODirectionInOut,
+                                                               kernel_task);
+  assert_non_null(g2);
+  IOMemoryDescriptor *both[2] = { g, g2 };
+  m = IOMultiMemoryDescriptor_withDescriptors(both, 2, kIODirectionInOut, false);
+  assert_non_null(m);
+  DKT_OK(IOMemoryDescriptor_prepare(MD(m), kIODirectionOut));
+  assert_int_equal(atomic_load(&g->wire_count), 1);
+  assert_int_equal(atomic_load(&g2->wire_count), 1);
+  DKT_OK(IOMemoryDescriptor_complete(g2, kIODirectionNone));
+  assert_int_equal(atomic_load(&g2->wire_count), 0);
+  DKT_OK(IOMemoryDescriptor_complete(MD(m), kIODirectionOut));     /* unbalanced for g2: XNU only asserts */
+  assert_int_equal(atomic_load(&g->wire_count), 0);
+  assert_int_equal(atomic_load(&g2->wire_count), 0);
+  assert_int_equal(dk__pins_live(), before.pins);
+  OSObject_release(m);
+  OSObject_release(g2);
+  OSObject_release(bad);
+  OSObject_release(g);
+  { snapshot after_ = snap(); assert_same(&before, &after_, "composite edges"); }
+  munmap(a, len);
+}
+
 /* ==== 8. mappings ====================================================================================== */
 
 static void mappings(void **state)
@@ -793,6 +887,88 @@ static void sub_of_buffer_mappings(void **state)
   { snapshot after_ = snap(); assert_same(&before, &after_, "window mappings"); }
 }
 
+/* Views (mappings of described memory) at an address asked for: a free one, a taken one
+ * (kIOReturnNoSpace, the caller's mapping untouched), one replaced with kIOMapOverwrite; and
+ * redirect's refusals, blocking (NULL backing), a read-only unique mapping, a backing that
+ * cannot be mapped. */
+static void fixed_views_and_redirect(void **state)
+{
+  (void)state;
+  size_t len = 2 * page();
+  uint8_t *data = anon(len, true, 0x6d);
+  IOMemoryDescriptor *md = IOMemoryDescriptor_withAddressRange((uintptr_t)data, len, kIODirectionOutIn, kernel_task);
+  assert_non_null(md);
+  warm();
+  snapshot before = snap();
+  /* a free address */
+  uint8_t *hole = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(hole != MAP_FAILED);
+  munmap(hole, len);
+  IOMemoryMap *map = IOMemoryDescriptor_createMappingInTask(md, kernel_task, (uintptr_t)hole, 0, 0, 0);
+  if (!map) fail_msg("a view at a free address: %s", dkt_failure_text());
+  assert_ptr_equal((void *)(uintptr_t)IOMemoryMap_getAddress(map), hole);
+  assert_true(dkt_all_bytes(hole, len, 0x6d));
+  OSObject_release(map);
+  /* a taken one: refused, what is there stays */
+  uint8_t *mine = anon(len, false, 0x5a);
+  assert_null(IOMemoryDescriptor_createMappingInTask(md, kernel_task, (uintptr_t)mine, 0, 0, 0));
+  assert_int_equal(dk_last_failure()->code, kIOReturnNoSpace);
+  assert_true(dkt_text_has(dk_last_failure()->text, "at the address asked for"));
+  assert_true(dkt_all_bytes(mine, len, 0x5a));
+  /* with kIOMapOverwrite: replaced; released, the range is dmakit's to unmap */
+  map = IOMemoryDescriptor_createMappingInTask(md, kernel_task, (uintptr_t)mine, kIOMapOverwrite, 0, 0);
+  if (!map) fail_msg("a view over the caller's mapping: %s", dkt_failure_text());
+  assert_ptr_equal((void *)(uintptr_t)IOMemoryMap_getAddress(map), mine);
+  assert_true(dkt_all_bytes(mine, len, 0x6d));
+  OSObject_release(map);
+  assert_false(dkt_is_mapped(mine));
+  { snapshot after_ = snap(); assert_same(&before, &after_, "views at an address"); }
+
+  /* redirect */
+  IOBufferMemoryDescriptor *b1 = buffer_4k(page(), 0x11), *b2 = buffer_4k(page(), 0x22);
+  map = IOMemoryDescriptor_createMappingInTask(MD(b1), kernel_task, 0, kIOMapAnywhere | kIOMapUnique, 0, 0);
+  assert_non_null(map);
+  uint8_t *v = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(map);
+  DKT_RC(kIOReturnBadArgument, IOMemoryMap_redirect(NULL, MD(b2), 0, 0));
+  assert_true(dkt_text_has(dk_last_failure()->text, "not an IOMemoryMap"));
+  DKT_RC(kIOReturnBadArgument, IOMemoryMap_redirect(map, (IOMemoryDescriptor *)(void *)data, 0, 0));
+  assert_true(dkt_text_has(dk_last_failure()->text, "not a memory descriptor"));
+  DKT_RC(kIOReturnBadArgument, IOMemoryMap_redirect(map, MD(b2), 0, 1));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  DKT_RC(kIOReturnBadArgument, IOMemoryMap_redirect(map, MD(b2), 0, UINT64_MAX));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  /* physical ranges cannot be shown: refused, the mapping still shows its memory */
+  IOMemoryDescriptor *phys = IOMemoryDescriptor_withPhysicalAddress(0x12345000, page(), kIODirectionOutIn);
+  assert_non_null(phys);
+  assert_int_not_equal(IOMemoryMap_redirect(map, phys, 0, 0), kIOReturnSuccess);
+  assert_ptr_equal(IOMemoryMap_getMemoryDescriptor(map), MD(b1));
+  assert_true(dkt_all_bytes(v, page(), 0x11));
+  OSObject_release(phys);
+  /* blocked: every access faults; redirected to the same memory again, it shows it */
+  DKT_OK(IOMemoryMap_redirect(map, NULL, 0, 0));
+  int status;
+  assert_int_equal(dkt_run_in_child(touch, v, &status), 0);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  DKT_OK(IOMemoryMap_redirect(map, MD(b1), 0, 0));
+  assert_ptr_equal(IOMemoryMap_getMemoryDescriptor(map), MD(b1));
+  assert_true(dkt_all_bytes(v, page(), 0x11));
+  OSObject_release(map);
+  /* read-only and unique: redirected, still read-only */
+  map = IOMemoryDescriptor_createMappingInTask(MD(b1), kernel_task, 0, kIOMapAnywhere | kIOMapUnique | kIOMapReadOnly,
+                                               0, 0);
+  assert_non_null(map);
+  v = (uint8_t *)(uintptr_t)IOMemoryMap_getAddress(map);
+  DKT_OK(IOMemoryMap_redirect(map, MD(b2), 0, 0));
+  assert_true(dkt_all_bytes(v, page(), 0x22));
+  assert_int_equal(dkt_run_in_child(touch, v, &status), 0);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  OSObject_release(map);
+  OSObject_release(b1);
+  OSObject_release(b2);
+  OSObject_release(md);
+  munmap(data, len);
+}
+
 /* ==== 11. context, redirect, getDMAMapLength ============================================================ */
 
 static void context_and_redirect(void **state)
@@ -925,6 +1101,141 @@ static void sweep(const char *name, IOReturn (*op)(void))
   assert_int_equal(op(), kIOReturnSuccess);
 }
 
+/* withOptions' memory types, wrapping totals, guard-page sizes; the mapper a descriptor takes
+ * (given, identity, none asked for, the system's) and a mapper that runs out of mappings half
+ * way through the ranges: nothing stays mapped or pinned. */
+static IOMapper *g_opt_mapper;
+static IOReturn op_options(void)
+{
+  static uint8_t *mem;
+  if (!mem) mem = anon(4 * page(), false, 3);
+  IOAddressRange r[2] = { { (uintptr_t)mem, page() }, { (uintptr_t)mem + 2 * page(), 2 * page() } };
+  IOMemoryDescriptor *md =
+      IOMemoryDescriptor_withOptions(r, 2, 0, kernel_task, kIOMemoryTypeVirtual64 | kIODirectionInOut |
+                                     kIOMemoryThreadSafe | kIOMemoryAutoPrepare, g_opt_mapper);
+  if (!md) return dk_last_failure()->code;
+  IOByteCount l = 0;
+  IOReturn rc = IOMemoryDescriptor_getPhysicalSegment(md, 0, &l, 0) ? kIOReturnSuccess : kIOReturnInternalError;
+  IOMemoryDescriptor_complete(md, kIODirectionNone);
+  OSObject_release(md);
+  return rc;
+}
+
+static void gmd_edges(void **state)
+{
+  (void)state;
+  warm();
+  uint8_t *a = anon(4 * page(), false, 0x31);
+  snapshot before = snap();
+  IOAddressRange r = { (uintptr_t)a, page() };
+  /* memory types: UIO, persistent and UPL descriptors are IOKit's, others no type at all */
+  static const IOOptionBits unsupported[] = { kIOMemoryTypeUIO, kIOMemoryTypePersistentMD };
+  for (size_t i = 0; i < 2; i++) {
+    assert_null(IOMemoryDescriptor_withOptions(&r, 1, 0, kernel_task, unsupported[i], NULL));
+    assert_int_equal(dk_last_failure()->code, kIOReturnUnsupported);
+  }
+  assert_null(IOMemoryDescriptor_withOptions(&r, 1, 0, kernel_task, 0x60, NULL));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_true(dkt_text_has(dk_last_failure()->text, "memory type 0x60"));
+  /* the total wraps although no range does; a virtual range ending in the last page */
+  IOAddressRange halves[2] = { { 0x1000, 1ull << 63 }, { 0x1000, 1ull << 63 } };
+  assert_null(IOMemoryDescriptor_withAddressRanges(halves, 2, kIODirectionIn, NULL));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  IOAddressRange top = { UINT64_MAX - page() - 10, 20 };
+  assert_null(IOMemoryDescriptor_withAddressRanges(&top, 1, kIODirectionIn, kernel_task));
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_RANGE);
+  assert_true(dkt_text_has(dk_last_failure()->text, "wraps"));
+  /* guard pages: no size, a size that does not round to pages; no bus address */
+  assert_null(IOGuardPageMemoryDescriptor_withSize(0));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  assert_null(IOGuardPageMemoryDescriptor_withSize(SIZE_MAX));
+  assert_int_equal(dk_last_failure()->code, kIOReturnBadArgument);
+  IOGuardPageMemoryDescriptor *gp = IOGuardPageMemoryDescriptor_withSize(page());
+  assert_non_null(gp);
+  IOByteCount l = 5;
+  assert_int_equal(IOMemoryDescriptor_getPhysicalSegment(MD(gp), 0, &l, 0), 0);
+  assert_int_equal(dk_last_failure()->code, kIOReturnUnsupported);
+  uint8_t x[4];
+  assert_int_equal(IOMemoryDescriptor_readBytes(MD(gp), 0, x, sizeof x), 0);
+  assert_true(dkt_text_has(dk_last_failure()->text, "guard pages hold no bytes"));
+  OSObject_release(gp);
+  /* physical ranges are not copied either */
+  IOMemoryDescriptor *phys = IOMemoryDescriptor_withPhysicalAddress(0x12345000, page(), kIODirectionIn);
+  assert_non_null(phys);
+  assert_int_equal(IOMemoryDescriptor_writeBytes(phys, 0, x, sizeof x), 0);
+  assert_true(dkt_text_has(dk_last_failure()->text, "physical ranges cannot be copied"));
+  OSObject_release(phys);
+  /* auto-prepared memory that cannot be pinned: no descriptor */
+  uint8_t *gone = anon(page(), false, 0);
+  munmap(gone, page());
+  assert_null(IOMemoryDescriptor_withAddress(gone, page(), kIODirectionInOut));
+  assert_int_equal(dk_last_failure()->code, kIOReturnVMError);
+  assert_string_equal(dk_last_failure()->function, "withAddress");
+
+  /* the mapper: one given is used, the identity mapper or kIOMemoryMapperNone is none, and a
+   * zero-length range needs no mapping */
+  IOMapper *soft = dk__mapper_create_soft(g_vtd, 2, 0);
+  assert_non_null(soft);
+  IOAddressRange two[2] = { { (uintptr_t)a, page() }, { (uintptr_t)a + 2 * page(), 0 } };
+  IOMemoryDescriptor *md = IOMemoryDescriptor_withOptions(two, 2, 0, kernel_task,
+                                                          kIOMemoryTypeVirtual64 | kIODirectionInOut, soft);
+  assert_non_null(md);
+  DKT_OK(IOMemoryDescriptor_prepare(md, kIODirectionNone));
+  dk_mapper_info mi;
+  DKT_OK(dk_mapper_get_info(soft, &mi));
+  assert_int_equal(mi.buffers_mapped, 1);
+  l = 0;
+  addr64_t iova = IOMemoryDescriptor_getPhysicalSegment(md, 0, &l, 0);
+  assert_true(iova != 0);
+  assert_int_equal(l, page());
+  DKT_OK(IOMemoryDescriptor_complete(md, kIODirectionNone));
+  DKT_OK(dk_mapper_get_info(soft, &mi));
+  assert_int_equal(mi.buffers_mapped, 0);
+  OSObject_release(md);
+  md = IOMemoryDescriptor_withOptions(&r, 1, 0, kernel_task, kIOMemoryTypeVirtual64 | kIODirectionInOut,
+                                      dk_mapper_identity());
+  assert_non_null(md);
+  assert_false(md->has_mapper);
+  OSObject_release(md);
+  dk_mapper_set_system(soft);
+  md = IOMemoryDescriptor_withAddressRange((uintptr_t)a, page(), kIODirectionInOut | kIOMemoryMapperNone, kernel_task);
+  assert_non_null(md);
+  assert_false(md->has_mapper);
+  DKT_OK(IOMemoryDescriptor_prepare(md, kIODirectionNone));
+  DKT_OK(dk_mapper_get_info(soft, &mi));
+  assert_int_equal(mi.buffers_mapped, 0);
+  DKT_OK(IOMemoryDescriptor_complete(md, kIODirectionNone));
+  OSObject_release(md);
+  dk_mapper_set_system(NULL);
+  assert_int_equal(dk_mapper_close(soft, NULL, 0), 0);
+
+  /* a mapper with room for one mapping, two ranges in different places: the second is
+   * refused, the first is unmapped again and the pins are given back */
+  IOMapper *one = dk__mapper_create_soft(g_vtd, 2, 1);
+  assert_non_null(one);
+  IOAddressRange apart[2] = { { (uintptr_t)a, page() }, { (uintptr_t)a + 2 * page(), page() } };
+  md = IOMemoryDescriptor_withOptions(apart, 2, 0, kernel_task, kIOMemoryTypeVirtual64 | kIODirectionInOut, one);
+  assert_non_null(md);
+  DKT_RC(kIOReturnNoResources, IOMemoryDescriptor_prepare(md, kIODirectionNone));
+  assert_true(dkt_text_has(dk_last_failure()->text, "limit of 1 mappings"));
+  DKT_OK(dk_mapper_get_info(one, &mi));
+  assert_int_equal(mi.mappings_live, 0);
+  assert_int_equal(mi.buffers_mapped, 0);
+  assert_int_equal(atomic_load(&md->wire_count), 0);
+  assert_int_equal(dk__pins_live(), before.pins);
+  OSObject_release(md);
+  assert_int_equal(dk_mapper_close(one, NULL, 0), 0);
+  { snapshot after_ = snap(); assert_same(&before, &after_, "descriptor options"); }
+
+  /* thread-safe, auto-prepared, under a mapper: every prim call of it failed in turn */
+  g_opt_mapper = dk__mapper_create_soft(g_vtd, 2, 0);
+  assert_non_null(g_opt_mapper);
+  sweep("withOptions thread-safe, auto-prepared, under a mapper", op_options);
+  assert_int_equal(dk_mapper_close(g_opt_mapper, NULL, 0), 0);
+  g_opt_mapper = NULL;
+  munmap(a, 4 * page());
+}
+
 static void faults(void **state)
 {
   (void)state;
@@ -977,6 +1288,7 @@ int main(void)
     cmocka_unit_test(bad_input),
     cmocka_unit_test(unmapped_while_prepared),
     cmocka_unit_test(sub_and_multi),
+    cmocka_unit_test(composite_edges),
     cmocka_unit_test(mappings),
     cmocka_unit_test(sub_of_buffer_mappings),
     cmocka_unit_test(dma_command),
@@ -984,7 +1296,9 @@ int main(void)
     cmocka_unit_test(physical_ranges),
     cmocka_unit_test(guard_pages),
     cmocka_unit_test(context_and_redirect),
+    cmocka_unit_test(fixed_views_and_redirect),
     cmocka_unit_test(faults),
+    cmocka_unit_test(gmd_edges),
     cmocka_unit_test(as_user),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1428,6 +1428,145 @@ static void table_backend_fails(void **state)
   assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
 }
 
+/* A backend whose unmap the kernel refuses, and whose map fails without saying why. */
+static int g_quirk_unmap_rc, g_quirk_map_fail;
+static int quirk_map(IOMapper *m, uint64_t va, uint64_t iova, uint64_t len)
+{
+  (void)m; (void)va; (void)iova; (void)len;
+  if (!g_quirk_map_fail) return 0;
+  errno = 0;
+  return -1;
+}
+static int quirk_unmap(IOMapper *m, uint64_t iova, uint64_t len)
+{
+  (void)m; (void)iova; (void)len;
+  return g_quirk_unmap_rc;
+}
+static const dk_mapper_ops g_quirk_ops = { quirk_map, quirk_unmap, NULL };
+
+/* An IOVA the kernel would not unmap is never handed out again; a map failing with no errno is
+ * an I/O error; a granule below the page is a page. */
+static void table_backend_quirks(void **state)
+{
+  (void)state;
+  const uint64_t P = page();
+  const uint64_t r[1][2] = { { 0x100000, 0x103fff } };     /* 4 pages */
+  IOMapper *m = dk__mapper_new(DK_MAPPER_SOFTWARE, &g_quirk_ops, r, 1);
+  assert_non_null(m);
+  const dk_iova_spec none = { 0, 0, 0, 0 };
+  const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000000000ull;
+  dk_mapping u = { 0 };
+  uint64_t first = 0, again = 0;
+  assert_int_equal(map_use(m, base + 10, 100, 0, &none, &first, &u), kIOReturnSuccess);
+  assert_int_equal(first & (P - 1), 10);
+  assert_int_equal(minfo(m).bytes_mapped, P);
+  g_quirk_unmap_rc = -1;
+  dk__mapper_unmap(m, &u);
+  g_quirk_unmap_rc = 0;
+  dk_mapper_info mi = minfo(m);
+  assert_int_equal(mi.mappings_live, 0);
+  assert_int_equal(mi.double_unmaps, 0);
+  assert_int_equal(m->space.used, P);                /* retired: still used */
+  for (int i = 0; i < 3; i++) {
+    dk_mapping v = { 0 };
+    assert_int_equal(map_use(m, base + (uint64_t)(i + 1) * 0x10000, P, P, &none, &again, &v), kIOReturnSuccess);
+    assert_int_not_equal(again & ~(P - 1), first & ~(P - 1));
+    dk__mapper_unmap(m, &v);
+  }
+  /* the three free pages are all there is: four do not fit */
+  dk_mapping w = { 0 };
+  assert_int_equal(map_use(m, base, 4 * P, P, &none, &again, &w), kIOReturnNoResources);
+  g_quirk_map_fail = 1;
+  dk_clear_failure();
+  assert_int_equal(map_use(m, base, P, P, &none, &again, &w), kIOReturnVMError);
+  assert_true(dkt_text_has(dk_last_failure()->text, strerror(EIO)));
+  g_quirk_map_fail = 0;
+  assert_int_equal(minfo(m).mappings_live, 0);
+  assert_int_equal(m->space.used, P);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
+}
+
+/* Refused arguments of the public calls, the range count kept in the info, the mapper's own
+ * allocations failing, and the tracker's report: cut to the room given, none asked for,
+ * double unmaps, the debug message. */
+static void tracker_reports(void **state)
+{
+  (void)state;
+  const uint64_t P = page();
+  /* not a mapper, no info */
+  IOMapper *m = soft_mapper(0);
+  dk_mapper_info mi;
+  assert_int_equal(dk_mapper_get_info(m, NULL), kIOReturnBadArgument);
+  uint64_t junk[32] = { 0 };
+  assert_int_equal(dk_mapper_get_info((IOMapper *)(void *)junk, &mi), kIOReturnBadArgument);
+  assert_true(dkt_text_has(dk_last_failure()->text, "not a mapper"));
+  assert_false(dk__mapper_translates((IOMapper *)(void *)junk));
+  assert_false(dk__mapper_translates(dk_mapper_identity()));
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
+  /* more apertures than the info holds: the first eight */
+  uint64_t many[10][2];
+  for (int i = 0; i < 10; i++) {
+    many[i][0] = 0x100000ull * (uint64_t)(i + 1);
+    many[i][1] = many[i][0] + 0xfffff;
+  }
+  m = dk__mapper_create_soft((const uint64_t (*)[2])many, 10, 0);
+  assert_non_null(m);
+  mi = minfo(m);
+  assert_int_equal(mi.iova_range_count, 8);
+  assert_int_equal(mi.iova_ranges[7].start, many[7][0]);
+  assert_int_equal(m->space.total, 10 * 0x100000ull);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 0);
+  /* no memory for the mapper or its IOVA space: NULL with the reason, nothing kept */
+  dk__thread_caches_flush();
+  long heap = dk__prim_counters().heap_blocks;
+  unsigned long n = 1;
+  for (;; n++) {
+    dk__fault_arm(n, 0, DK_PRIM_BIT(DK_PRIM_MALLOC) | DK_PRIM_BIT(DK_PRIM_CALLOC) | DK_PRIM_BIT(DK_PRIM_REALLOC), 0);
+    dk_clear_failure();
+    m = dk__mapper_create_soft((const uint64_t (*)[2])many, 10, 3);
+    int fired = dk__fault_fired();
+    dk__fault_disarm();
+    if (!fired) break;
+    assert_null(m);
+    assert_int_equal(dk_last_failure()->code, kIOReturnNoMemory);
+    assert_true(dkt_text_has(dk_last_failure()->text, "no memory for the"));
+    assert_int_equal(dk__prim_counters().heap_blocks, heap);
+  }
+  assert_true(n > 1);
+  assert_non_null(m);
+  assert_int_equal(minfo(m).dma_limit, 3);
+
+  /* two mappings left live, one use unmapped twice */
+  const dk_iova_spec none = { 0, 0, 0, 0 };
+  const uint8_t *base = (const uint8_t *)(uintptr_t)0x7f0000000000ull;
+  dk_mapping u[3] = { { 0 } };
+  uint64_t iova;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(map_use(m, base + (uint64_t)i * 0x100000, P, P, &none, &iova, &u[i]), kIOReturnSuccess);
+  dk__mapper_unmap(m, &u[2]);
+  dk__mapper_unmap(m, &u[2]);
+  assert_int_equal(minfo(m).double_unmaps, 1);
+  /* the report cut to 24 bytes: a prefix of the first line, terminated */
+  char small[24];
+  memset(small, 'x', sizeof small);
+  dk__mapper_retain(m);
+  assert_int_equal(dk_mapper_close(m, small, sizeof small), 2);
+  assert_int_equal(strlen(small), sizeof small - 1);
+  assert_memory_equal(small, "leaked: IOVA 0x", 15);
+  /* no report asked for, and the debug message */
+  long debug = dk_option_get(DK_OPTION_MAPPER_DEBUG);
+  dk_option_set(DK_OPTION_MAPPER_DEBUG, 1);
+  dk__mapper_retain(m);
+  assert_int_equal(dk_mapper_close(m, NULL, 0), 2);
+  dk_option_set(DK_OPTION_MAPPER_DEBUG, debug);
+  char full[512];
+  assert_int_equal(dk_mapper_close(m, full, sizeof full), 2);
+  assert_true(dkt_text_has(full, "double unmaps: 1"));
+  /* the mappings keep the mapper; the last unmap frees it */
+  dk__mapper_unmap(m, &u[0]);
+  dk__mapper_unmap(m, &u[1]);
+}
+
 /* ==== 4. the kernel's mapping limit ========================================================= */
 
 static void mapping_limit(void **state)
@@ -1889,6 +2028,8 @@ int main(void)
     TANY(table_rules),
     TANY(table_exhaustion),
     TANY(table_backend_fails),
+    TANY(table_backend_quirks),
+    TANY(tracker_reports),
     T4K(masks_limit_iova),
     TPOOL(masks_limit_iova),
     T4K(contiguity_with_mapper),

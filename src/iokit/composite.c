@@ -242,8 +242,8 @@ IOMultiMemoryDescriptor *IOMultiMemoryDescriptor_withDescriptors(IOMemoryDescrip
     IOOptionBits p = (IOOptionBits)(d->flags & kIOMemoryBufferPageable);
     if (i && p != pageable) {
       dk__fail(kIOReturnBadArgument, DK_CONSTRAINT_ARGUMENT,
-               "descriptor %u is %spageable and descriptor 0 is %s: the parts must agree", i, p ? "" : "not ",
-               pageable ? "" : "not");
+               "descriptor %u is %spageable and descriptor 0 is %spageable: the parts must agree", i, p ? "" : "not ",
+               pageable ? "" : "not ");
       return NULL;
     }
     pageable = p;
