@@ -67,7 +67,8 @@ static void send_map(int fd, uint32_t seq, uint64_t id)
   assert_int_equal(ftruncate(mfd, 2 * PG), 0);
   dk_msg m;
   dk__proto_init(&m, DK_MSG_MAP, seq);
-  m.u.map = (dk_msg_map){ .id = id, .file_offset = 0, .span = 2 * PG, .in_page = 0, .length = 2 * PG, .writable = 1 };
+  m.u.map = (dk_msg_map){ .id = id, .file_offset = 0, .span = 2 * PG, .in_page = 0, .length = 2 * PG, .writable = 1,
+                          .populate = (uint32_t)(id & 1) };
   fake_send(fd, &m, mfd);
   close(mfd);
 }
@@ -120,6 +121,27 @@ static void unmap_first(fake *f)
   m.u.id.id = 9;
   fake_send(f->cfd, &m, -1);
 }
+static void empty_first(fake *f) { (void)send(f->cfd, "", 0, 0); }
+static void welcome_with_fd(fake *f)
+{
+  dk_msg m;
+  dk__proto_init(&m, DK_MSG_WELCOME, 0);
+  m.u.welcome.access = 3;
+  m.u.welcome.page_size = PG;
+  int mfd = memfd_create("dk-test-welcome", MFD_CLOEXEC);
+  fake_send(f->cfd, &m, mfd);
+  close(mfd);
+}
+/* WELCOME, then after a pause a pushed mapping (id 7) and nothing more until the client leaves. */
+static void push_later(fake *f)
+{
+  welcome(f->cfd);
+  struct timespec t = { 0, 50 * 1000000L };
+  nanosleep(&t, NULL);
+  send_map(f->cfd, 0, 7);
+  dk_msg m;
+  while (fake_recv(f->cfd, &m, 5000)) {}
+}
 static void refuse_without_code(fake *f)
 {
   dk_msg m;
@@ -130,7 +152,9 @@ static void refuse_without_code(fake *f)
 
 /* After WELCOME: noise the client must ignore (a bad record with a descriptor, a second
  * WELCOME), then serve requests: arg 0 answers a MAP_REQ with a MAP, 1 with a RESULT refusal,
- * 2 never answers, 3 hangs up when the request comes; an UNMAP_REQ gets a RESULT. */
+ * 2 never answers, 3 hangs up when the request comes, 4 answers with a successful RESULT (no
+ * mapping); an UNMAP_REQ gets a RESULT. Before each MAP (arg 0) a RESULT for a request nobody
+ * made; before the requests an empty record, an oversized one and an UNMAP of an unknown id. */
 static void serve(fake *f)
 {
   welcome(f->cfd);
@@ -140,12 +164,27 @@ static void serve(fake *f)
   fake_send(f->cfd, &bad, mfd);
   close(mfd);
   welcome(f->cfd);
+  (void)send(f->cfd, "", 0, 0);                         /* an empty record */
+  static const char big[sizeof(dk_msg) * 2] = "longer than any message";
+  (void)send(f->cfd, big, sizeof big, 0);               /* truncated on receipt */
+  dk_msg stray;
+  dk__proto_init(&stray, DK_MSG_UNMAP, 0);              /* a mapping this client never had */
+  stray.u.id.id = 12345;
+  fake_send(f->cfd, &stray, -1);
   dk_msg m;
   uint64_t id = 100;
   while (fake_recv(f->cfd, &m, 5000)) {
     if (m.hdr.type == DK_MSG_MAP_REQ) {
-      if (f->arg == 0) send_map(f->cfd, m.hdr.seq, id++);
-      else if (f->arg == 1) {
+      if (f->arg == 0) {
+        dk_msg r;                                       /* an answer to a request nobody made */
+        dk__proto_init(&r, DK_MSG_RESULT, m.hdr.seq + 1000);
+        fake_send(f->cfd, &r, -1);
+        send_map(f->cfd, m.hdr.seq, id++);
+      } else if (f->arg == 4) {
+        dk_msg r;                                       /* "success", but no mapping */
+        dk__proto_init(&r, DK_MSG_RESULT, m.hdr.seq);
+        fake_send(f->cfd, &r, -1);
+      } else if (f->arg == 1) {
         dk_msg r;
         dk__proto_init(&r, DK_MSG_RESULT, m.hdr.seq);
         r.u.result.code = kIOReturnNotPermitted;
@@ -210,6 +249,58 @@ static void client_bad_drivers(void **state)
   connect_fails(send_garbage, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "first message");
   connect_fails(unmap_first, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "has type 4");
   connect_fails(refuse_without_code, kIOReturnNotPermitted, DK_CONSTRAINT_PEER, "not you");
+  connect_fails(empty_first, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "first message is an empty record");
+  connect_fails(welcome_with_fd, kIOReturnBadMessageID, DK_CONSTRAINT_CONNECTION, "first message");
+}
+
+/* Connecting where no driver can be reached: no out pointer, no socket file, a socket file
+ * nobody listens on, connect refused by the file system (EPERM), a driver whose backlog stays
+ * full (EAGAIN until the deadline). */
+static void client_connect_errors(void **state)
+{
+  (void)state;
+  fake f;
+  fake_start(&f, NULL, 0);
+  mark();
+  dk_client_options o = { .timeout_ms = SHORT_MS };
+  assert_int_equal(dk_client_connect(f.path, &o, NULL), kIOReturnBadArgument);
+  assert_int_equal(dk_last_failure()->constraint, DK_CONSTRAINT_ARGUMENT);
+  static const struct { int err; int forever; IOReturn want; dk_constraint_kind kind; const char *needle; } cases[] = {
+    { EPERM, 0, kIOReturnNotPermitted, DK_CONSTRAINT_PEER, "cannot be reached by uid" },
+    { EAGAIN, 1, kIOReturnNotResponding, DK_CONSTRAINT_CONNECTION, "accepted no connection within 300 ms" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    dk_client *c = (dk_client *)&c;
+    dk__fault_arm(1, cases[i].forever, DK_PRIM_BIT(DK_PRIM_CONNECT), cases[i].err);
+    IOReturn rc = dk_client_connect(f.path, &o, &c);
+    dk__fault_disarm();
+    const dk_failure *fl = dk_last_failure();
+    if (rc != cases[i].want || c != NULL || fl->constraint != cases[i].kind || !strstr(fl->text, cases[i].needle))
+      fail_msg("connect failing with errno %d: %s \"%s\", expected %s with \"%s\"", cases[i].err, dk_ioreturn_name(rc),
+               fl->text, dk_ioreturn_name(cases[i].want), cases[i].needle);
+  }
+  fake_stop(&f);
+  back("refused connects");
+  /* the socket file without a listener, then no file at all */
+  int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  assert_true(l >= 0);
+  snprintf(f.dir, sizeof f.dir, "/tmp/dk-client.XXXXXX");
+  assert_non_null(mkdtemp(f.dir));
+  snprintf(f.path, sizeof f.path, "%s/driver.sock", f.dir);
+  struct sockaddr_un a = { .sun_family = AF_UNIX };
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", f.path);
+  assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+  close(l);
+  for (int gone = 0; gone < 2; gone++) {
+    if (gone) unlink(f.path);
+    dk_client *c = (dk_client *)&c;
+    assert_int_equal(dk_client_connect(f.path, &o, &c), kIOReturnNotFound);
+    assert_null(c);
+    assert_non_null(strstr(dk_last_failure()->text, "no driver listens on"));
+    assert_non_null(strstr(dk_last_failure()->text, gone ? "No such file" : "refused"));
+  }
+  rmdir(f.dir);
+  back("connects to nobody");
 }
 
 static void client_connect_calls_fail(void **state)
@@ -266,6 +357,11 @@ static void client_requests(void **state)
   dk__fault_disarm();
   assert_int_equal(rc, kIOReturnNoMemory);
   assert_int_equal(dk_client_unmap_memory(c, a), kIOReturnSuccess);
+  b = 0;
+  assert_int_equal(dk_client_map_memory(c, 1, 0, &b, NULL), kIOReturnSuccess);   /* the length not asked for */
+  assert_true(b != 0);
+  assert_int_equal(*(volatile unsigned char *)(uintptr_t)b, 0);
+  assert_int_equal(dk_client_unmap_memory(c, b), kIOReturnSuccess);
   assert_int_equal(dk_client_map_memory(c, 1, 0, NULL, NULL), kIOReturnBadArgument);
   assert_int_equal(dk_client_map_memory(NULL, 1, 0, &b, NULL), kIOReturnBadArgument);
   dk_client_close(c);
@@ -277,6 +373,7 @@ static void client_requests(void **state)
     { 1, kIOReturnNotPermitted, "type refused" },
     { 2, kIOReturnNotResponding, "did not answer" },
     { 3, kIOReturnNotAttached, "went away" },
+    { 4, kIOReturnBadMessageID, "answered without a mapping" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     c = connected(&f, serve, cases[i].arg, cases[i].arg == 2 ? SHORT_MS : TIMEOUT_MS);
@@ -307,13 +404,56 @@ static void client_send_fails(void **state)
   dk__fault_disarm();
   assert_int_equal(rc, kIOReturnIPCError);
   assert_non_null(strstr(dk_last_failure()->text, "sending to the driver failed"));
-  dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_SENDMSG), EPIPE);
-  rc = dk_client_map_memory(c, 1, 0, &b, NULL);
-  dk__fault_disarm();
-  assert_int_equal(rc, kIOReturnNotAttached);
+  static const int gone[] = { EPIPE, ECONNRESET, ENOTCONN };   /* the driver is gone */
+  for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++) {
+    dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_SENDMSG), gone[i]);
+    rc = dk_client_map_memory(c, 1, 0, &b, NULL);
+    dk__fault_disarm();
+    assert_int_equal(rc, kIOReturnNotAttached);
+    assert_non_null(strstr(dk_last_failure()->text, "the driver is gone"));
+  }
   dk_client_close(c);
   fake_stop(&f);
   back("failed sends");
+  /* a driver that takes no request (its socket stays full) until the client's deadline */
+  c = connected(&f, serve, 0, SHORT_MS);
+  dk__fault_arm(1, 1, DK_PRIM_BIT(DK_PRIM_SENDMSG), EAGAIN);
+  rc = dk_client_map_memory(c, 1, 0, &b, NULL);
+  dk__fault_disarm();
+  assert_int_equal(rc, kIOReturnNotResponding);
+  assert_non_null(strstr(dk_last_failure()->text, "took no request within 300 ms"));
+  assert_true(dk_client_is_connected(c));   /* the driver did not go away: it was slow */
+  dk_client_close(c);
+  fake_stop(&f);
+  back("a driver taking no request");
+}
+
+/* A mapping the driver pushes: waited for without a deadline, found by any address inside it
+ * and by none outside; nothing more within a short wait; no out pointer refused. */
+static void client_pushed_mapping(void **state)
+{
+  (void)state;
+  fake f;
+  dk_client *c = connected(&f, push_later, 0, TIMEOUT_MS);
+  dk_client_mapping m;
+  assert_int_equal(dk_client_next_mapping(c, 0, NULL), kIOReturnBadArgument);
+  assert_int_equal(dk_client_next_mapping(c, -1, &m), kIOReturnSuccess);
+  assert_int_equal(m.id, 7);
+  assert_true(m.pushed);
+  assert_int_equal(m.length, 2 * PG);
+  assert_int_equal(*(volatile unsigned char *)(uintptr_t)(m.address + PG), 0);   /* populated, readable */
+  dk_client_mapping found;
+  memset(&found, 0, sizeof found);
+  assert_true(dk_client_find_mapping(c, m.address + PG + 5, &found));
+  assert_int_equal(found.id, 7);
+  assert_true(dk_client_find_mapping(c, m.address, NULL));
+  assert_false(dk_client_find_mapping(c, m.address - 1, &found));
+  assert_false(dk_client_find_mapping(c, m.address + m.length, &found));
+  assert_false(dk_client_find_mapping(NULL, m.address, &found));
+  assert_int_equal(dk_client_next_mapping(c, 50, &m), kIOReturnTimeout);
+  dk_client_close(c);
+  fake_stop(&f);
+  back("a pushed mapping");
 }
 
 static int setup(void **state)
@@ -332,6 +472,8 @@ int main(void)
     cmocka_unit_test(client_connect_calls_fail),
     cmocka_unit_test(client_requests),
     cmocka_unit_test(client_send_fails),
+    cmocka_unit_test(client_connect_errors),
+    cmocka_unit_test(client_pushed_mapping),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -55,6 +55,9 @@ static void refused(const rec *r, const char *needle)
   if (check(r, why, sizeof why) != -1) fail_msg("type %u accepted, expected a refusal about '%s'", r->m.hdr.type, needle);
   if (!strstr(why, needle)) fail_msg("type %u refused with '%s', expected '%s'", r->m.hdr.type, why, needle);
   assert_int_equal(check(r, NULL, 0), -1);   /* no room for a reason: still refused */
+  char untouched[4] = "abc";
+  assert_int_equal(check(r, untouched, 0), -1);   /* a buffer of no bytes is not written */
+  assert_string_equal(untouched, "abc");
 }
 
 static const dk_msg_type all_types[] = { DK_MSG_WELCOME, DK_MSG_RESULT, DK_MSG_MAP, DK_MSG_UNMAP, DK_MSG_BYE,

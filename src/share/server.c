@@ -416,7 +416,7 @@ static void conn_kill(dk_conn *c, IOReturn code, const char *why)
   c->out_head = c->out_tail = NULL;
   c->nout = 0;
   for (entry *e = list; e; e = e->next)
-    if (g_hooks.set_address) g_hooks.set_address(e->obj, e->kind, 0);
+    g_hooks.set_address(e->obj, e->kind, 0);
   pthread_cond_broadcast(&c->cond);
   if (why) {
     dk_msg m;
@@ -440,7 +440,7 @@ static void conn_kill(dk_conn *c, IOReturn code, const char *why)
   while (list) {
     entry *e = list;
     list = e->next;
-    if (e->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(e->obj, e->kind);
+    if (e->kind == DK_SHARE_MAP_OWNED) g_hooks.drop(e->obj, e->kind);
     dk__free(e);
   }
 }
@@ -540,7 +540,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     c->npending++;
     /* the object learns its id now, and a server-owned map its own reference (it must
      * outlive a disconnect that drops the entry while the server still builds it) */
-    if (g_hooks.published) g_hooks.published(e->obj, e->kind, e->id);
+    g_hooks.published(e->obj, e->kind, e->id);
     dk_msg m;
     dk__proto_init(&m, DK_MSG_MAP, seq);
     m.u.map.id = e->id;
@@ -561,7 +561,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
       *link = gone->next;
       c->nentries--;
       if (gone->state == ENTRY_PENDING) c->npending--;
-      if (g_hooks.set_address) g_hooks.set_address(gone->obj, gone->kind, 0);
+      g_hooks.set_address(gone->obj, gone->kind, 0);
     }
   }
   pthread_mutex_unlock(&c->lock);
@@ -571,7 +571,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
     return rc;
   }
   if (sent != 0) {
-    if (gone && gone->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(gone->obj, gone->kind);
+    if (gone && gone->kind == DK_SHARE_MAP_OWNED) g_hooks.drop(gone->obj, gone->kind);
     dk__free(gone);                                    /* NULL when a disconnect took it meanwhile */
     if (client_fault(err)) {
       cut_for_send(c, err);
@@ -643,7 +643,7 @@ IOReturn dk__share_map(task_t task, const dk_share_req *r, uint64_t *id_out, uin
   }
   *address = w->address;
   /* stored under the lock: a revoke that follows sets 0 after it, never before */
-  if (g_hooks.set_address) g_hooks.set_address(w->obj, w->kind, w->address);
+  g_hooks.set_address(w->obj, w->kind, w->address);
   pthread_mutex_unlock(&c->lock);
   return kIOReturnSuccess;
 }
@@ -703,8 +703,7 @@ static void handle_map_req(dk_server *s, dk_conn *c, const dk_msg *m)
     return;
   }
   dk__enter("clientMemoryForType");
-  IOReturn rc = g_hooks.map_for_type ? g_hooks.map_for_type(&s->policy, &c->task, m->u.map_req.type, opts, seq)
-                                     : kIOReturnUnsupported;
+  IOReturn rc = g_hooks.map_for_type(&s->policy, &c->task, m->u.map_req.type, opts, seq);
   if (rc != kIOReturnSuccess) {
     /* the hook or the mapping said why; the MAP message would have been the answer */
     const dk_failure *f = dk_last_failure();
@@ -733,7 +732,7 @@ static void handle_unmap_req(dk_conn *c, const dk_msg *m)
     *link = e->next;
     c->nentries--;
     if (e->state == ENTRY_PENDING) c->npending--;
-    if (g_hooks.set_address && e->kind != DK_SHARE_BUFFER) g_hooks.set_address(e->obj, e->kind, 0);
+    if (e->kind != DK_SHARE_BUFFER) g_hooks.set_address(e->obj, e->kind, 0);
   }
   pthread_mutex_unlock(&c->lock);
   if (!e) {
@@ -741,7 +740,7 @@ static void handle_unmap_req(dk_conn *c, const dk_msg *m)
            "mapping %llu was never granted to this client (or was already given back)", (unsigned long long)id);
     return;
   }
-  if (e->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(e->obj, e->kind);
+  if (e->kind == DK_SHARE_MAP_OWNED) g_hooks.drop(e->obj, e->kind);
   dk__free(e);
   answer(c, m->hdr.seq, kIOReturnSuccess, DK_CONSTRAINT_NONE, "unmapped");
 }
@@ -758,7 +757,7 @@ static void handle_map_ack(dk_conn *c, const dk_msg *m)
     if (a->code == kIOReturnSuccess) {
       e->state = ENTRY_MAPPED;
       e->address = a->address;
-      if (!e->waited && g_hooks.set_address) g_hooks.set_address(e->obj, e->kind, a->address);
+      if (!e->waited) g_hooks.set_address(e->obj, e->kind, a->address);
     } else {
       e->state = ENTRY_FAILED;
       e->code = a->code;
@@ -773,7 +772,7 @@ static void handle_map_ack(dk_conn *c, const dk_msg *m)
   }
   pthread_mutex_unlock(&c->lock);
   if (failed) {
-    if (failed->kind == DK_SHARE_MAP_OWNED && g_hooks.drop) g_hooks.drop(failed->obj, failed->kind);
+    if (failed->kind == DK_SHARE_MAP_OWNED) g_hooks.drop(failed->obj, failed->kind);
     dk__free(failed);
   }
   if (!ok)

@@ -46,7 +46,8 @@ typedef struct dk_share_hooks {
   IOReturn (*map_for_type)(const dk_server_policy *policy, task_t client, uint32_t type, IOOptionBits options,
                            uint32_t seq);
 } dk_share_hooks;
-/* Supplied by the iokit layer (src/iokit/userclient.c): sharing calls up only through it. */
+/* Supplied by the iokit layer (src/iokit/userclient.c): sharing calls up only through it.
+ * Every hook is set: server.c calls them without checking. */
 extern const dk_share_hooks dk__share_hooks;
 /* Around the mapping made for a client's request (server thread), inside map_for_type after
  * the policy chose the memory: the next dk__share_map answers request `seq` (for memory type
