@@ -17,6 +17,8 @@
 
 #include <dmakit/dmakit.h>
 
+#include "phys/huge.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -75,6 +77,16 @@ typedef struct snapshot {
   int shm_files, huge_files;
 } snapshot;
 
+#define OVERCOMMIT_2M "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages"
+
+static long sysfs_long(const char *path)
+{
+  FILE *f = fopen(path, "r");
+  long v = -1;
+  if (f) { if (fscanf(f, "%ld", &v) != 1) v = -1; fclose(f); }
+  return v;
+}
+
 static snapshot take(void)
 {
   snapshot s = { meminfo_kb("Mlocked"), meminfo_kb("Shmem"), meminfo_kb("HugePages_Total"), meminfo_kb("HugePages_Free"),
@@ -124,6 +136,8 @@ static void test_sigkill_leaves_nothing(void **state)
   bool mlock_counts = dkt_mlock_works();   /* ASan makes mlock a no-op */
   snapshot base = take();
   assert_true(base.mlocked >= 0 && base.shmem >= 0);
+  dk__huge_reclaim_dead();                 /* raises of processes gone before this test */
+  long oc_base = sysfs_long(OVERCOMMIT_2M);
   srand((unsigned)time(NULL));
   long max_pin_kb = 0;
 
@@ -206,6 +220,15 @@ static void test_sigkill_leaves_nothing(void **state)
   }
   if (dk_capabilities()->pin_method == DK_PIN_IO_URING && mlock_counts)
     assert_true(max_pin_kb > 0);   /* the children really held io_uring pins when killed */
+
+  /* The limit a killed child raised (nr_overcommit_hugepages, for its surplus pages) outlives
+   * it; its record lets the next dmakit process give it back, here this one. */
+  long oc_left = sysfs_long(OVERCOMMIT_2M);
+  dk__huge_reclaim_dead();
+  long oc_after = sysfs_long(OVERCOMMIT_2M);
+  printf("nr_overcommit_hugepages: %ld before, %ld after the kills, %ld once the dead children's raises are given back\n",
+         oc_base, oc_left, oc_after);
+  assert_int_equal(oc_after, oc_base);
 
   /* A fresh allocation in the parent works, is zeroed and has frames. */
   IOBufferMemoryDescriptor *b = IOBufferMemoryDescriptor_inTaskWithOptions(kernel_task, kIODirectionInOut, 4 * BUF_BYTES, 1);

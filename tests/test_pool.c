@@ -481,6 +481,68 @@ static void pool_reclaims_dead_reservations(void **state)
   assert_int_equal(access(path, F_OK), -1);          /* the record is gone */
 }
 
+/* The same for 2 MiB pages: a process killed holding surplus pages leaves
+ * nr_overcommit_hugepages raised (its pages go back to the kernel at its death, the limit does
+ * not). A real pool records its raise while it is raised, and removes the record when it gives
+ * the raise back; the next dmakit process gives back a dead process's raise, once. */
+static void pool_reclaims_dead_overcommit(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_trim();
+  dk__huge_reclaim_dead();                          /* raises of processes gone before this test */
+  long oc0 = sysfs_long(OVERCOMMIT_2M);
+  assert_true(oc0 >= 0);
+  char mine[64];
+  snprintf(mine, sizeof mine, "/run/dmakit/overcommit.%d", (int)getpid());
+  assert_int_equal(access(mine, F_OK), -1);
+  IOBufferMemoryDescriptor *b = constrained(3 * MiB, 4096, 0, 0, true);
+  assert_non_null(b);
+  dk_pool_stats st = { .size = sizeof st };
+  dk_pool_get_stats(&st);
+  if (st.hugepages_raised_2m > 0) {                 /* raised: recorded while it lasts */
+    assert_int_equal(sysfs_long(mine), st.hugepages_raised_2m);
+  }
+  OSObject_release(b);
+  dk_pool_trim();
+  assert_int_equal(access(mine, F_OK), -1);         /* given back: the record goes */
+  assert_int_equal(sysfs_long(OVERCOMMIT_2M), oc0);
+
+  int status;
+  assert_int_equal(dkt_run_in_child(exit_now, NULL, &status), 0);
+  pid_t dead = (pid_t)dkt_last_child_pid();
+  FILE *f = fopen(OVERCOMMIT_2M, "w");             /* it raised the limit by 3 and died */
+  assert_non_null(f);
+  fprintf(f, "%ld\n", oc0 + 3);
+  fclose(f);
+  char path[64];
+  mkdir("/run/dmakit", 0700);
+  snprintf(path, sizeof path, "/run/dmakit/overcommit.%d", (int)dead);
+  f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "3\n");
+  fclose(f);
+  /* a live process's record stays: this one's own (pid 1 is always alive) */
+  char live[64];
+  snprintf(live, sizeof live, "/run/dmakit/overcommit.%d", 1);
+  bool made_live = access(live, F_OK) != 0;
+  if (made_live) {
+    f = fopen(live, "w");
+    assert_non_null(f);
+    fprintf(f, "5\n");
+    fclose(f);
+  }
+  dk__huge_reclaim_dead();
+  long after = sysfs_long(OVERCOMMIT_2M);
+  bool live_kept = access(live, F_OK) == 0;
+  if (made_live) unlink(live);
+  assert_int_equal(after, oc0);
+  assert_int_equal(access(path, F_OK), -1);
+  assert_true(live_kept);
+  dk__huge_reclaim_dead();                          /* nothing left to give back */
+  assert_int_equal(sysfs_long(OVERCOMMIT_2M), oc0);
+}
+
 static void pool_trim_gives_everything_back(void **state)
 {
   (void)state;
@@ -748,6 +810,7 @@ int main(void)
     cmocka_unit_test(pool_refusals_under_cap),
     cmocka_unit_test(pool_failure_counts),
     cmocka_unit_test(pool_small_edges),
+    cmocka_unit_test(pool_reclaims_dead_overcommit),
     cmocka_unit_test(pool_trim_gives_everything_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,11 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "phys/huge.h"
 #include "phys/phys.h"
 #include "phys/reserve.h"
 #include "prim/prim.h"
@@ -34,6 +36,7 @@
 #define P2 (2ull << 20)
 #define NR "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 #define SURPLUS "/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages"
+#define OVERCOMMIT "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages"
 
 static char g_dir[64];
 static uint64_t g_wide;          /* 2^n - 1 at or above the top of RAM: every page is below it */
@@ -48,10 +51,18 @@ static long read_long(const char *path)
 }
 
 /* Persistent 2 MiB hugepages: nr_hugepages also counts surplus pages, which a pool that just
- * exited may still hold for a moment (the kernel drops its io_uring pins after the exit). */
+ * exited may still hold for a moment (the kernel drops its io_uring pins after the exit). Such a
+ * page freed between the read of nr_hugepages and that of surplus_hugepages would count as
+ * persistent: the two are read until two readings in a row agree. */
 static long nr_now(void)
 {
   long nr = read_long(NR), surplus = read_long(SURPLUS);
+  for (int i = 0; i < 1000; i++) {
+    long nr2 = read_long(NR), surplus2 = read_long(SURPLUS);
+    if (nr2 == nr && surplus2 == surplus) break;
+    nr = nr2;
+    surplus = surplus2;
+  }
   return nr < 0 ? -1 : nr - (surplus > 0 ? surplus : 0);
 }
 
@@ -79,6 +90,7 @@ static int group_setup(void **s)
 }
 
 static void end_holders(void);
+static void end_churn(void);
 
 /* After each test, pass or fail: no holder left alive, nothing left reserved, so a failure is
  * reported once and never leaves hugepages behind on the machine (or fails the tests after it). */
@@ -86,6 +98,7 @@ static int test_teardown(void **s)
 {
   (void)s;
   end_holders();
+  end_churn();
   if (!g_dir[0]) return 0;
   dk_pool_trim();
   size_t n = 0;
@@ -590,6 +603,75 @@ static void reserve_low_mask_search(void **s)
   assert_clean();
 }
 
+/* ---- other processes' hugepages come and go meanwhile ------------------------------------------ */
+/* A process that maps and unmaps one surplus 2 MiB page for ever (from nr_overcommit_hugepages
+ * raised by one for it): the kernel frees its page between any two reads of the counts, and it
+ * takes a free page between a search's raise and its mapping. */
+static pid_t g_churn = -1;
+static long g_churn_oc = -1;          /* nr_overcommit_hugepages before it */
+
+static void write_long(const char *path, long v)
+{
+  FILE *f = fopen(path, "w");
+  if (f) { fprintf(f, "%ld\n", v); fclose(f); }
+}
+
+static void start_churn(void)
+{
+  g_churn_oc = read_long(OVERCOMMIT);
+  assert_true(g_churn_oc >= 0);
+  write_long(OVERCOMMIT, g_churn_oc + 1);
+  fflush(NULL);
+  g_churn = fork();
+  assert_true(g_churn >= 0);
+  if (g_churn == 0) {
+    for (;;) {
+      void *p = mmap(NULL, P2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+      if (p == MAP_FAILED) continue;
+      memset(p, 1, 4096);
+      munmap(p, P2);
+    }
+  }
+}
+
+static void end_churn(void)
+{
+  if (g_churn > 0) {
+    kill(g_churn, SIGKILL);
+    waitpid(g_churn, NULL, 0);
+  }
+  if (g_churn_oc >= 0) write_long(OVERCOMMIT, g_churn_oc);
+  g_churn = -1;
+  g_churn_oc = -1;
+}
+
+static void reserve_under_churn(void **s)
+{
+  (void)s;
+  require();
+  assert_clean();
+  start_churn();
+  /* the counts the library reads agree with each other: nr_hugepages less the surplus pages is
+   * the persistent count, whichever moment the other process's page came or went */
+  int moved = 0;
+  for (int i = 0; i < 2000; i++) {
+    dk_huge_counts k;
+    assert_int_equal(dk__huge_counts(P2, &k), 0);
+    assert_int_equal(k.nr - k.surplus, g_nr_before);
+    moved += k.surplus > 0;
+  }
+  print_message("2000 readings of the counts, %d of them with the other process's page mapped\n", moved);
+  /* searches and releases meanwhile: each succeeds and gives back exactly what it raised */
+  for (int i = 0; i < 4; i++) {
+    IOReturn rc = dk_reserve_create(g_wide, 4 * P2, NULL, NULL, NULL);
+    if (rc) fail_msg("search %d: %s", i, dkt_failure_text());
+    assert_int_equal(dk_reserve_release(g_wide), kIOReturnSuccess);
+    assert_clean();
+  }
+  end_churn();
+  assert_clean();
+}
+
 /* ---- injected failures ---------------------------------------------------------------------- */
 typedef IOReturn (*op_fn)(void);
 static uint64_t g_high;
@@ -712,6 +794,7 @@ int main(int argc, char **argv)
     cmocka_unit_test_teardown(reserve_grows, test_teardown),
     cmocka_unit_test_teardown(reserve_killed_search_recovered, test_teardown),
     cmocka_unit_test_teardown(reserve_low_mask_search, test_teardown),
+    cmocka_unit_test_teardown(reserve_under_churn, test_teardown),
     cmocka_unit_test_teardown(reserve_faults, test_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -61,7 +61,8 @@ int dk__huge_sizes(uint64_t *sizes, int max)
   return n;
 }
 
-int dk__huge_counts(uint64_t page, dk_huge_counts *o)
+/* One reading of the five counts; -1 when nr_hugepages cannot be read. */
+static int read_counts(uint64_t page, dk_huge_counts *o)
 {
   char p[128];
   sysfs_path(p, sizeof p, page, "nr_hugepages");          o->nr = read_long(p);
@@ -72,13 +73,47 @@ int dk__huge_counts(uint64_t page, dk_huge_counts *o)
   return o->nr < 0 ? -1 : 0;
 }
 
-/* ---- records of 1 GiB reservations, for processes that die holding them ---------------- */
-static void record_path(char *buf, size_t cap, pid_t pid) { snprintf(buf, cap, RUN_DIR "/gigantic.%d", (int)pid); }
+/* The counts are separate files, and the kernel changes them between any two reads: a surplus
+ * page freed (unmapped, or a dead process's pages released from a workqueue after its exit)
+ * lowers nr_hugepages and surplus_hugepages together, so nr and surplus read apart can disagree
+ * by the pages freed between them, and nr - surplus (the persistent pages, which is what
+ * writing nr_hugepages sets) is off by as much. So the counts are read until two readings in a
+ * row agree; while they keep moving (COUNT_TRIES readings), the last is taken. */
+#define COUNT_TRIES 200
 
-static void record_write(long pages)
+int dk__huge_counts(uint64_t page, dk_huge_counts *o)
+{
+  dk_huge_counts prev;
+  if (read_counts(page, &prev) < 0) return -1;
+  for (int i = 0; i < COUNT_TRIES; i++) {
+    if (read_counts(page, o) < 0) return -1;
+    if (o->nr == prev.nr && o->free == prev.free && o->resv == prev.resv && o->surplus == prev.surplus &&
+        o->overcommit == prev.overcommit)
+      return 0;
+    prev = *o;
+  }
+  return 0;
+}
+
+/* ---- records of raised limits, for processes that die before giving them back ---------------- */
+/* A process killed holding hugepages cannot give back the limit it raised: nr_overcommit_hugepages
+ * for 2 MiB pages (its surplus pages go back to the kernel at its death, but the limit stays),
+ * nr_hugepages for 1 GiB pages (gigantic pages cannot be surplus pages). Each raise is recorded
+ * in /run/dmakit under the process's pid, and the next dmakit process gives back the limits of
+ * processes that died. */
+static const char *const record_name[2] = { "overcommit", "gigantic" };
+static const char *const record_limit[2] = { "nr_overcommit_hugepages", "nr_hugepages" };
+static const uint64_t record_page[2] = { 1ull << 21, 1ull << 30 };
+
+static void record_path(char *buf, size_t cap, int idx, pid_t pid)
+{
+  snprintf(buf, cap, RUN_DIR "/%s.%d", record_name[idx], (int)pid);
+}
+
+static void record_write(int idx, long pages)
 {
   char path[64];
-  record_path(path, sizeof path, getpid());
+  record_path(path, sizeof path, idx, getpid());
   if (pages <= 0) { dk__unlink(path); return; }
   dk__mkdir(RUN_DIR, 0700);
   int fd = dk__open_mode(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -96,16 +131,22 @@ void dk__huge_reclaim_dead(void)
   if (!d) return;
   const char *name;
   while ((name = dk__readdir(d))) {
-    int pid;
-    if (sscanf(name, "gigantic.%d", &pid) != 1 || pid == (int)getpid()) continue;
+    int pid = 0, idx = -1;
+    for (int i = 0; i < 2 && idx < 0; i++) {
+      size_t len = strlen(record_name[i]);
+      if (!strncmp(name, record_name[i], len) && sscanf(name + len, ".%d", &pid) == 1) idx = i;
+    }
+    if (idx < 0 || pid <= 0 || pid == (int)getpid()) continue;
     if (dk__kill(pid, 0) == 0 || errno != ESRCH) continue;   /* still alive */
     char path[64], p[128];
-    record_path(path, sizeof path, pid);
+    record_path(path, sizeof path, idx, pid);
     long pages = read_long(path);
-    sysfs_path(p, sizeof p, 1ull << 30, "nr_hugepages");
-    long nr = read_long(p);
-    if (pages > 0 && nr >= 0) write_long(p, nr - pages > 0 ? nr - pages : 0);
-    dk__unlink(path);
+    /* whoever removes the record gives its pages back: two processes starting at once do not
+     * both lower the limit */
+    if (dk__unlink(path) < 0 || pages <= 0) continue;
+    sysfs_path(p, sizeof p, record_page[idx], record_limit[idx]);
+    long cur = read_long(p);
+    if (cur >= 0) write_long(p, cur - pages > 0 ? cur - pages : 0);
   }
   dk__closedir(d);
 }
@@ -174,6 +215,7 @@ bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
     }
     g_raised[idx] += want - k.overcommit;
     *raised = want - k.overcommit;
+    if (*raised) record_write(idx, g_raised[idx]);
     ok = true;
   } else {
     sysfs_path(p, sizeof p, page, "nr_hugepages");
@@ -185,7 +227,7 @@ bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
     if (got > 0) {
       g_raised[idx] += got;
       *raised = got;
-      record_write(g_raised[idx]);
+      record_write(idx, g_raised[idx]);
     }
     if (got < need) {
       dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE,
@@ -212,7 +254,7 @@ void dk__huge_give_back(uint64_t page, long n)
       long cur = idx == 0 ? k.overcommit : k.nr;
       if (write_long(p, cur - n > 0 ? cur - n : 0) == 0) {
         g_raised[idx] -= n;
-        if (idx == 1) record_write(g_raised[idx]);
+        record_write(idx, g_raised[idx]);
       }
     }
   }

@@ -600,12 +600,21 @@ static long search_step(search *s, uint32_t step)
   long got = (k1.free - k1.resv) - (k0.free - k0.resv);
   if (got <= 0) return 0;
   if ((uint64_t)got > step) got = step;
-  uint64_t off = (uint64_t)s->n * P2, len = (uint64_t)got * P2;
-  if (dk__ftruncate(s->fd, (off_t)(off + len)) < 0) {
-    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "growing the search file failed: %s", strerror(errno));
-    return -1;
+  /* Another process may take some of the new free pages before they are mapped (the mapping
+   * reserves its pages, or fails with ENOMEM): then fewer are mapped, down to none (an empty
+   * step, as if the kernel had had none). */
+  uint64_t off = (uint64_t)s->n * P2, len;
+  uint8_t *va;
+  for (;; got--) {
+    len = (uint64_t)got * P2;
+    if (dk__ftruncate(s->fd, (off_t)(off + len)) < 0) {
+      dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "growing the search file failed: %s", strerror(errno));
+      return -1;
+    }
+    va = dk__mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, (off_t)off);
+    if (va != MAP_FAILED || errno != ENOMEM || got == 1) break;
   }
-  uint8_t *va = dk__mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, (off_t)off);
+  if (va == MAP_FAILED && errno == ENOMEM) return 0;
   if (va == MAP_FAILED) {
     dk__fail(kIOReturnNoMemory, DK_CONSTRAINT_RESOURCE, "mapping %ld new hugepages failed: %s", got, strerror(errno));
     return -1;
