@@ -490,6 +490,23 @@ static void cgroup_paths_at_their_edges(void **state)
   assert_string_equal(f.cg_path, "/a");
   assert_int_equal(f.cg_file, 0);
   assert_int_equal(f.cg_usage, 100 * MIB);
+  /* /nsa only shares its first letters with the namespace's root /ns: it is not under it, and
+   * nothing beside the mount point (cg2a/x, where stripping "/ns" would lead) is read */
+  put_num("cg2a/x/memory.max", 32 * MIB);
+  put_num("cg2a/x/memory.current", 1 * MIB);
+  snprintf(g_cgroup, sizeof g_cgroup, "0::/nsa/x\n");
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_true(f.cg_limit == DK_BUDGET_NONE);
+  assert_int_equal(f.cg_version, 0);
+  snprintf(g_cgroup, sizeof g_cgroup, "0::/ns\n");  /* the root itself: read at the mount point */
+  put_num("cg2/memory.max", 48 * MIB);
+  put_num("cg2/memory.current", 2 * MIB);
+  assert_int_equal(dk__budget_read(&f), 0);
+  assert_int_equal(f.cg_version, 2);
+  put("cg2/memory.max", NULL);                      /* the root has no files again */
+  put("cg2/memory.current", NULL);
+  assert_string_equal(f.cg_path, "/");
+  assert_int_equal(f.cg_limit, 48 * MIB);
 }
 
 /* A request under DK_BUDGET_ADMIT_MIN is admitted without reading anything (it cannot exceed

@@ -248,7 +248,8 @@ static void walk_cgroups(dk_budget_facts *f, int version, const char *point, con
   char dir[512], txt[4096];
   const char *rel = path;
   size_t rlen = strlen(root);
-  if (strcmp(root, "/") != 0 && !strncmp(path, root, rlen)) rel = path + rlen;   /* a namespace's view */
+  /* a namespace's view: the path lies under the mount's root (/ns/a under /ns, not /nsa) */
+  if (strcmp(root, "/") != 0 && !strncmp(path, root, rlen) && (path[rlen] == '/' || !path[rlen])) rel = path + rlen;
   if ((size_t)snprintf(dir, sizeof dir, "%s%s", point, rel) >= sizeof dir) return;
   size_t plen = strlen(point);
   for (;;) {
