@@ -33,19 +33,6 @@
 #define ROUNDS    5
 #define TOL_KB    (12 * 1024) /* tolerance for other activity on the machine */
 
-static long meminfo_kb(const char *key)
-{
-  FILE *f = fopen("/proc/meminfo", "r");
-  if (!f) return -1;
-  char line[256];
-  long v = -1;
-  size_t kl = strlen(key);
-  while (fgets(line, sizeof line, f))
-    if (strncmp(line, key, kl) == 0 && line[kl] == ':') { v = atol(line + kl + 1); break; }
-  fclose(f);
-  return v;
-}
-
 static long proc_status_kb(pid_t pid, const char *key)
 {
   char path[64], line[256];
@@ -87,12 +74,42 @@ static long sysfs_long(const char *path)
   return v;
 }
 
+/* One reading of /proc/meminfo for all its fields: read field by field, the hugepage counters
+ * could come from different moments (another process's surplus page freed between them). */
 static snapshot take(void)
 {
-  snapshot s = { meminfo_kb("Mlocked"), meminfo_kb("Shmem"), meminfo_kb("HugePages_Total"), meminfo_kb("HugePages_Free"),
-                 meminfo_kb("HugePages_Rsvd"), meminfo_kb("HugePages_Surp"),
-                 count_files("/dev/shm"), count_files("/dev/hugepages") };
+  snapshot s = { -1, -1, -1, -1, -1, -1, count_files("/dev/shm"), count_files("/dev/hugepages") };
+  static const char *const keys[] = { "Mlocked", "Shmem", "HugePages_Total", "HugePages_Free", "HugePages_Rsvd",
+                                      "HugePages_Surp" };
+  long *const out[] = { &s.mlocked, &s.shmem, &s.hp_total, &s.hp_free, &s.hp_rsvd, &s.hp_surp };
+  FILE *f = fopen("/proc/meminfo", "r");
+  char buf[8192];
+  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+  if (f) fclose(f);
+  buf[n] = '\0';
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    size_t kl = strlen(keys[i]);
+    for (const char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+      if (!strncmp(l, keys[i], kl) && l[kl] == ':') { *out[i] = atol(l + kl + 1); break; }
+  }
   return s;
+}
+
+/* The baseline: a snapshot whose hugepage counters and files hold still over two readings
+ * 10 ms apart (the test before may still be giving pages back), within 3 s. */
+static snapshot take_settled(void)
+{
+  snapshot a = take();
+  for (int tries = 0; tries < 300; tries++) {
+    struct timespec t10 = { 0, 10 * 1000000L };
+    nanosleep(&t10, NULL);
+    snapshot b = take();
+    bool same = a.hp_total == b.hp_total && a.hp_free == b.hp_free && a.hp_rsvd == b.hp_rsvd &&
+                a.hp_surp == b.hp_surp && a.shm_files == b.shm_files && a.huge_files == b.huge_files;
+    a = b;
+    if (same) break;
+  }
+  return a;
 }
 
 /* The child: create and wire buffers for ever; tell the parent once it holds HOLD of them. */
@@ -134,8 +151,8 @@ static void test_sigkill_leaves_nothing(void **state)
   (void)state;
   DKT_REQUIRE_ROOT();
   bool mlock_counts = dkt_mlock_works();   /* ASan makes mlock a no-op */
-  snapshot base = take();
-  assert_true(base.mlocked >= 0 && base.shmem >= 0);
+  snapshot base = take_settled();
+  assert_true(base.mlocked >= 0 && base.shmem >= 0 && base.hp_total >= 0);
   dk__huge_reclaim_dead();                 /* raises of processes gone before this test */
   long oc_base = sysfs_long(OVERCOMMIT_2M);
   srand((unsigned)time(NULL));

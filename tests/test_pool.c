@@ -543,6 +543,56 @@ static void pool_reclaims_dead_overcommit(void **state)
   assert_int_equal(sysfs_long(OVERCOMMIT_2M), oc0);
 }
 
+/* Two processes growing and trimming their pools at once raise and lower the same limit: each
+ * change is made under one lock, so no raise is lost (a lost one leaves a pool short of the
+ * surplus pages it counted on) and none is given back twice. The limit starts above zero here,
+ * so a give-back too many shows. */
+static void grow_and_trim(void *unused)
+{
+  (void)unused;
+  for (int i = 0; i < 12; i++) {
+    dk_pool_trim();
+    IOBufferMemoryDescriptor *b = constrained(8 * MiB, 4096, 0, 0, true);
+    if (!b) exit(2);
+    dk_pool_stats st = { .size = sizeof st };
+    dk_pool_get_stats(&st);
+    if (st.bytes_pool_2m + st.bytes_pool_1g < 8 * MiB) exit(3);   /* from the pool, not another provider */
+    OSObject_release(b);
+  }
+  dk_pool_trim();
+  exit(0);                                           /* the exit code gives back what is left */
+}
+
+static void pool_limits_shared_by_two_processes(void **state)
+{
+  (void)state;
+  require_pool();
+  dk_pool_trim();
+  dk__huge_reclaim_dead();
+  long oc0 = sysfs_long(OVERCOMMIT_2M);
+  assert_true(oc0 >= 0);
+  FILE *f = fopen(OVERCOMMIT_2M, "w");
+  assert_non_null(f);
+  fprintf(f, "%ld\n", oc0 + 3);
+  fclose(f);
+  pid_t kid[2];
+  fflush(NULL);
+  for (int i = 0; i < 2; i++) {
+    kid[i] = fork();
+    assert_true(kid[i] >= 0);
+    if (kid[i] == 0) grow_and_trim(NULL);
+  }
+  int st[2];
+  for (int i = 0; i < 2; i++) assert_int_equal(waitpid(kid[i], &st[i], 0), kid[i]);
+  long after = sysfs_long(OVERCOMMIT_2M);
+  f = fopen(OVERCOMMIT_2M, "w");
+  assert_non_null(f);
+  fprintf(f, "%ld\n", oc0);
+  fclose(f);
+  for (int i = 0; i < 2; i++) dkt_assert_child_ok(st[i]);
+  assert_int_equal(after, oc0 + 3);
+}
+
 static void pool_trim_gives_everything_back(void **state)
 {
   (void)state;
@@ -811,6 +861,7 @@ int main(void)
     cmocka_unit_test(pool_failure_counts),
     cmocka_unit_test(pool_small_edges),
     cmocka_unit_test(pool_reclaims_dead_overcommit),
+    cmocka_unit_test(pool_limits_shared_by_two_processes),
     cmocka_unit_test(pool_trim_gives_everything_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

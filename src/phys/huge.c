@@ -95,6 +95,27 @@ int dk__huge_counts(uint64_t page, dk_huge_counts *o)
   return 0;
 }
 
+/* The counts held still: three whole readings, a millisecond apart, that agree (within about
+ * 60 ms; then the last). Whole readings still see states the kernel passes through where
+ * nr_hugepages counts a page that is neither persistent nor surplus (a hugepage being migrated
+ * is a temporary page counted in nr_hugepages), and a persistent count computed from one and
+ * written back would keep that page. Used where a count is written back: reservations. */
+int dk__huge_counts_settled(uint64_t page, dk_huge_counts *o)
+{
+  dk_huge_counts prev;
+  if (dk__huge_counts(page, &prev) < 0) return -1;
+  for (int i = 0, agree = 0; i < 60 && agree < 2; i++) {
+    dk__sleep_ms(1);
+    if (dk__huge_counts(page, o) < 0) return -1;
+    bool same = o->nr == prev.nr && o->free == prev.free && o->resv == prev.resv && o->surplus == prev.surplus &&
+                o->overcommit == prev.overcommit;
+    agree = same ? agree + 1 : 0;
+    prev = *o;
+  }
+  *o = prev;
+  return 0;
+}
+
 /* ---- records of raised limits, for processes that die before giving them back ---------------- */
 /* A process killed holding hugepages cannot give back the limit it raised: nr_overcommit_hugepages
  * for 2 MiB pages (its surplus pages go back to the kernel at its death, but the limit stays),
@@ -124,11 +145,40 @@ static void record_write(int idx, long pages)
   dk__close(fd);
 }
 
+/* ---- the limits are every process's ---------------------------------------------------------- */
+/* A raise or a give-back reads a limit and writes it back: two processes doing so at once would
+ * lose one's change (both raise from the same value; one lowers what the other just raised).
+ * So each is made under an exclusive lock on /run/dmakit/limits.lock, an open-file-description
+ * lock the kernel drops when the process dies, taken as root only (only root changes limits).
+ * Where it cannot be had, the change is made without it. */
+static int limits_lock(void)
+{
+  dk__mkdir(RUN_DIR, 0700);
+  int fd = dk__open_mode(RUN_DIR "/limits.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  struct flock l;
+  memset(&l, 0, sizeof l);
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  for (int i = 0; i < 16; i++) {
+    if (dk__fcntl_lock(fd, F_OFD_SETLKW, &l) == 0) return fd;
+    if (errno != EINTR) break;
+  }
+  dk__close(fd);
+  return -1;
+}
+
+static void limits_unlock(int fd)
+{
+  if (fd >= 0) dk__close(fd);
+}
+
 void dk__huge_reclaim_dead(void)
 {
   if (geteuid() != 0) return;
   DIR *d = dk__opendir(RUN_DIR);
   if (!d) return;
+  int lk = limits_lock();
   const char *name;
   while ((name = dk__readdir(d))) {
     int pid = 0, idx = -1;
@@ -148,6 +198,7 @@ void dk__huge_reclaim_dead(void)
     long cur = read_long(p);
     if (cur >= 0) write_long(p, cur - pages > 0 ? cur - pages : 0);
   }
+  limits_unlock(lk);
   dk__closedir(d);
 }
 
@@ -195,10 +246,22 @@ bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
              (unsigned long long)(page >> 10), n);
     return false;
   }
-  long need = n - avail;
   pthread_mutex_lock(&g_lock);
+  int lk = limits_lock();
   bool ok = false;
   char p[128];
+  /* read again under the lock: the limit written below is this reading's plus what is needed */
+  if (dk__huge_counts(page, &k) < 0) {
+    dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the kernel has no %llu KiB hugepages",
+             (unsigned long long)(page >> 10));
+    goto out;
+  }
+  avail = k.free - k.resv;
+  if (avail >= n) {
+    ok = true;
+    goto out;
+  }
+  long need = n - avail;
   if (g_raised[idx] + need > cap_pages) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
              "%ld more %llu KiB hugepages would pass dmakit's cap of %ld (DMAKIT_POOL_MAX_MB)", need,
@@ -237,6 +300,7 @@ bool dk__huge_make_room(uint64_t page, long n, long cap_pages, long *raised)
     ok = true;
   }
 out:
+  limits_unlock(lk);
   pthread_mutex_unlock(&g_lock);
   return ok;
 }
@@ -249,6 +313,7 @@ void dk__huge_give_back(uint64_t page, long n)
   if (n > 0) {
     dk_huge_counts k;
     char p[128];
+    int lk = limits_lock();
     if (dk__huge_counts(page, &k) == 0) {
       sysfs_path(p, sizeof p, page, idx == 0 ? "nr_overcommit_hugepages" : "nr_hugepages");
       long cur = idx == 0 ? k.overcommit : k.nr;
@@ -257,6 +322,7 @@ void dk__huge_give_back(uint64_t page, long n)
         record_write(idx, g_raised[idx]);
       }
     }
+    limits_unlock(lk);
   }
   pthread_mutex_unlock(&g_lock);
 }

@@ -18,7 +18,10 @@ typedef struct dk_huge_counts { long nr, free, resv, surplus, overcommit; } dk_h
 
 /* Page sizes the kernel offers, ascending; returns how many (at most max). */
 int  dk__huge_sizes(uint64_t *sizes, int max);
+/* The counts, read whole (until two readings in a row agree); _settled: held still over a few
+ * milliseconds, for a count that is written back (huge.c says why). -1: no such page size. */
 int  dk__huge_counts(uint64_t page, dk_huge_counts *out);
+int  dk__huge_counts_settled(uint64_t page, dk_huge_counts *out);
 /* Make n pages of `page` bytes allocatable, raising the kernel's limits as root up to
  * cap_pages in all; *raised receives how many pages' worth this call raised (give exactly that
  * back). false (failure recorded) if they cannot be had. */

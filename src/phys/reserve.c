@@ -253,7 +253,7 @@ static long persistent(const dk_huge_counts *k) { return k->nr - (k->surplus > 0
 static long nr_now(void)
 {
   dk_huge_counts k;
-  return dk__huge_counts(P2, &k) < 0 ? -1 : persistent(&k);
+  return dk__huge_counts_settled(P2, &k) < 0 ? -1 : persistent(&k);
 }
 
 static int nr_set(long nr)
@@ -580,11 +580,11 @@ static double now_s(void)
 static long search_step(search *s, uint32_t step)
 {
   dk_huge_counts k0, k1;
-  if (dk__huge_counts(P2, &k0) < 0 || nr_set(persistent(&k0) + step) < 0) {
+  if (dk__huge_counts_settled(P2, &k0) < 0 || nr_set(persistent(&k0) + step) < 0) {
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "raising %s failed: %s", NR_PATH, strerror(errno));
     return -1;
   }
-  if (dk__huge_counts(P2, &k1) < 0) {           /* raised by up to `step`: settled when it can be read */
+  if (dk__huge_counts_settled(P2, &k1) < 0) {   /* raised by up to `step`: settled when it can be read */
     s->pend_p0 = persistent(&k0);
     s->pend_step = step;
     dk__fail(kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "reading %s back failed: %s", NR_PATH, strerror(errno));
