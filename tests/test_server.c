@@ -522,6 +522,7 @@ static void server_destroy_with_clients_waiting(void **state)
   assert_true(raw_next(extra, &m, WAIT_MS));
   assert_int_equal(m.hdr.type, DK_MSG_RESULT);
   assert_int_equal(m.u.result.code, kIOReturnNoResources);
+  assert_non_null(strstr(m.u.result.text, "64 clients wait for the driver to accept them"));   /* not max_clients */
   close(extra);
   assert_int_equal(dk_server_client_count(s), 64);
   /* the wake-up's write failing once is tried again (else the thread would sleep on) */

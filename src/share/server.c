@@ -891,11 +891,16 @@ static void admit_one(dk_server *s, int fd)
   unsigned max = s->policy.max_clients ? s->policy.max_clients : 64;
   pthread_mutex_lock(&s->lock);
   /* the accept queue holds connected clients only (reap() drops the dead), at most `max` */
-  bool full = s->count >= max || s->queued >= sizeof s->queue / sizeof s->queue[0];
+  const unsigned qmax = sizeof s->queue / sizeof s->queue[0];
+  bool at_max = s->count >= max, queue_full = s->queued >= qmax;
   pthread_mutex_unlock(&s->lock);
-  if (full) {
+  if (at_max || queue_full) {
     atomic_fetch_add(&s->st_refused, 1);
-    refuse(fd, kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the driver serves %u clients already, its most", max);
+    if (at_max)
+      refuse(fd, kIOReturnNoResources, DK_CONSTRAINT_RESOURCE, "the driver serves %u clients already, its most", max);
+    else
+      refuse(fd, kIOReturnNoResources, DK_CONSTRAINT_RESOURCE,
+             "%u clients wait for the driver to accept them (dk_server_accept), the most that may", qmax);
     dk__close(fd);
     return;
   }
