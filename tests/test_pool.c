@@ -445,6 +445,17 @@ static void pool_map_granularity(void **state)
   dk_pool_trim();
 }
 
+/* A record in /run/dmakit of `pages` raised by process `pid` (huge.c's format); path receives it. */
+static void write_record(const char *kind, int pid, long pages, char *path, size_t cap)
+{
+  mkdir("/run/dmakit", 0700);
+  snprintf(path, cap, "/run/dmakit/%s.%d", kind, pid);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "%ld\n", pages);
+  fclose(f);
+}
+
 /* A process killed while holding 1 GiB pages leaves nr_hugepages raised (gigantic pages cannot
  * be surplus pages). Its record in /run/dmakit lets the next dmakit process give them back. */
 static void exit_now(void *unused) { (void)unused; _exit(0); }
@@ -470,12 +481,7 @@ static void pool_reclaims_dead_reservations(void **state)
     DKT_SKIP("the kernel cannot form a 1 GiB page now");
   }
   char path[64];
-  mkdir("/run/dmakit", 0700);
-  snprintf(path, sizeof path, "/run/dmakit/gigantic.%d", (int)dead);
-  f = fopen(path, "w");
-  assert_non_null(f);
-  fprintf(f, "1\n");
-  fclose(f);
+  write_record("gigantic", (int)dead, 1, path, sizeof path);
   dk__huge_reclaim_dead();
   assert_int_equal(sysfs_long(NR_1G), nr0);
   assert_int_equal(access(path, F_OK), -1);          /* the record is gone */
@@ -516,22 +522,12 @@ static void pool_reclaims_dead_overcommit(void **state)
   fprintf(f, "%ld\n", oc0 + 3);
   fclose(f);
   char path[64];
-  mkdir("/run/dmakit", 0700);
-  snprintf(path, sizeof path, "/run/dmakit/overcommit.%d", (int)dead);
-  f = fopen(path, "w");
-  assert_non_null(f);
-  fprintf(f, "3\n");
-  fclose(f);
-  /* a live process's record stays: this one's own (pid 1 is always alive) */
+  write_record("overcommit", (int)dead, 3, path, sizeof path);
+  /* a live process's record stays (one for pid 1, which is always alive) */
   char live[64];
   snprintf(live, sizeof live, "/run/dmakit/overcommit.%d", 1);
   bool made_live = access(live, F_OK) != 0;
-  if (made_live) {
-    f = fopen(live, "w");
-    assert_non_null(f);
-    fprintf(f, "5\n");
-    fclose(f);
-  }
+  if (made_live) write_record("overcommit", 1, 5, live, sizeof live);
   dk__huge_reclaim_dead();
   long after = sysfs_long(OVERCOMMIT_2M);
   bool live_kept = access(live, F_OK) == 0;
