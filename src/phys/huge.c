@@ -81,15 +81,19 @@ static int read_counts(uint64_t page, dk_huge_counts *o)
  * row agree; while they keep moving (COUNT_TRIES readings), the last is taken. */
 #define COUNT_TRIES 200
 
+static bool counts_equal(const dk_huge_counts *a, const dk_huge_counts *b)
+{
+  return a->nr == b->nr && a->free == b->free && a->resv == b->resv && a->surplus == b->surplus &&
+         a->overcommit == b->overcommit;
+}
+
 int dk__huge_counts(uint64_t page, dk_huge_counts *o)
 {
   dk_huge_counts prev;
   if (read_counts(page, &prev) < 0) return -1;
   for (int i = 0; i < COUNT_TRIES; i++) {
     if (read_counts(page, o) < 0) return -1;
-    if (o->nr == prev.nr && o->free == prev.free && o->resv == prev.resv && o->surplus == prev.surplus &&
-        o->overcommit == prev.overcommit)
-      return 0;
+    if (counts_equal(o, &prev)) return 0;
     prev = *o;
   }
   return 0;
@@ -107,9 +111,7 @@ int dk__huge_counts_settled(uint64_t page, dk_huge_counts *o)
   for (int i = 0, agree = 0; i < 60 && agree < 2; i++) {
     dk__sleep_ms(1);
     if (dk__huge_counts(page, o) < 0) return -1;
-    bool same = o->nr == prev.nr && o->free == prev.free && o->resv == prev.resv && o->surplus == prev.surplus &&
-                o->overcommit == prev.overcommit;
-    agree = same ? agree + 1 : 0;
+    agree = counts_equal(o, &prev) ? agree + 1 : 0;
     prev = *o;
   }
   *o = prev;
