@@ -6,7 +6,8 @@
  *   P case param subject live reached metric median q1 q3 trials note values
  * case     sweep | churn | threads | handoff | mapper | rss
  * param    the buffer size in bytes ("mixed" for churn)
- * subject  dmakit | dpdk | glibc | dmakit_soft_mapper | dmakit_no_mapper
+ * subject  dmakit | dpdk | glibc | dmakit_soft_mapper | dmakit_no_mapper | floor (the sweep's release
+ *          floor: dmakit's buffers, the descriptor read and the bytes zeroed, no allocator work)
  * live     the live count asked for (threads: the thread count; handoff: the ring's slots)
  * reached  the live count reached (below `live` when a trial ran out of its time budget)
  * metric   create | translate | release (ns per operation), step (ns per release+create),

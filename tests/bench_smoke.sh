@@ -54,6 +54,8 @@ for size, lives in (("64", (100, 1000)), ("4096", (100, 1000)), ("65536", (10, 1
         for m in ("create", "translate", "release"):
             check(len(have("sweep", size, "dmakit", n, m)) == 1, "sweep %s B, %d live, %s" % (size, n, m))
         check(len(have("sweep", size, "glibc", n, "create")) == 1, "sweep %s B glibc floor" % size)
+        check(len(have("sweep", size, "floor", n, "release")) == 1, "sweep %s B, %d live: the release's memory floor" % (size, n))
+        check(not have("sweep", size, "floor", n, "create"), "sweep %s B: the floor reports its release alone" % size)
 for n in (100, 1000):
     check(len(have("churn", "mixed", "dmakit", n, "step")) == 1, "churn at %d live" % n)
 for t in (1, 2):
@@ -98,6 +100,8 @@ for title in ("64 B buffers", "4 KiB buffers", "64 KiB buffers", "mixed-size chu
     check(title in texts, "SVG panel: " + title)
 lines = [e.get("class") for e in svg.iter(ns + "line")]
 check(lines.count("create") >= 6 and lines.count("release") >= 6, "SVG draws create and release lines")
+check("memory floor of a release (no allocator work)" in texts, "SVG legend names the memory floor")
+check(any(l.startswith("| memory floor of a release") for l in md.splitlines()), "markdown has the memory floor row")
 marks = [e for e in svg.iter(ns + "rect") if e.get("class") == "point"]
 plotted = [p for p in pts if p[1] in ("sweep", "churn", "mapper") and p[6] != "translate" and float(p[7]) > 0]
 check(len(marks) == len(plotted), "one SVG mark per plotted point (%d, %d)" % (len(marks), len(plotted)))
