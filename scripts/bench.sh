@@ -88,11 +88,13 @@ fi
 
 # ---- hugepages: reserve now, restore on exit ----------------------------------------------
 # every hugepage limit is put back as found (dmakit's pool may raise overcommit or 1 GiB counts)
+# (nr_hugepages as its persistent pages, read whole: scripts/hugepages.sh)
+. scripts/hugepages.sh
 nr=/proc/sys/vm/nr_hugepages
 saved=""
 for f in /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages \
          /sys/kernel/mm/hugepages/hugepages-*/nr_overcommit_hugepages; do
-  if [ -w "$f" ]; then saved="$saved $f=$(cat "$f")"; fi
+  if [ -w "$f" ]; then saved="$saved $f=$(dk_hp_value "$f")"; fi
 done
 prev_pages="$(cat "$nr")"
 mounted=""

@@ -50,35 +50,23 @@ hp_reclaim_dead() {
     echo "$v" >"$f" || true
   done
 }
-# A limit's value: nr_overcommit_hugepages as it reads; for nr_hugepages the persistent pages
-# (writing it sets those), nr_hugepages less surplus_hugepages, read until two readings agree:
-# surplus pages of a pool alive at the start must not come back as persistent ones.
-hp_value() {
-  case $1 in
-    */nr_hugepages)
-      _hv_prev=; _hv_i=0
-      while [ $_hv_i -lt 100 ]; do
-        _hv_now="$(cat "$1") $(cat "${1%/*}/surplus_hugepages")"
-        [ "$_hv_now" = "$_hv_prev" ] && break
-        _hv_prev=$_hv_now; _hv_i=$((_hv_i + 1))
-      done
-      echo $(( ${_hv_now% *} - ${_hv_now#* } )) ;;
-    *) cat "$1" ;;
-  esac
-}
+# A limit's value as saved and put back (scripts/hugepages.sh): for nr_hugepages the persistent
+# pages, read whole: surplus pages of a pool alive at the start must not come back as
+# persistent ones.
+. scripts/hugepages.sh
 hp_saved=""
 if [ "$(id -u)" -eq 0 ]; then
   hp_reclaim_dead
   for f in /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages \
            /sys/kernel/mm/hugepages/hugepages-*/nr_overcommit_hugepages; do
-    if [ -w "$f" ]; then hp_saved="$hp_saved $f=$(hp_value "$f")"; fi
+    if [ -w "$f" ]; then hp_saved="$hp_saved $f=$(dk_hp_value "$f")"; fi
   done
 fi
 hp_restore() {
   [ -z "$hp_saved" ] || hp_reclaim_dead
   for kv in $hp_saved; do
     f=${kv%=*}; v=${kv##*=}
-    now=$(hp_value "$f")
+    now=$(dk_hp_value "$f")
     if [ "$now" != "$v" ]; then
       echo "test.sh: $f was $v before the run and is $now (persistent pages for nr_hugepages): put back to $v"
       echo "$v" >"$f" || echo "test.sh: could not put $f back to $v" >&2

@@ -347,17 +347,8 @@ run "bench without a source tree" 1 env DMAKIT_SOURCE_DIR="$tmp/nowhere" "$bin" 
 # ---- a reservation, seen by reserve --status, stats, map and doctor (root; the private directory) --
 hp=/sys/kernel/mm/hugepages/hugepages-2048kB
 if [ $root -eq 1 ] && [ -w "$hp/nr_hugepages" ]; then
-  # persistent pages: nr_hugepages less the surplus pages, read until two readings agree (the
-  # kernel frees another process's surplus pages between any two reads)
-  persistent() {
-    _pp_prev=; _pp_i=0
-    while [ $_pp_i -lt 100 ]; do
-      _pp_now="$(cat "$hp/nr_hugepages") $(cat "$hp/surplus_hugepages")"
-      [ "$_pp_now" = "$_pp_prev" ] && break
-      _pp_prev=$_pp_now; _pp_i=$((_pp_i + 1))
-    done
-    echo $(( ${_pp_now% *} - ${_pp_now#* } ))
-  }
+  . "$src/scripts/hugepages.sh"
+  persistent() { dk_hp_persistent "$hp"; }   # nr_hugepages less surplus, read whole
   nr0=$(persistent)
   # 48 bits lie above all RAM here: every page qualifies, so this reservation never searches
   run "reserve --mask 48bit --yes 2M" 0 "$bin" reserve --mask 48bit --yes 2M &&

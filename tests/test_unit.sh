@@ -31,18 +31,8 @@ else
   echo "# systemd-analyze is not installed: unit not verified"
 fi
 hp=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
-sp=/sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages
-# persistent pages: nr_hugepages less the surplus pages, read until two readings agree (the
-# kernel frees another process's surplus pages between any two reads)
-persistent() {
-  _pp_prev=; _pp_i=0
-  while [ $_pp_i -lt 100 ]; do
-    _pp_now="$(cat "$hp") $(cat "$sp")"
-    [ "$_pp_now" = "$_pp_prev" ] && break
-    _pp_prev=$_pp_now; _pp_i=$((_pp_i + 1))
-  done
-  echo $(( ${_pp_now% *} - ${_pp_now#* } ))
-}
+. "$(dirname "$0")/../scripts/hugepages.sh"
+persistent() { dk_hp_persistent "${hp%/*}"; }   # nr_hugepages less surplus, read whole
 if [ "$(id -u)" -ne 0 ] || [ ! -w "$hp" ]; then
   echo "# SKIP: running the unit's commands needs root and 2 MiB hugepages"
 else
