@@ -345,7 +345,8 @@ static void sweep_size(uint64_t size, uint64_t align)
 {
   const subject *subs[4];
   int k = subjects(subs, &S_GLIBC);
-  subs[k++] = &S_FLOOR;
+  int kc = k;                       /* the subjects compared, in alternating order */
+  subs[k++] = &S_FLOOR;             /* then the floor's trials, apart: it does not change what they find */
   bool stop[4] = { false, false, false, false };
   char param[24];
   snprintf(param, sizeof param, "%llu", (unsigned long long)size);
@@ -361,11 +362,15 @@ static void sweep_size(uint64_t size, uint64_t align)
     phase3 r[4];
     memset(r, 0, sizeof r);
     for (int round = 0; round < rounds; round++)
-      for (int q = 0; q < k; q++) {
-        int j = order(round, q, k);
+      for (int q = 0; q < kc; q++) {
+        int j = order(round, q, kc);
         if (stop[j] || r[j].create.failed || r[j].capped || r[j].slow_s > 0) continue;
         sweep_trial(subs[j], size, align, n, 0x5eed0000ull + (uint64_t)round, &r[j]);
       }
+    for (int round = 0; round < rounds; round++)
+      for (int j = kc; j < k; j++)
+        if (!stop[j] && !r[j].create.failed && !r[j].capped && r[j].slow_s == 0)
+          sweep_trial(subs[j], size, align, n, 0x5eed0000ull + (uint64_t)round, &r[j]);
     for (int j = 0; j < k; j++) {
       if (stop[j]) {
         emit_fail("sweep", param, subs[j]->id, n, "create", "not run: a smaller live count already failed or passed the budget");
