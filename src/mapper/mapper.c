@@ -45,7 +45,6 @@ void dk__mapper_release(IOMapper *m)
    * left (cannot happen) is unmapped defensively */
   dk__xtree_walk(&m->regions, drop_region, m);
   m->regions = (dk_xtree){ 0 };
-  m->uses = NULL;
   if (m->ops && m->ops->close) m->ops->close(m);
   dk__iova_fini(&m->space);
   pthread_mutex_destroy(&m->lock);
@@ -230,10 +229,6 @@ IOReturn dk__mapper_map(IOMapper *m, const void *vp, uint64_t len, uint64_t gran
   use->region = r;
   use->iova = r->iova + (va - r->node.start);
   use->len = len;
-  use->prev = NULL;
-  use->next = m->uses;
-  if (m->uses) m->uses->prev = use;
-  m->uses = use;
   m->info.buffers_mapped++;
   pthread_mutex_unlock(&m->lock);
   dk__mapper_retain(m);                            /* each use keeps the mapper */
@@ -245,7 +240,6 @@ void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
   if (!dk__mapper_translates(m) || !use) return;
   if (inherited(m)) {                    /* the parent's mapping: it unmaps it, not this child */
     use->region = NULL;
-    use->prev = use->next = NULL;
     return;
   }
   pthread_mutex_lock(&m->lock);
@@ -255,10 +249,6 @@ void dk__mapper_unmap(IOMapper *m, dk_mapping *use)
     pthread_mutex_unlock(&m->lock);
     return;
   }
-  if (use->prev) use->prev->next = use->next;
-  else m->uses = use->next;
-  if (use->next) use->next->prev = use->prev;
-  use->prev = use->next = NULL;
   use->region = NULL;
   use->iova = 0;
   m->info.buffers_mapped--;

@@ -24,7 +24,6 @@ typedef struct dk_iova_spec {
 /* One counted use of a mapping, kept by its user (a descriptor, a command): mapping and
  * unmapping it cost O(log n) and O(1) and never allocate. Zero-initialised it is not live. */
 typedef struct dk_mapping {
-  struct dk_mapping     *prev, *next;   /* in the mapper's list of live uses (the tracker) */
   struct dk_iova_region *region;        /* NULL while not live */
   uint64_t               iova, len;     /* the IOVA of the range's first byte, its length */
 } dk_mapping;

@@ -32,13 +32,12 @@ struct IOMapper {
   dk_mapper_kind       kind;
   bool                 is_static;     /* the identity mapper: never freed */
   _Atomic int          refs;          /* the opener's, the system setting's, each buffer's use */
-  pthread_mutex_t      lock;          /* regions, uses, space, info */
+  pthread_mutex_t      lock;          /* regions (and their use counts), space, info */
   const dk_mapper_ops *ops;           /* NULL: identity (nothing to map) */
   int                  container_fd, group_fd, device_fd;
   dk_iova_space        space;
   dk_mapper_info       info;
   dk_xtree             regions;
-  dk_mapping          *uses;          /* live uses (the tracker), doubly linked */
 };
 
 /* A mapper of `kind` over the apertures `ranges` (inclusive ends), one reference. NULL with
