@@ -43,6 +43,14 @@ static long sysfs_long(const char *path)
   if (f) { if (fscanf(f, "%ld", &v) != 1) v = -1; fclose(f); }
   return v;
 }
+/* Write v to a sysfs limit (or any file); false if it cannot be opened. */
+static bool write_long(const char *path, long v)
+{
+  FILE *f = fopen(path, "w");
+  if (!f) return false;
+  fprintf(f, "%ld\n", v);
+  return fclose(f) == 0;
+}
 #define OVERCOMMIT_2M "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages"
 #define NR_1G "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"
 
@@ -450,10 +458,7 @@ static void write_record(const char *kind, int pid, long pages, char *path, size
 {
   mkdir("/run/dmakit", 0700);
   snprintf(path, cap, "/run/dmakit/%s.%d", kind, pid);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fprintf(f, "%ld\n", pages);
-  fclose(f);
+  assert_true(write_long(path, pages));
 }
 
 /* A process killed while holding 1 GiB pages leaves nr_hugepages raised (gigantic pages cannot
@@ -471,13 +476,9 @@ static void pool_reclaims_dead_reservations(void **state)
   assert_int_equal(dkt_run_in_child(exit_now, NULL, &status), 0);   /* a pid that has exited... */
   dead = (pid_t)dkt_last_child_pid();
   /* ...pretend it reserved one 1 GiB page and died */
-  FILE *f = fopen(NR_1G, "w");
-  assert_non_null(f);
-  fprintf(f, "%ld\n", nr0 + 1);
-  fclose(f);
+  assert_true(write_long(NR_1G, nr0 + 1));
   if (sysfs_long(NR_1G) != nr0 + 1) {
-    FILE *g = fopen(NR_1G, "w");
-    if (g) { fprintf(g, "%ld\n", nr0); fclose(g); }
+    (void)write_long(NR_1G, nr0);
     DKT_SKIP("the kernel cannot form a 1 GiB page now");
   }
   char path[64];
@@ -517,10 +518,7 @@ static void pool_reclaims_dead_overcommit(void **state)
   int status;
   assert_int_equal(dkt_run_in_child(exit_now, NULL, &status), 0);
   pid_t dead = (pid_t)dkt_last_child_pid();
-  FILE *f = fopen(OVERCOMMIT_2M, "w");             /* it raised the limit by 3 and died */
-  assert_non_null(f);
-  fprintf(f, "%ld\n", oc0 + 3);
-  fclose(f);
+  assert_true(write_long(OVERCOMMIT_2M, oc0 + 3));   /* it raised the limit by 3 and died */
   char path[64];
   write_record("overcommit", (int)dead, 3, path, sizeof path);
   /* a live process's record stays (one for pid 1, which is always alive) */
@@ -567,10 +565,7 @@ static void pool_limits_shared_by_two_processes(void **state)
   dk__huge_reclaim_dead();
   long oc0 = sysfs_long(OVERCOMMIT_2M);
   assert_true(oc0 >= 0);
-  FILE *f = fopen(OVERCOMMIT_2M, "w");
-  assert_non_null(f);
-  fprintf(f, "%ld\n", oc0 + 3);
-  fclose(f);
+  assert_true(write_long(OVERCOMMIT_2M, oc0 + 3));
   pid_t kid[2];
   fflush(NULL);
   for (int i = 0; i < 2; i++) {
@@ -581,10 +576,7 @@ static void pool_limits_shared_by_two_processes(void **state)
   int st[2];
   for (int i = 0; i < 2; i++) assert_int_equal(waitpid(kid[i], &st[i], 0), kid[i]);
   long after = sysfs_long(OVERCOMMIT_2M);
-  f = fopen(OVERCOMMIT_2M, "w");
-  assert_non_null(f);
-  fprintf(f, "%ld\n", oc0);
-  fclose(f);
+  assert_true(write_long(OVERCOMMIT_2M, oc0));
   for (int i = 0; i < 2; i++) dkt_assert_child_ok(st[i]);
   assert_int_equal(after, oc0 + 3);
 }
